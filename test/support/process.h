@@ -1,0 +1,64 @@
+// Child processes and temporary directories for tests. Everything a test creates here is
+// removed by a destructor, so it is cleaned up even when an assertion fails.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kos::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed recursively on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "kos");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A child process with its stdout on a pipe (stderr inherited, so its logs show in the
+// test output). The destructor kills it (SIGKILL) and reaps it if it is still running.
+class ChildProcess {
+ public:
+  // argv[0] is the program, looked up in PATH if it has no '/'.
+  explicit ChildProcess(std::vector<std::string> argv, bool capture_stdout = true);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool started() const { return pid_ > 0; }
+  // Reads one line of stdout (without the newline); nullopt on EOF or after `timeout`.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+  // Sends `sig`; no-op if the child has already been reaped.
+  void signal(int sig);
+  // Waits for exit up to `timeout`; returns the wait status, or nullopt if still running.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  // SIGTERM, wait up to `grace`, then SIGKILL; reaps. Returns the wait status.
+  int stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  bool running();
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffer_;
+  std::optional<int> status_;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+int free_loopback_port();
+
+// The directory holding the running test executable (build tree), to find sibling tools.
+std::filesystem::path self_dir();
+
+}  // namespace kos::testing
