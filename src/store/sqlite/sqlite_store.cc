@@ -144,7 +144,9 @@ constexpr const char* kSelectByRev =
 constexpr const char* kInsert =
     "INSERT INTO log(rev, key, value, create_rev, prev_rev, version, deleted) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-constexpr const char* kMaxRev = "SELECT COALESCE(MAX(rev), 0) FROM log";
+// As in etcd, an empty store is at revision 1 and the first write gets revision 2, so
+// revision 0 never names a real state (it means "latest" / "from now" in the API).
+constexpr const char* kMaxRev = "SELECT MAX(COALESCE(MAX(rev), 0), 1) FROM log";
 constexpr const char* kCompactRev = "SELECT value FROM meta WHERE name = 'compact_rev'";
 
 // The key range [begin, end) of a prefix; end empty = unbounded.
