@@ -1,0 +1,187 @@
+#include "apiserver/gc.h"
+
+#include <spdlog/spdlog.h>
+
+namespace kos::apiserver {
+namespace json = boost::json;
+
+namespace {
+constexpr const char* kOrphan = "orphan";
+constexpr const char* kForeground = "foregroundDeletion";
+
+bool has(const std::vector<std::string>& v, std::string_view s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+}  // namespace
+
+GarbageCollector::GarbageCollector(std::vector<Registry*> registries)
+    : registries_(std::move(registries)) {}
+
+GarbageCollector::~GarbageCollector() { stop(); }
+
+void GarbageCollector::start() {
+  for (size_t i = 0; i < registries_.size(); ++i) {
+    // Runs on the cache's thread with its lock held: only queue work here.
+    registries_[i]->cache().add_listener([this, i](const CachedPtr& prev, const CachedPtr& obj) {
+      const CachedPtr& o = obj ? obj : prev;
+      if (!o) return;
+      if (obj && (!obj->owners.empty() || obj->deleting)) enqueue({i, o->ns, o->name});
+      if (!obj && prev) {
+        enqueue_dependents(prev->uid);
+        // A dependent went away: an owner waiting in the foreground may now go.
+        for (const auto& ref : prev->owners)
+          for (size_t j = 0; j < registries_.size(); ++j)
+            if (registries_[j]->strategy().info().kind == ref.kind) enqueue({j, prev->ns, ref.name});
+      }
+    });
+  }
+  // Whatever is already stored.
+  for (size_t i = 0; i < registries_.size(); ++i) {
+    auto snap = registries_[i]->cache().list("", {}, {});
+    for (const auto& o : snap.items)
+      if (!o->owners.empty() || o->deleting) enqueue({i, o->ns, o->name});
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+void GarbageCollector::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void GarbageCollector::enqueue(Item item) {
+  std::lock_guard lk(mu_);
+  if (!queued_.insert(item).second) return;
+  queue_.push_back(std::move(item));
+  cv_.notify_one();
+}
+
+void GarbageCollector::enqueue_dependents(const std::string& owner_uid) {
+  if (owner_uid.empty()) return;
+  // Called under a cache lock: the owner index of other caches is read after it is
+  // released, on the worker (dependents() locks the cache it reads).
+  std::lock_guard lk(mu_);
+  Item marker{SIZE_MAX, owner_uid, ""};
+  if (!queued_.insert(marker).second) return;
+  queue_.push_back(std::move(marker));
+  cv_.notify_one();
+}
+
+void GarbageCollector::run() {
+  while (true) {
+    Item item;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      queued_.erase(item);
+    }
+    if (item.registry == SIZE_MAX) {
+      for (size_t i = 0; i < registries_.size(); ++i)
+        for (const auto& d : registries_[i]->cache().dependents(item.ns)) enqueue({i, d->ns, d->name});
+      continue;
+    }
+    examine(item);
+  }
+}
+
+Registry* GarbageCollector::owner_registry(const api::OwnerReference& ref) const {
+  for (auto* r : registries_) {
+    const auto& i = r->strategy().info();
+    if (i.kind == ref.kind && i.api_version() == ref.api_version) return r;
+  }
+  return nullptr;
+}
+
+bool GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns) const {
+  Registry* r = owner_registry(ref);
+  if (!r) return true;  // a kind KOS does not serve: never collect on its account
+  auto o = r->get(ns, ref.name, std::nullopt);  // a live read: caches may lag each other
+  if (!o) return o.error().code != Errc::kNotFound;
+  return (*o)->uid == ref.uid;
+}
+
+void GarbageCollector::remove_finalizer(Registry& r, const CachedObject& obj,
+                                        const std::string& finalizer) {
+  auto res = r.update_with(obj.ns, obj.name, [&](const CachedObject& cur) -> Result<json::object> {
+    if (cur.uid != obj.uid) return fail(Errc::kConflict, "object was replaced");
+    auto meta = read_meta(cur.obj);
+    if (!meta) return fail(meta.error());
+    std::erase(meta->finalizers, finalizer);
+    json::object next = cur.obj;
+    write_meta(next, *meta);
+    return next;
+  });
+  if (!res && res.error().code != Errc::kNotFound)
+    spdlog::warn("gc: cannot remove finalizer {} from {}/{}: {}", finalizer, obj.ns, obj.name,
+                 res.error().message);
+}
+
+void GarbageCollector::examine(const Item& item) {
+  Registry& r = *registries_[item.registry];
+  auto obj = r.cache().get(item.ns, item.name);
+  if (!obj) return;
+  const auto& kind = r.strategy().info().kind;
+
+  if (obj->deleting && has(obj->finalizers, kOrphan)) {
+    for (auto* dr : registries_)
+      for (const auto& d : dr->cache().dependents(obj->uid)) {
+        auto res = dr->update_with(d->ns, d->name, [&](const CachedObject& cur) -> Result<json::object> {
+          auto meta = read_meta(cur.obj);
+          if (!meta) return fail(meta.error());
+          std::erase_if(meta->owner_references, [&](const auto& o) { return o.uid == obj->uid; });
+          json::object next = cur.obj;
+          write_meta(next, *meta);
+          return next;
+        });
+        if (!res && res.error().code != Errc::kNotFound) {
+          spdlog::warn("gc: cannot orphan {}/{}: {}", d->ns, d->name, res.error().message);
+          return enqueue(item);
+        }
+      }
+    remove_finalizer(r, *obj, kOrphan);
+    return;
+  }
+
+  if (obj->deleting && has(obj->finalizers, kForeground)) {
+    size_t remaining = 0;
+    for (auto* dr : registries_)
+      for (const auto& d : dr->cache().dependents(obj->uid)) {
+        ++remaining;
+        if (d->deleting) continue;
+        DeleteOptions opts;
+        opts.precondition_uid = d->uid;
+        opts.propagation_policy = "Foreground";
+        auto res = dr->remove(d->ns, d->name, opts);
+        if (res) {
+          ++deleted_;
+          spdlog::info("gc: deleted dependent {}/{} of {} {}/{} (foreground)", d->ns, d->name, kind,
+                       obj->ns, obj->name);
+        }
+      }
+    // The owner goes when its dependents are gone; their delete events requeue it.
+    if (remaining == 0) remove_finalizer(r, *obj, kForeground);
+    return;
+  }
+
+  if (obj->owners.empty()) return;
+  for (const auto& ref : obj->owners)
+    if (owner_exists(ref, obj->ns)) return;
+  DeleteOptions opts;
+  opts.precondition_uid = obj->uid;
+  auto res = r.remove(obj->ns, obj->name, opts);
+  if (res) {
+    ++deleted_;
+    spdlog::info("gc: deleted {} {}/{}: its owners are gone", kind, obj->ns, obj->name);
+  } else if (res.error().code != Errc::kNotFound && res.error().code != Errc::kConflict) {
+    spdlog::warn("gc: cannot delete {} {}/{}: {}", kind, obj->ns, obj->name, res.error().message);
+  }
+}
+
+}  // namespace kos::apiserver

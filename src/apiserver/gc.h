@@ -1,0 +1,55 @@
+// The garbage collector: deletes objects whose owners (by UID) are all gone, deletes the
+// dependents of an owner being deleted in the foreground (and then lets the owner go),
+// and removes owner references from the dependents of an owner deleted with the Orphan
+// policy. Level-triggered: every cache event queues the objects it may concern, and one
+// worker examines each against live state.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "apiserver/registry.h"
+
+namespace kos::apiserver {
+
+class GarbageCollector {
+ public:
+  explicit GarbageCollector(std::vector<Registry*> registries);
+  ~GarbageCollector();
+  void start();
+  void stop();
+
+  // Objects examined and deleted so far (for tests and metrics).
+  uint64_t deleted() const { return deleted_.load(); }
+
+ private:
+  struct Item {
+    size_t registry;
+    std::string ns, name;
+    auto operator<=>(const Item&) const = default;
+  };
+  void enqueue(Item item);
+  void enqueue_dependents(const std::string& owner_uid);
+  void run();
+  void examine(const Item& item);
+  Registry* owner_registry(const api::OwnerReference& ref) const;
+  // Owner references whose owner exists with that UID (live read).
+  bool owner_exists(const api::OwnerReference& ref, const std::string& ns) const;
+  void remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
+
+  std::vector<Registry*> registries_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  std::set<Item> queued_;
+  bool stopping_ = false;
+  std::thread thread_;
+  std::atomic<uint64_t> deleted_{0};
+};
+
+}  // namespace kos::apiserver

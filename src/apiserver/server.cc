@@ -1,0 +1,674 @@
+#include "apiserver/server.h"
+
+#include <charconv>
+
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+#include <spdlog/spdlog.h>
+
+#include "api/cidr.h"
+#include "apiserver/gc.h"
+#include "apiserver/openapi.h"
+#include "apiserver/table.h"
+
+namespace kos::apiserver {
+namespace json = boost::json;
+namespace bhttp = boost::beast::http;
+using namespace std::chrono_literals;
+
+struct ApiServer::Resource {
+  std::unique_ptr<Strategy> strategy;
+  std::unique_ptr<WatchCache> cache;
+  std::unique_ptr<Registry> registry;
+  std::vector<std::string> verbs{"create", "delete", "deletecollection", "get", "list",
+                                 "patch", "update", "watch"};
+};
+
+namespace {
+
+// ---- metrics --------------------------------------------------------------------------
+
+struct ServerMetrics {
+  metrics::Family<metrics::Counter>& requests = metrics::Registry::global().counter(
+      "kos_apiserver_requests_total", "API requests by verb, resource and HTTP code.",
+      {"verb", "resource", "code"});
+  metrics::Family<metrics::Histogram>& latency = metrics::Registry::global().histogram(
+      "kos_apiserver_request_duration_seconds",
+      "API request latency by verb and resource (watches: until the stream starts).",
+      {"verb", "resource"});
+  metrics::Family<metrics::Gauge>& watches = metrics::Registry::global().gauge(
+      "kos_apiserver_open_watches", "Watch streams open, by resource.", {"resource"});
+};
+
+ServerMetrics& server_metrics() {
+  static ServerMetrics m;
+  return m;
+}
+
+// ---- responses ------------------------------------------------------------------------
+
+http::Response json_response(unsigned status, std::string body) {
+  return http::Response{status, "application/json", std::move(body), {}};
+}
+
+http::Response error_response(const Error& e, std::string_view name = {},
+                              const ResourceInfo* info = nullptr) {
+  std::string kind = info ? info->plural : std::string();
+  std::string group = info ? info->group : std::string();
+  return json_response(static_cast<unsigned>(e.http_status()),
+                       json::serialize(api::status_json(e, name, group, kind)));
+}
+
+http::Response method_not_allowed() {
+  return json_response(405, R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server does not allow this method on the requested resource","reason":"MethodNotAllowed","code":405})");
+}
+
+http::Response status_error(Errc code, std::string msg) {
+  return error_response(Error{code, std::move(msg), {}});
+}
+
+// ---- request parsing ------------------------------------------------------------------
+
+struct Query {
+  std::map<std::string, std::string, std::less<>> params;
+  std::optional<std::string> get(std::string_view k) const {
+    auto it = params.find(k);
+    if (it == params.end()) return std::nullopt;
+    return it->second;
+  }
+  bool flag(std::string_view k) const {
+    auto v = get(k);
+    if (!v) return false;
+    std::string s = *v;
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s == "true" || s == "1";
+  }
+};
+
+bool wants_table(const http::Request& req) {
+  auto accept = req[bhttp::field::accept];
+  return accept.find("as=Table") != std::string_view::npos;
+}
+
+TableObjects table_objects(const Query& q) {
+  auto v = q.get("includeObject").value_or("Metadata");
+  if (v == "None") return TableObjects::kNone;
+  if (v == "Object") return TableObjects::kObject;
+  return TableObjects::kMetadata;
+}
+
+Result<api::DecodeOptions> decode_options(const Query& q, std::vector<std::string>* warnings) {
+  api::DecodeOptions o;
+  auto fv = q.get("fieldValidation").value_or("Warn");
+  if (fv == "Strict") o.strict = true;
+  else if (fv == "Warn") o.warnings = warnings;
+  else if (fv != "Ignore")
+    return fail(Errc::kBadRequest, "fieldValidation: invalid value \"" + fv +
+                                       "\": use Strict, Warn or Ignore");
+  return o;
+}
+
+Result<json::value> parse_body(const http::Request& req) {
+  if (req.body().empty()) return fail(Errc::kBadRequest, "the request has no body");
+  auto ct = req[bhttp::field::content_type];
+  if (ct.find("yaml") != std::string_view::npos && ct.find("apply-patch") == std::string_view::npos)
+    return fail(Errc::kUnsupported, "Content-Type " + std::string(ct) +
+                                        " is not supported: send application/json");
+  if (ct.find("protobuf") != std::string_view::npos)
+    return fail(Errc::kUnsupported, "protobuf bodies are not supported: send application/json");
+  return api::parse_json(req.body());
+}
+
+void add_warnings(http::Response& r, const std::vector<std::string>& warnings) {
+  for (const auto& w : warnings) {
+    std::string escaped;
+    for (char c : w) {
+      if (c == '"' || c == '\\') escaped += '\\';
+      escaped += c;
+    }
+    r.headers.emplace_back("Warning", "299 - \"" + escaped + "\"");
+  }
+}
+
+std::string list_json(const ResourceInfo& info, const ListResult& l) {
+  std::string out = "{\"kind\":\"" + info.list_kind() + "\",\"apiVersion\":\"" +
+                    info.api_version() + "\",\"metadata\":{\"resourceVersion\":\"" +
+                    std::to_string(l.rv) + "\"";
+  if (!l.continue_token.empty()) out += ",\"continue\":\"" + l.continue_token + "\"";
+  out += "},\"items\":[";
+  for (size_t i = 0; i < l.items.size(); ++i) {
+    if (i) out += ",";
+    out += l.items[i]->json;
+  }
+  out += "]}";
+  return out;
+}
+
+std::string table_json(const Strategy& s, const ListResult& l, TableObjects include,
+                       std::chrono::system_clock::time_point now) {
+  json::array rows;
+  for (const auto& o : l.items) rows.push_back(table_row(s, o->obj, now, include));
+  json::object meta;
+  meta["resourceVersion"] = std::to_string(l.rv);
+  if (!l.continue_token.empty()) meta["continue"] = l.continue_token;
+  return json::serialize(make_table(s, std::move(rows), std::move(meta)));
+}
+
+// ---- admission: subnets on one VNI -------------------------------------------------------
+
+// A Subnet may not overlap another Subnet of its VNI, nor use a VNI that a Subnet in
+// another namespace uses. Best effort (the subnet validator is the guarantee): checked
+// against the watch cache.
+class SubnetAdmission : public Admission {
+ public:
+  explicit SubnetAdmission(const WatchCache& cache) : cache_(cache) {}
+  Result<void> admit(const json::object* old_obj, const json::object& obj) const override {
+    if (old_obj) return {};  // vni and ipv4 are immutable: checked at create only
+    auto s = api::from_json<api::Subnet>(obj);
+    if (!s) return fail(s.error());
+    auto cidr = api::parse_cidr(s->spec.ipv4);
+    if (!cidr) return {};
+    auto sel = api::FieldSelector::parse("spec.vni=" + std::to_string(s->spec.vni));
+    if (!sel) return {};
+    auto same_vni = cache_.list("", api::LabelSelector{}, *sel);
+    for (const auto& other : same_vni.items) {
+      if (other->ns == s->metadata.namespace_ && other->name == s->metadata.name) continue;
+      auto o = api::from_json<api::Subnet>(other->obj);
+      if (!o) continue;
+      std::string who = other->ns + "/" + other->name;
+      if (other->ns != s->metadata.namespace_)
+        return invalid(*s, "spec.vni", std::to_string(s->spec.vni),
+                       "VNI " + std::to_string(s->spec.vni) + " is already used by Subnet " + who +
+                           " in another namespace");
+      auto ocidr = api::parse_cidr(o->spec.ipv4);
+      if (ocidr && cidr->overlaps(*ocidr))
+        return invalid(*s, "spec.ipv4", s->spec.ipv4,
+                       "CIDR overlaps with Subnet " + who + " (" + o->spec.ipv4 + ") on VNI " +
+                           std::to_string(s->spec.vni));
+    }
+    return {};
+  }
+
+ private:
+  static std::unexpected<Error> invalid(const api::Subnet& s, std::string field, std::string value,
+                                        std::string why) {
+    std::string msg = "Invalid value: \"" + value + "\": " + why;
+    return fail(Error{Errc::kInvalid,
+                      "Subnet.network.example.com \"" + s.metadata.name + "\" is invalid: " +
+                          field + ": " + msg,
+                      {{"FieldValueInvalid", msg, field}}});
+  }
+  const WatchCache& cache_;
+};
+
+// ---- watch streams --------------------------------------------------------------------
+
+class StreamSink : public WatchSink {
+ public:
+  explicit StreamSink(std::shared_ptr<http::Stream> s) : stream_(std::move(s)) {}
+  bool send(std::shared_ptr<const std::string> line, bool initial) override {
+    if (initial) {
+      stream_->write_always(std::move(line));
+      return true;
+    }
+    return stream_->write(std::move(line));
+  }
+  void close(std::optional<Error> error) override {
+    if (error) {
+      json::object ev;
+      ev["type"] = "ERROR";
+      ev["object"] = api::status_json(*error);
+      stream_->write_always(std::make_shared<const std::string>(json::serialize(ev) + "\n"));
+    }
+    stream_->finish();
+  }
+
+ private:
+  std::shared_ptr<http::Stream> stream_;
+};
+
+}  // namespace
+
+// ---- ApiServer ------------------------------------------------------------------------
+
+ApiServer::ApiServer(store::Store& store, const ServerOptions& opts, const Clock& clock)
+    : store_(store), opts_(opts), clock_(clock) {}
+
+ApiServer::~ApiServer() { stop(); }
+
+void ApiServer::stop() {
+  if (http_) http_->stop();
+  if (gc_) gc_->stop();
+  for (auto& r : resources_) r->cache->stop();
+}
+
+uint16_t ApiServer::port() const { return http_ ? http_->port() : 0; }
+
+std::string ApiServer::url() const {
+  return "http://" + opts_.address + ":" + std::to_string(port());
+}
+
+ApiServer::Resource* ApiServer::resource(std::string_view group, std::string_view plural) {
+  for (auto& r : resources_) {
+    const auto& i = r->strategy->info();
+    if (i.group == group && i.plural == plural) return r.get();
+  }
+  return nullptr;
+}
+
+Result<void> ApiServer::init() {
+  std::vector<std::unique_ptr<Strategy>> strategies;
+  for (const auto& k : api::all_kinds()) strategies.push_back(make_kos_strategy(k.kind));
+  strategies.push_back(make_event_strategy());
+  for (auto& s : strategies) {
+    auto r = std::make_unique<Resource>();
+    r->strategy = std::move(s);
+    r->cache = std::make_unique<WatchCache>(store_, *r->strategy, clock_, opts_.cache);
+    if (auto st = r->cache->start(); !st) return st;
+    resources_.push_back(std::move(r));
+  }
+  auto* subnets = resource(api::kGroup, "subnets");
+  subnet_admission_ = std::make_unique<SubnetAdmission>(*subnets->cache);
+  for (auto& r : resources_) {
+    const Admission* adm = r.get() == subnets ? subnet_admission_.get() : nullptr;
+    r->registry = std::make_unique<Registry>(store_, *r->cache, clock_, adm);
+    auto* cache = r->cache.get();
+    std::string plural = r->strategy->info().plural;
+    metrics::Registry::global().callback_gauge(
+        "kos_apiserver_watch_cache_objects_" + plural, "Objects in the watch cache of " + plural,
+        [cache] { return static_cast<double>(cache->stats().objects); });
+  }
+  auto& reg = metrics::Registry::global();
+  reg.callback_gauge("kos_apiserver_watch_events_sent",
+                     "Watch event lines handed to watchers (all resources).", [this] {
+                       double n = 0;
+                       for (auto& r : resources_) n += static_cast<double>(r->cache->stats().lines_sent);
+                       return n;
+                     });
+  std::vector<Registry*> registries;
+  for (auto& r : resources_) registries.push_back(r->registry.get());
+  gc_ = std::make_unique<GarbageCollector>(registries);
+  gc_->start();
+
+  http::ServerOptions ho;
+  ho.address = opts_.address;
+  ho.port = opts_.port;
+  ho.io_threads = opts_.io_threads;
+  ho.worker_threads = opts_.worker_threads;
+  auto srv = http::Server::start(ho, [this](const http::Request& req) { return handle(req); });
+  if (!srv) return fail(srv.error());
+  http_ = std::move(*srv);
+  spdlog::info("apiserver: serving url={}", url());
+  return {};
+}
+
+Result<std::unique_ptr<ApiServer>> ApiServer::start(store::Store& store, const ServerOptions& opts,
+                                                    const Clock& clock) {
+  std::unique_ptr<ApiServer> s(new ApiServer(store, opts, clock));
+  if (auto r = s->init(); !r) return fail(r.error());
+  return s;
+}
+
+namespace {
+
+json::object resource_list_entry(const ResourceInfo& i, const std::vector<std::string>& verbs) {
+  json::object r;
+  r["name"] = i.plural;
+  r["singularName"] = i.singular;
+  r["namespaced"] = i.namespaced;
+  r["kind"] = i.kind;
+  json::array v(verbs.begin(), verbs.end());
+  r["verbs"] = std::move(v);
+  if (!i.short_names.empty()) r["shortNames"] = json::array(i.short_names.begin(), i.short_names.end());
+  if (!i.categories.empty()) r["categories"] = json::array(i.categories.begin(), i.categories.end());
+  return r;
+}
+
+json::object group_entry() {
+  json::object gv;
+  gv["groupVersion"] = std::string(api::kApiVersion);
+  gv["version"] = std::string(api::kVersion);
+  json::object g;
+  g["name"] = std::string(api::kGroup);
+  g["versions"] = json::array{gv};
+  g["preferredVersion"] = gv;
+  return g;
+}
+
+}  // namespace
+
+http::Reply ApiServer::handle(const http::Request& req) {
+  auto started = std::chrono::steady_clock::now();
+  std::string verb = "unknown", resource_name = "";
+  http::Reply reply = [&]() -> http::Reply {
+    auto parsed = boost::urls::parse_origin_form(req.target());
+    if (!parsed) return status_error(Errc::kBadRequest, "malformed request URL");
+    std::vector<std::string> seg;
+    for (auto s : parsed->segments()) seg.push_back(s);
+    while (!seg.empty() && seg.back().empty()) seg.pop_back();
+    Query q;
+    for (auto p : parsed->params()) q.params[p.key] = p.has_value ? std::string(p.value) : "";
+    const auto method = req.method();
+    const bool is_get = method == bhttp::verb::get || method == bhttp::verb::head;
+
+    // Non-resource endpoints.
+    if (seg.size() == 1 && (seg[0] == "healthz" || seg[0] == "livez" || seg[0] == "readyz")) {
+      verb = "health";
+      return http::Response{200, "text/plain", "ok", {}};
+    }
+    if (seg.size() == 1 && seg[0] == "metrics") {
+      verb = "metrics";
+      return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
+    }
+    if (seg.size() == 1 && seg[0] == "version") {
+      verb = "discovery";
+      return json_response(200, R"({"major":"1","minor":"32","gitVersion":"v1.32.0-kos.0.1.0","gitCommit":"","gitTreeState":"clean","buildDate":"","goVersion":"","compiler":"g++","platform":"linux/amd64"})");
+    }
+    if (!seg.empty() && seg[0] == "openapi") {
+      verb = "openapi";
+      if (seg.size() == 2 && seg[1] == "v2")
+        return http::Response{200, "application/octet-stream", openapi_v2_protobuf(), {}};
+      if (seg.size() == 2 && seg[1] == "v3") return json_response(200, openapi_v3_index());
+      if (seg.size() == 5 && seg[1] == "v3" && seg[2] == "apis" && seg[3] == api::kGroup &&
+          seg[4] == api::kVersion) {
+        http::Response r = json_response(200, openapi_v3_group());
+        r.headers.emplace_back("ETag", "\"" + openapi_v3_hash() + "\"");
+        return r;
+      }
+      return status_error(Errc::kNotFound, "the server could not find the requested resource");
+    }
+    if (seg.size() == 1 && seg[0] == "api") {
+      verb = "discovery";
+      return json_response(200, R"({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":""}]})");
+    }
+    if (seg.size() == 1 && seg[0] == "apis") {
+      verb = "discovery";
+      json::object l;
+      l["kind"] = "APIGroupList";
+      l["apiVersion"] = "v1";
+      l["groups"] = json::array{group_entry()};
+      return json_response(200, json::serialize(l));
+    }
+    if (seg.size() == 2 && seg[0] == "apis" && seg[1] == api::kGroup) {
+      verb = "discovery";
+      json::object g = group_entry();
+      g["kind"] = "APIGroup";
+      g["apiVersion"] = "v1";
+      return json_response(200, json::serialize(g));
+    }
+    if ((seg.size() == 3 && seg[0] == "apis" && seg[1] == api::kGroup && seg[2] == api::kVersion) ||
+        (seg.size() == 2 && seg[0] == "api" && seg[1] == "v1")) {
+      verb = "discovery";
+      std::string group = seg[0] == "api" ? "" : std::string(api::kGroup);
+      json::array list;
+      for (auto& r : resources_) {
+        const auto& i = r->strategy->info();
+        if (i.group != group) continue;
+        list.push_back(resource_list_entry(i, group.empty() ? std::vector<std::string>{"create", "delete", "get", "list", "patch", "update", "watch"} : r->verbs));
+        if (i.has_status) {
+          json::object s;
+          s["name"] = i.plural + "/status";
+          s["singularName"] = "";
+          s["namespaced"] = i.namespaced;
+          s["kind"] = i.kind;
+          s["verbs"] = json::array{"get", "patch", "update"};
+          list.push_back(std::move(s));
+        }
+      }
+      json::object l;
+      l["kind"] = "APIResourceList";
+      l["apiVersion"] = "v1";
+      l["groupVersion"] = group.empty() ? "v1" : std::string(api::kApiVersion);
+      l["resources"] = std::move(list);
+      return json_response(200, json::serialize(l));
+    }
+
+    // Resource endpoints: /apis/G/V/[namespaces/NS/]PLURAL[/NAME[/SUB]], /api/v1/...
+    size_t base;
+    std::string group;
+    if (seg.size() >= 4 && seg[0] == "apis" && seg[1] == api::kGroup && seg[2] == api::kVersion) {
+      base = 3;
+      group = std::string(api::kGroup);
+    } else if (seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1") {
+      base = 2;
+    } else {
+      return status_error(Errc::kNotFound, "the server could not find the requested resource");
+    }
+    std::string ns;
+    if (seg.size() > base + 2 && seg[base] == "namespaces") {
+      ns = seg[base + 1];
+      base += 2;
+    } else if (seg.size() == base + 2 && seg[base] == "namespaces") {
+      return status_error(Errc::kNotFound, "namespaces are not served by KOS");
+    }
+    Resource* res = resource(group, seg[base]);
+    if (!res) return status_error(Errc::kNotFound, "the server could not find the requested resource (" + seg[base] + ")");
+    const ResourceInfo& info = res->strategy->info();
+    resource_name = info.plural;
+    std::string name = seg.size() > base + 1 ? seg[base + 1] : "";
+    std::string sub = seg.size() > base + 2 ? seg[base + 2] : "";
+    if (seg.size() > base + 3 || (!sub.empty() && (sub != "status" || !info.has_status)))
+      return status_error(Errc::kNotFound, "the server could not find the requested resource");
+    if (!name.empty() && ns.empty() && info.namespaced)
+      return status_error(Errc::kNotFound, "a namespace is required for " + info.plural + "/" + name);
+    Registry& reg = *res->registry;
+    std::vector<std::string> warnings;
+    auto dopts = decode_options(q, &warnings);
+    if (!dopts) return error_response(dopts.error());
+    WriteOptions wo{*dopts, q.get("dryRun").has_value()};
+    auto fail_with = [&](const Error& e) { return error_response(e, name, &info); };
+    auto now = clock_.now();
+    auto object_reply = [&](unsigned status, const CachedPtr& o) -> http::Response {
+      http::Response r;
+      if (wants_table(req)) {
+        ListResult l{o->rv, {o}, {}};
+        r = json_response(status, table_json(*res->strategy, l, table_objects(q), now));
+      } else {
+        r = json_response(status, o->json);
+      }
+      add_warnings(r, warnings);
+      return r;
+    };
+
+    auto list_request = [&]() -> Result<ListRequest> {
+      ListRequest lr;
+      lr.ns = ns;
+      if (auto ls = q.get("labelSelector")) {
+        auto s = api::LabelSelector::parse(*ls);
+        if (!s) return fail(s.error());
+        lr.labels = std::move(*s);
+      }
+      if (auto fs = q.get("fieldSelector")) {
+        auto s = api::FieldSelector::parse(*fs);
+        if (!s) return fail(s.error());
+        if (auto c = res->strategy->check_field_selector(*s); !c) return fail(c.error());
+        lr.fields = std::move(*s);
+      }
+      lr.resource_version = q.get("resourceVersion");
+      lr.resource_version_match = q.get("resourceVersionMatch").value_or("");
+      if (auto l = q.get("limit")) {
+        int64_t v = 0;
+        auto [p, ec] = std::from_chars(l->data(), l->data() + l->size(), v);
+        if (ec != std::errc() || p != l->data() + l->size() || v < 0)
+          return fail(Errc::kBadRequest, "limit: invalid value \"" + *l + "\"");
+        lr.limit = v;
+      }
+      lr.continue_token = q.get("continue").value_or("");
+      return lr;
+    };
+
+    auto delete_options = [&]() -> Result<DeleteOptions> {
+      DeleteOptions d;
+      d.dry_run = wo.dry_run;
+      if (auto p = q.get("propagationPolicy")) d.propagation_policy = *p;
+      if (!req.body().empty()) {
+        auto body = api::parse_json(req.body());
+        if (!body) return fail(body.error());
+        const auto* o = body->if_object();
+        if (!o) return fail(Errc::kBadRequest, "DeleteOptions must be a JSON object");
+        if (auto* p = o->if_contains("propagationPolicy"); p && p->is_string())
+          d.propagation_policy = std::string(p->get_string());
+        if (auto* o2 = o->if_contains("orphanDependents"); o2 && o2->is_bool() && d.propagation_policy.empty())
+          d.propagation_policy = o2->get_bool() ? "Orphan" : "Background";
+        if (auto* pre = o->if_contains("preconditions"); pre && pre->is_object()) {
+          if (auto* u = pre->get_object().if_contains("uid"); u && u->is_string())
+            d.precondition_uid = std::string(u->get_string());
+          if (auto* rv = pre->get_object().if_contains("resourceVersion"); rv && rv->is_string())
+            d.precondition_resource_version = std::string(rv->get_string());
+        }
+        if (auto* dr = o->if_contains("dryRun"); dr && dr->is_array() && !dr->get_array().empty())
+          d.dry_run = true;
+      }
+      return d;
+    };
+
+    // Collection.
+    if (name.empty()) {
+      if (is_get && q.flag("watch")) {
+        verb = "watch";
+        auto lr = list_request();
+        if (!lr) return fail_with(lr.error());
+        WatchRequest wr;
+        wr.ns = ns;
+        wr.labels = lr->labels;
+        wr.fields = lr->fields;
+        wr.bookmarks = q.flag("allowWatchBookmarks");
+        if (wants_table(req))
+          wr.format = table_objects(q) == TableObjects::kObject ? WatchFormat::kTableWithObject
+                                                                : WatchFormat::kTable;
+        if (lr->resource_version && !lr->resource_version->empty() && *lr->resource_version != "0") {
+          int64_t v = 0;
+          const auto& s = *lr->resource_version;
+          auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+          if (ec != std::errc() || p != s.data() + s.size() || v < 0)
+            return status_error(Errc::kBadRequest, "resourceVersion: invalid value \"" + s + "\"");
+          wr.since = v;
+        }
+        std::optional<std::chrono::milliseconds> timeout = std::chrono::minutes(30);
+        if (auto t = q.get("timeoutSeconds")) {
+          int64_t v = 0;
+          auto [p, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
+          if (ec != std::errc() || v < 0)
+            return status_error(Errc::kBadRequest, "timeoutSeconds: invalid value \"" + *t + "\"");
+          timeout = std::chrono::seconds(v);
+        }
+        struct State {
+          std::mutex mu;
+          std::optional<uint64_t> id;
+          bool closed = false;
+        };
+        auto state = std::make_shared<State>();
+        auto* cache = res->cache.get();
+        std::string rname = info.plural;
+        http::StreamStart ss;
+        ss.max_queued_bytes = opts_.watch_queue_bytes;
+        ss.timeout = timeout;
+        ss.attach = [state, cache, wr = std::move(wr), rname](std::shared_ptr<http::Stream> s) mutable {
+          auto sink = std::make_shared<StreamSink>(s);
+          auto id = cache->watch(std::move(wr), sink);
+          if (!id) {
+            sink->close(id.error());
+            return;
+          }
+          server_metrics().watches.with({rname}).inc();
+          std::lock_guard lk(state->mu);
+          state->id = *id;
+          if (state->closed) {
+            cache->stop_watch(*id);
+            server_metrics().watches.with({rname}).dec();
+          }
+        };
+        ss.on_close = [state, cache, rname] {
+          std::lock_guard lk(state->mu);
+          state->closed = true;
+          if (state->id) {
+            cache->stop_watch(*state->id);
+            server_metrics().watches.with({rname}).dec();
+          }
+        };
+        return ss;
+      }
+      if (is_get) {
+        verb = "list";
+        auto lr = list_request();
+        if (!lr) return fail_with(lr.error());
+        auto l = reg.list(*lr);
+        if (!l) return fail_with(l.error());
+        if (wants_table(req)) return json_response(200, table_json(*res->strategy, *l, table_objects(q), now));
+        return json_response(200, list_json(info, *l));
+      }
+      if (method == bhttp::verb::post) {
+        verb = "create";
+        if (info.namespaced && ns.empty())
+          return status_error(Errc::kNotFound, "create needs a namespace: POST to .../namespaces/NS/" + info.plural);
+        auto body = parse_body(req);
+        if (!body) return fail_with(body.error());
+        auto o = reg.create(ns, *body, wo);
+        if (!o) return fail_with(o.error());
+        return object_reply(201, *o);
+      }
+      if (method == bhttp::verb::delete_) {
+        verb = "deletecollection";
+        auto lr = list_request();
+        if (!lr) return fail_with(lr.error());
+        auto d = delete_options();
+        if (!d) return fail_with(d.error());
+        auto items = reg.delete_collection(*lr, *d);
+        if (!items) return fail_with(items.error());
+        return json_response(200, list_json(info, ListResult{0, std::move(*items), {}}));
+      }
+      return method_not_allowed();
+    }
+
+    // One object.
+    const bool status = sub == "status";
+    if (is_get) {
+      verb = "get";
+      auto o = reg.get(ns, name, q.get("resourceVersion"));
+      if (!o) return fail_with(o.error());
+      return object_reply(200, *o);
+    }
+    if (method == bhttp::verb::put) {
+      verb = status ? "update-status" : "update";
+      auto body = parse_body(req);
+      if (!body) return fail_with(body.error());
+      auto o = reg.update(ns, name, *body, status, wo);
+      if (!o) return fail_with(o.error());
+      return object_reply(200, *o);
+    }
+    if (method == bhttp::verb::patch) {
+      verb = status ? "patch-status" : "patch";
+      auto type = patch_type_from_content_type(req[bhttp::field::content_type]);
+      if (!type)
+        return fail_with(Error{Errc::kUnsupported,
+                               "the body of the request was in an unknown format - accepted media "
+                               "types include: application/json-patch+json, "
+                               "application/merge-patch+json",
+                               {}});
+      auto body = api::parse_json(req.body());
+      if (!body) return fail_with(body.error());
+      auto o = reg.patch(ns, name, *type, *body, status, wo);
+      if (!o) return fail_with(o.error());
+      return object_reply(200, *o);
+    }
+    if (method == bhttp::verb::delete_ && !status) {
+      verb = "delete";
+      auto d = delete_options();
+      if (!d) return fail_with(d.error());
+      auto r = reg.remove(ns, name, *d);
+      if (!r) return fail_with(r.error());
+      return object_reply(200, r->obj);
+    }
+    return method_not_allowed();
+  }();
+
+  unsigned code = 200;
+  if (auto* r = std::get_if<http::Response>(&reply)) code = r->status;
+  auto& m = server_metrics();
+  m.requests.with({verb, resource_name, std::to_string(code)}).inc();
+  m.latency.with({verb, resource_name}).observe(std::chrono::steady_clock::now() - started);
+  if (code >= 500) spdlog::warn("apiserver: {} {} -> {}", std::string(req.method_string()), std::string(req.target()), code);
+  return reply;
+}
+
+}  // namespace kos::apiserver

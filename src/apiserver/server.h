@@ -1,0 +1,64 @@
+// The KOS API server: serves network.example.com/v1alpha1 (Subnet, NetworkAttachment,
+// IPLock) and core/v1 Events over HTTP with Kubernetes semantics, on any Store.
+//
+// Components: one WatchCache + Registry per resource, subnet admission, the garbage
+// collector, discovery and OpenAPI, metrics; the HTTP server (src/common/http_server.h)
+// calls handle() on a worker thread for every request.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "apiserver/registry.h"
+#include "apiserver/watch_cache.h"
+#include "common/clock.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "store/store.h"
+
+namespace kos::apiserver {
+
+class GarbageCollector;
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 6443;  // 0: any free port
+  int io_threads = 2;
+  int worker_threads = 64;
+  WatchCache::Options cache;
+  // Bytes a watch may have queued before it is closed with 410 (it cannot keep up).
+  size_t watch_queue_bytes = 16 << 20;
+};
+
+class ApiServer {
+ public:
+  // Fills the watch caches from `store`, starts the garbage collector and listens.
+  static Result<std::unique_ptr<ApiServer>> start(store::Store& store, const ServerOptions& opts,
+                                                  const Clock& clock = RealClock::instance());
+  ~ApiServer();
+
+  uint16_t port() const;
+  std::string url() const;  // http://ADDRESS:PORT
+  void stop();
+
+  // One request; what the HTTP server calls. Public for in-process tests.
+  http::Reply handle(const http::Request& req);
+
+  struct Resource;
+  Resource* resource(std::string_view group, std::string_view plural);
+
+ private:
+  ApiServer(store::Store& store, const ServerOptions& opts, const Clock& clock);
+  Result<void> init();
+
+  store::Store& store_;
+  ServerOptions opts_;
+  const Clock& clock_;
+  std::vector<std::unique_ptr<Resource>> resources_;
+  std::unique_ptr<Admission> subnet_admission_;
+  std::unique_ptr<GarbageCollector> gc_;
+  std::unique_ptr<http::Server> http_;
+};
+
+}  // namespace kos::apiserver

@@ -1,0 +1,358 @@
+// The Strategies of the KOS kinds (typed, through src/api) and of core/v1 Events
+// (schemaless apart from metadata and the fields kubectl selects on).
+#include <algorithm>
+#include <cctype>
+
+#include "api/validation.h"
+#include "apiserver/resource.h"
+
+namespace kos::apiserver {
+namespace json = boost::json;
+using std::chrono::system_clock;
+
+std::string age(system_clock::time_point created, system_clock::time_point now) {
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(now - created).count();
+  if (s < 0) s = 0;
+  if (s < 120) return std::to_string(s) + "s";
+  long m = s / 60, h = m / 60, d = h / 24;
+  if (m < 10) return std::to_string(m) + "m" + (s % 60 ? std::to_string(s % 60) + "s" : "");
+  if (h < 3) return std::to_string(m) + "m";
+  if (h < 8) return std::to_string(h) + "h" + (m % 60 ? std::to_string(m % 60) + "m" : "");
+  if (d < 2) return std::to_string(h) + "h";
+  if (d < 8) return std::to_string(d) + "d" + (h % 24 ? std::to_string(h % 24) + "h" : "");
+  if (d < 365 * 2) return std::to_string(d) + "d";
+  return std::to_string(d / 365) + "y";
+}
+
+Result<api::ObjectMeta> read_meta(const json::object& obj) {
+  const json::value* m = obj.if_contains("metadata");
+  if (!m) return api::ObjectMeta{};
+  return api::from_json<api::ObjectMeta>(*m);
+}
+
+void write_meta(json::object& obj, const api::ObjectMeta& meta) {
+  obj["metadata"] = api::to_json(meta);
+}
+
+const json::value* find_path(const json::object& obj, std::string_view path) {
+  const json::object* cur = &obj;
+  while (true) {
+    auto dot = path.find('.');
+    std::string_view part = path.substr(0, dot);
+    const json::value* v = cur->if_contains(json::string_view(part.data(), part.size()));
+    if (!v || dot == std::string_view::npos) return v;
+    cur = v->if_object();
+    if (!cur) return nullptr;
+    path.remove_prefix(dot + 1);
+  }
+}
+
+namespace {
+
+json::value cell_string(std::string_view s) { return json::string(s); }
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += sep;
+    out += s;
+  }
+  return out;
+}
+
+// ---- KOS kinds ------------------------------------------------------------------------
+
+template <class T>
+class KosStrategy final : public Strategy {
+ public:
+  KosStrategy() {
+    const auto& k = api::kind_info(T::kKind);
+    info_.group = std::string(api::kGroup);
+    info_.version = std::string(api::kVersion);
+    info_.kind = std::string(k.name);
+    info_.plural = std::string(k.plural);
+    info_.singular = std::string(k.singular);
+    info_.short_names = {std::string(k.short_name)};
+    for (auto c : api::kCategories) info_.categories.emplace_back(c);
+    info_.has_status = k.has_status;
+    if constexpr (std::is_same_v<T, api::NetworkAttachment>)
+      info_.indexed_fields = {"spec.node", "status.addressVNI"};
+    else if constexpr (std::is_same_v<T, api::Subnet>)
+      info_.indexed_fields = {"spec.vni"};
+  }
+
+  const ResourceInfo& info() const override { return info_; }
+
+  Result<json::object> canonicalize(const json::value& in,
+                                    const api::DecodeOptions& opts) const override {
+    auto obj = api::from_json<T>(in, opts);
+    if (!obj) return fail(obj.error());
+    return api::to_json(*obj);
+  }
+
+  Result<void> validate(const json::object& obj) const override {
+    auto t = typed(obj);
+    if (!t) return fail(t.error());
+    return api::validate(api::AnyObject(std::move(*t)));
+  }
+
+  Result<void> validate_update(const json::object& old_obj,
+                               const json::object& new_obj) const override {
+    auto o = typed(old_obj);
+    if (!o) return fail(o.error());
+    auto n = typed(new_obj);
+    if (!n) return fail(n.error());
+    return api::validate_update(api::AnyObject(std::move(*o)), api::AnyObject(std::move(*n)));
+  }
+
+  std::vector<std::string_view> changed_sections(const json::object* old_obj,
+                                                 const json::object& new_obj) const override {
+    auto n = typed(new_obj);
+    if (!n) return {};
+    std::optional<T> o;
+    if (old_obj) {
+      if (auto r = typed(*old_obj)) o = std::move(*r);
+    }
+    std::vector<std::string_view> out;
+    auto differs = [&](auto get) { return !o || get(*o) != get(*n); };
+    if (differs([](const T& x) { return x.spec; })) out.push_back(api::section::kSpec);
+    if constexpr (std::is_same_v<T, api::Subnet>) {
+      if (o ? o->status != n->status : n->status != api::SubnetStatus{})
+        out.push_back(api::section::kStatus);
+    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
+      auto address = [](const T& x) {
+        return std::tie(x.status.errors.ipam, x.status.address_contention, x.status.lock_uid,
+                        x.status.address_vni, x.status.ipv4);
+      };
+      auto impl = [](const T& x) {
+        return std::tie(x.status.errors.host, x.status.mac_address, x.status.ifc_name,
+                        x.status.host_ip);
+      };
+      T zero;
+      const T& before = o ? *o : zero;
+      if (address(before) != address(*n)) out.push_back(api::section::kAddress);
+      if (impl(before) != impl(*n)) out.push_back(api::section::kImpl);
+      if (before.status.post_create_exec_report != n->status.post_create_exec_report)
+        out.push_back(api::section::kExecReport);
+    }
+    return out;
+  }
+
+  Fields fields(const json::object& obj) const override {
+    Fields out;
+    auto t = typed(obj);
+    if (!t) return out;
+    for (auto f : api::selectable_fields(T::kKind)) {
+      if (auto v = api::field_value(*t, f)) out.emplace_back(std::string(f), std::move(*v));
+    }
+    return out;
+  }
+
+  Result<void> check_field_selector(const api::FieldSelector& sel) const override {
+    return api::check_fields(sel, T::kKind);
+  }
+
+  std::span<const TableColumn> columns() const override {
+    static const std::vector<TableColumn> cols = make_columns();
+    return cols;
+  }
+
+  json::array cells(const json::object& obj, system_clock::time_point now) const override {
+    json::array row;
+    auto t = typed(obj);
+    if (!t) return row;
+    const auto& m = t->metadata;
+    row.push_back(cell_string(m.name));
+    if constexpr (std::is_same_v<T, api::Subnet>) {
+      row.push_back(t->spec.vni);
+      row.push_back(cell_string(t->spec.ipv4));
+      row.push_back(t->status.validated);
+      row.push_back(cell_string(join(t->status.errors, "; ")));
+    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
+      const auto& s = t->status;
+      row.push_back(cell_string(t->spec.subnet));
+      row.push_back(cell_string(t->spec.node));
+      row.push_back(cell_string(s.ipv4));
+      row.push_back(cell_string(s.mac_address));
+      row.push_back(cell_string(s.host_ip));
+      row.push_back(cell_string(s.ifc_name));
+      std::vector<std::string> errs = s.errors.ipam;
+      errs.insert(errs.end(), s.errors.host.begin(), s.errors.host.end());
+      row.push_back(cell_string(join(errs, "; ")));
+      row.push_back(s.address_vni);
+    } else {
+      row.push_back(cell_string(t->spec.subnet_name));
+      std::string owner;
+      for (const auto& r : m.owner_references)
+        if (r.controller.value_or(false)) owner = r.kind + "/" + r.name;
+      row.push_back(cell_string(owner));
+    }
+    row.push_back(cell_string(age(m.creation_timestamp, now)));
+    return row;
+  }
+
+ private:
+  static Result<T> typed(const json::object& obj) { return api::from_json<T>(obj); }
+
+  static std::vector<TableColumn> make_columns() {
+    std::vector<TableColumn> c{{"Name", "string", "name", "Name of the object", 0}};
+    if constexpr (std::is_same_v<T, api::Subnet>) {
+      c.push_back({"VNI", "integer", "", "VXLAN network identifier", 0});
+      c.push_back({"CIDR", "string", "", "IPv4 block of the subnet", 0});
+      c.push_back({"Validated", "boolean", "", "Passed the subnet validator", 0});
+      c.push_back({"Errors", "string", "", "Why it is not validated", 1});
+    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
+      c.push_back({"Subnet", "string", "", "Subnet the attachment is on", 0});
+      c.push_back({"Node", "string", "", "Node that implements it", 0});
+      c.push_back({"IPv4", "string", "", "Assigned guest address", 0});
+      c.push_back({"MAC", "string", "", "Guest MAC address", 0});
+      c.push_back({"HostIP", "string", "", "Underlay address of the node", 0});
+      c.push_back({"Ifc", "string", "", "Name of the Linux interface", 0});
+      c.push_back({"Errors", "string", "", "IPAM and host errors", 1});
+      c.push_back({"VNI", "integer", "", "VNI of the assigned address", 1});
+    } else {
+      c.push_back({"Subnet", "string", "", "Subnet of the locked address", 0});
+      c.push_back({"Owner", "string", "", "Attachment that holds the lock", 0});
+    }
+    c.push_back({"Age", "string", "", "Time since creation", 0});
+    return c;
+  }
+
+  ResourceInfo info_;
+};
+
+// ---- core/v1 Event --------------------------------------------------------------------
+
+class EventStrategy final : public Strategy {
+ public:
+  EventStrategy() {
+    info_.group = "";
+    info_.version = "v1";
+    info_.kind = "Event";
+    info_.plural = "events";
+    info_.singular = "event";
+    info_.short_names = {"ev"};
+  }
+  const ResourceInfo& info() const override { return info_; }
+
+  Result<json::object> canonicalize(const json::value& in,
+                                    const api::DecodeOptions& opts) const override {
+    const json::object* o = in.if_object();
+    if (!o) return fail(Errc::kBadRequest, "an Event must be a JSON object");
+    json::object out = *o;
+    if (auto* k = out.if_contains("kind"); k && (!k->is_string() || k->get_string() != "Event"))
+      return fail(Errc::kBadRequest, "kind: expected \"Event\"");
+    if (auto* a = out.if_contains("apiVersion"); a && (!a->is_string() || a->get_string() != "v1"))
+      return fail(Errc::kBadRequest, "apiVersion: expected \"v1\"");
+    auto meta = api::from_json<api::ObjectMeta>(out.contains("metadata") ? out["metadata"] : json::value(json::object()), opts);
+    if (!meta) return fail(meta.error());
+    json::object canon;
+    canon["kind"] = "Event";
+    canon["apiVersion"] = "v1";
+    canon["metadata"] = api::to_json(*meta);
+    for (auto& kv : out)
+      if (kv.key() != "kind" && kv.key() != "apiVersion" && kv.key() != "metadata")
+        canon[kv.key()] = kv.value();
+    return canon;
+  }
+
+  Result<void> validate(const json::object& obj) const override {
+    std::vector<FieldCause> causes;
+    auto meta = read_meta(obj);
+    if (!meta) return fail(meta.error());
+    if (meta->name.empty())
+      causes.push_back({"FieldValueRequired", "Required value", "metadata.name"});
+    const json::value* io = obj.if_contains("involvedObject");
+    if (!io || !io->is_object())
+      causes.push_back({"FieldValueRequired", "Required value", "involvedObject"});
+    for (auto f : {"reason", "message", "type"}) {
+      const json::value* v = obj.if_contains(f);
+      if (v && !v->is_string())
+        causes.push_back({"FieldValueTypeInvalid", "expected string", f});
+    }
+    if (causes.empty()) return {};
+    return fail(Error{Errc::kInvalid, "Event \"" + meta->name + "\" is invalid", causes});
+  }
+
+  Result<void> validate_update(const json::object&, const json::object& new_obj) const override {
+    return validate(new_obj);
+  }
+
+  Fields fields(const json::object& obj) const override {
+    Fields out;
+    for (auto f : kFields) {
+      if (const json::value* v = find_path(obj, f)) {
+        if (v->is_string()) out.emplace_back(std::string(f), std::string(v->get_string()));
+      } else {
+        out.emplace_back(std::string(f), std::string());
+      }
+    }
+    return out;
+  }
+
+  Result<void> check_field_selector(const api::FieldSelector& sel) const override {
+    for (const auto& r : sel.requirements()) {
+      if (std::find(std::begin(kFields), std::end(kFields), r.field) == std::end(kFields))
+        return fail(Errc::kBadRequest, "field label not supported: " + r.field);
+    }
+    return {};
+  }
+
+  std::span<const TableColumn> columns() const override {
+    static const std::vector<TableColumn> cols{
+        {"Last Seen", "string", "", "Time of the last occurrence", 0},
+        {"Type", "string", "", "Normal or Warning", 0},
+        {"Reason", "string", "", "Short machine-readable reason", 0},
+        {"Object", "string", "", "The object the event is about", 0},
+        {"Message", "string", "", "What happened", 0},
+        {"Name", "string", "name", "Name of the event", 1},
+    };
+    return cols;
+  }
+
+  json::array cells(const json::object& obj, system_clock::time_point now) const override {
+    auto str = [&](std::string_view path) -> std::string {
+      const json::value* v = find_path(obj, path);
+      return v && v->is_string() ? std::string(v->get_string()) : std::string();
+    };
+    std::string last = str("lastTimestamp");
+    if (last.empty()) last = str("eventTime");
+    std::string seen = "<unknown>";
+    if (auto t = api::parse_micro_time(last)) seen = age(*t, now);
+    auto meta = read_meta(obj);
+    json::array row;
+    row.push_back(cell_string(seen));
+    row.push_back(cell_string(str("type")));
+    row.push_back(cell_string(str("reason")));
+    std::string kind = str("involvedObject.kind");
+    for (auto& c : kind) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    row.push_back(cell_string(kind + "/" + str("involvedObject.name")));
+    row.push_back(cell_string(str("message")));
+    row.push_back(cell_string(meta ? meta->name : std::string()));
+    return row;
+  }
+
+ private:
+  static constexpr std::string_view kFields[] = {
+      "metadata.name",         "metadata.namespace",         "involvedObject.kind",
+      "involvedObject.name",   "involvedObject.namespace",   "involvedObject.uid",
+      "involvedObject.apiVersion", "involvedObject.resourceVersion",
+      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"};
+  ResourceInfo info_;
+};
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_kos_strategy(api::Kind kind) {
+  switch (kind) {
+    case api::Kind::kSubnet: return std::make_unique<KosStrategy<api::Subnet>>();
+    case api::Kind::kNetworkAttachment:
+      return std::make_unique<KosStrategy<api::NetworkAttachment>>();
+    case api::Kind::kIPLock: return std::make_unique<KosStrategy<api::IPLock>>();
+  }
+  return nullptr;
+}
+
+std::unique_ptr<Strategy> make_event_strategy() { return std::make_unique<EventStrategy>(); }
+
+}  // namespace kos::apiserver

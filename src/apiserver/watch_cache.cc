@@ -1,0 +1,442 @@
+#include "apiserver/watch_cache.h"
+
+#include <boost/json/serialize.hpp>
+#include <spdlog/spdlog.h>
+
+#include "apiserver/table.h"
+
+namespace kos::apiserver {
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr std::string_view kTypes[3] = {"ADDED", "MODIFIED", "DELETED"};
+constexpr int kAdded = 0, kModified = 1, kDeleted = 2;
+}  // namespace
+
+std::optional<std::string_view> CachedObject::field(std::string_view f) const {
+  for (const auto& [k, v] : fields)
+    if (k == f) return std::string_view(v);
+  return std::nullopt;
+}
+
+Result<CachedPtr> make_cached(const Strategy& strategy, const std::string& key,
+                              const std::string& value, store::Revision rv) {
+  auto parsed = api::parse_json(value);
+  if (!parsed) return fail(parsed.error());
+  auto* o = parsed->if_object();
+  if (!o) return fail(Errc::kInternal, "stored object " + key + " is not a JSON object");
+  auto meta = read_meta(*o);
+  if (!meta) return fail(meta.error());
+  auto c = std::make_shared<CachedObject>();
+  c->key = key;
+  c->ns = meta->namespace_;
+  c->name = meta->name;
+  c->uid = meta->uid;
+  c->rv = rv;
+  c->labels = meta->labels;
+  c->owners = meta->owner_references;
+  c->deleting = meta->deletion_timestamp.has_value();
+  c->finalizers = meta->finalizers;
+  c->created = meta->creation_timestamp;
+  meta->resource_version = std::to_string(rv);
+  c->obj = std::move(*o);
+  write_meta(c->obj, *meta);
+  c->json = json::serialize(c->obj);
+  c->fields = strategy.fields(c->obj);
+  return CachedPtr(std::move(c));
+}
+
+struct WatchCache::Watcher {
+  uint64_t id = 0;
+  WatchRequest req;
+  std::shared_ptr<WatchSink> sink;
+  int index_field = -1;  // which indexed field pins this watcher, -1 = unindexed
+  std::string index_value;
+  uint64_t seen_epoch = 0;  // dedupes a watcher found in two buckets for one event
+};
+
+WatchCache::WatchCache(store::Store& store, const Strategy& strategy, const Clock& clock,
+                       Options opts)
+    : store_(store), strategy_(strategy), clock_(clock), opts_(opts) {
+  index_.resize(strategy.info().indexed_fields.size());
+}
+
+WatchCache::~WatchCache() { stop(); }
+
+Result<void> WatchCache::start() {
+  if (auto r = relist(); !r) return r;
+  thread_ = std::thread([this] { run(); });
+  return {};
+}
+
+void WatchCache::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+  std::unique_lock lk(mu_);
+  for (auto& [id, w] : watchers_) w->sink->close(std::nullopt);
+  watchers_.clear();
+  for (auto& m : index_) m.clear();
+  unindexed_.clear();
+}
+
+// Loads the whole resource from the store and starts a store watch after that revision.
+// Watchers that exist (after a compaction overtook the cache) are told to start over.
+Result<void> WatchCache::relist() {
+  const std::string prefix = strategy_.info().key_prefix();
+  auto l = store_.list(prefix);
+  if (!l) return fail(l.error());
+  std::map<std::string, CachedPtr> objects;
+  std::unordered_multimap<std::string, std::string> by_owner;
+  for (const auto& kv : l->items) {
+    auto c = make_cached(strategy_, kv.key, kv.value, kv.mod_revision);
+    if (!c) {
+      spdlog::error("watch cache: skipping undecodable object key={} error={}", kv.key,
+                    c.error().message);
+      continue;
+    }
+    for (const auto& o : (*c)->owners) by_owner.emplace(o.uid, kv.key);
+    objects.emplace(kv.key, std::move(*c));
+  }
+  auto w = store_.watch(prefix, l->revision);
+  if (!w) return fail(w.error());
+  std::unique_lock lk(mu_);
+  objects_ = std::move(objects);
+  by_owner_ = std::move(by_owner);
+  history_.clear();
+  history_floor_ = l->revision;
+  rv_ = l->revision;
+  store_watch_ = std::move(*w);
+  std::vector<uint64_t> ids;
+  for (auto& [id, _] : watchers_) ids.push_back(id);
+  for (auto id : ids)
+    close_watcher(id, Error{Errc::kCompacted, "the watch cache was reset; list again", {}});
+  spdlog::info("watch cache: filled resource={} objects={} revision={}",
+               strategy_.info().plural, objects_.size(), rv_);
+  advanced_.notify_all();
+  return {};
+}
+
+void WatchCache::run() {
+  auto next_bookmark = clock_.steady_now() + opts_.bookmark_interval;
+  while (!stopping_) {
+    auto batch = store_watch_->next(100ms);
+    if (!batch) {
+      if (stopping_ || batch.error().code == Errc::kCancelled) return;
+      spdlog::warn("watch cache: store watch failed resource={} error={}; relisting",
+                   strategy_.info().plural, batch.error().message);
+      while (!stopping_) {
+        auto r = relist();
+        if (r) break;
+        spdlog::warn("watch cache: relist failed resource={} error={}", strategy_.info().plural,
+                     r.error().message);
+        std::this_thread::sleep_for(500ms);  // back off before asking the store again
+      }
+      continue;
+    }
+    if (!batch->empty()) apply(*batch);
+    if (clock_.steady_now() >= next_bookmark) {
+      send_bookmarks();
+      next_bookmark = clock_.steady_now() + opts_.bookmark_interval;
+    }
+  }
+}
+
+void WatchCache::apply(const std::vector<store::Event>& events) {
+  std::unique_lock lk(mu_);
+  for (const auto& se : events) {
+    Event e;
+    e.rv = se.revision();
+    auto it = objects_.find(se.kv.key);
+    e.prev = it == objects_.end() ? nullptr : it->second;
+    if (se.type == store::Event::Type::kDelete) {
+      if (!e.prev) continue;  // never seen: nothing to tell anyone
+      // The last state, stamped with the revision of the delete, as Kubernetes sends it.
+      auto last = std::make_shared<CachedObject>(*e.prev);
+      last->rv = e.rv;
+      if (auto* m = last->obj["metadata"].if_object()) (*m)["resourceVersion"] = std::to_string(e.rv);
+      last->json = json::serialize(last->obj);
+      e.obj = std::move(last);
+      e.deleted = true;
+      objects_.erase(it);
+    } else {
+      auto c = make_cached(strategy_, se.kv.key, se.kv.value, e.rv);
+      if (!c) {
+        spdlog::error("watch cache: undecodable object key={} error={}", se.kv.key,
+                      c.error().message);
+        continue;
+      }
+      e.obj = std::move(*c);
+      e.deleted = false;
+      objects_[se.kv.key] = e.obj;
+    }
+    // Keep the owner index in step.
+    if (e.prev)
+      for (const auto& o : e.prev->owners) {
+        auto range = by_owner_.equal_range(o.uid);
+        for (auto i = range.first; i != range.second; ++i)
+          if (i->second == se.kv.key) {
+            by_owner_.erase(i);
+            break;
+          }
+      }
+    if (!e.deleted)
+      for (const auto& o : e.obj->owners) by_owner_.emplace(o.uid, se.kv.key);
+
+    rv_ = e.rv;
+    ++stats_.events;
+    dispatch(e);
+    for (auto& l : listeners_) l(e.prev, e.deleted ? nullptr : e.obj);
+    history_.push_back(std::move(e));
+    while (history_.size() > opts_.history) {
+      history_floor_ = history_.front().rv;
+      history_.pop_front();
+    }
+  }
+  advanced_.notify_all();
+}
+
+bool WatchCache::matches(const Watcher& w, const CachedObject& o) const {
+  if (!w.req.ns.empty() && w.req.ns != o.ns) return false;
+  if (!w.req.labels.empty() && !w.req.labels.matches(o.labels)) return false;
+  if (!w.req.fields.empty() &&
+      !w.req.fields.matches([&](std::string_view f) -> std::optional<std::string> {
+        auto v = o.field(f);
+        return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
+      }))
+    return false;
+  return true;
+}
+
+void WatchCache::dispatch(const Event& e) {
+  ++epoch_;
+  std::vector<uint64_t> slow;  // closed after the fan-out, which holds raw pointers
+  auto deliver = [&](Watcher* w, int type) {
+    if (!this->deliver(*w, e, type)) slow.push_back(w->id);
+  };
+  auto consider = [&](Watcher* w) {
+    if (w->seen_epoch == epoch_) return;
+    w->seen_epoch = epoch_;
+    ++stats_.watchers_evaluated;
+    bool now = !e.deleted && matches(*w, *e.obj);
+    bool before = e.prev && matches(*w, *e.prev);
+    if (e.deleted) {
+      if (before) deliver(w, kDeleted);
+    } else if (now) {
+      deliver(w, before ? kModified : kAdded);
+    } else if (before) {
+      deliver(w, kDeleted);  // it no longer matches the watcher's selectors
+    }
+  };
+  const auto& fields = strategy_.info().indexed_fields;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    for (const CachedObject* o : {e.obj.get(), e.prev.get()}) {
+      if (!o) continue;
+      auto v = o->field(fields[i]);
+      if (!v) continue;
+      auto b = index_[i].find(std::string(*v));
+      if (b == index_[i].end()) continue;
+      for (Watcher* w : b->second) consider(w);
+    }
+  }
+  for (Watcher* w : unindexed_) consider(w);
+  for (auto id : slow) {
+    spdlog::warn("watch cache: closing a watcher that cannot keep up resource={} id={}",
+                 strategy_.info().plural, id);
+    close_watcher(id, Error{Errc::kCompacted,
+                            "the watcher fell too far behind; list and watch again", {}});
+  }
+}
+
+std::shared_ptr<const std::string> WatchCache::line_for(const Event& e, int type, WatchFormat f) {
+  auto& slot = e.lines[type][static_cast<int>(f)];
+  if (!slot) {
+    slot = std::make_shared<const std::string>(event_line(kTypes[type], *e.obj, f));
+    ++stats_.lines_serialized;
+  }
+  return slot;
+}
+
+bool WatchCache::deliver(Watcher& w, const Event& e, int type) {
+  if (w.req.since && e.rv <= *w.req.since) return true;
+  ++stats_.lines_sent;
+  return w.sink->send(line_for(e, type, w.req.format), false);
+}
+
+std::string WatchCache::event_line(std::string_view type, const CachedObject& obj,
+                                   WatchFormat format) const {
+  std::string out = "{\"type\":\"";
+  out += type;
+  out += "\",\"object\":";
+  if (format == WatchFormat::kJson) {
+    out += obj.json;
+  } else {
+    json::array rows;
+    rows.push_back(table_row(strategy_, obj.obj, clock_.now(),
+                             format == WatchFormat::kTableWithObject ? TableObjects::kObject
+                                                                     : TableObjects::kMetadata));
+    json::object meta;
+    meta["resourceVersion"] = std::to_string(obj.rv);
+    out += json::serialize(make_table(strategy_, std::move(rows), std::move(meta)));
+  }
+  out += "}\n";
+  return out;
+}
+
+std::string WatchCache::bookmark_line(store::Revision rv) const {
+  const auto& info = strategy_.info();
+  return "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"" + info.kind + "\",\"apiVersion\":\"" +
+         info.api_version() + "\",\"metadata\":{\"resourceVersion\":\"" + std::to_string(rv) +
+         "\"}}}\n";
+}
+
+void WatchCache::send_bookmarks() {
+  std::unique_lock lk(mu_);
+  std::shared_ptr<const std::string> line;
+  std::vector<uint64_t> slow;
+  for (auto& [id, w] : watchers_) {
+    if (!w->req.bookmarks) continue;
+    if (!line) line = std::make_shared<const std::string>(bookmark_line(rv_));
+    if (!w->sink->send(line, false)) slow.push_back(id);
+  }
+  for (auto id : slow)
+    close_watcher(id, Error{Errc::kCompacted, "the watcher fell too far behind", {}});
+}
+
+void WatchCache::index_watcher(const std::shared_ptr<Watcher>& w) {
+  const auto& fields = strategy_.info().indexed_fields;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (auto v = w->req.fields.exact_value(fields[i])) {
+      w->index_field = static_cast<int>(i);
+      w->index_value = *v;
+      index_[i][*v].push_back(w.get());
+      return;
+    }
+  }
+  unindexed_.push_back(w.get());
+}
+
+void WatchCache::unindex_watcher(const Watcher& w) {
+  if (w.index_field < 0) {
+    std::erase(unindexed_, &w);
+    return;
+  }
+  auto& m = index_[static_cast<size_t>(w.index_field)];
+  auto it = m.find(w.index_value);
+  if (it == m.end()) return;
+  std::erase(it->second, &w);
+  if (it->second.empty()) m.erase(it);
+}
+
+void WatchCache::close_watcher(uint64_t id, std::optional<Error> error) {
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  auto w = it->second;
+  unindex_watcher(*w);
+  watchers_.erase(it);
+  w->sink->close(std::move(error));
+}
+
+Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> sink) {
+  std::unique_lock lk(mu_);
+  auto w = std::make_shared<Watcher>();
+  w->id = next_id_++;
+  w->req = std::move(req);
+  w->sink = std::move(sink);
+  if (!w->req.since) {
+    // The current state as ADDED events, then everything after the cache's revision.
+    for (const auto& [key, obj] : objects_) {
+      if (!matches(*w, *obj)) continue;
+      w->sink->send(std::make_shared<const std::string>(
+                        event_line("ADDED", *obj, w->req.format)), true);
+    }
+    w->req.since = rv_;
+  } else if (*w->req.since < history_floor_) {
+    return fail(Errc::kCompacted,
+                "too old resource version: " + std::to_string(*w->req.since) + " (" +
+                    std::to_string(history_floor_) + ")");
+  } else {
+    for (const auto& e : history_) {
+      if (e.rv <= *w->req.since) continue;
+      bool now = !e.deleted && matches(*w, *e.obj);
+      bool before = e.prev && matches(*w, *e.prev);
+      int type = e.deleted ? (before ? kDeleted : -1)
+                           : (now ? (before ? kModified : kAdded) : (before ? kDeleted : -1));
+      if (type >= 0) w->sink->send(line_for(e, type, w->req.format), true);
+    }
+    w->req.since = std::max(*w->req.since, rv_);
+  }
+  index_watcher(w);
+  watchers_.emplace(w->id, w);
+  return w->id;
+}
+
+void WatchCache::stop_watch(uint64_t id) {
+  std::unique_lock lk(mu_);
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  unindex_watcher(*it->second);
+  watchers_.erase(it);
+}
+
+void WatchCache::add_listener(Listener l) {
+  std::unique_lock lk(mu_);
+  listeners_.push_back(std::move(l));
+}
+
+store::Revision WatchCache::revision() const {
+  std::shared_lock lk(mu_);
+  return rv_;
+}
+
+bool WatchCache::wait_for(store::Revision rv, std::chrono::milliseconds timeout) const {
+  std::shared_lock lk(mu_);
+  return advanced_.wait_for(lk, timeout, [&] { return rv_ >= rv; });
+}
+
+WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSelector& labels,
+                                      const api::FieldSelector& fields) const {
+  Watcher probe;
+  probe.req.ns = ns;
+  probe.req.labels = labels;
+  probe.req.fields = fields;
+  std::shared_lock lk(mu_);
+  Snapshot s;
+  s.rv = rv_;
+  auto begin = objects_.begin(), end = objects_.end();
+  if (!ns.empty()) {
+    std::string prefix = strategy_.info().key_prefix() + ns + "/";
+    begin = objects_.lower_bound(prefix);
+    end = objects_.lower_bound(store::prefix_end(prefix));
+  }
+  for (auto it = begin; it != end; ++it)
+    if (matches(probe, *it->second)) s.items.push_back(it->second);
+  return s;
+}
+
+CachedPtr WatchCache::get(const std::string& ns, const std::string& name) const {
+  std::shared_lock lk(mu_);
+  auto it = objects_.find(strategy_.info().key(ns, name));
+  return it == objects_.end() ? nullptr : it->second;
+}
+
+std::vector<CachedPtr> WatchCache::dependents(const std::string& owner_uid) const {
+  std::shared_lock lk(mu_);
+  std::vector<CachedPtr> out;
+  auto range = by_owner_.equal_range(owner_uid);
+  for (auto i = range.first; i != range.second; ++i) {
+    auto it = objects_.find(i->second);
+    if (it != objects_.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
+WatchCache::Stats WatchCache::stats() const {
+  std::shared_lock lk(mu_);
+  Stats s = stats_;
+  s.objects = objects_.size();
+  s.watchers = watchers_.size();
+  return s;
+}
+
+}  // namespace kos::apiserver

@@ -1,0 +1,191 @@
+// The watch cache of one resource: one store watch feeds an in-memory copy of every
+// object and a window of recent events. Lists at resourceVersion=0 (or not older than a
+// revision the cache has reached) and all watches are served from it.
+//
+// Fan-out: each event is serialized at most once per (event type, output format), and
+// offered only to the watchers that can match it. Watchers whose field selector pins an
+// indexed field (ResourceInfo::indexed_fields, e.g. spec.node or status.addressVNI) sit
+// in a bucket for that value, so an event costs O(watchers that can match it), not
+// O(all watchers). A watcher whose sink refuses an event (it cannot keep up) is closed
+// with a 410 error instead of being buffered without bound.
+//
+// Threading: one thread reads the store watch and applies events; list(), watch() and
+// stop_watch() may be called from any thread. One mutex orders everything, so a new
+// watcher's initial events and the live events that follow them never overlap or gap.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "apiserver/resource.h"
+#include "common/clock.h"
+#include "store/store.h"
+
+namespace kos::apiserver {
+
+// One object as cached: its JSON (with metadata.resourceVersion set) parsed and
+// serialized, plus what selectors and the garbage collector need.
+struct CachedObject {
+  std::string key;
+  std::string ns;
+  std::string name;
+  std::string uid;
+  store::Revision rv = 0;
+  boost::json::object obj;
+  std::string json;
+  Fields fields;
+  std::map<std::string, std::string> labels;
+  std::vector<api::OwnerReference> owners;
+  bool deleting = false;  // deletionTimestamp is set
+  std::vector<std::string> finalizers;
+  std::chrono::system_clock::time_point created;
+
+  std::optional<std::string_view> field(std::string_view f) const;
+};
+using CachedPtr = std::shared_ptr<const CachedObject>;
+
+// Builds a CachedObject from a stored value (JSON without resourceVersion).
+Result<CachedPtr> make_cached(const Strategy& strategy, const std::string& key,
+                              const std::string& value, store::Revision rv);
+
+enum class WatchFormat { kJson, kTable, kTableWithObject };
+
+// Where a watcher's serialized event lines go (the HTTP stream).
+class WatchSink {
+ public:
+  virtual ~WatchSink() = default;
+  // Queues one line (ending in '\n'). Returns false if the receiver is too far behind;
+  // `initial` lines (the synthetic ADDED events of a new watch) are never refused.
+  virtual bool send(std::shared_ptr<const std::string> line, bool initial) = 0;
+  // The watch is over: error is the Status to send as an ERROR event, if any.
+  virtual void close(std::optional<Error> error) = 0;
+};
+
+struct WatchRequest {
+  std::string ns;  // empty = all namespaces
+  api::LabelSelector labels;
+  api::FieldSelector fields;
+  // nullopt: send the current state as ADDED events first (resourceVersion unset or "0");
+  // N: every event after revision N.
+  std::optional<store::Revision> since;
+  bool bookmarks = false;
+  WatchFormat format = WatchFormat::kJson;
+};
+
+class WatchCache {
+ public:
+  struct Options {
+    size_t history = 10000;  // recent events kept for watches that resume from a revision
+    std::chrono::milliseconds bookmark_interval = std::chrono::seconds(5);
+  };
+  struct Stats {
+    size_t objects = 0;
+    size_t watchers = 0;
+    uint64_t events = 0;           // store events applied
+    uint64_t lines_serialized = 0; // event lines built (at most one per type and format)
+    uint64_t lines_sent = 0;       // lines handed to watchers
+    uint64_t watchers_evaluated = 0;  // selector evaluations during fan-out
+  };
+
+  WatchCache(store::Store& store, const Strategy& strategy, const Clock& clock, Options opts);
+  WatchCache(store::Store& store, const Strategy& strategy, const Clock& clock)
+      : WatchCache(store, strategy, clock, Options{}) {}
+  ~WatchCache();
+
+  // Lists the store and starts following it. Returns once the cache is filled.
+  Result<void> start();
+  void stop();
+
+  const Strategy& strategy() const { return strategy_; }
+  store::Revision revision() const;
+  // Waits up to `timeout` until the cache has applied every event up to `rv`.
+  bool wait_for(store::Revision rv, std::chrono::milliseconds timeout) const;
+
+  // The matching objects in key order, and the cache's revision.
+  struct Snapshot {
+    store::Revision rv = 0;
+    std::vector<CachedPtr> items;
+  };
+  Snapshot list(const std::string& ns, const api::LabelSelector& labels,
+                const api::FieldSelector& fields) const;
+  CachedPtr get(const std::string& ns, const std::string& name) const;
+  // Objects whose ownerReferences name `owner_uid`.
+  std::vector<CachedPtr> dependents(const std::string& owner_uid) const;
+
+  // Registers a watcher. kCompacted (410) if `since` is older than the event window.
+  Result<uint64_t> watch(WatchRequest req, std::shared_ptr<WatchSink> sink);
+  void stop_watch(uint64_t id);
+
+  // Called for every applied event (after the watchers), on the cache's thread: the
+  // garbage collector's hook. prev is null for a create, obj is null for a delete.
+  using Listener = std::function<void(const CachedPtr& prev, const CachedPtr& obj)>;
+  void add_listener(Listener l);
+
+  Stats stats() const;
+
+  // The line of one event in a format (JSON or a Table with one row).
+  std::string event_line(std::string_view type, const CachedObject& obj, WatchFormat format) const;
+  std::string bookmark_line(store::Revision rv) const;
+
+ private:
+  struct Watcher;
+  struct Event {
+    store::Revision rv;
+    CachedPtr obj;   // the new state; for a delete, the last state at the delete's revision
+    CachedPtr prev;  // null for a create
+    bool deleted;
+    // Lazily built lines: [ADDED, MODIFIED, DELETED] x format.
+    mutable std::shared_ptr<const std::string> lines[3][3];
+  };
+
+  Result<void> relist();
+  void run();
+  void apply(const std::vector<store::Event>& events);
+  void dispatch(const Event& e);
+  bool deliver(Watcher& w, const Event& e, int type);  // false: the sink refused it
+  bool matches(const Watcher& w, const CachedObject& o) const;
+  void index_watcher(const std::shared_ptr<Watcher>& w);
+  void unindex_watcher(const Watcher& w);
+  void close_watcher(uint64_t id, std::optional<Error> error);
+  void send_bookmarks();
+  std::shared_ptr<const std::string> line_for(const Event& e, int type, WatchFormat f);
+
+  store::Store& store_;
+  const Strategy& strategy_;
+  const Clock& clock_;
+  Options opts_;
+
+  mutable std::shared_mutex mu_;
+  mutable std::condition_variable_any advanced_;
+  std::map<std::string, CachedPtr> objects_;  // by store key
+  std::unordered_multimap<std::string, std::string> by_owner_;  // owner uid -> key
+  std::deque<Event> history_;
+  store::Revision history_floor_ = 0;  // events after this revision are in history_
+  store::Revision rv_ = 0;
+
+  std::unordered_map<uint64_t, std::shared_ptr<Watcher>> watchers_;
+  // index_[i][value]: watchers pinning indexed_fields[i] to value.
+  std::vector<std::unordered_map<std::string, std::vector<Watcher*>>> index_;
+  std::vector<Watcher*> unindexed_;
+  uint64_t next_id_ = 1;
+  uint64_t epoch_ = 0;
+  std::vector<Listener> listeners_;
+  Stats stats_;
+
+  std::unique_ptr<store::Watch> store_watch_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace kos::apiserver

@@ -1,0 +1,137 @@
+// kos apiserver: serves the KOS API on a store (embedded SQLite by default, or etcd).
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "apiserver/server.h"
+#include "cmd/commands.h"
+#include "store/open.h"
+
+namespace kos::cmd {
+namespace {
+
+struct Flags {
+  std::string listen = "127.0.0.1:6443";
+  std::string store;
+  std::string data_dir = "/var/lib/kos";
+  std::string kubeconfig;
+  int io_threads = 2;
+  int workers = 64;
+  int compaction_minutes = 5;
+};
+
+Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return fail(Errc::kBadRequest, "--listen " + s + ": expected HOST:PORT");
+  int port = -1;
+  try {
+    port = std::stoi(s.substr(colon + 1));
+  } catch (...) {
+  }
+  if (port < 0 || port > 65535)
+    return fail(Errc::kBadRequest, "--listen " + s + ": invalid port");
+  return std::pair{s.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+Result<void> write_kubeconfig(const std::string& path, const std::string& server) {
+  std::filesystem::path p(path);
+  std::error_code ec;
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!f) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
+    f << "apiVersion: v1\nkind: Config\nclusters:\n- name: kos\n  cluster:\n    server: " << server
+      << "\ncontexts:\n- name: kos\n  context:\n    cluster: kos\n    user: kos\n"
+         "    namespace: default\ncurrent-context: kos\nusers:\n- name: kos\n  user: {}\n";
+    if (!f.flush()) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return fail(Errc::kInternal, "cannot write kubeconfig " + path + ": " + ec.message());
+  return {};
+}
+
+int run_apiserver(const Flags& f) {
+  auto hp = split_host_port(f.listen);
+  if (!hp) {
+    std::fprintf(stderr, "kos apiserver: %s\n", hp.error().message.c_str());
+    return 2;
+  }
+  std::string url = f.store;
+  if (url.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(f.data_dir, ec);
+    if (ec) {
+      std::fprintf(stderr, "kos apiserver: cannot create data dir %s: %s\n", f.data_dir.c_str(),
+                   ec.message().c_str());
+      return 1;
+    }
+    url = "sqlite:" + (std::filesystem::path(f.data_dir) / "kos.db").string();
+  }
+  store::OpenOptions so;
+  so.compaction_interval = std::chrono::minutes(f.compaction_minutes);
+  auto store = store::open_store(url, so);
+  if (!store) {
+    std::fprintf(stderr, "kos apiserver: %s\n", store.error().message.c_str());
+    return 1;
+  }
+  // Block the stop signals before any thread starts, so only sigwait below sees them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  apiserver::ServerOptions opts;
+  opts.address = hp->first;
+  opts.port = hp->second;
+  opts.io_threads = f.io_threads;
+  opts.worker_threads = f.workers;
+  auto server = apiserver::ApiServer::start(**store, opts);
+  if (!server) {
+    std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
+    return 1;
+  }
+  spdlog::info("apiserver: ready store={} url={}", url, (*server)->url());
+  if (!f.kubeconfig.empty()) {
+    if (auto r = write_kubeconfig(f.kubeconfig, (*server)->url()); !r) {
+      std::fprintf(stderr, "kos apiserver: %s\n", r.error().message.c_str());
+      return 1;
+    }
+    spdlog::info("apiserver: wrote kubeconfig path={}", f.kubeconfig);
+  }
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("apiserver: stopping signal={}", sig);
+  (*server)->stop();
+  return 0;
+}
+
+}  // namespace
+
+void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
+  auto f = std::make_shared<Flags>();
+  auto* c = app.add_subcommand("apiserver",
+                               "Serve the KOS API (network.example.com/v1alpha1) with Kubernetes "
+                               "semantics, for kubectl and Kubernetes clients");
+  c->add_option("--listen", f->listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->capture_default_str();
+  c->add_option("--store", f->store,
+                "storage: sqlite:PATH or etcd:http://HOST:PORT[,...] (default: sqlite in --data-dir)");
+  c->add_option("--data-dir", f->data_dir, "directory of the embedded store")->capture_default_str();
+  c->add_option("--write-kubeconfig", f->kubeconfig,
+                "write a kubeconfig for this server to FILE (for kubectl and kos components)");
+  c->add_option("--io-threads", f->io_threads, "threads serving sockets")->capture_default_str();
+  c->add_option("--workers", f->workers, "threads handling requests")->capture_default_str();
+  c->add_option("--compaction-interval-minutes", f->compaction_minutes,
+                "embedded store: compact history older than this")
+      ->capture_default_str();
+  c->callback([&run, f] { run = [f] { return run_apiserver(*f); }; });
+}
+
+}  // namespace kos::cmd

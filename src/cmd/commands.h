@@ -1,0 +1,15 @@
+// Each subcommand of `kos` registers itself on the app and runs when selected.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace kos::cmd {
+
+// Adds `kos store ...` (inspect and maintain a store) to `app`; `run` is set to the
+// selected action.
+void add_store_commands(CLI::App& app, std::function<int()>& run);
+// `kos apiserver`.
+void add_apiserver_command(CLI::App& app, std::function<int()>& run);
+
+}  // namespace kos::cmd

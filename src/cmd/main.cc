@@ -1,0 +1,32 @@
+#include <cstdio>
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+#include "cmd/commands.h"
+#include "cmd/version.h"
+#include "common/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "KOS: virtual networks (VXLAN overlays) driven through a Kubernetes-style API.\n"
+      "Components run as subcommands of this one executable."};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  std::function<int()> run;
+
+  auto* version = app.add_subcommand("version", "Print the KOS version");
+  version->callback([&] { run = [] { return std::printf("kos %s\n", KOS_VERSION) < 0; }; });
+
+  kos::cmd::add_apiserver_command(app, run);
+  kos::cmd::add_store_commands(app, run);
+
+  CLI11_PARSE(app, argc, argv);
+  if (auto r = kos::log::init(log_level); !r) {
+    std::fprintf(stderr, "kos: %s\n", r.error().message.c_str());
+    return 2;
+  }
+  return run ? run() : 0;
+}

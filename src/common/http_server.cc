@@ -1,0 +1,310 @@
+#include "common/http_server.h"
+
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <spdlog/spdlog.h>
+
+namespace kos::http {
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+
+struct Server::Impl {
+  ServerOptions opts;
+  Handler handler;
+  net::io_context ioc;
+  net::thread_pool workers;
+  tcp::acceptor acceptor{ioc};
+  std::vector<std::thread> threads;
+  uint16_t port = 0;
+  std::atomic<bool> stopped{false};
+
+  explicit Impl(const ServerOptions& o) : opts(o), workers(static_cast<size_t>(o.worker_threads)) {}
+  void accept();
+};
+
+namespace {
+
+const char* reason(unsigned status) {
+  return bhttp::obsolete_reason(static_cast<bhttp::status>(status)).data();
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Server::Impl& server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+  // ---- streaming (any thread) ----
+  bool enqueue(std::shared_ptr<const std::string> data, bool force) {
+    std::lock_guard lk(mu_);
+    if (closed_ || finishing_) return false;
+    if (!force && queued_bytes_ + data->size() > max_queued_) return false;
+    queued_bytes_ += data->size();
+    queue_.push_back(std::move(data));
+    kick_locked();
+    return true;
+  }
+  void finish() {
+    std::lock_guard lk(mu_);
+    if (closed_ || finishing_) return;
+    finishing_ = true;
+    kick_locked();
+  }
+  bool is_closed() {
+    std::lock_guard lk(mu_);
+    return closed_;
+  }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(server_.opts.max_body_bytes);
+    parser_->header_limit(64 * 1024);
+    stream_.expires_after(std::chrono::minutes(5));  // idle keep-alive connections
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->on_read(ec);
+                      });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout || ec == net::error::eof) {
+      return close();
+    }
+    if (ec == bhttp::error::body_limit) {
+      Response r{413, "application/json",
+                 R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request entity too large: limit is )" +
+                     std::to_string(server_.opts.max_body_bytes) +
+                     R"( bytes","reason":"RequestEntityTooLarge","code":413})",
+                 {}};
+      return send(std::move(r), false, 11);
+    }
+    if (ec) {
+      Response r{400, "text/plain", "malformed HTTP request: " + ec.message() + "\n", {}};
+      return send(std::move(r), false, 11);
+    }
+    stream_.expires_never();
+    auto req = std::make_shared<Request>(parser_->release());
+    net::post(server_.workers, [self = shared_from_this(), req] {
+      Reply reply;
+      try {
+        reply = self->server_.handler(*req);
+      } catch (const std::exception& e) {
+        spdlog::error("http: handler threw on {} {}: {}", std::string(req->method_string()),
+                      std::string(req->target()), e.what());
+        reply = Response{500, "application/json",
+                         R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"internal error","reason":"InternalError","code":500})",
+                         {}};
+      }
+      net::post(self->stream_.get_executor(), [self, req, reply = std::move(reply)]() mutable {
+        if (auto* r = std::get_if<Response>(&reply))
+          self->send(std::move(*r), req->keep_alive(), req->version());
+        else
+          self->start_stream(std::move(std::get<StreamStart>(reply)), req->version());
+      });
+    });
+  }
+
+  void send(Response r, bool keep_alive, unsigned version) {
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+        static_cast<bhttp::status>(r.status), version);
+    res->set(bhttp::field::server, server_.opts.server_header);
+    res->set(bhttp::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res->set(k, v);
+    res->body() = std::move(r.body);
+    res->keep_alive(keep_alive);
+    res->prepare_payload();
+    bhttp::async_write(stream_, *res,
+                       [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+                         if (ec || !keep_alive) return self->close();
+                         self->read();
+                       });
+  }
+
+  void start_stream(StreamStart s, unsigned version) {
+    max_queued_ = s.max_queued_bytes;
+    on_close_ = std::move(s.on_close);
+    header_ = (version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(s.status) + " " +
+              reason(s.status) + "\r\nServer: " + server_.opts.server_header +
+              "\r\nContent-Type: " + s.content_type +
+              "\r\nCache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\n"
+              "Connection: close\r\n\r\n";
+    streaming_ = true;
+    if (s.timeout) {
+      timer_.emplace(stream_.get_executor());
+      timer_->expires_after(*s.timeout);
+      timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (!ec) self->finish();
+      });
+    }
+    net::async_write(stream_.socket(), net::buffer(header_),
+                     [self = shared_from_this(), attach = std::move(s.attach)](
+                         beast::error_code ec, size_t) mutable {
+                       if (ec) return self->close();
+                       self->watch_peer();
+                       // Attaching can be heavy (a watch's initial state): a worker does it.
+                       net::post(self->server_.workers, [self, attach = std::move(attach)] {
+                         attach(std::make_shared<Handle>(self));
+                       });
+                     });
+  }
+
+  // While streaming, a read that completes means the peer closed (or misbehaved).
+  void watch_peer() {
+    stream_.socket().async_read_some(
+        net::buffer(peer_buf_), [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (ec) return self->close();
+          self->watch_peer();
+        });
+  }
+
+  // Called with mu_ held: makes sure a write loop runs on the strand.
+  void kick_locked() {
+    if (writing_ || !streaming_) return;
+    writing_ = true;
+    net::post(stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+  }
+
+  void write_next() {
+    std::shared_ptr<const std::string> data;
+    bool last = false;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) return;
+      if (!queue_.empty()) {
+        data = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= data->size();
+      } else if (finishing_) {
+        last = true;
+      } else {
+        writing_ = false;
+        return;
+      }
+    }
+    if (last) {
+      net::async_write(stream_.socket(), net::buffer("0\r\n\r\n", 5),
+                       [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
+      return;
+    }
+    char hex[24];
+    int n = std::snprintf(hex, sizeof hex, "%zx\r\n", data->size());
+    chunk_prefix_.assign(hex, static_cast<size_t>(n));
+    std::array<net::const_buffer, 3> bufs{net::buffer(chunk_prefix_), net::buffer(*data),
+                                          net::buffer("\r\n", 2)};
+    net::async_write(stream_.socket(), bufs,
+                     [self = shared_from_this(), data](beast::error_code ec, size_t) {
+                       if (ec) return self->close();
+                       self->write_next();
+                     });
+  }
+
+  void close() {
+    std::function<void()> on_close;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) return;
+      closed_ = true;
+      queue_.clear();
+      queued_bytes_ = 0;
+      on_close = std::move(on_close_);
+    }
+    if (timer_) timer_->cancel();
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+    if (on_close) on_close();
+  }
+
+  class Handle : public Stream {
+   public:
+    explicit Handle(std::shared_ptr<Session> s) : s_(std::move(s)) {}
+    bool write(std::shared_ptr<const std::string> data) override { return s_->enqueue(std::move(data), false); }
+    void write_always(std::shared_ptr<const std::string> data) override { s_->enqueue(std::move(data), true); }
+    void finish() override { s_->finish(); }
+    bool closed() const override { return s_->is_closed(); }
+
+   private:
+    std::shared_ptr<Session> s_;
+  };
+
+  beast::tcp_stream stream_;
+  Server::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<net::steady_timer> timer_;
+  std::string header_, chunk_prefix_;
+  std::array<char, 512> peer_buf_{};
+
+  std::mutex mu_;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  size_t queued_bytes_ = 0, max_queued_ = 0;
+  bool streaming_ = false, writing_ = false, finishing_ = false, closed_ = false;
+  std::function<void()> on_close_;
+};
+
+}  // namespace
+
+void Server::Impl::accept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+    if (stopped) return;
+    if (!ec) {
+      s.set_option(tcp::no_delay(true));
+      std::make_shared<Session>(std::move(s), *this)->start();
+    } else if (ec != net::error::operation_aborted) {
+      spdlog::warn("http: accept failed: {}", ec.message());
+    }
+    accept();
+  });
+}
+
+Server::Server(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { stop(); }
+
+uint16_t Server::port() const { return impl_->port; }
+
+void Server::stop() {
+  if (impl_->stopped.exchange(true)) return;
+  beast::error_code ec;
+  net::post(impl_->ioc, [impl = impl_.get()] {
+    beast::error_code e;
+    impl->acceptor.close(e);
+  });
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->workers.join();
+}
+
+Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler handler) {
+  auto impl = std::make_shared<Impl>(opts);
+  impl->handler = std::move(handler);
+  beast::error_code ec;
+  auto addr = net::ip::make_address(opts.address, ec);
+  if (ec) return fail(Errc::kBadRequest, "invalid listen address '" + opts.address + "'");
+  tcp::endpoint ep(addr, opts.port);
+  impl->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(ep, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    return fail(Errc::kUnavailable, "cannot listen on " + opts.address + ":" +
+                                        std::to_string(opts.port) + ": " + ec.message());
+  impl->port = impl->acceptor.local_endpoint().port();
+  impl->accept();
+  for (int i = 0; i < std::max(1, opts.io_threads); ++i)
+    impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+}  // namespace kos::http
