@@ -603,6 +603,9 @@ http::Reply ApiServer::handle(const http::Request& req) {
           return status_error(Errc::kNotFound, "create needs a namespace: POST to .../namespaces/NS/" + info.plural);
         auto body = parse_body(req);
         if (!body) return fail_with(body.error());
+        if (const auto* bo = body->if_object())  // the name, for the Status of an error
+          if (const auto* n = find_path(*bo, "metadata.name"); n && n->is_string())
+            name = std::string(n->get_string());
         auto o = reg.create(ns, *body, wo);
         if (!o) return fail_with(o.error());
         return object_reply(201, *o);

@@ -1,0 +1,259 @@
+// REST semantics of the registry and the garbage collector, in process, on the embedded
+// store.
+#include "apiserver/registry.h"
+
+#include <gtest/gtest.h>
+
+#include "apiserver/gc.h"
+#include "store/sqlite/sqlite_store.h"
+#include "test/support/process.h"
+
+namespace kos::apiserver {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+json::value parse(const std::string& s) { return *api::parse_json(s); }
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store::SqliteOptions o;
+    o.path = (dir_.path() / "kos.db").string();
+    o.compaction_interval = 0ms;
+    store_ = *store::SqliteStore::open(o);
+    for (auto k : {api::Kind::kSubnet, api::Kind::kNetworkAttachment, api::Kind::kIPLock}) {
+      strategies_.push_back(make_kos_strategy(k));
+      caches_.push_back(std::make_unique<WatchCache>(*store_, *strategies_.back(), clock_));
+      ASSERT_TRUE(caches_.back()->start().has_value());
+      registries_.push_back(std::make_unique<Registry>(*store_, *caches_.back(), clock_));
+    }
+  }
+  void TearDown() override {
+    if (gc_) gc_->stop();
+    for (auto& c : caches_) c->stop();
+  }
+  Registry& subnets() { return *registries_[0]; }
+  Registry& nas() { return *registries_[1]; }
+  Registry& locks() { return *registries_[2]; }
+
+  CachedPtr make_na(const std::string& name) {
+    auto r = nas().create("ns", parse(R"({"metadata":{"name":")" + name +
+                                      R"("},"spec":{"node":"n1","subnet":"s1"}})"), {});
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return *r;
+  }
+  CachedPtr make_lock(const std::string& name, const CachedObject& owner) {
+    auto r = locks().create(
+        "ns",
+        parse(R"({"metadata":{"name":")" + name +
+              R"(","ownerReferences":[{"apiVersion":"network.example.com/v1alpha1","kind":"NetworkAttachment","name":")" +
+              owner.name + R"(","uid":")" + owner.uid + R"(","controller":true}]},"spec":{"subnetName":"s1"}})"),
+        {});
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return *r;
+  }
+  // Waits (bounded) until `pred` holds; the collector works asynchronously.
+  template <class P>
+  bool eventually(P pred) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(10ms);  // polling store state the collector changes
+    }
+    return pred();
+  }
+  void start_gc() {
+    std::vector<Registry*> regs;
+    for (auto& r : registries_) regs.push_back(r.get());
+    gc_ = std::make_unique<GarbageCollector>(regs);
+    gc_->start();
+  }
+  bool exists(Registry& r, const std::string& name) {
+    return r.get("ns", name, std::nullopt).has_value();
+  }
+
+  kos::testing::TempDir dir_{"kos-registry"};
+  FakeClock clock_;
+  std::unique_ptr<store::Store> store_;
+  std::vector<std::unique_ptr<Strategy>> strategies_;
+  std::vector<std::unique_ptr<WatchCache>> caches_;
+  std::vector<std::unique_ptr<Registry>> registries_;
+  std::unique_ptr<GarbageCollector> gc_;
+};
+
+TEST_F(RegistryTest, CreateSetsServerFieldsAndDropsStatus) {
+  auto r = subnets().create(
+      "ns", parse(R"({"metadata":{"generateName":"s-"},"spec":{"vni":5,"ipv4":"10.1.0.0/16"},"status":{"validated":true}})"),
+      {});
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  auto s = *api::from_json<api::Subnet>((*r)->obj);
+  EXPECT_TRUE(s.metadata.name.starts_with("s-"));
+  EXPECT_EQ(s.metadata.name.size(), 7u);
+  EXPECT_EQ(s.metadata.uid.size(), 36u);
+  EXPECT_EQ(s.metadata.generation, 1);
+  EXPECT_EQ(s.metadata.resource_version, std::to_string((*r)->rv));
+  EXPECT_FALSE(s.status.validated) << "status is written through /status only";
+  ASSERT_TRUE(s.extended_metadata.write_time("spec").has_value());
+}
+
+TEST_F(RegistryTest, CreateRejectsResourceVersionAndNamespaceMismatch) {
+  auto rv = subnets().create("ns", parse(R"({"metadata":{"name":"a","resourceVersion":"5"},"spec":{"vni":5,"ipv4":"10.1.0.0/16"}})"), {});
+  ASSERT_FALSE(rv.has_value());
+  EXPECT_EQ(rv.error().code, Errc::kBadRequest);
+  auto ns = subnets().create("ns", parse(R"({"metadata":{"name":"a","namespace":"other"},"spec":{"vni":5,"ipv4":"10.1.0.0/16"}})"), {});
+  ASSERT_FALSE(ns.has_value());
+  EXPECT_EQ(ns.error().code, Errc::kBadRequest);
+}
+
+TEST_F(RegistryTest, UpdateChecksResourceVersionAndBumpsGenerationOnSpecChanges) {
+  auto na = make_na("a");
+  // Metadata-only change: generation stays.
+  auto labelled = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"labels":{"x":"y"}}})"), false, {});
+  ASSERT_TRUE(labelled.has_value()) << labelled.error().message;
+  auto m1 = *read_meta((*labelled)->obj);
+  EXPECT_EQ(m1.generation, 1);
+  // Spec change: generation + 1.
+  auto spec = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"spec":{"postDeleteExec":["true"]}})"), false, {});
+  ASSERT_TRUE(spec.has_value()) << spec.error().message;
+  EXPECT_EQ(read_meta((*spec)->obj)->generation, 2);
+  // A PUT with the first resourceVersion is stale.
+  json::object stale = na->obj;
+  stale["spec"].as_object()["postDeleteExec"] = json::array{"false"};
+  auto c = nas().update("ns", "a", stale, false, {});
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code, Errc::kConflict);
+  // A no-op update writes nothing.
+  auto same = nas().update("ns", "a", (*spec)->obj, false, {});
+  ASSERT_TRUE(same.has_value());
+  EXPECT_EQ((*same)->rv, (*spec)->rv);
+}
+
+TEST_F(RegistryTest, StatusSubresourceChangesOnlyStatusAndStampsItsSections) {
+  make_na("a");
+  auto st = nas().update("ns", "a",
+                         parse(R"({"metadata":{"name":"a","labels":{"ignored":"1"}},"spec":{"node":"other","subnet":"s1"},"status":{"ipv4":"10.1.0.5","addressVNI":5}})"),
+                         true, {});
+  ASSERT_TRUE(st.has_value()) << st.error().message;
+  auto na = *api::from_json<api::NetworkAttachment>((*st)->obj);
+  EXPECT_EQ(na.status.ipv4, "10.1.0.5");
+  EXPECT_EQ(na.spec.node, "n1");
+  EXPECT_TRUE(na.metadata.labels.empty());
+  EXPECT_TRUE(na.extended_metadata.write_time("status.address").has_value());
+  EXPECT_FALSE(na.extended_metadata.write_time("status.impl").has_value());
+  // The main resource keeps the status.
+  auto main = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"status":{"ipv4":"10.9.9.9"}})"), false, {});
+  ASSERT_TRUE(main.has_value());
+  EXPECT_EQ(api::from_json<api::NetworkAttachment>((*main)->obj)->status.ipv4, "10.1.0.5");
+}
+
+TEST_F(RegistryTest, ImmutableFieldsAreRejected) {
+  make_na("a");
+  auto r = nas().patch("ns", "a", PatchType::kJson, parse(R"([{"op":"replace","path":"/spec/node","value":"n2"}])"), false, {});
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  ASSERT_FALSE(r.error().causes.empty());
+  EXPECT_EQ(r.error().causes[0].field, "spec.node");
+}
+
+TEST_F(RegistryTest, DeletePreconditionsAndFinalizers) {
+  auto na = make_na("a");
+  DeleteOptions wrong_uid;
+  wrong_uid.precondition_uid = "not-the-uid";
+  auto r = nas().remove("ns", "a", wrong_uid);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+
+  ASSERT_TRUE(nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":["example.com/hold"]}})"), false, {}));
+  auto held = nas().remove("ns", "a", {});
+  ASSERT_TRUE(held.has_value());
+  EXPECT_FALSE(held->gone);
+  auto meta = *read_meta(held->obj->obj);
+  EXPECT_TRUE(meta.deletion_timestamp.has_value());
+  // No new finalizers while deleting.
+  auto add = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":["example.com/hold","b.com/x"]}})"), false, {});
+  ASSERT_FALSE(add.has_value());
+  EXPECT_EQ(add.error().code, Errc::kInvalid);
+  // Removing the last finalizer deletes it.
+  ASSERT_TRUE(nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":null}})"), false, {}));
+  EXPECT_FALSE(exists(nas(), "a"));
+}
+
+TEST_F(RegistryTest, ListPagesWithContinueTokensAtOneRevision) {
+  for (int i = 0; i < 7; ++i) make_na("na" + std::to_string(i));
+  ListRequest req;
+  req.ns = "ns";
+  req.limit = 3;
+  std::vector<std::string> names;
+  store::Revision rv = 0;
+  int pages = 0;
+  while (true) {
+    auto l = nas().list(req);
+    ASSERT_TRUE(l.has_value()) << l.error().message;
+    if (rv == 0) {
+      rv = l->rv;
+      make_na("na9");  // not in the snapshot the pages share
+    }
+    EXPECT_EQ(l->rv, rv);
+    for (auto& o : l->items) names.push_back(o->name);
+    ++pages;
+    if (l->continue_token.empty()) break;
+    req.continue_token = l->continue_token;
+  }
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(names, (std::vector<std::string>{"na0", "na1", "na2", "na3", "na4", "na5", "na6"}));
+  req.continue_token = "garbage";
+  auto bad = nas().list(req);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code, Errc::kBadRequest);
+}
+
+TEST_F(RegistryTest, GarbageCollectorDeletesDependentsOfDeletedOwners) {
+  start_gc();
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-5", *na);
+  ASSERT_TRUE(nas().remove("ns", "a", {}).has_value());
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-5"); }));
+}
+
+TEST_F(RegistryTest, GarbageCollectorKeepsDependentsOfARecreatedOwnerName) {
+  start_gc();
+  auto old_na = make_na("a");
+  ASSERT_TRUE(nas().remove("ns", "a", {}).has_value());
+  auto new_na = make_na("a");
+  // A lock naming the old incarnation is garbage; one naming the new one is not.
+  make_lock("v1-5-10-1-0-6", *old_na);
+  make_lock("v1-5-10-1-0-7", *new_na);
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-6"); }));
+  EXPECT_TRUE(exists(locks(), "v1-5-10-1-0-7"));
+}
+
+TEST_F(RegistryTest, ForegroundDeletionRemovesDependentsFirst) {
+  start_gc();
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-8", *na);
+  DeleteOptions fg;
+  fg.propagation_policy = "Foreground";
+  auto r = nas().remove("ns", "a", fg);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->gone);
+  EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  EXPECT_FALSE(exists(locks(), "v1-5-10-1-0-8"));
+}
+
+TEST_F(RegistryTest, OrphanDeletionKeepsDependentsWithoutTheReference) {
+  start_gc();
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-9", *na);
+  DeleteOptions orphan;
+  orphan.propagation_policy = "Orphan";
+  ASSERT_TRUE(nas().remove("ns", "a", orphan).has_value());
+  EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  auto lock = locks().get("ns", "v1-5-10-1-0-9", std::nullopt);
+  ASSERT_TRUE(lock.has_value());
+  EXPECT_TRUE((*lock)->owners.empty());
+}
+
+}  // namespace
+}  // namespace kos::apiserver
