@@ -592,23 +592,6 @@ TEST_F(V3, EveryReferenceResolves) {
   EXPECT_GT(refs, 30);
 }
 
-// Writes the documents to $KOS_OPENAPI_DUMP (a directory) for manual checks with kubectl.
-TEST(OpenApiDump, WritesFilesWhenAsked) {
-  const char* dir = std::getenv("KOS_OPENAPI_DUMP");
-  if (!dir || !*dir) GTEST_SKIP() << "set KOS_OPENAPI_DUMP=<dir> to write the documents";
-  std::filesystem::create_directories(dir);
-  const std::pair<const char*, const std::string*> files[] = {
-      {"openapi-v2.pb", &openapi_v2_protobuf()},
-      {"openapi-v3-index.json", &openapi_v3_index()},
-      {"openapi-v3-group.json", &openapi_v3_group()},
-      {"openapi-v3-hash", &openapi_v3_hash()},
-  };
-  for (const auto& [name, content] : files) {
-    std::ofstream out(std::filesystem::path(dir) / name, std::ios::binary);
-    out << *content;
-    ASSERT_TRUE(out.good()) << name;
-  }
-}
 
 }  // namespace
 }  // namespace kos::apiserver

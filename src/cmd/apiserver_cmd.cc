@@ -9,6 +9,7 @@
 
 #include "apiserver/server.h"
 #include "cmd/commands.h"
+#include "store/metered_store.h"
 #include "store/open.h"
 
 namespace kos::cmd {
@@ -75,11 +76,12 @@ int run_apiserver(const Flags& f) {
   }
   store::OpenOptions so;
   so.compaction_interval = std::chrono::minutes(f.compaction_minutes);
-  auto store = store::open_store(url, so);
-  if (!store) {
-    std::fprintf(stderr, "kos apiserver: %s\n", store.error().message.c_str());
+  auto opened = store::open_store(url, so);
+  if (!opened) {
+    std::fprintf(stderr, "kos apiserver: %s\n", opened.error().message.c_str());
     return 1;
   }
+  auto store = std::make_unique<store::MeteredStore>(std::move(*opened));
   // Block the stop signals before any thread starts, so only sigwait below sees them.
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -92,7 +94,7 @@ int run_apiserver(const Flags& f) {
   opts.port = hp->second;
   opts.io_threads = f.io_threads;
   opts.worker_threads = f.workers;
-  auto server = apiserver::ApiServer::start(**store, opts);
+  auto server = apiserver::ApiServer::start(*store, opts);
   if (!server) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
     return 1;

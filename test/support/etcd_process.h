@@ -1,0 +1,65 @@
+// A real single-member etcd server for tests, on loopback ports chosen at run time, with its
+// data in a temporary directory. Whatever happens to the test, the server goes away with
+// it: the destructor stops it (SIGTERM, then SIGKILL), and the server is started with a
+// parent-death signal (setpriv --pdeathsig KILL), so it is killed even when the test process
+// dies without running destructors (a crash, a ctest timeout).
+//
+// Threading: one thread uses an EtcdProcess. Start it and call restart() from a thread that
+// lives as long as the server should (the test's main thread): the parent-death signal
+// fires when the thread that started the server exits.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "test/support/process.h"
+
+namespace kos::testing {
+
+class EtcdProcess {
+ public:
+  // Starts etcd (the binary named by $KOS_ETCD_BIN, else /usr/bin/etcd) and waits until it
+  // serves a linearizable read. Throws std::runtime_error, with the tail of etcd's log, if
+  // it does not within `start_timeout`.
+  explicit EtcdProcess(std::chrono::milliseconds start_timeout = std::chrono::seconds(30));
+  ~EtcdProcess();
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+
+  // The client URL, "http://127.0.0.1:PORT"; the same across restart().
+  std::string endpoint() const;
+  int client_port() const { return client_port_; }
+  // etcd's --data-dir.
+  std::filesystem::path data_dir() const { return dir_.path() / "data"; }
+  // etcd's own log (JSON lines), kept across restarts.
+  std::filesystem::path log_path() const { return dir_.path() / "etcd.log"; }
+
+  // SIGKILL, and wait until the process is gone. No-op if it is not running.
+  void kill9();
+  // SIGTERM, then SIGKILL after a grace period. No-op if it is not running.
+  void stop();
+  // Starts the server again on the same data directory and ports (after kill9() or stop(),
+  // or kills it first if it is running) and waits until it serves. Throws like the
+  // constructor.
+  void restart();
+  bool running();
+  // The last `max_lines` lines of etcd's log.
+  std::string log_tail(size_t max_lines = 40) const;
+
+ private:
+  // Spawns etcd and waits until it serves; returns an error message (empty on success).
+  std::string start_once();
+  // One probe of the client port: true if a linearizable Range succeeds.
+  bool serving() const;
+
+  TempDir dir_;
+  std::string name_;
+  int client_port_ = 0;
+  int peer_port_ = 0;
+  std::chrono::milliseconds start_timeout_;
+  std::unique_ptr<ChildProcess> proc_;
+};
+
+}  // namespace kos::testing
