@@ -23,6 +23,7 @@ struct Flags {
   int io_threads = 2;
   int workers = 64;
   int compaction_minutes = 5;
+  size_t watch_history = 10000;
 };
 
 Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& s) {
@@ -94,6 +95,7 @@ int run_apiserver(const Flags& f) {
   opts.port = hp->second;
   opts.io_threads = f.io_threads;
   opts.worker_threads = f.workers;
+  opts.cache.history = f.watch_history;
   auto server = apiserver::ApiServer::start(*store, opts);
   if (!server) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
@@ -130,6 +132,11 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
                 "write a kubeconfig for this server to FILE (for kubectl and kos components)");
   c->add_option("--io-threads", f->io_threads, "threads serving sockets")->capture_default_str();
   c->add_option("--workers", f->workers, "threads handling requests")->capture_default_str();
+  c->add_option("--watch-cache-history", f->watch_history,
+                "recent events kept per resource for watches that resume from a "
+                "resourceVersion (older ones get 410 Gone and relist)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   c->add_option("--compaction-interval-minutes", f->compaction_minutes,
                 "embedded store: compact history older than this")
       ->capture_default_str();
