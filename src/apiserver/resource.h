@@ -93,9 +93,11 @@ class Strategy {
                                    std::chrono::system_clock::time_point now) const = 0;
 };
 
-// The strategies of the KOS kinds and of core/v1 Events.
+// The strategies of the KOS kinds, core/v1 Events and coordination.k8s.io/v1 Leases
+// (leader election).
 std::unique_ptr<Strategy> make_kos_strategy(api::Kind kind);
 std::unique_ptr<Strategy> make_event_strategy();
+std::unique_ptr<Strategy> make_lease_strategy();
 
 // Kubernetes' short age format ("5s", "3m2s", "4h", "12d") of `created` at `now`.
 std::string age(std::chrono::system_clock::time_point created,

@@ -260,6 +260,7 @@ Result<void> ApiServer::init() {
   std::vector<std::unique_ptr<Strategy>> strategies;
   for (const auto& k : api::all_kinds()) strategies.push_back(make_kos_strategy(k.kind));
   strategies.push_back(make_event_strategy());
+  strategies.push_back(make_lease_strategy());
   for (auto& s : strategies) {
     auto r = std::make_unique<Resource>();
     r->strategy = std::move(s);
@@ -324,12 +325,12 @@ json::object resource_list_entry(const ResourceInfo& i, const std::vector<std::s
   return r;
 }
 
-json::object group_entry() {
+json::object group_entry(const std::string& group, const std::string& version) {
   json::object gv;
-  gv["groupVersion"] = std::string(api::kApiVersion);
-  gv["version"] = std::string(api::kVersion);
+  gv["groupVersion"] = group + "/" + version;
+  gv["version"] = version;
   json::object g;
-  g["name"] = std::string(api::kGroup);
+  g["name"] = group;
   g["versions"] = json::array{gv};
   g["preferredVersion"] = gv;
   return g;
@@ -381,30 +382,48 @@ http::Reply ApiServer::handle(const http::Request& req) {
       verb = "discovery";
       return json_response(200, R"({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":""}]})");
     }
+    // The served API groups (all but core), each with one version.
+    std::vector<std::pair<std::string, std::string>> groups;
+    for (auto& r : resources_) {
+      const auto& i = r->strategy->info();
+      std::pair gv{i.group, i.version};
+      if (!i.group.empty() && std::find(groups.begin(), groups.end(), gv) == groups.end())
+        groups.push_back(gv);
+    }
+    auto served = [&](const std::string& g, const std::string& v) {
+      return std::find(groups.begin(), groups.end(), std::pair{g, v}) != groups.end();
+    };
+    auto group_version = [&](const std::string& g) -> std::optional<std::string> {
+      for (auto& [gg, vv] : groups)
+        if (gg == g) return vv;
+      return std::nullopt;
+    };
     if (seg.size() == 1 && seg[0] == "apis") {
       verb = "discovery";
+      json::array list;
+      for (auto& [g, v] : groups) list.push_back(group_entry(g, v));
       json::object l;
       l["kind"] = "APIGroupList";
       l["apiVersion"] = "v1";
-      l["groups"] = json::array{group_entry()};
+      l["groups"] = std::move(list);
       return json_response(200, json::serialize(l));
     }
-    if (seg.size() == 2 && seg[0] == "apis" && seg[1] == api::kGroup) {
+    if (seg.size() == 2 && seg[0] == "apis" && group_version(seg[1])) {
       verb = "discovery";
-      json::object g = group_entry();
+      json::object g = group_entry(seg[1], *group_version(seg[1]));
       g["kind"] = "APIGroup";
       g["apiVersion"] = "v1";
       return json_response(200, json::serialize(g));
     }
-    if ((seg.size() == 3 && seg[0] == "apis" && seg[1] == api::kGroup && seg[2] == api::kVersion) ||
+    if ((seg.size() == 3 && seg[0] == "apis" && served(seg[1], seg[2])) ||
         (seg.size() == 2 && seg[0] == "api" && seg[1] == "v1")) {
       verb = "discovery";
-      std::string group = seg[0] == "api" ? "" : std::string(api::kGroup);
+      std::string group = seg[0] == "api" ? "" : seg[1];
       json::array list;
       for (auto& r : resources_) {
         const auto& i = r->strategy->info();
         if (i.group != group) continue;
-        list.push_back(resource_list_entry(i, group.empty() ? std::vector<std::string>{"create", "delete", "get", "list", "patch", "update", "watch"} : r->verbs));
+        list.push_back(resource_list_entry(i, r->verbs));
         if (i.has_status) {
           json::object s;
           s["name"] = i.plural + "/status";
@@ -418,7 +437,7 @@ http::Reply ApiServer::handle(const http::Request& req) {
       json::object l;
       l["kind"] = "APIResourceList";
       l["apiVersion"] = "v1";
-      l["groupVersion"] = group.empty() ? "v1" : std::string(api::kApiVersion);
+      l["groupVersion"] = group.empty() ? "v1" : group + "/" + seg[2];
       l["resources"] = std::move(list);
       return json_response(200, json::serialize(l));
     }
@@ -426,9 +445,9 @@ http::Reply ApiServer::handle(const http::Request& req) {
     // Resource endpoints: /apis/G/V/[namespaces/NS/]PLURAL[/NAME[/SUB]], /api/v1/...
     size_t base;
     std::string group;
-    if (seg.size() >= 4 && seg[0] == "apis" && seg[1] == api::kGroup && seg[2] == api::kVersion) {
+    if (seg.size() >= 4 && seg[0] == "apis" && served(seg[1], seg[2])) {
       base = 3;
-      group = std::string(api::kGroup);
+      group = seg[1];
     } else if (seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1") {
       base = 2;
     } else {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "api/names.h"
 #include "api/validation.h"
 #include "apiserver/resource.h"
 
@@ -221,36 +222,35 @@ class KosStrategy final : public Strategy {
   ResourceInfo info_;
 };
 
-// ---- core/v1 Event --------------------------------------------------------------------
+// ---- schemaless kinds (core/v1 Event, coordination.k8s.io/v1 Lease) ---------------------
 
-class EventStrategy final : public Strategy {
+// A kind whose body KOS does not model: metadata is decoded and checked, the rest is kept
+// as sent; a fixed list of string fields is selectable.
+class SchemalessStrategy : public Strategy {
  public:
-  EventStrategy() {
-    info_.group = "";
-    info_.version = "v1";
-    info_.kind = "Event";
-    info_.plural = "events";
-    info_.singular = "event";
-    info_.short_names = {"ev"};
-  }
+  SchemalessStrategy(ResourceInfo info, std::vector<std::string_view> fields,
+                     std::vector<std::string_view> required)
+      : info_(std::move(info)), fields_(std::move(fields)), required_(std::move(required)) {}
   const ResourceInfo& info() const override { return info_; }
 
   Result<json::object> canonicalize(const json::value& in,
                                     const api::DecodeOptions& opts) const override {
     const json::object* o = in.if_object();
-    if (!o) return fail(Errc::kBadRequest, "an Event must be a JSON object");
-    json::object out = *o;
-    if (auto* k = out.if_contains("kind"); k && (!k->is_string() || k->get_string() != "Event"))
-      return fail(Errc::kBadRequest, "kind: expected \"Event\"");
-    if (auto* a = out.if_contains("apiVersion"); a && (!a->is_string() || a->get_string() != "v1"))
-      return fail(Errc::kBadRequest, "apiVersion: expected \"v1\"");
-    auto meta = api::from_json<api::ObjectMeta>(out.contains("metadata") ? out["metadata"] : json::value(json::object()), opts);
+    if (!o) return fail(Errc::kBadRequest, "a " + info_.kind + " must be a JSON object");
+    const std::string api_version = info_.api_version();
+    if (auto* k = o->if_contains("kind"); k && (!k->is_string() || k->get_string() != info_.kind))
+      return fail(Errc::kBadRequest, "kind: expected \"" + info_.kind + "\"");
+    if (auto* a = o->if_contains("apiVersion");
+        a && (!a->is_string() || a->get_string() != api_version))
+      return fail(Errc::kBadRequest, "apiVersion: expected \"" + api_version + "\"");
+    const json::value* m = o->if_contains("metadata");
+    auto meta = api::from_json<api::ObjectMeta>(m ? *m : json::value(json::object()), opts);
     if (!meta) return fail(meta.error());
     json::object canon;
-    canon["kind"] = "Event";
-    canon["apiVersion"] = "v1";
+    canon["kind"] = info_.kind;
+    canon["apiVersion"] = api_version;
     canon["metadata"] = api::to_json(*meta);
-    for (auto& kv : out)
+    for (const auto& kv : *o)
       if (kv.key() != "kind" && kv.key() != "apiVersion" && kv.key() != "metadata")
         canon[kv.key()] = kv.value();
     return canon;
@@ -262,41 +262,77 @@ class EventStrategy final : public Strategy {
     if (!meta) return fail(meta.error());
     if (meta->name.empty())
       causes.push_back({"FieldValueRequired", "Required value", "metadata.name"});
-    const json::value* io = obj.if_contains("involvedObject");
-    if (!io || !io->is_object())
-      causes.push_back({"FieldValueRequired", "Required value", "involvedObject"});
-    for (auto f : {"reason", "message", "type"}) {
-      const json::value* v = obj.if_contains(f);
-      if (v && !v->is_string())
-        causes.push_back({"FieldValueTypeInvalid", "expected string", f});
-    }
+    else if (auto why = api::dns1123_subdomain_error(meta->name))
+      causes.push_back({"FieldValueInvalid", *why, "metadata.name"});
+    for (auto f : required_)
+      if (!find_path(obj, f)) causes.push_back({"FieldValueRequired", "Required value", std::string(f)});
     if (causes.empty()) return {};
-    return fail(Error{Errc::kInvalid, "Event \"" + meta->name + "\" is invalid", causes});
+    std::string msg = info_.kind + " \"" + meta->name + "\" is invalid:";
+    for (const auto& c : causes) msg += " " + c.field + ": " + c.message + ";";
+    msg.pop_back();
+    return fail(Error{Errc::kInvalid, std::move(msg), std::move(causes)});
   }
 
-  Result<void> validate_update(const json::object&, const json::object& new_obj) const override {
+  Result<void> validate_update(const json::object& old_obj,
+                               const json::object& new_obj) const override {
+    auto o = read_meta(old_obj);
+    auto n = read_meta(new_obj);
+    if (o && n && o->uid != n->uid)
+      return fail(Error{Errc::kInvalid, info_.kind + " \"" + n->name + "\" is invalid: metadata.uid: field is immutable",
+                        {{"FieldValueInvalid", "field is immutable", "metadata.uid"}}});
     return validate(new_obj);
   }
 
   Fields fields(const json::object& obj) const override {
     Fields out;
-    for (auto f : kFields) {
-      if (const json::value* v = find_path(obj, f)) {
-        if (v->is_string()) out.emplace_back(std::string(f), std::string(v->get_string()));
-      } else {
-        out.emplace_back(std::string(f), std::string());
-      }
+    for (auto f : fields_) {
+      const json::value* v = find_path(obj, f);
+      if (!v) out.emplace_back(std::string(f), std::string());
+      else if (v->is_string()) out.emplace_back(std::string(f), std::string(v->get_string()));
     }
     return out;
   }
 
   Result<void> check_field_selector(const api::FieldSelector& sel) const override {
-    for (const auto& r : sel.requirements()) {
-      if (std::find(std::begin(kFields), std::end(kFields), r.field) == std::end(kFields))
+    for (const auto& r : sel.requirements())
+      if (std::find(fields_.begin(), fields_.end(), r.field) == fields_.end())
         return fail(Errc::kBadRequest, "field label not supported: " + r.field);
-    }
     return {};
   }
+
+ protected:
+  static std::string str(const json::object& obj, std::string_view path) {
+    const json::value* v = find_path(obj, path);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  }
+
+ private:
+  ResourceInfo info_;
+  std::vector<std::string_view> fields_;
+  std::vector<std::string_view> required_;
+};
+
+ResourceInfo schemaless_info(std::string group, std::string version, std::string kind,
+                             std::string plural, std::vector<std::string> short_names) {
+  ResourceInfo i;
+  i.group = std::move(group);
+  i.version = std::move(version);
+  i.singular = plural.substr(0, plural.size() - 1);
+  i.kind = std::move(kind);
+  i.plural = std::move(plural);
+  i.short_names = std::move(short_names);
+  return i;
+}
+
+class EventStrategy final : public SchemalessStrategy {
+ public:
+  EventStrategy()
+      : SchemalessStrategy(schemaless_info("", "v1", "Event", "events", {"ev"}),
+                           {"metadata.name", "metadata.namespace", "involvedObject.kind",
+                            "involvedObject.name", "involvedObject.namespace", "involvedObject.uid",
+                            "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                            "involvedObject.fieldPath", "reason", "reportingComponent", "type"},
+                           {"involvedObject"}) {}
 
   std::span<const TableColumn> columns() const override {
     static const std::vector<TableColumn> cols{
@@ -311,34 +347,46 @@ class EventStrategy final : public Strategy {
   }
 
   json::array cells(const json::object& obj, system_clock::time_point now) const override {
-    auto str = [&](std::string_view path) -> std::string {
-      const json::value* v = find_path(obj, path);
-      return v && v->is_string() ? std::string(v->get_string()) : std::string();
-    };
-    std::string last = str("lastTimestamp");
-    if (last.empty()) last = str("eventTime");
+    std::string last = str(obj, "lastTimestamp");
+    if (last.empty()) last = str(obj, "eventTime");
     std::string seen = "<unknown>";
     if (auto t = api::parse_micro_time(last)) seen = age(*t, now);
-    auto meta = read_meta(obj);
+    std::string kind = str(obj, "involvedObject.kind");
+    for (auto& c : kind) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     json::array row;
     row.push_back(cell_string(seen));
-    row.push_back(cell_string(str("type")));
-    row.push_back(cell_string(str("reason")));
-    std::string kind = str("involvedObject.kind");
-    for (auto& c : kind) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    row.push_back(cell_string(kind + "/" + str("involvedObject.name")));
-    row.push_back(cell_string(str("message")));
-    row.push_back(cell_string(meta ? meta->name : std::string()));
+    row.push_back(cell_string(str(obj, "type")));
+    row.push_back(cell_string(str(obj, "reason")));
+    row.push_back(cell_string(kind + "/" + str(obj, "involvedObject.name")));
+    row.push_back(cell_string(str(obj, "message")));
+    row.push_back(cell_string(str(obj, "metadata.name")));
     return row;
   }
+};
 
- private:
-  static constexpr std::string_view kFields[] = {
-      "metadata.name",         "metadata.namespace",         "involvedObject.kind",
-      "involvedObject.name",   "involvedObject.namespace",   "involvedObject.uid",
-      "involvedObject.apiVersion", "involvedObject.resourceVersion",
-      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"};
-  ResourceInfo info_;
+class LeaseStrategy final : public SchemalessStrategy {
+ public:
+  LeaseStrategy()
+      : SchemalessStrategy(schemaless_info("coordination.k8s.io", "v1", "Lease", "leases", {}),
+                           {"metadata.name", "metadata.namespace", "spec.holderIdentity"}, {}) {}
+
+  std::span<const TableColumn> columns() const override {
+    static const std::vector<TableColumn> cols{
+        {"Name", "string", "name", "Name of the lease", 0},
+        {"Holder", "string", "", "Current holder", 0},
+        {"Age", "string", "", "Time since creation", 0},
+    };
+    return cols;
+  }
+
+  json::array cells(const json::object& obj, system_clock::time_point now) const override {
+    json::array row;
+    row.push_back(cell_string(str(obj, "metadata.name")));
+    row.push_back(cell_string(str(obj, "spec.holderIdentity")));
+    auto created = api::parse_time(str(obj, "metadata.creationTimestamp"));
+    row.push_back(cell_string(created ? age(*created, now) : "<unknown>"));
+    return row;
+  }
 };
 
 }  // namespace
@@ -354,5 +402,6 @@ std::unique_ptr<Strategy> make_kos_strategy(api::Kind kind) {
 }
 
 std::unique_ptr<Strategy> make_event_strategy() { return std::make_unique<EventStrategy>(); }
+std::unique_ptr<Strategy> make_lease_strategy() { return std::make_unique<LeaseStrategy>(); }
 
 }  // namespace kos::apiserver
