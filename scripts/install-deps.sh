@@ -22,19 +22,37 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
-
-echo "install-deps: installing ${missing[*]}"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian starts etcd as a system service on install; KOS starts its own etcd when
-# it needs one, so the packaged service is stopped and disabled.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled etcd >/dev/null 2>&1; then
-  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts etcd as a system service on install; KOS starts its own etcd when
+  # it needs one, so the packaged service is stopped and disabled.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled etcd >/dev/null 2>&1; then
+    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+fi
+
+# kubectl 1.20 for the client-compatibility tests (test/integration): Debian's
+# kubernetes-client package, unpacked into its own folder because it would conflict with
+# the kubectl on /usr/bin. Downloaded from Debian's archive once; the tests skip without it.
+KUBECTL_120_DIR=/opt/kos-test/kubectl-1.20
+if [ ! -x "$KUBECTL_120_DIR/usr/bin/kubectl" ]; then
+  echo "install-deps: unpacking kubernetes-client (kubectl 1.20) into $KUBECTL_120_DIR"
+  tmp="$(mktemp -d)"
+  # Run as root, apt downloads as the _apt user, which needs to write there.
+  if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
+  if ! (cd "$tmp" && apt-get download -qq kubernetes-client); then
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -qq kubernetes-client)
+  fi
+  $SUDO mkdir -p "$KUBECTL_120_DIR"
+  $SUDO dpkg -x "$tmp"/kubernetes-client_*.deb "$KUBECTL_120_DIR"
+  rm -rf "$tmp"
 fi

@@ -301,13 +301,27 @@ Result<ListResult> Registry::list(const ListRequest& req) {
     if (req.resource_version_match == "Exact") {
       if (*rv == 0) return fail(Errc::kBadRequest, "resourceVersionMatch=Exact needs a resourceVersion > 0");
       at = *rv;
-    } else if (*rv == 0 || cache_.wait_for(*rv, 2s)) {
+    } else if (*rv == 0 || cache_.revision() >= *rv) {
       // Served from the watch cache: resourceVersion "0" means any, and N means not older
       // than N, which the cache has reached.
       auto snap = cache_.list(req.ns, req.labels, req.fields);
       return ListResult{snap.rv, std::move(snap.items), {}};
+    } else {
+      // The cache has not reached N. If the store has, a fresh read from it is new enough
+      // (N may belong to another resource). If N is in the future, wait a little, as
+      // Kubernetes does, then give up.
+      auto cur = store_.current_revision();
+      if (!cur) return fail(cur.error());
+      if (*cur < *rv) {
+        if (cache_.wait_for(*rv, 3s)) {
+          auto snap = cache_.list(req.ns, req.labels, req.fields);
+          return ListResult{snap.rv, std::move(snap.items), {}};
+        }
+        std::string msg = "Too large resource version: " + std::to_string(*rv) +
+                          ", current: " + std::to_string(*cur);
+        return fail(Error{Errc::kTimeout, msg, {{"ResourceVersionTooLarge", msg, ""}}});
+      }
     }
-    // The cache has not reached N (N belongs to another resource): a fresh read is newer.
   }
 
   // A read from the store, page by page at one revision, until `limit` matches are found.

@@ -6,7 +6,10 @@
 #include <boost/url/parse.hpp>
 #include <spdlog/spdlog.h>
 
+#include <set>
+
 #include "api/cidr.h"
+#include "api/names.h"
 #include "apiserver/gc.h"
 #include "apiserver/openapi.h"
 #include "apiserver/table.h"
@@ -53,10 +56,17 @@ http::Response json_response(unsigned status, std::string body) {
 
 http::Response error_response(const Error& e, std::string_view name = {},
                               const ResourceInfo* info = nullptr) {
-  std::string kind = info ? info->plural : std::string();
+  // Kubernetes names the resource in most errors and the kind in Invalid ones.
+  std::string kind = info ? (e.code == Errc::kInvalid ? info->kind : info->plural) : std::string();
   std::string group = info ? info->group : std::string();
   return json_response(static_cast<unsigned>(e.http_status()),
                        json::serialize(api::status_json(e, name, group, kind)));
+}
+
+Error too_large(int64_t rv, int64_t current) {
+  std::string msg = "Too large resource version: " + std::to_string(rv) +
+                    ", current: " + std::to_string(current);
+  return Error{Errc::kTimeout, msg, {{"ResourceVersionTooLarge", msg, ""}}};
 }
 
 http::Response method_not_allowed() {
@@ -177,12 +187,12 @@ class SubnetAdmission : public Admission {
       if (!o) continue;
       std::string who = other->ns + "/" + other->name;
       if (other->ns != s->metadata.namespace_)
-        return invalid(*s, "spec.vni", std::to_string(s->spec.vni),
+        return invalid(*s, "spec.vni", std::to_string(s->spec.vni) /* unquoted: a number */,
                        "VNI " + std::to_string(s->spec.vni) + " is already used by Subnet " + who +
                            " in another namespace");
       auto ocidr = api::parse_cidr(o->spec.ipv4);
       if (ocidr && cidr->overlaps(*ocidr))
-        return invalid(*s, "spec.ipv4", s->spec.ipv4,
+        return invalid(*s, "spec.ipv4", "\"" + s->spec.ipv4 + "\"",
                        "CIDR overlaps with Subnet " + who + " (" + o->spec.ipv4 + ") on VNI " +
                            std::to_string(s->spec.vni));
     }
@@ -190,9 +200,10 @@ class SubnetAdmission : public Admission {
   }
 
  private:
+  // `value` is shown as given: quote strings before passing them.
   static std::unexpected<Error> invalid(const api::Subnet& s, std::string field, std::string value,
                                         std::string why) {
-    std::string msg = "Invalid value: \"" + value + "\": " + why;
+    std::string msg = "Invalid value: " + value + ": " + why;
     return fail(Error{Errc::kInvalid,
                       "Subnet.network.example.com \"" + s.metadata.name + "\" is invalid: " +
                           field + ": " + msg,
@@ -434,6 +445,16 @@ http::Reply ApiServer::handle(const http::Request& req) {
           list.push_back(std::move(s));
         }
       }
+      if (group.empty()) {
+        json::object n;
+        n["name"] = "namespaces";
+        n["singularName"] = "namespace";
+        n["namespaced"] = false;
+        n["kind"] = "Namespace";
+        n["verbs"] = json::array{"get", "list"};
+        n["shortNames"] = json::array{"ns"};
+        list.push_back(std::move(n));
+      }
       json::object l;
       l["kind"] = "APIResourceList";
       l["apiVersion"] = "v1";
@@ -457,8 +478,37 @@ http::Reply ApiServer::handle(const http::Request& req) {
     if (seg.size() > base + 2 && seg[base] == "namespaces") {
       ns = seg[base + 1];
       base += 2;
-    } else if (seg.size() == base + 2 && seg[base] == "namespaces") {
-      return status_error(Errc::kNotFound, "namespaces are not served by KOS");
+    } else if (base == 2 && seg.size() <= 4 && seg[base] == "namespaces" && is_get) {
+      // Namespaces are implicit in KOS: every name is an active namespace. kubectl asks
+      // for one to word its "not found" messages.
+      verb = "namespaces";
+      auto ns_json = [&](const std::string& n) {
+        json::object o;
+        o["kind"] = "Namespace";
+        o["apiVersion"] = "v1";
+        json::object m;
+        m["name"] = n;
+        o["metadata"] = std::move(m);
+        o["spec"] = json::object{{"finalizers", json::array{"kubernetes"}}};
+        o["status"] = json::object{{"phase", "Active"}};
+        return o;
+      };
+      if (seg.size() == 4) {
+        if (!api::is_dns1123_label(seg[3]))
+          return status_error(Errc::kNotFound, "namespaces \"" + seg[3] + "\" not found");
+        return json_response(200, json::serialize(ns_json(seg[3])));
+      }
+      std::set<std::string> names{"default"};
+      for (auto& r : resources_)
+        for (const auto& o : r->cache->list("", {}, {}).items) names.insert(o->ns);
+      json::array items;
+      for (const auto& n : names) items.push_back(ns_json(n));
+      json::object l;
+      l["kind"] = "NamespaceList";
+      l["apiVersion"] = "v1";
+      l["metadata"] = json::object{};
+      l["items"] = std::move(items);
+      return json_response(200, json::serialize(l));
     }
     Resource* res = resource(group, seg[base]);
     if (!res) return status_error(Errc::kNotFound, "the server could not find the requested resource (" + seg[base] + ")");
@@ -562,6 +612,11 @@ http::Reply ApiServer::handle(const http::Request& req) {
           if (ec != std::errc() || p != s.data() + s.size() || v < 0)
             return status_error(Errc::kBadRequest, "resourceVersion: invalid value \"" + s + "\"");
           wr.since = v;
+          // A revision the server has not reached: wait a little, as Kubernetes does.
+          if (!res->cache->wait_for(v, 3s)) {
+            auto cur = store_.current_revision();
+            if (cur && *cur < v) return fail_with(too_large(v, *cur));
+          }
         }
         std::optional<std::chrono::milliseconds> timeout = std::chrono::minutes(30);
         if (auto t = q.get("timeoutSeconds")) {
@@ -679,7 +734,15 @@ http::Reply ApiServer::handle(const http::Request& req) {
       if (!d) return fail_with(d.error());
       auto r = reg.remove(ns, name, *d);
       if (!r) return fail_with(r.error());
-      return object_reply(200, r->obj);
+      if (!r->gone) return object_reply(200, r->obj);  // marked: finalizers hold it
+      json::object st;
+      st["kind"] = "Status";
+      st["apiVersion"] = "v1";
+      st["metadata"] = json::object{};
+      st["status"] = "Success";
+      st["details"] = json::object{{"name", name}, {"group", info.group}, {"kind", info.plural},
+                                   {"uid", r->obj->uid}};
+      return json_response(200, json::serialize(st));
     }
     return method_not_allowed();
   }();

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kos::testing {
@@ -54,6 +55,33 @@ class ChildProcess {
   std::string buffer_;
   std::optional<int> status_;
 };
+
+// The outcome of run(): how the program ended and everything it wrote.
+struct RunResult {
+  // The exit status (127 if the program could not be executed, as a shell reports it);
+  // 128+N if signal N ended it; -1 if no process could be made, or it was killed because
+  // it outlived the timeout (then `timed_out` is set).
+  int exit_code = -1;
+  bool timed_out = false;
+  std::string out;  // all of its stdout
+  std::string err;  // all of its stderr
+};
+
+struct RunOptions {
+  // Variables set in (or overriding) the child's environment, which is otherwise this
+  // process's environment.
+  std::vector<std::pair<std::string, std::string>> env;
+  // Written to the child's stdin, which is then closed (so it reads EOF, never the
+  // terminal).
+  std::string stdin_data;
+  // SIGKILL after this long.
+  std::chrono::milliseconds timeout = std::chrono::seconds(120);
+};
+
+// Runs a program to completion without a shell (argv[0] looked up in PATH if it has no
+// '/'), with stdout and stderr captured separately. Thread-safe. The child gets SIGKILL if
+// the calling thread dies first (parent-death signal), so a crashed test leaves none behind.
+RunResult run(const std::vector<std::string>& argv, const RunOptions& opts = {});
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 int free_loopback_port();
