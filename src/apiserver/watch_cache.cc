@@ -60,6 +60,22 @@ WatchCache::WatchCache(store::Store& store, const Strategy& strategy, const Cloc
                        Options opts)
     : store_(store), strategy_(strategy), clock_(clock), opts_(opts) {
   index_.resize(strategy.info().indexed_fields.size());
+  obj_index_.resize(strategy.info().indexed_fields.size());
+}
+
+void WatchCache::index_object(const CachedObject& o, bool add) {
+  const auto& fields = strategy_.info().indexed_fields;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    auto v = o.field(fields[i]);
+    if (!v) continue;
+    auto& m = obj_index_[i];
+    if (add) {
+      m[std::string(*v)].insert(o.key);
+    } else if (auto it = m.find(std::string(*v)); it != m.end()) {
+      it->second.erase(o.key);
+      if (it->second.empty()) m.erase(it);
+    }
+  }
 }
 
 WatchCache::~WatchCache() { stop(); }
@@ -102,6 +118,8 @@ Result<void> WatchCache::relist() {
   if (!w) return fail(w.error());
   std::unique_lock lk(mu_);
   objects_ = std::move(objects);
+  for (auto& m : obj_index_) m.clear();
+  for (const auto& [_, o] : objects_) index_object(*o, true);
   by_owner_ = std::move(by_owner);
   history_.clear();
   history_floor_ = l->revision;
@@ -170,7 +188,9 @@ void WatchCache::apply(const std::vector<store::Event>& events) {
       e.deleted = false;
       objects_[se.kv.key] = e.obj;
     }
-    // Keep the owner index in step.
+    // Keep the indexes in step.
+    if (e.prev) index_object(*e.prev, false);
+    if (!e.deleted) index_object(*e.obj, true);
     if (e.prev)
       for (const auto& o : e.prev->owners) {
         auto range = by_owner_.equal_range(o.uid);
@@ -403,6 +423,19 @@ WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSel
   std::shared_lock lk(mu_);
   Snapshot s;
   s.rv = rv_;
+  const auto& fields_ix = strategy_.info().indexed_fields;
+  for (size_t i = 0; i < fields_ix.size(); ++i) {
+    auto v = fields.exact_value(fields_ix[i]);
+    if (!v) continue;
+    // Only the objects with that value can match.
+    auto it = obj_index_[i].find(*v);
+    if (it == obj_index_[i].end()) return s;
+    for (const auto& key : it->second) {
+      auto o = objects_.find(key);
+      if (o != objects_.end() && matches(probe, *o->second)) s.items.push_back(o->second);
+    }
+    return s;  // keys are in order: the result is in key order too
+  }
   auto begin = objects_.begin(), end = objects_.end();
   if (!ns.empty()) {
     std::string prefix = strategy_.info().key_prefix() + ns + "/";

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -155,6 +156,7 @@ class WatchCache {
   void dispatch(const Event& e);
   bool deliver(Watcher& w, const Event& e, int type);  // false: the sink refused it
   bool matches(const Watcher& w, const CachedObject& o) const;
+  void index_object(const CachedObject& o, bool add);
   void index_watcher(const std::shared_ptr<Watcher>& w);
   void unindex_watcher(const Watcher& w);
   void close_watcher(uint64_t id, std::optional<Error> error);
@@ -169,6 +171,9 @@ class WatchCache {
   mutable std::shared_mutex mu_;
   mutable std::condition_variable_any advanced_;
   std::map<std::string, CachedPtr> objects_;  // by store key
+  // obj_index_[i][value]: keys of the objects whose indexed_fields[i] has that value, so a
+  // list pinned to one value (an agent's spec.node or VNI) reads only those.
+  std::vector<std::unordered_map<std::string, std::set<std::string>>> obj_index_;
   std::unordered_multimap<std::string, std::string> by_owner_;  // owner uid -> key
   std::deque<Event> history_;
   store::Revision history_floor_ = 0;  // events after this revision are in history_

@@ -179,5 +179,33 @@ TEST_F(WatchCacheTest, InitialStateThenLiveEventsWithoutGapOrOverlap) {
   EXPECT_NE(lines[5].find("\"post\""), std::string::npos);
 }
 
+TEST_F(WatchCacheTest, ListsPinnedToAnIndexedFieldFollowChanges) {
+  create("a", "n1");
+  create("b", "n1");
+  auto c = create("c", "n2");
+  auto st = registry_->update("ns", "c", *api::parse_json(R"({"metadata":{"name":"c"},"spec":{"node":"n2","subnet":"s1"},"status":{"addressVNI":7,"ipv4":"10.0.0.9"}})"), true, {});
+  ASSERT_TRUE(st.has_value()) << st.error().message;
+  ASSERT_TRUE(cache_->wait_for((*st)->rv, 5s));
+  auto names = [&](const std::string& sel) {
+    std::vector<std::string> out;
+    for (auto& o : cache_->list("", {}, *api::FieldSelector::parse(sel)).items) out.push_back(o->name);
+    return out;
+  };
+  EXPECT_EQ(names("spec.node=n1"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(names("spec.node=n2,status.addressVNI=7"), (std::vector<std::string>{"c"}));
+  EXPECT_EQ(names("status.addressVNI=7"), (std::vector<std::string>{"c"}));
+  EXPECT_TRUE(names("status.addressVNI=8").empty());
+  // The address moves to another VNI: the index follows.
+  auto moved = registry_->update("ns", "c", *api::parse_json(R"({"metadata":{"name":"c"},"spec":{"node":"n2","subnet":"s1"},"status":{"addressVNI":8,"ipv4":"10.0.0.9"}})"), true, {});
+  ASSERT_TRUE(moved.has_value());
+  ASSERT_TRUE(cache_->wait_for((*moved)->rv, 5s));
+  EXPECT_TRUE(names("status.addressVNI=7").empty());
+  EXPECT_EQ(names("status.addressVNI=8"), (std::vector<std::string>{"c"}));
+  ASSERT_TRUE(registry_->remove("ns", "a", {}).has_value());
+  auto last = create("z", "n9");
+  ASSERT_TRUE(cache_->wait_for(last->rv, 5s));
+  EXPECT_EQ(names("spec.node=n1"), (std::vector<std::string>{"b"}));
+}
+
 }  // namespace
 }  // namespace kos::apiserver
