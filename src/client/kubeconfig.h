@@ -1,0 +1,51 @@
+// Kubeconfig files (the format kubectl reads), reduced to what a KOS client needs to reach
+// one API server: where it is, how to trust it and how to authenticate to it.
+//
+// Supported: clusters (server, certificate-authority[-data], insecure-skip-tls-verify),
+// users (client-certificate[-data], client-key[-data], token, tokenFile), contexts
+// (cluster, user, namespace) and current-context. A selected user that relies on exec
+// plugins, auth providers or basic auth is rejected (kUnsupported) rather than silently
+// used without credentials. Only the selected context, cluster and user are checked beyond
+// their structure, as kubectl does.
+//
+// Errors: kNotFound when the kubeconfig, a file it names, or the context asked for by the
+// caller does not exist; kBadRequest when the content is malformed or inconsistent. Messages
+// start with "kubeconfig PATH: ".
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+
+namespace kos::client {
+
+struct RestConfig {
+  std::string server;     // scheme://host:port, no trailing slash (IPv6 hosts in brackets)
+  std::string host;       // without brackets
+  uint16_t port = 0;      // explicit, or 443 / 80 from the scheme
+  bool tls = false;       // https
+  std::string ca_pem;     // trust roots; empty: the system's
+  std::string cert_pem;   // client certificate (with cert_pem, key_pem is set too)
+  std::string key_pem;
+  bool insecure_skip_verify = false;
+  std::string bearer_token;
+  std::string ns = "default";
+
+  bool operator==(const RestConfig&) const = default;
+};
+
+// Reads the kubeconfig at `path` and resolves `context` (empty: its current-context).
+// Relative file names in it resolve against the kubeconfig's directory; *-data fields are
+// base64-decoded; tokenFile is read and trimmed.
+Result<RestConfig> load_kubeconfig(const std::string& path, const std::string& context = "");
+
+// The kubeconfig a command uses: `path_flag` if not empty, else the first entry of the
+// colon-separated $KUBECONFIG, else ~/.kube/config; then load_kubeconfig(path) on it.
+Result<RestConfig> config_from_env_or_file(const std::string& path_flag);
+
+// The file config_from_env_or_file() would read. Errors: kNotFound when none can be chosen
+// (no flag, no $KUBECONFIG and no $HOME).
+Result<std::string> kubeconfig_path(const std::string& path_flag);
+
+}  // namespace kos::client

@@ -1,0 +1,359 @@
+#include "client/transport.h"
+
+#include <atomic>
+#include <future>
+#include <set>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace kos::client {
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = net::ip::tcp;
+
+Result<HttpResponse> Transport::request_sync(HttpRequest req) {
+  std::promise<Result<HttpResponse>> p;
+  auto f = p.get_future();
+  request(std::move(req), [&p](Result<HttpResponse> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+namespace {
+
+http::verb verb_of(const std::string& m) {
+  auto v = http::string_to_verb(m);
+  return v == http::verb::unknown ? http::verb::get : v;
+}
+
+struct Conn {
+  explicit Conn(net::io_context& ioc) : stream(ioc) {}
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  bool reused = false;
+};
+using ConnPtr = std::shared_ptr<Conn>;
+
+class TransportImpl;
+
+// One request/response exchange, possibly retried once on a fresh connection.
+struct Exchange {
+  HttpRequest req;
+  std::function<void(Result<HttpResponse>)> done;
+  int attempt = 0;           // retries on a reused connection found closed
+  int connect_attempts = 0;  // retries of a connection that could not be made
+  std::chrono::steady_clock::time_point deadline;
+  ConnPtr conn;
+  http::request<http::string_body> msg;
+  std::optional<http::response_parser<http::string_body>> parser;
+};
+
+class StreamImpl : public StreamHandle {
+ public:
+  StreamImpl(std::weak_ptr<Transport> t, ConnPtr c) : t_(std::move(t)), conn_(std::move(c)) {}
+  void cancel() override;
+
+  std::weak_ptr<Transport> t_;
+  ConnPtr conn_;
+  std::atomic<bool> cancelled{false};
+  HttpRequest req;
+  http::request<http::string_body> msg;
+  http::response_parser<http::string_body> parser;
+  std::string pending;
+  std::function<size_t(std::uint64_t, beast::string_view, beast::error_code&)> chunk_cb;
+  std::function<void(unsigned, const std::string&)> on_status;
+  std::function<void(std::string_view)> on_line;
+  std::function<void(Result<void>)> on_end;
+  bool ended = false;
+};
+
+class TransportImpl final : public Transport {
+ public:
+  TransportImpl(const RestConfig& cfg, const TransportOptions& opts)
+      : cfg_(cfg), opts_(opts), work_(net::make_work_guard(ioc_)) {
+    thread_ = std::thread([this] { ioc_.run(); });
+  }
+  ~TransportImpl() override { shutdown(); }
+
+  void request(HttpRequest req, std::function<void(Result<HttpResponse>)> done) override {
+    auto ex = std::make_shared<Exchange>();
+    ex->req = std::move(req);
+    ex->done = std::move(done);
+    ex->deadline = std::chrono::steady_clock::now() + ex->req.timeout;
+    net::post(ioc_, [this, ex] { start(ex); });
+  }
+
+  std::shared_ptr<StreamHandle> stream(
+      HttpRequest req, std::function<void(unsigned, const std::string&)> on_status,
+      std::function<void(std::string_view)> on_line,
+      std::function<void(Result<void>)> on_end) override {
+    auto conn = std::make_shared<Conn>(ioc_);
+    auto s = std::make_shared<StreamImpl>(weak_from_this(), conn);
+    s->req = std::move(req);
+    s->on_status = std::move(on_status);
+    s->on_line = std::move(on_line);
+    s->on_end = std::move(on_end);
+    net::post(ioc_, [this, s] { start_stream(s); });
+    return s;
+  }
+
+  void post(std::function<void()> fn) override { net::post(ioc_, std::move(fn)); }
+
+  std::function<void()> post_after(std::chrono::milliseconds delay,
+                                   std::function<void()> fn) override {
+    auto timer = std::make_shared<net::steady_timer>(ioc_, delay);
+    timer->async_wait([timer, fn = std::move(fn)](beast::error_code ec) {
+      if (!ec) fn();
+    });
+    return [this, timer] { net::post(ioc_, [timer] { timer->cancel(); }); };
+  }
+
+  void drop_connections() override {
+    std::promise<void> p;
+    net::post(ioc_, [this, &p] {
+      for (auto& c : idle_) {
+        close(*c);
+        --open_;
+      }
+      idle_.clear();
+      for (auto& c : busy_) close(*c);  // their handlers fail and release them
+      p.set_value();
+    });
+    if (std::this_thread::get_id() != thread_.get_id()) p.get_future().wait();
+  }
+
+  void shutdown() override {
+    if (stopped_.exchange(true)) return;
+    if (std::this_thread::get_id() != thread_.get_id()) {
+      drop_connections();
+      work_.reset();
+      ioc_.stop();
+      thread_.join();
+      // Every socket was closed above; handlers that would have released them will not
+      // run anymore.
+      busy_.clear();
+      open_ = 0;
+    }
+  }
+
+  size_t open_connections() const override { return open_.load(); }
+  bool stopped() const override { return stopped_.load(); }
+
+  // ---- on the io thread ----
+  void close(Conn& c) {
+    beast::error_code ec;
+    if (c.stream.socket().is_open()) {
+      c.stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+      c.stream.socket().close(ec);
+    }
+  }
+
+  void release(const ConnPtr& c, bool keep) {
+    busy_.erase(c);
+    if (keep && c->stream.socket().is_open() && idle_.size() < opts_.max_idle_connections) {
+      c->reused = true;
+      idle_.push_back(c);
+      return;
+    }
+    close(*c);
+    --open_;
+  }
+
+  template <class Then>
+  void connect(const ConnPtr& c, Then then) {
+    ++open_;
+    busy_.insert(c);
+    c->stream.expires_after(opts_.connect_timeout);
+    auto resolver = std::make_shared<tcp::resolver>(ioc_);
+    resolver->async_resolve(
+        cfg_.host, std::to_string(cfg_.port),
+        [this, c, resolver, then](beast::error_code ec, tcp::resolver::results_type r) mutable {
+          if (ec) return then(ec);
+          c->stream.async_connect(r, [c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
+            if (!ec2) c->stream.socket().set_option(tcp::no_delay(true));
+            then(ec2);
+          });
+        });
+  }
+
+  void start(const std::shared_ptr<Exchange>& ex) {
+    if (stopped_) return ex->done(fail(Errc::kCancelled, "client is shutting down"));
+    ex->msg = {verb_of(ex->req.method), ex->req.target, 11};
+    ex->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
+    ex->msg.set(http::field::user_agent, opts_.user_agent);
+    ex->msg.set(http::field::accept, ex->req.accept);
+    if (!cfg_.bearer_token.empty())
+      ex->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
+    if (!ex->req.body.empty() || ex->msg.method() == http::verb::post ||
+        ex->msg.method() == http::verb::put || ex->msg.method() == http::verb::patch) {
+      ex->msg.set(http::field::content_type, ex->req.content_type);
+      ex->msg.body() = ex->req.body;
+    }
+    ex->msg.keep_alive(true);
+    ex->msg.prepare_payload();
+    if (!idle_.empty()) {
+      ex->conn = std::move(idle_.back());
+      idle_.pop_back();
+      busy_.insert(ex->conn);
+      return send(ex);
+    }
+    ex->conn = std::make_shared<Conn>(ioc_);
+    connect(ex->conn, [this, ex](beast::error_code ec) {
+      if (!ec) return send(ex);
+      // Nothing was sent: retrying is safe for any request, with backoff, until its
+      // deadline.
+      release(ex->conn, false);
+      auto backoff = std::chrono::milliseconds(std::min(1000, 25 << std::min(ex->connect_attempts, 6)));
+      if (!stopped_ && std::chrono::steady_clock::now() + backoff < ex->deadline) {
+        ++ex->connect_attempts;
+        post_after(backoff, [this, ex] { start(ex); });
+        return;
+      }
+      ex->done(fail(Errc::kUnavailable, "cannot connect to the API server at " + cfg_.server +
+                                            ": " + ec.message()));
+    });
+  }
+
+  void send(const std::shared_ptr<Exchange>& ex) {
+    ex->conn->stream.expires_after(ex->req.timeout);
+    http::async_write(ex->conn->stream, ex->msg, [this, ex](beast::error_code ec, size_t) {
+      if (ec) return finish(ex, ec, true);
+      ex->parser.emplace();
+      ex->parser->body_limit(1ULL << 30);
+      http::async_read(ex->conn->stream, ex->conn->buffer, *ex->parser,
+                       [this, ex](beast::error_code ec2, size_t n) {
+                         if (ec2) return finish(ex, ec2, n == 0);
+                         auto& res = ex->parser->get();
+                         HttpResponse out;
+                         out.status = res.result_int();
+                         out.body = std::move(res.body());
+                         for (auto it = res.find(http::field::warning);
+                              it != res.end() && it->name() == http::field::warning; ++it)
+                           out.warnings.emplace_back(it->value());
+                         bool keep = res.keep_alive();
+                         release(ex->conn, keep);
+                         ex->done(std::move(out));
+                       });
+    });
+  }
+
+  // A failed exchange: retried once on a new connection when a reused (idle) connection
+  // turned out to be closed before any of the response arrived.
+  void finish(const std::shared_ptr<Exchange>& ex, beast::error_code ec, bool nothing_received) {
+    bool reused = ex->conn->reused;
+    release(ex->conn, false);
+    if (reused && nothing_received && ex->attempt == 0 && ec != beast::error::timeout) {
+      ++ex->attempt;
+      return start(ex);
+    }
+    if (ec == beast::error::timeout)
+      return ex->done(fail(Errc::kTimeout, ex->req.method + " " + ex->req.target + ": timed out"));
+    ex->done(fail(Errc::kUnavailable, "cannot reach the API server at " + cfg_.server + ": " +
+                                          ec.message()));
+  }
+
+  void start_stream(const std::shared_ptr<StreamImpl>& s) {
+    if (s->cancelled) return;
+    connect(s->conn_, [this, s](beast::error_code ec) {
+      if (ec) return end_stream(s, ec);
+      s->msg = {verb_of(s->req.method), s->req.target, 11};
+      s->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
+      s->msg.set(http::field::user_agent, opts_.user_agent);
+      s->msg.set(http::field::accept, s->req.accept);
+      if (!cfg_.bearer_token.empty())
+        s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
+      s->msg.prepare_payload();
+      s->conn_->stream.expires_after(s->req.timeout);
+      http::async_write(s->conn_->stream, s->msg, [this, s](beast::error_code ec2, size_t) {
+        if (ec2) return end_stream(s, ec2);
+        s->parser.body_limit(boost::none);
+        // Owned by the stream itself (Beast keeps a reference): captures a plain pointer.
+        s->chunk_cb = [s = s.get()](std::uint64_t, beast::string_view body, beast::error_code&) {
+          s->pending.append(body.data(), body.size());
+          size_t start = 0, nl;
+          while ((nl = s->pending.find('\n', start)) != std::string::npos) {
+            if (s->cancelled) break;
+            if (nl > start) s->on_line(std::string_view(s->pending).substr(start, nl - start));
+            start = nl + 1;
+          }
+          s->pending.erase(0, start);
+          return body.size();
+        };
+        s->parser.on_chunk_body(s->chunk_cb);
+        http::async_read_header(s->conn_->stream, s->conn_->buffer, s->parser,
+                                [this, s](beast::error_code ec3, size_t) {
+                                  if (ec3) return end_stream(s, ec3);
+                                  s->conn_->stream.expires_never();
+                                  unsigned status = s->parser.get().result_int();
+                                  if (status != 200) {
+                                    // An error document, not a stream: read it whole.
+                                    s->conn_->stream.expires_after(s->req.timeout);
+                                    http::async_read(s->conn_->stream, s->conn_->buffer, s->parser,
+                                                     [this, s, status](beast::error_code ec4, size_t) {
+                                                       if (!s->cancelled)
+                                                         s->on_status(status, ec4 ? std::string() : s->parser.get().body());
+                                                       end_stream(s, {});
+                                                     });
+                                    return;
+                                  }
+                                  if (!s->cancelled) s->on_status(200, {});
+                                  read_stream(s);
+                                });
+      });
+    });
+  }
+
+  void read_stream(const std::shared_ptr<StreamImpl>& s) {
+    if (s->cancelled) return end_stream(s, {});
+    if (s->parser.is_done()) return end_stream(s, {});
+    http::async_read_some(s->conn_->stream, s->conn_->buffer, s->parser,
+                          [this, s](beast::error_code ec, size_t) {
+                            if (ec) return end_stream(s, ec);
+                            read_stream(s);
+                          });
+  }
+
+  void end_stream(const std::shared_ptr<StreamImpl>& s, beast::error_code ec) {
+    if (s->ended) return;
+    s->ended = true;
+    if (busy_.count(s->conn_)) release(s->conn_, false);
+    if (s->cancelled) return;
+    if (!ec || ec == http::error::end_of_stream) return s->on_end({});
+    s->on_end(fail(Errc::kUnavailable, "watch stream from " + cfg_.server + " broke: " + ec.message()));
+  }
+
+  const RestConfig cfg_;
+  const TransportOptions opts_;
+  net::io_context ioc_;
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::thread thread_;
+  std::atomic<bool> stopped_{false};
+  std::atomic<size_t> open_{0};
+  std::vector<ConnPtr> idle_;
+  std::set<ConnPtr> busy_;
+};
+
+void StreamImpl::cancel() {
+  cancelled = true;
+  auto t = t_.lock();
+  if (!t) return;  // the transport is gone, and its connections with it
+  auto* impl = static_cast<TransportImpl*>(t.get());
+  impl->post([impl, c = conn_] { impl->close(*c); });
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Transport>> Transport::create(const RestConfig& config,
+                                                     const TransportOptions& opts) {
+  if (config.tls)
+    return fail(Errc::kUnsupported, "https API servers are not supported yet (server " +
+                                        config.server + "): TLS arrives with its issue");
+  if (config.host.empty() || config.port == 0)
+    return fail(Errc::kBadRequest, "invalid API server address '" + config.server + "'");
+  return std::shared_ptr<Transport>(std::make_shared<TransportImpl>(config, opts));
+}
+
+}  // namespace kos::client
