@@ -96,26 +96,32 @@ bool LeaderElector::try_acquire_or_renew() {
                                              {"leaseTransitions", 0}}}};
     auto created = client_->create(ref, cfg_.ns, lease);
     if (!created) return false;
-    std::lock_guard lk(mu_);
-    observed_holder_ = cfg_.identity;
-    observed_rv_ = str(created->get_object(), "metadata", "resourceVersion");
-    observed_at_ = now;
+    {
+      std::lock_guard lk(mu_);
+      observed_holder_ = cfg_.identity;
+      observed_rv_ = str(created->get_object(), "metadata", "resourceVersion");
+      observed_at_ = now;
+    }
+    if (cfg_.on_new_leader) cfg_.on_new_leader(cfg_.identity);
     return true;
   }
   json::object obj = cur->get_object();
   std::string holder = str(obj, "spec", "holderIdentity");
   std::string rv = str(obj, "metadata", "resourceVersion");
+  bool announce = false, held_by_other = false;
   {
     std::lock_guard lk(mu_);
     if (rv != observed_rv_) {  // the record changed: its holder is alive
       observed_rv_ = rv;
       observed_at_ = now;
-      if (holder != observed_holder_ && cfg_.on_new_leader && !holder.empty()) cfg_.on_new_leader(holder);
+      announce = holder != observed_holder_ && !holder.empty();
       observed_holder_ = holder;
     }
-    if (!holder.empty() && holder != cfg_.identity && now - observed_at_ < cfg_.lease_duration)
-      return false;  // someone else holds a lease that has not expired
+    // Someone else holds a lease that has not expired (by this candidate's clock).
+    held_by_other = !holder.empty() && holder != cfg_.identity && now - observed_at_ < cfg_.lease_duration;
   }
+  if (announce && cfg_.on_new_leader) cfg_.on_new_leader(holder);
+  if (held_by_other) return false;
   auto& spec = obj["spec"].is_object() ? obj["spec"].get_object() : obj["spec"].emplace_object();
   int64_t transitions = spec.contains("leaseTransitions") && spec["leaseTransitions"].is_int64()
                             ? spec["leaseTransitions"].get_int64()
@@ -131,11 +137,14 @@ bool LeaderElector::try_acquire_or_renew() {
   // taking over at once, one gets a Conflict.
   auto updated = client_->update(ref, cfg_.ns, obj);
   if (!updated) return false;
-  std::lock_guard lk(mu_);
-  if (observed_holder_ != cfg_.identity && cfg_.on_new_leader) cfg_.on_new_leader(cfg_.identity);
-  observed_holder_ = cfg_.identity;
-  observed_rv_ = str(updated->get_object(), "metadata", "resourceVersion");
-  observed_at_ = now;
+  {
+    std::lock_guard lk(mu_);
+    announce = observed_holder_ != cfg_.identity;
+    observed_holder_ = cfg_.identity;
+    observed_rv_ = str(updated->get_object(), "metadata", "resourceVersion");
+    observed_at_ = now;
+  }
+  if (announce && cfg_.on_new_leader) cfg_.on_new_leader(cfg_.identity);
   return true;
 }
 
