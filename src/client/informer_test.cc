@@ -171,6 +171,10 @@ TEST_F(InformerTest, StartingAndStoppingInformersLeavesNothingBehind) {
       informers.back()->start();
     }
     for (auto& inf : informers) ASSERT_TRUE(inf->wait_for_sync(10s));
+    // Each informer's watch stream opens just after its list.
+    auto opened = std::chrono::steady_clock::now() + 10s;
+    while (c->transport()->open_connections() < 100 && std::chrono::steady_clock::now() < opened)
+      std::this_thread::sleep_for(5ms);  // polling the transport's connection count
     EXPECT_GE(c->transport()->open_connections(), 100u);
     for (auto& inf : informers) inf->stop();
     informers.clear();
