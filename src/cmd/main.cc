@@ -21,7 +21,9 @@ int main(int argc, char** argv) {
   version->callback([&] { run = [] { return std::printf("kos %s\n", KOS_VERSION) < 0; }; });
 
   kos::cmd::add_apiserver_command(app, run);
+  kos::cmd::add_controller_manager_command(app, run);
   kos::cmd::add_store_commands(app, run);
+  kos::cmd::add_ipam_check_command(app, run);
 
   CLI11_PARSE(app, argc, argv);
   if (auto r = kos::log::init(log_level); !r) {

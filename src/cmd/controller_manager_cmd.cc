@@ -1,0 +1,164 @@
+// kos controller-manager: the subnet validator and the IPAM controller.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <future>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "client/event_recorder.h"
+#include "client/leader_election.h"
+#include "cmd/commands.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "controllers/ipam/ipam.h"
+#include "controllers/subnet_validator/validator.h"
+
+namespace kos::cmd {
+namespace {
+
+struct Flags {
+  std::string kubeconfig;
+  std::string controllers = "subnet-validator,ipam";
+  int workers = 4;
+  bool leader_elect = false;
+  std::string metrics_listen;
+  double qps = 500;
+  int burst = 1000;
+};
+
+// Serves /metrics and /healthz on ADDR (HOST:PORT).
+Result<std::unique_ptr<http::Server>> serve_metrics(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos) return fail(Errc::kBadRequest, "--metrics-listen " + addr + ": expected HOST:PORT");
+  http::ServerOptions o;
+  o.address = addr.substr(0, colon);
+  try {
+    o.port = static_cast<uint16_t>(std::stoi(addr.substr(colon + 1)));
+  } catch (...) {
+    return fail(Errc::kBadRequest, "--metrics-listen " + addr + ": invalid port");
+  }
+  o.worker_threads = 2;
+  o.io_threads = 1;
+  return http::Server::start(o, [](const http::Request& req) -> http::Reply {
+    if (req.target() == "/metrics")
+      return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
+    if (req.target() == "/healthz") return http::Response{200, "text/plain", "ok", {}};
+    return http::Response{404, "text/plain", "not found\n", {}};
+  });
+}
+
+int run(const Flags& f) {
+  bool want_validator = false, want_ipam = false;
+  std::stringstream ss(f.controllers);
+  for (std::string c; std::getline(ss, c, ',');) {
+    if (c == "subnet-validator") want_validator = true;
+    else if (c == "ipam") want_ipam = true;
+    else if (!c.empty()) {
+      std::fprintf(stderr, "kos controller-manager: unknown controller '%s' (known: subnet-validator, ipam)\n", c.c_str());
+      return 2;
+    }
+  }
+  if (!want_validator && !want_ipam) {
+    std::fprintf(stderr, "kos controller-manager: --controllers names no controller\n");
+    return 2;
+  }
+  client::ClientOptions co;
+  co.qps = f.qps;
+  co.burst = f.burst;
+  auto client = client::RestClient::from_kubeconfig(f.kubeconfig, co);
+  if (!client) {
+    std::fprintf(stderr, "kos controller-manager: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::unique_ptr<http::Server> metrics_server;
+  if (!f.metrics_listen.empty()) {
+    auto m = serve_metrics(f.metrics_listen);
+    if (!m) {
+      std::fprintf(stderr, "kos controller-manager: %s\n", m.error().message.c_str());
+      return 1;
+    }
+    metrics_server = std::move(*m);
+    spdlog::info("controller-manager: metrics on port {}", metrics_server->port());
+  }
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  client::EventRecorder events(*client, "kos-controller-manager", host);
+  std::unique_ptr<controllers::SubnetValidator> validator;
+  std::unique_ptr<controllers::Ipam> ipam;
+  auto start_controllers = [&]() -> Result<void> {
+    if (want_validator) {
+      validator = std::make_unique<controllers::SubnetValidator>(
+          *client, controllers::ValidatorOptions{std::max(1, f.workers / 2)}, &events);
+      if (auto r = validator->start(); !r) return r;
+    }
+    if (want_ipam) {
+      ipam = std::make_unique<controllers::Ipam>(*client, controllers::IpamOptions{f.workers}, &events);
+      if (auto r = ipam->start(); !r) return r;
+    }
+    return {};
+  };
+
+  std::unique_ptr<client::LeaderElector> elector;
+  std::promise<void> lost;
+  if (f.leader_elect) {
+    client::LeaderElectionConfig lc;
+    lc.name = "kos-controller-manager";
+    lc.identity = std::string(host) + "_" + std::to_string(getpid());
+    lc.on_started_leading = [&] {
+      if (auto r = start_controllers(); !r) spdlog::error("controller-manager: {}", r.error().message);
+    };
+    // Stepping down means someone else may lead now: stop at once (a supervisor restarts
+    // this process as a fresh candidate).
+    lc.on_stopped_leading = [] {
+      spdlog::error("controller-manager: lost the lease; exiting");
+      std::_Exit(1);
+    };
+    elector = std::make_unique<client::LeaderElector>(*client, lc);
+    elector->start();
+    spdlog::info("controller-manager: campaigning for lease kube-system/kos-controller-manager as {}", lc.identity);
+  } else if (auto r = start_controllers(); !r) {
+    std::fprintf(stderr, "kos controller-manager: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  spdlog::info("controller-manager: running controllers={} workers={}", f.controllers, f.workers);
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("controller-manager: stopping signal={}", sig);
+  if (ipam) ipam->stop();
+  if (validator) validator->stop();
+  if (elector) elector->stop();
+  return 0;
+}
+
+}  // namespace
+
+void add_controller_manager_command(CLI::App& app, std::function<int()>& run_fn) {
+  auto f = std::make_shared<Flags>();
+  auto* c = app.add_subcommand("controller-manager",
+                               "Run the KOS controllers: the subnet validator and the IPAM controller");
+  c->add_option("--kubeconfig", f->kubeconfig,
+                "kubeconfig of the API server (default: $KUBECONFIG, then ~/.kube/config)");
+  c->add_option("--controllers", f->controllers, "comma-separated: subnet-validator, ipam")
+      ->capture_default_str();
+  c->add_option("--workers", f->workers, "IPAM workers (the validator gets half, at least 1)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_flag("--leader-elect", f->leader_elect,
+              "run the controllers only while holding the lease kube-system/kos-controller-manager "
+              "(never needed for correctness: it avoids duplicate work)");
+  c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics and /healthz on HOST:PORT");
+  c->add_option("--qps", f->qps, "client-side request rate limit")->capture_default_str();
+  c->add_option("--burst", f->burst, "client-side request burst")->capture_default_str();
+  c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
+}
+
+}  // namespace kos::cmd

@@ -1,0 +1,159 @@
+// The subnet validator and the IPAM controller in process against a real API server.
+#include <gtest/gtest.h>
+
+#include "api/cidr.h"
+#include "api/names.h"
+#include "client/test_server.h"
+#include "controllers/ipam/ipam.h"
+#include "controllers/subnet_validator/validator.h"
+
+namespace kos::controllers {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ControllersTest : public client::testing::ApiServerTest {
+ protected:
+  void SetUp() override {
+    ApiServerTest::SetUp();
+    c_ = client();
+  }
+  void TearDown() override {
+    if (ipam_) ipam_->stop();
+    if (validator_) validator_->stop();
+    ApiServerTest::TearDown();
+  }
+  void start() {
+    validator_ = std::make_unique<SubnetValidator>(c_);
+    ASSERT_TRUE(validator_->start().has_value());
+    ipam_ = std::make_unique<Ipam>(c_);
+    ASSERT_TRUE(ipam_->start().has_value());
+  }
+  api::Subnet subnet(const std::string& ns, const std::string& name, uint32_t vni, const std::string& cidr) {
+    api::Subnet s;
+    s.metadata.namespace_ = ns;
+    s.metadata.name = name;
+    s.spec.vni = vni;
+    s.spec.ipv4 = cidr;
+    auto r = c_->create(s);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return r ? *r : s;
+  }
+  api::NetworkAttachment na(const std::string& name, const std::string& subnet_name) {
+    api::NetworkAttachment a;
+    a.metadata.namespace_ = "ns";
+    a.metadata.name = name;
+    a.spec.node = "n1";
+    a.spec.subnet = subnet_name;
+    auto r = c_->create(a);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return r ? *r : a;
+  }
+  // Waits (bounded) for the attachment to satisfy pred.
+  template <class P>
+  std::optional<api::NetworkAttachment> wait_na(const std::string& name, P pred) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto a = c_->get<api::NetworkAttachment>("ns", name);
+      if (a && pred(*a)) return *a;
+      std::this_thread::sleep_for(10ms);  // polling the controllers' effect
+    }
+    return std::nullopt;
+  }
+
+  std::shared_ptr<client::RestClient> c_;
+  std::unique_ptr<SubnetValidator> validator_;
+  std::unique_ptr<Ipam> ipam_;
+};
+
+TEST_F(ControllersTest, AddressesComeFromTheSubnetRangeAndAreLocked) {
+  start();
+  subnet("ns", "s1", 7, "10.1.0.0/29");  // usable: .2 .. .6
+  std::set<std::string> addrs;
+  for (int i = 0; i < 5; ++i) {
+    na("a" + std::to_string(i), "s1");
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto a = wait_na("a" + std::to_string(i), [](const auto& x) { return !x.status.ipv4.empty(); });
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->status.address_vni, 7u);
+    auto ip = *api::parse_ipv4(a->status.ipv4);
+    EXPECT_GE(ip, *api::parse_ipv4("10.1.0.2"));
+    EXPECT_LE(ip, *api::parse_ipv4("10.1.0.6"));
+    addrs.insert(a->status.ipv4);
+    auto lock = c_->get<api::IPLock>("ns", api::format_iplock_name(7, ip));
+    ASSERT_TRUE(lock.has_value());
+    EXPECT_EQ(lock->metadata.uid, a->status.lock_uid);
+    ASSERT_EQ(lock->metadata.owner_references.size(), 1u);
+    EXPECT_EQ(lock->metadata.owner_references[0].uid, a->metadata.uid);
+  }
+  EXPECT_EQ(addrs.size(), 5u);
+  // The subnet is full now.
+  na("extra", "s1");
+  auto full = wait_na("extra", [](const auto& x) { return x.status.address_contention; });
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(full->status.errors.ipam, std::vector<std::string>{"Referenced subnet has run out of IPs"});
+  // Freeing one address hands it to the waiting attachment.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "a0").has_value());
+  auto got = wait_na("extra", [](const auto& x) { return !x.status.ipv4.empty(); });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_FALSE(got->status.address_contention);
+  EXPECT_TRUE(got->status.errors.ipam.empty());
+}
+
+TEST_F(ControllersTest, ConflictingSubnetsAreNotBothValidated) {
+  start();
+  auto a = subnet("ns", "a", 9, "10.2.0.0/24");
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline && !c_->get<api::Subnet>("ns", "a")->status.validated)
+    std::this_thread::sleep_for(10ms);  // polling the validator
+  ASSERT_TRUE(c_->get<api::Subnet>("ns", "a")->status.validated);
+  // Admission rejects a visible overlap...
+  api::Subnet b;
+  b.metadata.namespace_ = "ns";
+  b.metadata.name = "b";
+  b.spec.vni = 9;
+  b.spec.ipv4 = "10.2.0.128/25";
+  auto rejected = c_->create(b);
+  ASSERT_FALSE(rejected.has_value());
+  EXPECT_EQ(rejected.error().code, Errc::kInvalid);
+  // ...and a non-overlapping one on the same VNI and namespace is validated.
+  subnet("ns", "c", 9, "10.3.0.0/24");
+  while (std::chrono::steady_clock::now() < deadline && !c_->get<api::Subnet>("ns", "c")->status.validated)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(c_->get<api::Subnet>("ns", "c")->status.validated);
+}
+
+TEST_F(ControllersTest, MissingSubnetAndRecreatedAttachment) {
+  start();
+  na("lost", "nosuch");
+  auto lost = wait_na("lost", [](const auto& x) { return !x.status.errors.ipam.empty(); });
+  ASSERT_TRUE(lost.has_value());
+  EXPECT_EQ(lost->status.errors.ipam, std::vector<std::string>{"Subnet nosuch does not exist"});
+  // The subnet arrives: the attachment gets an address.
+  subnet("ns", "nosuch", 11, "10.4.0.0/24");
+  auto found = wait_na("lost", [](const auto& x) { return !x.status.ipv4.empty(); });
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(found->status.errors.ipam.empty());
+  // Re-created under the same name: a new incarnation, a lock of its own, the old one freed.
+  std::string old_uid = found->metadata.uid;
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "lost").has_value());
+  na("lost", "nosuch");
+  auto again = wait_na("lost", [&](const auto& x) { return !x.status.ipv4.empty() && x.metadata.uid != old_uid; });
+  ASSERT_TRUE(again.has_value());
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool old_lock_gone = false;
+  while (!old_lock_gone && std::chrono::steady_clock::now() < deadline) {
+    auto locks = c_->list<api::IPLock>("ns");
+    ASSERT_TRUE(locks.has_value());
+    old_lock_gone = true;
+    for (const auto& l : *locks)
+      for (const auto& r : l.metadata.owner_references)
+        if (r.uid == old_uid) old_lock_gone = false;
+    if (!old_lock_gone) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(old_lock_gone);
+}
+
+}  // namespace
+}  // namespace kos::controllers

@@ -1,0 +1,319 @@
+#include "controllers/ipam/ipam.h"
+
+#include <spdlog/spdlog.h>
+
+#include "api/cidr.h"
+#include "api/names.h"
+
+namespace kos::controllers {
+
+namespace {
+
+constexpr const char* kNoAddresses = "Referenced subnet has run out of IPs";
+
+client::InformerOptions informer_of(api::Kind kind) {
+  client::InformerOptions o;
+  o.kind = kind;
+  return o;
+}
+
+const api::OwnerReference* controller_ref(const api::IPLock& lock) {
+  for (const auto& r : lock.metadata.owner_references)
+    if (r.controller.value_or(false)) return &r;
+  return nullptr;
+}
+
+std::string key_of(const api::ObjectMeta& m) { return client::object_key(m.namespace_, m.name); }
+
+}  // namespace
+
+Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
+           client::EventRecorder* events)
+    : client_(client), events_(events), subnets_(client, informer_of(api::Kind::kSubnet)),
+      nas_(client, informer_of(api::Kind::kNetworkAttachment)),
+      locks_(client, informer_of(api::Kind::kIPLock)),
+      controller_("ipam", opts.workers, [this](const std::string& k) { return reconcile(k); }),
+      lock_ops_(metrics::Registry::global().histogram("kos_ipam_lock_op_seconds",
+                                                      "Latency of IPLock creates and deletes.",
+                                                      {"op"})),
+      addressed_latency_(metrics::Registry::global().histogram(
+          "kos_ipam_write_to_addressed_seconds",
+          "Time from the last client write of an attachment's spec to its address being written.")),
+      contention_(metrics::Registry::global().counter(
+          "kos_ipam_address_contention_total", "Attachments that found their subnet full.")),
+      anticipation_(metrics::Registry::global().counter(
+          "kos_ipam_anticipation_used_total",
+          "Reconciles skipped because the informer had not yet shown IPAM's own write.")) {
+  nas_.indexer().add_index("subnet", [](const api::AnyObject& o) {
+    const auto& na = std::get<api::NetworkAttachment>(o);
+    return std::vector<std::string>{client::object_key(na.metadata.namespace_, na.spec.subnet)};
+  });
+  locks_.indexer().add_index("owner-uid", [](const api::AnyObject& o) {
+    const auto* r = controller_ref(std::get<api::IPLock>(o));
+    return r ? std::vector<std::string>{r->uid} : std::vector<std::string>{};
+  });
+  locks_.indexer().add_index("owner-key", [](const api::AnyObject& o) {
+    const auto& lock = std::get<api::IPLock>(o);
+    const auto* r = controller_ref(lock);
+    return r ? std::vector<std::string>{client::object_key(lock.metadata.namespace_, r->name)}
+             : std::vector<std::string>{};
+  });
+
+  auto enqueue_na = [this](const client::ObjectPtr& o) { controller_.enqueue(client::object_key(*o)); };
+  nas_.add_handlers({enqueue_na, [=](const client::ObjectPtr&, const client::ObjectPtr& o) { enqueue_na(o); },
+                     [=](const client::ObjectPtr& o, bool) { enqueue_na(o); }});
+
+  auto subnet_changed = [this](const client::ObjectPtr& o) {
+    for (const auto& na : nas_.indexer().by_index("subnet", client::object_key(*o)))
+      controller_.enqueue(client::object_key(*na));
+  };
+  subnets_.add_handlers({subnet_changed,
+                         [=](const client::ObjectPtr&, const client::ObjectPtr& o) { subnet_changed(o); },
+                         [=](const client::ObjectPtr& o, bool) { subnet_changed(o); }});
+
+  auto lock_event = [this](const client::ObjectPtr& o, bool added) {
+    const auto& lock = std::get<api::IPLock>(*o);
+    auto name = api::parse_iplock_name(lock.metadata.name);
+    if (name) {
+      std::lock_guard lk(mu_);
+      if (added) {
+        taken_[name->vni].insert(name->ipv4);
+        reserved_[name->vni].erase(name->ipv4);
+      } else {
+        taken_[name->vni].erase(name->ipv4);
+      }
+    }
+    if (const auto* r = controller_ref(lock))
+      controller_.enqueue(client::object_key(lock.metadata.namespace_, r->name));
+    // A freed address: the attachments waiting for one in that subnet try again now
+    // rather than when their backoff ends.
+    if (!added)
+      for (const auto& o :
+           nas_.indexer().by_index("subnet", client::object_key(lock.metadata.namespace_, lock.spec.subnet_name)))
+        if (std::get<api::NetworkAttachment>(*o).status.address_contention)
+          controller_.enqueue(client::object_key(*o));
+  };
+  locks_.add_handlers({[=](const client::ObjectPtr& o) { lock_event(o, true); }, nullptr,
+                       [=](const client::ObjectPtr& o, bool) { lock_event(o, false); }});
+}
+
+Ipam::~Ipam() { stop(); }
+
+Result<void> Ipam::start() {
+  for (auto* inf : {&subnets_, &locks_, &nas_}) inf->start();
+  for (auto* inf : {&subnets_, &locks_, &nas_})
+    if (!inf->wait_for_sync(std::chrono::minutes(2)))
+      return fail(Errc::kUnavailable, "ipam: informers did not sync");
+  // Workers start only now: the taken addresses are known.
+  controller_.start();
+  spdlog::info("ipam: started locks={} attachments={}", locks_.indexer().size(), nas_.indexer().size());
+  return {};
+}
+
+void Ipam::stop() {
+  controller_.stop();
+  for (auto* inf : {&nas_, &locks_, &subnets_}) inf->stop();
+}
+
+void Ipam::unreserve(uint32_t vni, uint32_t ip) {
+  std::lock_guard lk(mu_);
+  reserved_[vni].erase(ip);
+}
+
+std::optional<uint32_t> Ipam::pick(uint32_t vni, uint32_t first, uint32_t last) {
+  std::lock_guard lk(mu_);
+  auto& taken = taken_[vni];
+  auto& reserved = reserved_[vni];
+  uint64_t n = static_cast<uint64_t>(last) - first + 1;
+  uint32_t& cur = cursor_[vni];
+  if (cur < first || cur > last) cur = first;
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t ip = cur;
+    cur = cur == last ? first : cur + 1;
+    if (!taken.count(ip) && !reserved.count(ip)) {
+      reserved.insert(ip);
+      return ip;
+    }
+  }
+  return std::nullopt;
+}
+
+Result<void> Ipam::delete_lock(const api::IPLock& lock) {
+  client::DeleteOptions d;
+  d.uid = lock.metadata.uid;  // never a newer lock of the same name
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = client_->remove<api::IPLock>(lock.metadata.namespace_, lock.metadata.name, d);
+  lock_ops_.with({"delete"}).observe(std::chrono::steady_clock::now() - t0);
+  if (!r && r.error().code != Errc::kNotFound && r.error().code != Errc::kConflict) return r;
+  spdlog::debug("ipam: deleted lock {}/{}", lock.metadata.namespace_, lock.metadata.name);
+  return {};
+}
+
+// The attachment is gone: release every lock that names it (any incarnation).
+Result<Requeue> Ipam::release_all(const std::string& key) {
+  for (const auto& o : locks_.indexer().by_index("owner-key", key))
+    if (auto r = delete_lock(std::get<api::IPLock>(*o)); !r) return fail(r.error());
+  {
+    std::lock_guard lk(mu_);
+    inflight_.erase(key);
+  }
+  return Requeue{};
+}
+
+Result<Requeue> Ipam::write_status(const api::NetworkAttachment& na,
+                                   const api::NetworkAttachmentStatus& st) {
+  if (na.status == st) return Requeue{};
+  api::NetworkAttachment next = na;
+  next.status = st;
+  auto r = client_->update_status(next);  // resourceVersion precondition: na as read
+  if (!r) {
+    if (r.error().code == Errc::kNotFound) return Requeue{};
+    return fail(r.error());
+  }
+  std::lock_guard lk(mu_);
+  inflight_[key_of(na.metadata)] = InFlight{na.metadata.resource_version, r->metadata.resource_version};
+  return Requeue{};
+}
+
+Result<Requeue> Ipam::reconcile(const std::string& key) {
+  auto cached = nas_.indexer().get(key);
+  if (!cached) return release_all(key);
+  const auto& na = std::get<api::NetworkAttachment>(*cached);
+  {
+    std::lock_guard lk(mu_);
+    auto it = inflight_.find(key);
+    if (it != inflight_.end()) {
+      if (it->second.before == na.metadata.resource_version) {
+        anticipation_.get().inc();
+        return Requeue{};  // our status write has not reached the informer yet
+      }
+      inflight_.erase(it);
+    }
+  }
+
+  auto status_error = [&](std::string msg, bool contention) {
+    api::NetworkAttachmentStatus st = na.status;
+    st.errors.ipam = {std::move(msg)};
+    st.address_contention = contention;
+    return write_status(na, st);
+  };
+  auto subnet_obj = subnets_.indexer().get(client::object_key(na.metadata.namespace_, na.spec.subnet));
+  if (!subnet_obj) return status_error("Subnet " + na.spec.subnet + " does not exist", false);
+  const auto& subnet = std::get<api::Subnet>(*subnet_obj);
+  if (!subnet.status.validated) {
+    if (subnet.status.errors.empty()) return Requeue{};  // not examined yet: its update requeues us
+    return status_error("Subnet " + na.spec.subnet + " has not passed validation", false);
+  }
+  return assign(na, subnet);
+}
+
+Result<Requeue> Ipam::assign(const api::NetworkAttachment& na, const api::Subnet& subnet) {
+  auto cidr = api::parse_cidr(subnet.spec.ipv4);
+  if (!cidr) return fail(Errc::kInvalid, "subnet " + subnet.metadata.name + " has a bad CIDR");
+  const uint32_t vni = subnet.spec.vni;
+  const uint32_t first = cidr->first_usable(), last = cidr->last_usable();
+
+  // Classify this incarnation's locks: wrong VNI or outside the range go; keep one.
+  std::optional<api::IPLock> keep;
+  auto status_ip = api::parse_ipv4(na.status.ipv4);
+  for (const auto& o : locks_.indexer().by_index("owner-uid", na.metadata.uid)) {
+    const auto& lock = std::get<api::IPLock>(*o);
+    auto name = api::parse_iplock_name(lock.metadata.name);
+    bool usable = name && name->vni == vni && name->ipv4 >= first && name->ipv4 <= last &&
+                  lock.spec.subnet_name == subnet.metadata.name;
+    if (!usable) {
+      if (auto r = delete_lock(lock); !r) return fail(r.error());
+      continue;
+    }
+    bool matches_status = status_ip && *status_ip == name->ipv4 && na.status.address_vni == vni;
+    if (!keep || matches_status) {
+      if (keep) {
+        if (auto r = delete_lock(*keep); !r) return fail(r.error());
+      }
+      keep = lock;
+    } else if (auto r = delete_lock(lock); !r) {
+      return fail(r.error());
+    }
+  }
+
+  // Status names a lock the cache does not have yet: ask the server before concluding
+  // the address was lost.
+  if (!keep && status_ip && na.status.address_vni == vni && !na.status.lock_uid.empty()) {
+    auto live = client_->get<api::IPLock>(na.metadata.namespace_, api::format_iplock_name(vni, *status_ip));
+    if (live) {
+      const auto* r = controller_ref(*live);
+      if (r && r->uid == na.metadata.uid) keep = *live;
+    } else if (live.error().code != Errc::kNotFound) {
+      return fail(live.error());
+    }
+  }
+
+  if (!keep) {
+    // Take a free address: create its lock. AlreadyExists means someone holds it.
+    for (int attempt = 0; attempt < 64 && !keep; ++attempt) {
+      auto ip = pick(vni, first, last);
+      if (!ip) {
+        contention_.get().inc();
+        api::NetworkAttachmentStatus st = na.status;
+        st.address_contention = true;
+        st.errors.ipam = {kNoAddresses};
+        auto w = write_status(na, st);
+        if (!w) return w;
+        if (events_ && na.status.errors.ipam != st.errors.ipam)
+          events_->event(api::AnyObject(na), "Warning", "NoAddress",
+                         "Subnet " + subnet.metadata.name + " has no free address");
+        return Requeue{true};  // retry with backoff: addresses free up when attachments go
+      }
+      api::IPLock lock;
+      lock.metadata.name = api::format_iplock_name(vni, *ip);
+      lock.metadata.namespace_ = na.metadata.namespace_;
+      lock.metadata.owner_references.push_back(api::OwnerReference{
+          std::string(api::kApiVersion), "NetworkAttachment", na.metadata.name, na.metadata.uid,
+          true, true});
+      lock.spec.subnet_name = subnet.metadata.name;
+      auto t0 = std::chrono::steady_clock::now();
+      auto created = client_->create(lock);
+      lock_ops_.with({"create"}).observe(std::chrono::steady_clock::now() - t0);
+      if (created) {
+        keep = *created;
+        break;
+      }
+      if (created.error().code != Errc::kAlreadyExists) {
+        unreserve(vni, *ip);
+        return fail(created.error());
+      }
+      // Held already: by an earlier attempt for this very attachment, or by another.
+      auto holder = client_->get<api::IPLock>(lock.metadata.namespace_, lock.metadata.name);
+      if (holder) {
+        const auto* r = controller_ref(*holder);
+        if (r && r->uid == na.metadata.uid) {
+          keep = *holder;
+          break;
+        }
+      }
+      std::lock_guard lk(mu_);
+      taken_[vni].insert(*ip);
+      reserved_[vni].erase(*ip);
+    }
+    if (!keep) return fail(Errc::kUnavailable, "ipam: no lock could be taken after 64 attempts");
+  }
+
+  auto name = api::parse_iplock_name(keep->metadata.name);
+  api::NetworkAttachmentStatus st = na.status;
+  st.ipv4 = api::format_ipv4(name->ipv4);
+  st.address_vni = vni;
+  st.lock_uid = keep->metadata.uid;
+  st.address_contention = false;
+  st.errors.ipam.clear();
+  bool newly = na.status.ipv4 != st.ipv4 || na.status.lock_uid != st.lock_uid;
+  auto w = write_status(na, st);
+  if (!w) return w;
+  if (newly) {
+    if (auto t = na.extended_metadata.write_time(api::section::kSpec))
+      addressed_latency_.get().observe(std::chrono::system_clock::now() - *t);
+    spdlog::debug("ipam: addressed attachment={} ipv4={} vni={}", key_of(na.metadata), st.ipv4, vni);
+  }
+  return Requeue{};
+}
+
+}  // namespace kos::controllers

@@ -1,0 +1,75 @@
+// The IPAM controller: gives each NetworkAttachment an address from its Subnet by creating
+// an IPLock named for (VNI, address). Creating the lock *is* taking the address: the API
+// server refuses a second object with the same name, so two IPAM controllers running at
+// once (or one restarted at the worst moment) can never hand out the same address. The
+// in-memory set of taken addresses (rebuilt from the IPLock informer at start) only
+// avoids collisions; it is not trusted for correctness.
+//
+// Per attachment: find the Subnet (errors: does not exist / has not passed validation);
+// classify its locks (wrong VNI or out of range: delete; keep exactly one); with none,
+// pick a free address, create the lock with a controller ownerReference to the attachment
+// (its UID), then write status.ipv4/addressVNI/lockUID through the status subresource.
+// A full subnet sets addressContention and retries with backoff. Deleting an attachment
+// releases its locks (UID preconditions, so a newer incarnation's lock is never removed;
+// the API server's garbage collector does the same).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "client/event_recorder.h"
+#include "client/informer.h"
+#include "controllers/controller.h"
+
+namespace kos::controllers {
+
+struct IpamOptions {
+  int workers = 4;
+};
+
+class Ipam {
+ public:
+  Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts = {},
+       client::EventRecorder* events = nullptr);
+  ~Ipam();
+  // Starts the informers, waits until all have synced, then starts the workers.
+  Result<void> start();
+  void stop();
+
+  // One attachment, by "namespace/name". Public for tests.
+  Result<Requeue> reconcile(const std::string& key);
+
+ private:
+  struct Reservation;
+  Result<Requeue> release_all(const std::string& key);
+  Result<void> delete_lock(const api::IPLock& lock);
+  Result<Requeue> write_status(const api::NetworkAttachment& na, const api::NetworkAttachmentStatus& st);
+  Result<Requeue> assign(const api::NetworkAttachment& na, const api::Subnet& subnet);
+  std::optional<uint32_t> pick(uint32_t vni, uint32_t first, uint32_t last);
+  void unreserve(uint32_t vni, uint32_t ip);
+
+  std::shared_ptr<client::RestClient> client_;
+  client::EventRecorder* events_;
+  client::Informer subnets_, nas_, locks_;
+  Controller controller_;
+
+  std::mutex mu_;
+  std::unordered_map<uint32_t, std::unordered_set<uint32_t>> taken_;     // from the lock informer
+  std::unordered_map<uint32_t, std::unordered_set<uint32_t>> reserved_;  // picked, lock not seen yet
+  std::unordered_map<uint32_t, uint32_t> cursor_;                        // next address to try, per VNI
+  // Status writes of ours the attachment informer has not shown yet: key -> resourceVersion
+  // before and after our write. While the cache shows `before`, the key needs no work.
+  struct InFlight {
+    std::string before, after;
+  };
+  std::unordered_map<std::string, InFlight> inflight_;
+
+  metrics::Family<metrics::Histogram>& lock_ops_;
+  metrics::Family<metrics::Histogram>& addressed_latency_;
+  metrics::Family<metrics::Counter>& contention_;
+  metrics::Family<metrics::Counter>& anticipation_;
+};
+
+}  // namespace kos::controllers
