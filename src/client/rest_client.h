@@ -124,7 +124,8 @@ class RestClient {
       if (resource_version) *resource_version = page->resource_version;
       if (page->continue_token.empty()) return out;
       o.continue_token = page->continue_token;
-      o.resource_version.reset();
+      o.resource_version.reset();  // the token carries the list's revision
+      o.resource_version_match.clear();
     }
   }
   template <class T>
