@@ -1,0 +1,491 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "api/cidr.h"
+#include "common/metrics.h"
+
+namespace kos::agent {
+
+namespace {
+
+constexpr const char* kRelevanceKey = "@relevance";
+
+struct AgentMetrics {
+  metrics::Family<metrics::Gauge>& locals = metrics::Registry::global().gauge(
+      "kos_agent_local_attachments", "Attachments implemented on this node.");
+  metrics::Family<metrics::Gauge>& remotes = metrics::Registry::global().gauge(
+      "kos_agent_remote_attachments", "Remote attachments programmed on this node.");
+  metrics::Family<metrics::Gauge>& vnis = metrics::Registry::global().gauge(
+      "kos_agent_relevant_vnis", "VNIs with a local attachment (one informer each).");
+  metrics::Family<metrics::Histogram>& fabric_ops = metrics::Registry::global().histogram(
+      "kos_agent_fabric_op_seconds", "Fabric operation latency.", {"op"});
+  metrics::Family<metrics::Histogram>& write_to_local = metrics::Registry::global().histogram(
+      "kos_agent_write_to_local_ifc_seconds",
+      "Time from the address being written to the local interface existing.");
+  metrics::Family<metrics::Histogram>& write_to_remote = metrics::Registry::global().histogram(
+      "kos_agent_write_to_remote_ifc_seconds",
+      "Time from the remote attachment's implementation to its mapping here.");
+  metrics::Family<metrics::Histogram>& exec = metrics::Registry::global().histogram(
+      "kos_agent_exec_seconds", "Duration of postCreateExec and postDeleteExec commands.", {"kind"});
+};
+
+AgentMetrics& agent_metrics() {
+  static AgentMetrics m;
+  return m;
+}
+
+template <class F>
+auto timed(const char* op, F&& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = f();
+  agent_metrics().fabric_ops.with({op}).observe(std::chrono::steady_clock::now() - t0);
+  return r;
+}
+
+api::MicroTime micro_now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+std::string expand(std::string s, const fabric::LocalIfc& ifc) {
+  auto replace = [&](const std::string& from, const std::string& to) {
+    for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+      s.replace(p, from.size(), to);
+  };
+  replace("${ifname}", ifc.name);
+  replace("${ipv4}", api::format_ipv4(ifc.guest_ip));
+  replace("${mac}", api::format_mac(ifc.mac));
+  return s;
+}
+
+}  // namespace
+
+Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric, AgentOptions opts)
+    : client_(client), fabric_(fabric), opts_(std::move(opts)),
+      local_(client, [&] {
+        client::InformerOptions o;
+        o.field_selector = "spec.node=" + opts_.node;
+        return o;
+      }()),
+      controller_("agent", opts_.workers, [this](const std::string& k) { return reconcile(k); }) {
+  local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, o, true); },
+                       [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, o, true); },
+                       [this](const client::ObjectPtr& o, bool) { on_object(kLocal, o, false); }});
+}
+
+Agent::~Agent() { stop(); }
+
+void Agent::on_object(uint32_t informer, const client::ObjectPtr& obj, bool present) {
+  std::string key = client::object_key(*obj);
+  {
+    std::lock_guard lk(mu_);
+    if (present) holders_[key].insert(informer);
+    else if (auto it = holders_.find(key); it != holders_.end()) {
+      it->second.erase(informer);
+      if (it->second.empty()) holders_.erase(it);
+    }
+    if (informer == kLocal) {
+      ++counts_.local_events;
+    } else {
+      ++counts_.remote_events;
+      ++counts_.remote_events_by_vni[informer];
+    }
+  }
+  if (informer == kLocal) controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
+  controller_.enqueue(key);
+}
+
+std::set<uint32_t> Agent::relevant_vnis() const {
+  std::lock_guard lk(mu_);
+  std::set<uint32_t> out;
+  for (const auto& [v, _] : vni_informers_) out.insert(v);
+  return out;
+}
+
+Agent::Counts Agent::counts() const {
+  std::lock_guard lk(mu_);
+  return counts_;
+}
+
+void Agent::update_relevance() {
+  std::set<uint32_t> want;
+  for (const auto& o : local_.indexer().list()) {
+    const auto& na = std::get<api::NetworkAttachment>(*o);
+    if (na.status.address_vni != 0 && !na.status.ipv4.empty()) want.insert(na.status.address_vni);
+  }
+  std::vector<std::unique_ptr<client::Informer>> to_stop;
+  std::vector<std::string> requeue;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = vni_informers_.begin(); it != vni_informers_.end();) {
+      if (want.count(it->first)) {
+        ++it;
+        continue;
+      }
+      uint32_t vni = it->first;
+      for (const auto& o : it->second->indexer().list()) requeue.push_back(client::object_key(*o));
+      for (auto h = holders_.begin(); h != holders_.end();) {
+        h->second.erase(vni);
+        h = h->second.empty() ? holders_.erase(h) : std::next(h);
+      }
+      to_stop.push_back(std::move(it->second));
+      it = vni_informers_.erase(it);
+      spdlog::info("agent: VNI {} is no longer relevant on node {}", vni, opts_.node);
+    }
+    for (uint32_t vni : want) {
+      if (vni_informers_.count(vni)) continue;
+      client::InformerOptions o;
+      o.field_selector = "status.addressVNI=" + std::to_string(vni) + ",spec.node!=" + opts_.node;
+      auto inf = std::make_unique<client::Informer>(client_, o);
+      inf->add_handlers({[this, vni](const client::ObjectPtr& x) { on_object(vni, x, true); },
+                         [this, vni](const client::ObjectPtr&, const client::ObjectPtr& x) { on_object(vni, x, true); },
+                         [this, vni](const client::ObjectPtr& x, bool) { on_object(vni, x, false); }});
+      inf->start();
+      vni_informers_.emplace(vni, std::move(inf));
+      spdlog::info("agent: VNI {} is relevant on node {}", vni, opts_.node);
+    }
+    agent_metrics().vnis.get().set(static_cast<double>(vni_informers_.size()));
+  }
+  for (auto& inf : to_stop) inf->stop();  // blocks on the transport: never under mu_
+  for (const auto& k : requeue) controller_.enqueue(k);
+}
+
+Result<void> Agent::start() {
+  local_.start();
+  if (!local_.wait_for_sync(std::chrono::minutes(2)))
+    return fail(Errc::kUnavailable, "agent: the local attachment informer did not sync");
+  update_relevance();
+  std::vector<client::Informer*> infs;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [_, inf] : vni_informers_) infs.push_back(inf.get());
+  }
+  for (auto* inf : infs)
+    if (!inf->wait_for_sync(std::chrono::minutes(2)))
+      return fail(Errc::kUnavailable, "agent: a VNI informer did not sync");
+  if (auto r = adopt(); !r) return r;
+  controller_.start();
+  started_ = true;
+  spdlog::info("agent: started node={} locals={} remotes={} vnis={}", opts_.node, locals_.size(),
+               remotes_.size(), infs.size());
+  return {};
+}
+
+void Agent::stop() {
+  controller_.stop();
+  std::map<uint32_t, std::unique_ptr<client::Informer>> infs;
+  {
+    std::lock_guard lk(mu_);
+    infs.swap(vni_informers_);
+  }
+  for (auto& [_, inf] : infs) inf->stop();
+  local_.stop();
+}
+
+// What the fabric has that matches an attachment is kept (never removed and re-created
+// across a restart); the rest is an orphan and goes.
+Result<void> Agent::adopt() {
+  auto locals = fabric_.list_local();
+  if (!locals) return fail(locals.error());
+  auto remotes = fabric_.list_remote();
+  if (!remotes) return fail(remotes.error());
+  std::map<std::string, std::pair<std::string, const api::NetworkAttachment*>> want_local;  // ifc name -> key
+  std::vector<client::ObjectPtr> keep_alive = local_.indexer().list();
+  for (const auto& o : keep_alive) {
+    const auto& na = std::get<api::NetworkAttachment>(*o);
+    auto ip = api::parse_ipv4(na.status.ipv4);
+    if (!ip || na.status.address_vni == 0) continue;
+    want_local[api::interface_name(api::guest_mac(*ip, na.status.address_vni))] = {client::object_key(*o), &na};
+  }
+  std::lock_guard lk(mu_);
+  for (const auto& ifc : *locals) {
+    auto it = want_local.find(ifc.name);
+    if (it != want_local.end()) {
+      const auto& na = *it->second.second;
+      locals_[it->second.first] = LocalState{ifc, na.metadata.uid, na.spec.post_delete_exec};
+      if (na.status.post_create_exec_report) execs_done_.insert(na.metadata.uid + "/" + ifc.name);
+      continue;
+    }
+    spdlog::info("agent: removing orphan local interface {} (vni {})", ifc.name, ifc.vni);
+    if (auto r = timed("delete_local", [&] { return fabric_.delete_local(ifc); }); !r) return r;
+  }
+  std::map<std::pair<uint32_t, uint32_t>, std::string> want_remote;
+  for (const auto& [vni, inf] : vni_informers_)
+    for (const auto& o : inf->indexer().list()) {
+      const auto& na = std::get<api::NetworkAttachment>(*o);
+      if (auto ip = api::parse_ipv4(na.status.ipv4)) want_remote[{vni, *ip}] = client::object_key(*o);
+    }
+  for (const auto& r : *remotes) {
+    auto it = want_remote.find({r.vni, r.guest_ip});
+    if (it != want_remote.end()) {
+      remotes_[it->second] = r;
+      continue;
+    }
+    spdlog::info("agent: removing orphan remote mapping vni={} ip={}", r.vni, api::format_ipv4(r.guest_ip));
+    if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) return d;
+  }
+  agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
+  agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+  return {};
+}
+
+Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
+  if (key == kRelevanceKey) {
+    update_relevance();
+    return controllers::Requeue{};
+  }
+  client::ObjectPtr obj;
+  uint32_t where = kLocal;
+  {
+    std::lock_guard lk(mu_);
+    auto h = holders_.find(key);
+    if (h != holders_.end() && h->second.size() > 1) return controllers::Requeue{};  // transient
+    if (h != holders_.end()) {
+      where = *h->second.begin();
+      if (where == kLocal) obj = local_.indexer().get(key);
+      else if (auto inf = vni_informers_.find(where); inf != vni_informers_.end())
+        obj = inf->second->indexer().get(key);
+    }
+  }
+  if (!obj) {
+    if (auto r = remove_local(key); !r) return fail(r.error());
+    if (auto r = remove_remote(key); !r) return fail(r.error());
+    return controllers::Requeue{};
+  }
+  const auto& na = std::get<api::NetworkAttachment>(*obj);
+  if (where == kLocal) {
+    if (auto r = remove_remote(key); !r) return fail(r.error());
+    return ensure_local(key, na);
+  }
+  if (auto r = remove_local(key); !r) return fail(r.error());
+  return ensure_remote(key, na);
+}
+
+Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const api::NetworkAttachment& na) {
+  auto ip = api::parse_ipv4(na.status.ipv4);
+  if (!ip || na.status.address_vni == 0) {
+    if (auto r = remove_local(key); !r) return fail(r.error());
+    return controllers::Requeue{};
+  }
+  fabric::LocalIfc want;
+  want.vni = na.status.address_vni;
+  want.guest_ip = *ip;
+  want.mac = api::guest_mac(*ip, want.vni);
+  want.name = api::interface_name(want.mac);
+  bool created = false;
+  {
+    std::lock_guard lk(mu_);
+    auto it = locals_.find(key);
+    if (it != locals_.end() && (it->second.ifc != want || it->second.uid != na.metadata.uid)) {
+      // The address (or the incarnation) changed: the old interface goes first.
+      fabric::LocalIfc old = it->second.ifc;
+      locals_.erase(it);
+      if (auto r = timed("delete_local", [&] { return fabric_.delete_local(old); }); !r) return fail(r.error());
+    }
+    if (!locals_.count(key)) {
+      if (auto r = timed("create_local", [&] { return fabric_.create_local(want); }); !r) {
+        api::NetworkAttachment next = na;
+        next.status.errors.host = {"cannot create interface " + want.name + ": " + r.error().message};
+        (void)client_->update_status(next);
+        return fail(r.error());
+      }
+      locals_[key] = LocalState{want, na.metadata.uid, na.spec.post_delete_exec};
+      created = true;
+    } else {
+      locals_[key].post_delete_exec = na.spec.post_delete_exec;  // mutable in the spec
+    }
+    agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
+  }
+  if (created)
+    if (auto t = na.extended_metadata.write_time(api::section::kAddress))
+      agent_metrics().write_to_local.get().observe(std::chrono::system_clock::now() - *t);
+
+  api::NetworkAttachment next = na;
+  next.status.mac_address = api::format_mac(want.mac);
+  next.status.ifc_name = want.name;
+  next.status.host_ip = api::format_ipv4(opts_.host_ip);
+  next.status.errors.host.clear();
+  std::string exec_key = na.metadata.uid + "/" + want.name;
+  bool run = false;
+  {
+    std::lock_guard lk(mu_);
+    run = !na.spec.post_create_exec.empty() && !execs_done_.count(exec_key) &&
+          !na.status.post_create_exec_report;
+  }
+  if (run) {
+    next.status.post_create_exec_report = run_exec(na.spec.post_create_exec, want);
+    std::lock_guard lk(mu_);
+    execs_done_.insert(exec_key);
+  }
+  if (next.status == na.status) return controllers::Requeue{};
+  auto w = client_->update_status(next);
+  if (!w && w.error().code != Errc::kNotFound) {
+    // The report must not be lost: run again is prevented, so keep it for the retry.
+    if (run) {
+      std::lock_guard lk(mu_);
+      execs_done_.erase(exec_key);
+    }
+    return fail(w.error());
+  }
+  return controllers::Requeue{};
+}
+
+Result<controllers::Requeue> Agent::ensure_remote(const std::string& key, const api::NetworkAttachment& na) {
+  auto ip = api::parse_ipv4(na.status.ipv4);
+  auto host = api::parse_ipv4(na.status.host_ip);
+  if (!ip || !host || na.status.address_vni == 0) {
+    if (auto r = remove_remote(key); !r) return fail(r.error());
+    return controllers::Requeue{};  // its node has not implemented it yet
+  }
+  fabric::RemoteIfc want{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
+  std::lock_guard lk(mu_);
+  auto it = remotes_.find(key);
+  if (it != remotes_.end() && it->second == want) return controllers::Requeue{};
+  if (it != remotes_.end()) {
+    fabric::RemoteIfc old = it->second;
+    remotes_.erase(it);
+    if (auto r = timed("delete_remote", [&] { return fabric_.delete_remote(old); }); !r) return fail(r.error());
+  }
+  if (auto r = timed("create_remote", [&] { return fabric_.create_remote(want); }); !r) return fail(r.error());
+  remotes_[key] = want;
+  agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+  if (auto t = na.extended_metadata.write_time(api::section::kImpl))
+    agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
+  return controllers::Requeue{};
+}
+
+Result<void> Agent::remove_local(const std::string& key) {
+  LocalState st;
+  {
+    std::lock_guard lk(mu_);
+    auto it = locals_.find(key);
+    if (it == locals_.end()) return {};
+    st = it->second;
+    locals_.erase(it);
+    agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
+  }
+  if (auto r = timed("delete_local", [&] { return fabric_.delete_local(st.ifc); }); !r) {
+    std::lock_guard lk(mu_);
+    locals_[key] = st;  // try again later
+    return r;
+  }
+  if (!st.post_delete_exec.empty()) {
+    auto report = run_exec(st.post_delete_exec, st.ifc);
+    spdlog::info("agent: postDeleteExec for {} exited {}", key, report.exit_status);
+  }
+  return {};
+}
+
+Result<void> Agent::remove_remote(const std::string& key) {
+  fabric::RemoteIfc r;
+  {
+    std::lock_guard lk(mu_);
+    auto it = remotes_.find(key);
+    if (it == remotes_.end()) return {};
+    r = it->second;
+    remotes_.erase(it);
+    agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+  }
+  if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) {
+    std::lock_guard lk(mu_);
+    remotes_[key] = r;
+    return d;
+  }
+  return {};
+}
+
+// Runs an allow-listed program (in the node's network namespace when --netns is set) with
+// ${ifname}, ${ipv4} and ${mac} expanded; never through a shell.
+api::ExecReport Agent::run_exec(const std::vector<std::string>& command, const fabric::LocalIfc& ifc) {
+  api::ExecReport rep;
+  for (const auto& a : command) rep.command.push_back(expand(a, ifc));
+  rep.start_time = micro_now();
+  auto finish = [&](int status, std::string err) {
+    rep.exit_status = status;
+    rep.std_err = std::move(err);
+    rep.stop_time = micro_now();
+    agent_metrics().exec.with({"postCreateExec"}).observe(
+        std::chrono::duration<double>(rep.stop_time - rep.start_time).count());
+    return rep;
+  };
+  if (rep.command.empty()) return finish(-1, "empty command");
+  if (std::find(opts_.allowed_programs.begin(), opts_.allowed_programs.end(), rep.command[0]) ==
+      opts_.allowed_programs.end())
+    return finish(-1, "program " + rep.command[0] + " is not on this agent's allow-list");
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return finish(-1, "pipe failed");
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    close(out[0]);
+    close(out[1]);
+    return finish(-1, "pipe failed");
+  }
+  std::vector<char*> argv;
+  for (auto& a : rep.command) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string netns_path = opts_.netns.empty() ? "" : "/var/run/netns/" + opts_.netns;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    if (!netns_path.empty()) {
+      int fd = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(126);
+    }
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  if (pid < 0) {
+    close(out[0]);
+    close(err[0]);
+    return finish(-1, "fork failed");
+  }
+  std::string so, se;
+  auto deadline = std::chrono::steady_clock::now() + opts_.exec_timeout;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_fds = 2;
+  bool timed_out = false;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(left.count())) <= 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buf[4096];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        fds[i].fd = -1;
+        --open_fds;
+        continue;
+      }
+      std::string& dst = i == 0 ? so : se;
+      if (dst.size() < 4096) dst.append(buf, static_cast<size_t>(std::min<ssize_t>(n, 4096 - static_cast<ssize_t>(dst.size()))));
+    }
+  }
+  close(out[0]);
+  close(err[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  rep.std_out = so;
+  if (timed_out) return finish(-1, se + "\nkilled after " + std::to_string(opts_.exec_timeout.count()) + " s");
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  if (code == 127) se += (se.empty() ? "" : "\n") + std::string("cannot execute ") + rep.command[0];
+  if (code == 126 && !netns_path.empty()) se += (se.empty() ? "" : "\n") + std::string("cannot enter network namespace ") + opts_.netns;
+  return finish(code, se);
+}
+
+}  // namespace kos::agent

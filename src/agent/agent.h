@@ -1,0 +1,90 @@
+// The connection agent of one node: implements the node's NetworkAttachments in its
+// Fabric and programs, for every attachment on another node of a VNI present here, the
+// guest IP/MAC -> host IP mapping, and learns nothing about other VNIs.
+//
+// Informers: one on the local attachments (spec.node=NODE); one per *relevant* VNI (a VNI
+// with at least one addressed local attachment) on the remote ones
+// (status.addressVNI=V,spec.node!=NODE), started when the VNI's first local attachment
+// appears and stopped when its last goes. An attachment can sit in two informers for a
+// moment (its VNI changed; informers are not ordered with each other): the agent keeps,
+// per attachment, the set of informers holding it and leaves it alone while there are
+// several; the stale informer's delete notification requeues it.
+//
+// Start-up: sync the local informer, start and sync the VNI informers, read what the
+// fabric already has, adopt what matches, remove orphans, then start the workers.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "client/informer.h"
+#include "controllers/controller.h"
+#include "fabric/fabric.h"
+
+namespace kos::agent {
+
+struct AgentOptions {
+  std::string node;
+  uint32_t host_ip = 0;
+  std::string netns;                          // where execs run (the fabric has its own)
+  std::vector<std::string> allowed_programs;  // postCreateExec/postDeleteExec allow-list
+  int workers = 4;
+  std::chrono::seconds exec_timeout{30};
+};
+
+class Agent {
+ public:
+  Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric, AgentOptions opts);
+  ~Agent();
+  Result<void> start();
+  void stop();
+
+  // For tests and metrics.
+  std::set<uint32_t> relevant_vnis() const;
+  struct Counts {
+    uint64_t local_events = 0;   // handler calls from the local informer
+    uint64_t remote_events = 0;  // handler calls from VNI informers
+    std::map<uint32_t, uint64_t> remote_events_by_vni;
+  };
+  Counts counts() const;
+
+  Result<controllers::Requeue> reconcile(const std::string& key);
+
+ private:
+  static constexpr uint32_t kLocal = 0;  // informer id of the local informer; VNIs are 1..
+  void on_object(uint32_t informer, const client::ObjectPtr& obj, bool present);
+  void update_relevance();  // starts/stops VNI informers to match the local attachments
+  Result<void> adopt();
+  Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);
+  Result<controllers::Requeue> ensure_remote(const std::string& key, const api::NetworkAttachment& na);
+  Result<void> remove_local(const std::string& key);
+  Result<void> remove_remote(const std::string& key);
+  api::ExecReport run_exec(const std::vector<std::string>& command, const fabric::LocalIfc& ifc);
+
+  std::shared_ptr<client::RestClient> client_;
+  fabric::Fabric& fabric_;
+  AgentOptions opts_;
+  client::Informer local_;
+  controllers::Controller controller_;
+
+  mutable std::mutex mu_;
+  std::map<uint32_t, std::unique_ptr<client::Informer>> vni_informers_;
+  std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
+  struct LocalState {
+    fabric::LocalIfc ifc;
+    std::string uid;
+    std::vector<std::string> post_delete_exec;
+  };
+  std::map<std::string, LocalState> locals_;          // what the fabric has, per attachment
+  std::map<std::string, fabric::RemoteIfc> remotes_;
+  std::set<std::string> execs_done_;                  // uid + ifc name: postCreateExec ran
+  Counts counts_;
+  bool started_ = false;
+};
+
+}  // namespace kos::agent

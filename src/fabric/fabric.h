@@ -1,0 +1,56 @@
+// The Fabric seam: how a node implements network attachments in its kernel (or a fake).
+// The connection agent tells the fabric what exists; the fabric makes it so.
+//
+//  - A local interface is an attachment on this node: a Linux interface named `name`
+//    with the guest MAC, on the virtual network `vni`.
+//  - A remote interface is an attachment on another node of a VNI present here: the
+//    mapping guest IP/MAC -> that node's underlay address `host_ip`.
+// A (VNI, guest IP) pair is unique across local and remote interfaces.
+//
+// Implementations: linux/ (netlink: VXLAN + bridge + veth per the KOS design), fake/
+// (in memory, with configurable latency, for scale tests). Every call is idempotent:
+// creating what exists or deleting what is absent succeeds. Calls may come from several
+// worker threads at once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "api/names.h"
+#include "common/error.h"
+
+namespace kos::fabric {
+
+struct LocalIfc {
+  uint32_t vni = 0;
+  api::MacAddress mac{};
+  uint32_t guest_ip = 0;
+  std::string name;  // "kos" + 12 hex digits of the MAC
+  bool operator==(const LocalIfc&) const = default;
+};
+
+struct RemoteIfc {
+  uint32_t vni = 0;
+  api::MacAddress mac{};
+  uint32_t guest_ip = 0;
+  uint32_t host_ip = 0;  // the other node's underlay IPv4 address
+  bool operator==(const RemoteIfc&) const = default;
+};
+
+class Fabric {
+ public:
+  virtual ~Fabric() = default;
+  virtual std::string name() const = 0;
+
+  virtual Result<void> create_local(const LocalIfc& ifc) = 0;
+  virtual Result<void> delete_local(const LocalIfc& ifc) = 0;
+  virtual Result<void> create_remote(const RemoteIfc& ifc) = 0;
+  virtual Result<void> delete_remote(const RemoteIfc& ifc) = 0;
+
+  // What exists now (read back from the kernel for linux), for adoption at start-up.
+  virtual Result<std::vector<LocalIfc>> list_local() = 0;
+  virtual Result<std::vector<RemoteIfc>> list_remote() = 0;
+};
+
+}  // namespace kos::fabric
