@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libmnl-dev libnl-3-dev libnl-route-3-dev
   etcd-server etcd-client
-  iproute2 procps python3-kubernetes
+  iproute2 iputils-ping procps python3-kubernetes
 )
 
 missing=()

@@ -11,6 +11,8 @@ namespace kos::cmd {
 void add_store_commands(CLI::App& app, std::function<int()>& run);
 // `kos apiserver`.
 void add_apiserver_command(CLI::App& app, std::function<int()>& run);
+// `kos agent`.
+void add_agent_command(CLI::App& app, std::function<int()>& run);
 // `kos controller-manager`.
 void add_controller_manager_command(CLI::App& app, std::function<int()>& run);
 // `kos ipam-check`: report (and with --repair, fix) IPAM inconsistencies.

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
 
   kos::cmd::add_apiserver_command(app, run);
   kos::cmd::add_controller_manager_command(app, run);
+  kos::cmd::add_agent_command(app, run);
   kos::cmd::add_store_commands(app, run);
   kos::cmd::add_ipam_check_command(app, run);
 

@@ -1,0 +1,141 @@
+// kos agent: the connection agent of one node.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/agent.h"
+#include "api/cidr.h"
+#include "cmd/commands.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "fabric/fake/fake_fabric.h"
+#include "fabric/linux/linux_fabric.h"
+
+namespace kos::cmd {
+namespace {
+
+struct Flags {
+  std::string kubeconfig;
+  std::string node;
+  std::string host_ip;
+  std::string fabric = "linux";
+  std::string netns;
+  std::string allowed_programs;
+  int workers = 4;
+  std::string metrics_listen;
+  std::string state_dir = "/var/lib/kos/agent";
+};
+
+int run(const Flags& f) {
+  auto host = api::parse_ipv4(f.host_ip);
+  if (!host) {
+    std::fprintf(stderr, "kos agent: --host-ip %s: %s\n", f.host_ip.c_str(), host.error().message.c_str());
+    return 2;
+  }
+  if (!api::is_dns1123_subdomain(f.node)) {
+    std::fprintf(stderr, "kos agent: --node '%s' is not a valid node name\n", f.node.c_str());
+    return 2;
+  }
+  // One agent per node: a lock in the state dir, held for the life of the process.
+  std::error_code ec;
+  std::filesystem::create_directories(f.state_dir, ec);
+  std::string lock_path = f.state_dir + "/agent-" + f.node + ".lock";
+  int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr, "kos agent: another agent for node %s is running (lock %s)\n", f.node.c_str(),
+                 lock_path.c_str());
+    return 1;
+  }
+  std::unique_ptr<fabric::Fabric> fab;
+  if (f.fabric == "fake") {
+    fab = std::make_unique<fabric::FakeFabric>();
+  } else if (f.fabric == "linux") {
+    fabric::LinuxFabricOptions lo;
+    lo.host_ip = *host;
+    lo.netns = f.netns;
+    auto l = fabric::LinuxFabric::open(lo);
+    if (!l) {
+      std::fprintf(stderr, "kos agent: %s\n", l.error().message.c_str());
+      return 1;
+    }
+    fab = std::move(*l);
+  } else {
+    std::fprintf(stderr, "kos agent: --fabric must be linux or fake\n");
+    return 2;
+  }
+  auto client = client::RestClient::from_kubeconfig(f.kubeconfig);
+  if (!client) {
+    std::fprintf(stderr, "kos agent: %s\n", client.error().message.c_str());
+    return 1;
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::unique_ptr<http::Server> metrics_server;
+  if (!f.metrics_listen.empty()) {
+    auto colon = f.metrics_listen.rfind(':');
+    http::ServerOptions o;
+    o.address = f.metrics_listen.substr(0, colon);
+    o.port = static_cast<uint16_t>(std::atoi(f.metrics_listen.substr(colon + 1).c_str()));
+    o.io_threads = 1;
+    o.worker_threads = 2;
+    auto m = http::Server::start(o, [](const http::Request& req) -> http::Reply {
+      if (req.target() == "/metrics")
+        return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
+      return http::Response{req.target() == "/healthz" ? 200u : 404u, "text/plain", "ok\n", {}};
+    });
+    if (!m) {
+      std::fprintf(stderr, "kos agent: %s\n", m.error().message.c_str());
+      return 1;
+    }
+    metrics_server = std::move(*m);
+  }
+  agent::AgentOptions ao;
+  ao.node = f.node;
+  ao.host_ip = *host;
+  ao.netns = f.netns;
+  ao.workers = f.workers;
+  std::stringstream ss(f.allowed_programs);
+  for (std::string p; std::getline(ss, p, ',');)
+    if (!p.empty()) ao.allowed_programs.push_back(p);
+  agent::Agent a(*client, *fab, ao);
+  if (auto r = a.start(); !r) {
+    std::fprintf(stderr, "kos agent: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("agent: stopping signal={}", sig);
+  a.stop();
+  return 0;
+}
+
+}  // namespace
+
+void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
+  auto f = std::make_shared<Flags>();
+  auto* c = app.add_subcommand("agent", "Run the connection agent of one node");
+  c->add_option("--kubeconfig", f->kubeconfig, "kubeconfig of the API server");
+  c->add_option("--node", f->node, "this node's name (attachments with spec.node = NAME)")->required();
+  c->add_option("--host-ip", f->host_ip, "this node's underlay IPv4 address (VXLAN endpoint)")->required();
+  c->add_option("--fabric", f->fabric, "linux (kernel VXLAN) or fake (in memory)")->capture_default_str();
+  c->add_option("--netns", f->netns, "do all kernel work (interfaces, execs) in network namespace NAME");
+  c->add_option("--allowed-programs", f->allowed_programs,
+                "comma-separated absolute paths that postCreateExec/postDeleteExec may run");
+  c->add_option("--workers", f->workers, "reconcile workers")->capture_default_str();
+  c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics and /healthz on HOST:PORT");
+  c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock")->capture_default_str();
+  c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
+}
+
+}  // namespace kos::cmd

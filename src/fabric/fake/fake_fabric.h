@@ -1,0 +1,88 @@
+// FakeFabric: the Fabric in memory, for agent tests and scale tests. It keeps what it is
+// told in maps and counts the calls; an optional latency, slept by every call, stands in
+// for the kernel's cost so that a scale test sees realistic queueing in the agent.
+//
+// Semantics follow the linux fabric (linux/linux_fabric.h) wherever a caller could tell:
+//  - every call is idempotent: creating what exists or deleting what is absent succeeds;
+//  - a local interface is identified by (vni, mac): creating one that exists with another
+//    name or guest IP replaces it; delete_local removes it whatever its name and IP;
+//  - a remote interface is identified by (vni, guest_ip): creating one that exists with
+//    another MAC or host IP replaces it; delete_remote removes it only if its MAC and host
+//    IP are the ones given (a stale delete does not remove a newer mapping);
+//  - the same argument checks: VNI 1..api::kMaxVni, a unicast non-zero MAC, a local name
+//    of 1..15 characters, a non-zero guest IP and (remote) host IP; else kInvalid.
+//
+// Thread-safe: every method may be called from any thread. The latency is slept outside the
+// lock, so concurrent calls overlap (as the linux fabric's batched requests do).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "fabric/fabric.h"
+
+namespace kos::fabric {
+
+struct FakeFabricOptions {
+  // Slept by every call (creates, deletes and lists) before it takes effect.
+  std::chrono::microseconds latency{0};
+};
+
+class FakeFabric final : public Fabric {
+ public:
+  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
+
+  // Calls by kind (failed and no-op calls included), and how many calls changed the state.
+  struct Counts {
+    uint64_t create_local = 0;
+    uint64_t delete_local = 0;
+    uint64_t create_remote = 0;
+    uint64_t delete_remote = 0;
+    uint64_t list_local = 0;
+    uint64_t list_remote = 0;
+    uint64_t changes = 0;  // creates and deletes that added, replaced or removed something
+    uint64_t mutations() const { return create_local + delete_local + create_remote + delete_remote; }
+    bool operator==(const Counts&) const = default;
+  };
+
+  FakeFabric() : FakeFabric(FakeFabricOptions{}) {}
+  explicit FakeFabric(FakeFabricOptions opts);
+
+  std::string name() const override { return "fake"; }
+  Result<void> create_local(const LocalIfc& ifc) override;
+  Result<void> delete_local(const LocalIfc& ifc) override;
+  Result<void> create_remote(const RemoteIfc& ifc) override;
+  Result<void> delete_remote(const RemoteIfc& ifc) override;
+  Result<std::vector<LocalIfc>> list_local() override;
+  Result<std::vector<RemoteIfc>> list_remote() override;
+
+  // Takes effect for calls that start after it returns.
+  void set_latency(std::chrono::microseconds latency) { latency_us_.store(latency.count()); }
+  // The next `times` calls of kind `op` fail with `error` and change nothing (they are
+  // counted, and they do sleep the latency).
+  void fail_next(Op op, Error error, int times = 1);
+
+  Counts counts() const;
+  // Snapshots, ordered by (vni, mac) and (vni, guest_ip).
+  std::vector<LocalIfc> locals() const;
+  std::vector<RemoteIfc> remotes() const;
+
+ private:
+  // Sleeps the latency, counts the call and consumes an injected failure if one is armed.
+  std::optional<Error> begin(Op op, uint64_t Counts::*counter);
+
+  std::atomic<int64_t> latency_us_;
+  mutable std::mutex mu_;
+  Counts counts_;
+  std::map<Op, std::pair<int, Error>> failures_;
+  std::map<std::pair<uint32_t, api::MacAddress>, LocalIfc> locals_;
+  std::map<std::pair<uint32_t, uint32_t>, RemoteIfc> remotes_;
+};
+
+}  // namespace kos::fabric

@@ -1,0 +1,1322 @@
+// The linux fabric over rtnetlink. See linux_fabric.h for the devices it makes.
+//
+// Library: libmnl rather than libnl-route-3. libnl's objects (rtnl_link_vxlan, rtnl_neigh)
+// each send one request and wait for its acknowledgement, keep their own caches (which we
+// would duplicate or fight: the fabric's cache is of *its* devices and entries, keyed the
+// way the fabric is called), and their thread-safety rules are per-socket and per-cache.
+// With libmnl the fabric builds each request as a value (a byte vector), concatenates the
+// requests of many concurrent calls into one sendmsg, and matches the acknowledgements by
+// sequence number: that batching is the point of the design, and it is natural here and
+// awkward in libnl. The cost is building VXLAN/veth attributes by hand, which is a few lines
+// per message below; the kernel's extended ACK messages make mistakes easy to diagnose.
+//
+// Structure: names; messages (pure functions returning bytes); replies (parsing); the
+// NetlinkSocket (batched request/ack and dumps); the Impl (worker thread, cache, planning).
+#include "fabric/linux/linux_fabric.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_link.h>
+#include <linux/neighbour.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <tuple>
+
+#include <spdlog/spdlog.h>
+
+#include "api/cidr.h"
+#include "common/metrics.h"
+
+namespace kos::fabric {
+
+// ---------------------------------------------------------------------------------------
+// Names
+
+namespace {
+
+constexpr std::string_view kVxlanPrefix = "kosvx";
+constexpr std::string_view kBridgePrefix = "kosbr";
+constexpr std::string_view kHostEndPrefix = "kh";
+constexpr std::string_view kAliasPrefix = "kos ";
+
+std::optional<uint32_t> parse_vni_suffix(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  auto v = api::parse_decimal(name.substr(prefix.size()), api::kMaxVni);
+  if (!v || *v == 0) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::string vxlan_device_name(uint32_t vni) { return std::string(kVxlanPrefix) + std::to_string(vni); }
+std::string bridge_device_name(uint32_t vni) { return std::string(kBridgePrefix) + std::to_string(vni); }
+
+std::string host_end_name(const api::MacAddress& mac) {
+  std::string hex = api::format_mac(mac);
+  std::erase(hex, ':');
+  return std::string(kHostEndPrefix) + hex;
+}
+
+std::optional<uint32_t> parse_vxlan_device_name(std::string_view name) {
+  return parse_vni_suffix(name, kVxlanPrefix);
+}
+std::optional<uint32_t> parse_bridge_device_name(std::string_view name) {
+  return parse_vni_suffix(name, kBridgePrefix);
+}
+
+std::optional<api::MacAddress> parse_host_end_name(std::string_view name) {
+  if (name.size() != kHostEndPrefix.size() + 12 || !name.starts_with(kHostEndPrefix)) return std::nullopt;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;  // upper case is not ours: host_end_name() writes lower case
+  };
+  api::MacAddress mac{};
+  for (size_t i = 0; i < 6; ++i) {
+    int hi = hex(name[kHostEndPrefix.size() + 2 * i]), lo = hex(name[kHostEndPrefix.size() + 2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    mac[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return mac;
+}
+
+namespace {
+
+// The host end's alias records what the kernel cannot: the guest IP and the guest end's
+// name (the guest end may have been moved out of sight).
+struct Alias {
+  uint32_t vni = 0;
+  uint32_t guest_ip = 0;
+  std::string name;
+};
+
+std::string format_alias(const LocalIfc& l) {
+  return std::string(kAliasPrefix) + "vni=" + std::to_string(l.vni) + " ip=" + api::format_ipv4(l.guest_ip) +
+         " name=" + l.name;
+}
+
+std::optional<Alias> parse_alias(std::string_view s) {
+  if (!s.starts_with(kAliasPrefix)) return std::nullopt;
+  s.remove_prefix(kAliasPrefix.size());
+  Alias a;
+  bool vni = false, ip = false;
+  while (!s.empty()) {
+    size_t sp = s.find(' ');
+    std::string_view tok = s.substr(0, sp);
+    s = sp == std::string_view::npos ? std::string_view{} : s.substr(sp + 1);
+    if (tok.starts_with("vni=")) {
+      auto v = api::parse_decimal(tok.substr(4), api::kMaxVni);
+      if (!v) return std::nullopt;
+      a.vni = *v;
+      vni = true;
+    } else if (tok.starts_with("ip=")) {
+      auto v = api::parse_ipv4(tok.substr(3));
+      if (!v) return std::nullopt;
+      a.guest_ip = *v;
+      ip = true;
+    } else if (tok.starts_with("name=")) {
+      a.name = std::string(tok.substr(5));
+    }
+  }
+  if (!vni || !ip || a.name.empty()) return std::nullopt;
+  return a;
+}
+
+// Fallbacks when a host end has no alias (made by hand): the guest MAC encodes the whole
+// VNI and, for the private ranges, the whole guest IP (api/names.h guest_mac()).
+uint32_t vni_of_mac(const api::MacAddress& m) {
+  return (static_cast<uint32_t>(m[0] & 0xF8) << 13) | (static_cast<uint32_t>(m[4]) << 8) | m[5];
+}
+uint32_t guest_ip_of_mac(const api::MacAddress& m) {
+  uint32_t first = (m[0] & 0x04) ? 10 : m[1] == 168 ? 192 : (m[1] & 0xF0) == 0x10 ? 172 : 0;
+  if (first == 0) return 0;
+  return first << 24 | static_cast<uint32_t>(m[1]) << 16 | static_cast<uint32_t>(m[2]) << 8 | m[3];
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and arguments
+
+Error sys_error(const std::string& what, int err, const std::string& detail = {}) {
+  Errc code = Errc::kInternal;
+  switch (err) {
+    case EEXIST: code = Errc::kAlreadyExists; break;
+    case ENOENT:
+    case ENODEV: code = Errc::kNotFound; break;
+    case EBUSY:
+    case EAGAIN:
+    case ENOBUFS:
+    case ENOMEM:
+    case EINTR: code = Errc::kUnavailable; break;
+    default: break;
+  }
+  std::string msg = what + ": " + std::system_category().message(err);
+  if (!detail.empty()) msg += " (" + detail + ")";
+  return Error{code, std::move(msg), {}};
+}
+
+std::optional<Error> check_common(uint32_t vni, const api::MacAddress& mac, uint32_t guest_ip) {
+  if (vni == 0 || vni > api::kMaxVni)
+    return Error{Errc::kInvalid,
+                 "VNI " + std::to_string(vni) + " is out of range 1.." + std::to_string(api::kMaxVni), {}};
+  if (mac == api::MacAddress{} || (mac[0] & 0x01) != 0)
+    return Error{Errc::kInvalid, "guest MAC " + api::format_mac(mac) + " is not a unicast address", {}};
+  if (guest_ip == 0) return Error{Errc::kInvalid, "guest IP 0.0.0.0 is not an address", {}};
+  return std::nullopt;
+}
+
+std::optional<Error> check(const LocalIfc& ifc) {
+  if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
+  if (ifc.name.empty() || ifc.name.size() > 15 || ifc.name.find_first_of("/ \t\n:") != std::string::npos)
+    return Error{Errc::kInvalid, "interface name \"" + ifc.name + "\" is not a valid Linux interface name", {}};
+  return std::nullopt;
+}
+
+std::optional<Error> check(const RemoteIfc& ifc) {
+  if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
+  if (ifc.host_ip == 0) return Error{Errc::kInvalid, "host IP 0.0.0.0 is not an address", {}};
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages: each a complete netlink request as bytes; the socket fills in seq and NLM_F_ACK.
+
+struct Request {
+  std::vector<uint8_t> bytes;
+  std::string what;        // for errors: "create veth kh0a..."
+  bool absent_ok = false;  // a delete: ENOENT / ENODEV mean it is already done
+};
+
+class MsgBuilder {
+ public:
+  MsgBuilder(uint16_t type, uint16_t flags) : buf_(kSize) {
+    nlh_ = mnl_nlmsg_put_header(buf_.data());
+    nlh_->nlmsg_type = type;
+    nlh_->nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
+  }
+  template <class T>
+  T* header() {
+    return static_cast<T*>(mnl_nlmsg_put_extra_header(nlh_, sizeof(T)));
+  }
+  nlmsghdr* nlh() { return nlh_; }
+  void str(uint16_t type, const std::string& s) { mnl_attr_put_strz(nlh_, type, s.c_str()); }
+  void u32(uint16_t type, uint32_t v) { mnl_attr_put_u32(nlh_, type, v); }
+  void u16(uint16_t type, uint16_t v) { mnl_attr_put_u16(nlh_, type, v); }
+  void u8(uint16_t type, uint8_t v) { mnl_attr_put_u8(nlh_, type, v); }
+  void bytes(uint16_t type, const void* p, size_t n) { mnl_attr_put(nlh_, type, n, p); }
+  nlattr* nest(uint16_t type) { return mnl_attr_nest_start(nlh_, type); }
+  void end(nlattr* n) { mnl_attr_nest_end(nlh_, n); }
+  Request done(std::string what, bool absent_ok = false) const {
+    const auto* p = reinterpret_cast<const uint8_t*>(buf_.data());
+    return Request{{p, p + nlh_->nlmsg_len}, std::move(what), absent_ok};
+  }
+
+ private:
+  static constexpr size_t kSize = 4096;  // every message here is < 512 bytes
+  std::vector<char> buf_;
+  nlmsghdr* nlh_;
+};
+
+ifinfomsg* link_header(MsgBuilder& m, bool up) {
+  auto* ifi = m.header<ifinfomsg>();
+  ifi->ifi_family = AF_UNSPEC;
+  if (up) {
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+  }
+  return ifi;
+}
+
+Request msg_new_bridge(const std::string& name, uint32_t mtu) {
+  MsgBuilder m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+  link_header(m, true);
+  m.str(IFLA_IFNAME, name);
+  m.u32(IFLA_MTU, mtu);
+  auto* li = m.nest(IFLA_LINKINFO);
+  m.str(IFLA_INFO_KIND, "bridge");
+  m.end(li);
+  return m.done("create bridge " + name);
+}
+
+struct VxlanConfig {
+  uint32_t host_ip = 0;
+  uint16_t port = 0;
+  uint32_t mtu = 0;
+  int underlay = 0;
+};
+
+Request msg_new_vxlan(const std::string& name, uint32_t vni, const VxlanConfig& c, int master) {
+  MsgBuilder m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+  link_header(m, true);
+  m.str(IFLA_IFNAME, name);
+  m.u32(IFLA_MTU, c.mtu);
+  if (master) m.u32(IFLA_MASTER, static_cast<uint32_t>(master));
+  auto* li = m.nest(IFLA_LINKINFO);
+  m.str(IFLA_INFO_KIND, "vxlan");
+  auto* data = m.nest(IFLA_INFO_DATA);
+  m.u32(IFLA_VXLAN_ID, vni);
+  m.u32(IFLA_VXLAN_LOCAL, htonl(c.host_ip));
+  m.u16(IFLA_VXLAN_PORT, htons(c.port));
+  m.u8(IFLA_VXLAN_LEARNING, 0);
+  m.u8(IFLA_VXLAN_PROXY, 1);
+  if (c.underlay) m.u32(IFLA_VXLAN_LINK, static_cast<uint32_t>(c.underlay));
+  m.end(data);
+  m.end(li);
+  return m.done("create vxlan " + name);
+}
+
+// The host end is the primary device (the kernel applies IFLA_MASTER only to it); the
+// guest end is the peer, with the guest MAC.
+Request msg_new_veth(const std::string& host, const std::string& guest, const api::MacAddress& mac, uint32_t mtu,
+                     int master) {
+  MsgBuilder m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+  link_header(m, true);
+  m.str(IFLA_IFNAME, host);
+  m.u32(IFLA_MTU, mtu);
+  if (master) m.u32(IFLA_MASTER, static_cast<uint32_t>(master));
+  auto* li = m.nest(IFLA_LINKINFO);
+  m.str(IFLA_INFO_KIND, "veth");
+  auto* data = m.nest(IFLA_INFO_DATA);
+  auto* peer = m.nest(VETH_INFO_PEER);
+  link_header(m, false);  // the peer's own ifinfomsg: left down
+  m.str(IFLA_IFNAME, guest);
+  m.bytes(IFLA_ADDRESS, mac.data(), mac.size());
+  m.u32(IFLA_MTU, mtu);
+  m.end(peer);
+  m.end(data);
+  m.end(li);
+  return m.done("create veth " + host + " (guest end " + guest + ")");
+}
+
+Request msg_set_alias(const std::string& name, const std::string& alias) {
+  MsgBuilder m(RTM_SETLINK, 0);
+  link_header(m, false);
+  m.str(IFLA_IFNAME, name);
+  m.bytes(IFLA_IFALIAS, alias.data(), alias.size());
+  return m.done("set the alias of " + name);
+}
+
+Request msg_set_master_up(const std::string& name, int master) {
+  MsgBuilder m(RTM_SETLINK, 0);
+  link_header(m, true);
+  m.str(IFLA_IFNAME, name);
+  m.u32(IFLA_MASTER, static_cast<uint32_t>(master));
+  return m.done("enslave " + name);
+}
+
+Request msg_del_link(const std::string& name) {
+  MsgBuilder m(RTM_DELLINK, 0);
+  link_header(m, false);
+  m.str(IFLA_IFNAME, name);
+  return m.done("delete " + name, true);
+}
+
+Request msg_get_link(const std::string& name) {
+  MsgBuilder m(RTM_GETLINK, 0);
+  link_header(m, false);
+  m.str(IFLA_IFNAME, name);
+  m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+  return m.done("read " + name);
+}
+
+Request msg_fdb(bool add, int vxlan, const std::string& vxlan_name, const api::MacAddress& mac, uint32_t host_ip) {
+  MsgBuilder m(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  auto* nd = m.header<ndmsg>();
+  nd->ndm_family = AF_BRIDGE;
+  nd->ndm_ifindex = vxlan;
+  nd->ndm_state = NUD_PERMANENT | NUD_NOARP;  // what `bridge fdb add` sends: a static entry
+  nd->ndm_flags = NTF_SELF;                   // the VXLAN device's own table, not the bridge's
+  m.bytes(NDA_LLADDR, mac.data(), mac.size());
+  // A delete names no destination: the whole entry goes, whatever remotes it has.
+  if (add) m.u32(NDA_DST, htonl(host_ip));
+  const std::string what = add ? "add fdb " + api::format_mac(mac) + " -> " + api::format_ipv4(host_ip)
+                               : "delete fdb " + api::format_mac(mac);
+  return m.done(what + " on " + vxlan_name, !add);
+}
+
+Request msg_neigh(bool add, int vxlan, const std::string& vxlan_name, uint32_t guest_ip, const api::MacAddress& mac) {
+  MsgBuilder m(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  auto* nd = m.header<ndmsg>();
+  nd->ndm_family = AF_INET;
+  nd->ndm_ifindex = vxlan;
+  nd->ndm_state = NUD_PERMANENT;
+  m.u32(NDA_DST, htonl(guest_ip));
+  if (add) m.bytes(NDA_LLADDR, mac.data(), mac.size());
+  const std::string what = add ? "add neighbour " + api::format_ipv4(guest_ip) + " -> " + api::format_mac(mac)
+                               : "delete neighbour " + api::format_ipv4(guest_ip);
+  return m.done(what + " on " + vxlan_name, !add);
+}
+
+std::vector<uint8_t> msg_dump_links() {
+  MsgBuilder m(RTM_GETLINK, NLM_F_DUMP);
+  link_header(m, false);
+  m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+  return m.done("").bytes;
+}
+
+// AF_INET: the neighbour table; AF_BRIDGE: every device's FDB (a bare ndmsg dumps all).
+std::vector<uint8_t> msg_dump_neigh(uint8_t family) {
+  MsgBuilder m(RTM_GETNEIGH, NLM_F_DUMP);
+  m.header<ndmsg>()->ndm_family = family;
+  return m.done("").bytes;
+}
+
+// ---------------------------------------------------------------------------------------
+// Replies
+
+using AttrTable = std::vector<const nlattr*>;
+
+int table_cb(const nlattr* a, void* data) {
+  auto* tb = static_cast<AttrTable*>(data);
+  uint16_t t = mnl_attr_get_type(a);
+  if (t < tb->size()) (*tb)[t] = a;
+  return MNL_CB_OK;
+}
+
+AttrTable attrs(const nlmsghdr* nlh, size_t offset, size_t max) {
+  AttrTable tb(max + 1, nullptr);
+  mnl_attr_parse(nlh, static_cast<unsigned>(offset), table_cb, &tb);
+  return tb;
+}
+
+AttrTable nested(const nlattr* a, size_t max) {
+  AttrTable tb(max + 1, nullptr);
+  if (a) mnl_attr_parse_nested(a, table_cb, &tb);
+  return tb;
+}
+
+uint32_t get_u32(const nlattr* a) { return a && mnl_attr_get_payload_len(a) >= 4 ? mnl_attr_get_u32(a) : 0; }
+uint16_t get_u16(const nlattr* a) { return a && mnl_attr_get_payload_len(a) >= 2 ? mnl_attr_get_u16(a) : 0; }
+int get_u8(const nlattr* a) { return a && mnl_attr_get_payload_len(a) >= 1 ? mnl_attr_get_u8(a) : -1; }
+std::string get_str(const nlattr* a) {
+  if (!a) return {};
+  const auto* p = static_cast<const char*>(mnl_attr_get_payload(a));
+  return std::string(p, strnlen(p, mnl_attr_get_payload_len(a)));
+}
+std::optional<api::MacAddress> get_mac(const nlattr* a) {
+  if (!a || mnl_attr_get_payload_len(a) != 6) return std::nullopt;
+  api::MacAddress mac;
+  std::memcpy(mac.data(), mnl_attr_get_payload(a), 6);
+  return mac;
+}
+std::optional<uint32_t> get_ipv4(const nlattr* a) {  // host byte order
+  if (!a || mnl_attr_get_payload_len(a) != 4) return std::nullopt;
+  return ntohl(mnl_attr_get_u32(a));
+}
+
+struct Link {
+  int index = 0;
+  std::string name, kind, alias;
+  int master = 0;
+  uint32_t mtu = 0;
+  // kind "vxlan"
+  uint32_t vx_id = 0, vx_local = 0, vx_link = 0;
+  uint16_t vx_port = 0;
+  int vx_learning = -1, vx_proxy = -1;
+};
+
+std::optional<Link> parse_link(const nlmsghdr* nlh) {
+  if (nlh->nlmsg_type != RTM_NEWLINK || mnl_nlmsg_get_payload_len(nlh) < sizeof(ifinfomsg)) return std::nullopt;
+  const auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
+  AttrTable tb = attrs(nlh, sizeof(ifinfomsg), IFLA_MAX);
+  Link l;
+  l.index = ifi->ifi_index;
+  l.name = get_str(tb[IFLA_IFNAME]);
+  l.alias = get_str(tb[IFLA_IFALIAS]);
+  l.master = static_cast<int>(get_u32(tb[IFLA_MASTER]));
+  l.mtu = get_u32(tb[IFLA_MTU]);
+  AttrTable li = nested(tb[IFLA_LINKINFO], IFLA_INFO_MAX);
+  l.kind = get_str(li[IFLA_INFO_KIND]);
+  if (l.kind == "vxlan" && li[IFLA_INFO_DATA]) {
+    AttrTable vx = nested(li[IFLA_INFO_DATA], IFLA_VXLAN_MAX);
+    l.vx_id = get_u32(vx[IFLA_VXLAN_ID]);
+    l.vx_local = get_ipv4(vx[IFLA_VXLAN_LOCAL]).value_or(0);
+    l.vx_link = get_u32(vx[IFLA_VXLAN_LINK]);
+    l.vx_port = ntohs(get_u16(vx[IFLA_VXLAN_PORT]));
+    l.vx_learning = get_u8(vx[IFLA_VXLAN_LEARNING]);
+    l.vx_proxy = get_u8(vx[IFLA_VXLAN_PROXY]);
+  }
+  return l;
+}
+
+struct Neigh {
+  int ifindex = 0;
+  uint16_t state = 0;
+  uint8_t flags = 0;
+  bool has_master = false;
+  std::optional<uint32_t> dst;
+  std::optional<api::MacAddress> lladdr;
+};
+
+std::optional<Neigh> parse_neigh(const nlmsghdr* nlh) {
+  if (nlh->nlmsg_type != RTM_NEWNEIGH || mnl_nlmsg_get_payload_len(nlh) < sizeof(ndmsg)) return std::nullopt;
+  const auto* nd = static_cast<const ndmsg*>(mnl_nlmsg_get_payload(nlh));
+  AttrTable tb = attrs(nlh, sizeof(ndmsg), NDA_MAX);
+  Neigh n;
+  n.ifindex = nd->ndm_ifindex;
+  n.state = nd->ndm_state;
+  n.flags = nd->ndm_flags;
+  n.has_master = tb[NDA_MASTER] != nullptr;
+  n.dst = get_ipv4(tb[NDA_DST]);
+  n.lladdr = get_mac(tb[NDA_LLADDR]);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// The socket: batched requests with per-request acknowledgements, and dumps. Used by one
+// thread only (the worker).
+
+class NetlinkSocket {
+ public:
+  struct Reply {
+    int error = 0;       // errno, 0 on success
+    std::string extack;  // the kernel's extended-ACK message, if any
+    std::vector<std::vector<uint8_t>> data;  // replies to GET requests
+  };
+
+  NetlinkSocket() = default;
+  NetlinkSocket(const NetlinkSocket&) = delete;
+  NetlinkSocket& operator=(const NetlinkSocket&) = delete;
+  ~NetlinkSocket() {
+    if (nl_) mnl_socket_close(nl_);
+  }
+
+  Result<void> open() {
+    nl_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (!nl_) return fail(sys_error("cannot open a netlink socket", errno));
+    if (mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) return fail(sys_error("cannot bind a netlink socket", errno));
+    portid_ = mnl_socket_get_portid(nl_);
+    int one = 1;
+    // Acks without the request echoed back, plus the kernel's error strings. Both optional.
+    (void)mnl_socket_setsockopt(nl_, NETLINK_CAP_ACK, &one, sizeof one);
+    (void)mnl_socket_setsockopt(nl_, NETLINK_EXT_ACK, &one, sizeof one);
+    // Room for the acks of a whole batch (the kernel drops what does not fit).
+    int fd = mnl_socket_get_fd(nl_);
+    int size = 8 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+      (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    return {};
+  }
+
+  // Sends the requests in order, as few sendmsg calls as the limits allow, and returns one
+  // reply per request. An error here (not in a reply) means the socket failed and the
+  // outcome of the requests is unknown.
+  Result<std::vector<Reply>> transact(const std::vector<Request>& reqs, uint64_t* sends) {
+    std::vector<Reply> out(reqs.size());
+    std::vector<char> sbuf;
+    size_t i = 0;
+    while (i < reqs.size()) {
+      sbuf.clear();
+      const size_t first = i;
+      const uint32_t seq0 = seq_ + 1;
+      while (i < reqs.size() && i - first < kMaxBatchMessages &&
+             (sbuf.empty() || sbuf.size() + reqs[i].bytes.size() <= kMaxBatchBytes)) {
+        const size_t off = sbuf.size();
+        sbuf.insert(sbuf.end(), reqs[i].bytes.begin(), reqs[i].bytes.end());
+        auto* nlh = reinterpret_cast<nlmsghdr*>(sbuf.data() + off);
+        nlh->nlmsg_seq = ++seq_;
+        nlh->nlmsg_pid = 0;
+        nlh->nlmsg_flags |= NLM_F_ACK;
+        ++i;
+      }
+      const uint32_t count = static_cast<uint32_t>(i - first);
+      if (auto r = send(sbuf); !r) return fail(r.error());
+      if (sends) ++*sends;
+      uint32_t pending = count;
+      while (pending > 0) {
+        auto n = receive();
+        if (!n) return fail(n.error());
+        int len = static_cast<int>(*n);
+        for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rbuf_.data()); mnl_nlmsg_ok(nlh, len);
+             nlh = mnl_nlmsg_next(nlh, &len)) {
+          const uint32_t k = nlh->nlmsg_seq - seq0;  // unsigned: wraps are fine
+          if (k >= count) continue;                  // a leftover of an earlier failure
+          Reply& r = out[first + k];
+          if (nlh->nlmsg_type == NLMSG_ERROR) {
+            parse_ack(nlh, r);
+            --pending;
+          } else if (nlh->nlmsg_type != NLMSG_DONE) {
+            const auto* p = reinterpret_cast<const uint8_t*>(nlh);
+            r.data.emplace_back(p, p + nlh->nlmsg_len);
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  // Runs a dump, calling fn for each message. kUnavailable if the dump was interrupted by a
+  // concurrent change (NLM_F_DUMP_INTR): the caller should run it again.
+  Result<void> dump(std::vector<uint8_t> req, const std::function<void(const nlmsghdr*)>& fn) {
+    auto* h = reinterpret_cast<nlmsghdr*>(req.data());
+    const uint32_t seq = ++seq_;
+    h->nlmsg_seq = seq;
+    std::vector<char> sbuf(req.begin(), req.end());
+    if (auto r = send(sbuf); !r) return r;
+    bool interrupted = false;
+    for (;;) {
+      auto n = receive();
+      if (!n) return fail(n.error());
+      int len = static_cast<int>(*n);
+      for (auto* nlh = reinterpret_cast<const nlmsghdr*>(rbuf_.data()); mnl_nlmsg_ok(nlh, len);
+           nlh = mnl_nlmsg_next(nlh, &len)) {
+        if (nlh->nlmsg_seq != seq) continue;
+        if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
+        if (nlh->nlmsg_type == NLMSG_DONE) {
+          if (mnl_nlmsg_get_payload_len(nlh) >= sizeof(int)) {
+            int err = *static_cast<const int*>(mnl_nlmsg_get_payload(nlh));
+            if (err < 0) return fail(sys_error("netlink dump", -err));
+          }
+          if (interrupted) return fail(Errc::kUnavailable, "netlink dump interrupted by a concurrent change");
+          return {};
+        }
+        if (nlh->nlmsg_type == NLMSG_ERROR) {
+          Reply r;
+          parse_ack(nlh, r);
+          if (r.error) return fail(sys_error("netlink dump", r.error, r.extack));
+          continue;
+        }
+        fn(nlh);
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxBatchMessages = 256;
+  static constexpr size_t kMaxBatchBytes = 64 * 1024;
+
+  Result<void> send(const std::vector<char>& buf) {
+    for (;;) {
+      ssize_t n = mnl_socket_sendto(nl_, buf.data(), buf.size());
+      if (n == static_cast<ssize_t>(buf.size())) return {};
+      if (n < 0 && errno == EINTR) continue;
+      return fail(sys_error("netlink send", n < 0 ? errno : EMSGSIZE));
+    }
+  }
+
+  Result<size_t> receive() {
+    for (;;) {
+      ssize_t n = mnl_socket_recvfrom(nl_, rbuf_.data(), rbuf_.size());
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno == EINTR) continue;
+      // ENOBUFS: acknowledgements were lost; the caller re-reads the kernel's state.
+      return fail(sys_error("netlink receive", errno));
+    }
+  }
+
+  static void parse_ack(const nlmsghdr* nlh, Reply& r) {
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nlmsgerr)) {
+      r.error = EPROTO;
+      return;
+    }
+    const auto* e = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    r.error = -e->error;
+    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
+    size_t off = sizeof(nlmsgerr);
+    if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += MNL_ALIGN(e->msg.nlmsg_len - sizeof(nlmsghdr));
+    if (off >= mnl_nlmsg_get_payload_len(nlh)) return;
+    AttrTable tb = attrs(nlh, off, NLMSGERR_ATTR_MAX);
+    r.extack = get_str(tb[NLMSGERR_ATTR_MSG]);
+  }
+
+  mnl_socket* nl_ = nullptr;
+  uint32_t portid_ = 0;
+  uint32_t seq_ = 0;
+  std::vector<char> rbuf_ = std::vector<char>(1 << 17);
+};
+
+// ---------------------------------------------------------------------------------------
+// Metrics (process-wide) mirroring LinuxFabricStats.
+
+metrics::Counter& process_counter(const std::string& name, const std::string& help) {
+  return metrics::Registry::global().counter(name, help).get();
+}
+
+struct FabricMetrics {
+  metrics::Counter& messages =
+      process_counter("kos_fabric_netlink_messages_total", "Netlink requests sent by the linux fabric.");
+  metrics::Counter& sends =
+      process_counter("kos_fabric_netlink_sends_total", "sendmsg calls carrying netlink requests.");
+  metrics::Counter& errors =
+      process_counter("kos_fabric_netlink_errors_total", "Netlink requests the kernel refused.");
+  metrics::Counter& batches =
+      process_counter("kos_fabric_batches_total", "Groups of fabric calls planned and sent together.");
+  metrics::Counter& unchanged =
+      process_counter("kos_fabric_unchanged_total", "Fabric calls that found the kernel as asked.");
+  metrics::Counter& resyncs =
+      process_counter("kos_fabric_resyncs_total", "Full reads of the kernel's state by the fabric.");
+};
+
+FabricMetrics& fabric_metrics() {
+  static FabricMetrics m;
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------
+// Calls, as the worker sees them
+
+enum class Kind { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
+
+struct Op {
+  Kind kind = Kind::kCreateLocal;
+  LocalIfc local;
+  RemoteIfc remote;
+  std::optional<Error> error;      // set by the worker
+  std::vector<LocalIfc> locals;    // kListLocal's answer
+  std::vector<RemoteIfc> remotes;  // kListRemote's answer
+  std::promise<void> done;
+
+  bool is_local() const { return kind == Kind::kCreateLocal || kind == Kind::kDeleteLocal; }
+  bool is_create() const { return kind == Kind::kCreateLocal || kind == Kind::kCreateRemote; }
+  bool is_list() const { return kind == Kind::kListLocal || kind == Kind::kListRemote; }
+  uint32_t vni() const { return is_local() ? local.vni : remote.vni; }
+};
+
+// What the kernel has, per VNI.
+struct LocalState {
+  std::string name;  // the guest end
+  uint32_t guest_ip = 0;
+  int master = 0;  // the host end's bridge
+};
+
+struct VniState {
+  int bridge = 0;  // ifindex; 0: absent
+  int vxlan = 0;
+  int vxlan_master = 0;
+  bool vxlan_ok = false;  // its settings are this fabric's
+  std::map<api::MacAddress, LocalState> locals;  // by guest MAC (= host end name)
+  std::map<api::MacAddress, uint32_t> fdb;       // guest MAC -> host IP
+  std::map<uint32_t, api::MacAddress> neigh;     // guest IP -> guest MAC
+  bool unused() const { return locals.empty() && fdb.empty() && neigh.empty(); }
+};
+
+// The requests of one batch and, for each, the call it serves.
+struct Plan {
+  std::vector<Request> reqs;
+  std::vector<Op*> owners;
+  void add(Op* op, Request r) {
+    reqs.push_back(std::move(r));
+    owners.push_back(op);
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// The worker
+
+struct LinuxFabric::Impl {
+  explicit Impl(LinuxFabricOptions o)
+      : opts(std::move(o)), where(opts.netns.empty() ? std::string() : " in netns " + opts.netns) {}
+  ~Impl() { stop(); }
+
+  const LinuxFabricOptions opts;
+  const std::string where;  // for messages
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Op*> queue;
+  bool stopping = false;
+  std::thread worker;
+
+  mutable std::mutex stats_mu;
+  LinuxFabricStats stats;
+
+  // Owned by the worker thread.
+  NetlinkSocket sock;
+  std::map<uint32_t, VniState> vnis;
+  int underlay = 0;
+  bool cache_valid = false;
+
+  void bump(uint64_t LinuxFabricStats::*field, uint64_t n = 1) {
+    std::lock_guard lk(stats_mu);
+    stats.*field += n;
+  }
+
+  // --- the calling side
+
+  Result<void> start(int netns_fd) {
+    std::promise<Result<void>> ready;
+    auto f = ready.get_future();
+    worker = std::thread([this, netns_fd, &ready] {
+      auto r = init(netns_fd);
+      const bool ok = r.has_value();
+      ready.set_value(std::move(r));
+      if (ok) loop();
+    });
+    auto r = f.get();
+    if (!r) {
+      worker.join();
+      return r;
+    }
+    return {};
+  }
+
+  void stop() {
+    {
+      std::lock_guard lk(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    if (worker.joinable()) worker.join();
+    std::deque<Op*> left;
+    {
+      std::lock_guard lk(mu);
+      left.swap(queue);
+    }
+    for (Op* op : left) {
+      op->error = Error{Errc::kCancelled, "the linux fabric is shutting down", {}};
+      op->done.set_value();
+    }
+  }
+
+  Result<void> submit(Op& op) {
+    auto f = op.done.get_future();
+    {
+      std::lock_guard lk(mu);
+      if (stopping) return fail(Errc::kCancelled, "the linux fabric is shutting down");
+      queue.push_back(&op);
+    }
+    cv.notify_one();
+    f.wait();
+    if (op.error) return fail(*op.error);
+    return {};
+  }
+
+  // --- the worker thread
+
+  Result<void> init(int netns_fd) {
+    if (netns_fd >= 0) {
+      const int rc = setns(netns_fd, CLONE_NEWNET);
+      const int err = errno;
+      ::close(netns_fd);
+      if (rc != 0) return fail(sys_error("cannot enter network namespace " + opts.netns, err));
+    }
+    if (auto r = sock.open(); !r) return fail(r.error());
+    if (auto r = resync(); !r) return fail(r.error());
+    if (!opts.underlay_dev.empty() && underlay == 0)
+      return fail(Errc::kNotFound, "underlay device " + opts.underlay_dev + " does not exist" + where);
+    // Adoption leaves the kernel consistent: no VNI devices without attachments, and every
+    // VNI's devices as this fabric would make them.
+    std::vector<uint32_t> all;
+    for (const auto& [vni, _] : vnis) all.push_back(vni);
+    for (uint32_t vni : all) {
+      const VniState& v = vnis[vni];
+      Result<void> r;
+      if (v.unused()) r = gc_vni(vni);
+      else if (!v.bridge || !v.vxlan || !v.vxlan_ok || v.vxlan_master != v.bridge) r = ensure_vni(vni);
+      if (!r) return fail(r.error());
+    }
+    size_t locals = 0, fdb = 0;
+    for (const auto& [_, v] : vnis) {
+      locals += v.locals.size();
+      fdb += v.fdb.size();
+    }
+    spdlog::info("linux fabric: opened netns={} host_ip={} vnis={} locals={} remotes={}",
+                 opts.netns.empty() ? "(current)" : opts.netns, api::format_ipv4(opts.host_ip), vnis.size(), locals,
+                 fdb);
+    return {};
+  }
+
+  void loop() {
+    for (;;) {
+      std::vector<Op*> batch;
+      {
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;
+        batch.assign(queue.begin(), queue.end());
+        queue.clear();
+      }
+      process(batch);
+    }
+  }
+
+  // Lists are barriers: the mutations queued before one are applied before it reads.
+  void process(const std::vector<Op*>& batch) {
+    std::vector<Op*> group;
+    auto flush = [&] {
+      if (group.empty()) return;
+      apply(group, true);
+      for (Op* op : group) op->done.set_value();
+      group.clear();
+    };
+    for (Op* op : batch) {
+      if (!op->is_list()) {
+        group.push_back(op);
+        continue;
+      }
+      flush();
+      list(*op);
+      op->done.set_value();
+    }
+    flush();
+  }
+
+  void list(Op& op) {
+    if (auto r = resync(); !r) {
+      op.error = r.error();
+      return;
+    }
+    for (const auto& [vni, v] : vnis) {
+      if (op.kind == Kind::kListLocal) {
+        for (const auto& [mac, st] : v.locals) op.locals.push_back(LocalIfc{vni, mac, st.guest_ip, st.name});
+        continue;
+      }
+      std::set<api::MacAddress> paired;
+      for (const auto& [ip, mac] : v.neigh) {
+        auto f = v.fdb.find(mac);
+        op.remotes.push_back(RemoteIfc{vni, mac, ip, f == v.fdb.end() ? 0 : f->second});
+        paired.insert(mac);
+      }
+      for (const auto& [mac, host] : v.fdb)
+        if (!paired.contains(mac)) op.remotes.push_back(RemoteIfc{vni, mac, 0, host});
+    }
+    std::ranges::sort(op.remotes, [](const RemoteIfc& a, const RemoteIfc& b) {
+      return std::tie(a.vni, a.guest_ip, a.mac) < std::tie(b.vni, b.guest_ip, b.mac);
+    });
+  }
+
+  // Applies a group of creates and deletes: devices first (per VNI, rare), then every
+  // entry change in one batch, then the removal of VNIs left without attachments. On a
+  // kernel error the cache is re-read and each failed call is retried once on its own.
+  void apply(const std::vector<Op*>& ops, bool first_attempt) {
+    if (first_attempt) {
+      bump(&LinuxFabricStats::calls, ops.size());
+      bump(&LinuxFabricStats::batches);
+      fabric_metrics().batches.inc();
+    }
+    if (!cache_valid) {
+      if (auto r = resync(); !r) {
+        for (Op* op : ops) op->error = r.error();
+        return;
+      }
+    }
+    std::vector<Op*> work;
+    for (Op* op : ops) {
+      auto e = op->is_local() ? check(op->local) : check(op->remote);
+      if (e) op->error = std::move(e);
+      else work.push_back(op);
+    }
+    bool failed = false;
+    std::set<uint32_t> touched;
+    std::map<uint32_t, Error> vni_errors;
+    for (Op* op : work) {
+      touched.insert(op->vni());
+      if (!op->is_create() || vni_errors.contains(op->vni())) continue;
+      if (auto r = ensure_vni(op->vni()); !r) {
+        vni_errors.emplace(op->vni(), r.error());
+        failed = true;
+      }
+    }
+    Plan plan;
+    for (Op* op : work) {
+      if (op->is_create()) {
+        if (auto it = vni_errors.find(op->vni()); it != vni_errors.end()) {
+          op->error = it->second;
+          continue;
+        }
+      }
+      const size_t before = plan.reqs.size();
+      plan_op(*op, plan, touched);
+      if (plan.reqs.size() == before) {
+        bump(&LinuxFabricStats::unchanged);
+        fabric_metrics().unchanged.inc();
+      }
+    }
+    if (!plan.reqs.empty()) {
+      auto replies = send(plan.reqs);
+      if (!replies) {
+        for (Op* op : plan.owners)
+          if (!op->error) op->error = replies.error();
+        failed = true;
+      } else {
+        for (size_t k = 0; k < replies->size(); ++k) {
+          const auto& rep = (*replies)[k];
+          if (!rep.error || (plan.reqs[k].absent_ok && (rep.error == ENOENT || rep.error == ENODEV))) continue;
+          fabric_metrics().errors.inc();
+          if (!plan.owners[k]->error)
+            plan.owners[k]->error = sys_error(plan.reqs[k].what + where, rep.error, rep.extack);
+          failed = true;
+        }
+      }
+    }
+    if (failed) (void)resync();  // the optimistic cache updates of failed requests are undone
+    if (cache_valid) {
+      for (uint32_t vni : touched) {
+        if (auto r = gc_vni(vni); !r) {
+          for (Op* op : work)
+            if (op->vni() == vni && !op->is_create() && !op->error) op->error = r.error();
+          failed = true;
+          (void)resync();
+        }
+      }
+    }
+    if (first_attempt && failed) {
+      for (Op* op : work) {
+        if (!op->error) continue;
+        spdlog::debug("linux fabric: retrying after error={}", op->error->message);
+        op->error.reset();
+        bump(&LinuxFabricStats::retries);
+        apply({op}, false);
+      }
+    }
+  }
+
+  std::optional<std::pair<uint32_t, LocalState*>> find_local(const api::MacAddress& mac) {
+    for (auto& [vni, v] : vnis)
+      if (auto it = v.locals.find(mac); it != v.locals.end()) return std::pair{vni, &it->second};
+    return std::nullopt;
+  }
+
+  // Adds op's requests to the plan and updates the cache as if they will succeed.
+  void plan_op(Op& op, Plan& plan, std::set<uint32_t>& touched) {
+    switch (op.kind) {
+      case Kind::kCreateLocal: {
+        const LocalIfc& l = op.local;
+        const std::string host = host_end_name(l.mac);
+        auto found = find_local(l.mac);
+        if (found && found->first == l.vni && found->second->name == l.name) {
+          if (found->second->guest_ip == l.guest_ip) return;  // as asked
+          plan.add(&op, msg_set_alias(host, format_alias(l)));
+          found->second->guest_ip = l.guest_ip;
+          return;
+        }
+        if (found) {  // the same MAC with another name or on another VNI: replaced
+          plan.add(&op, msg_del_link(host));
+          touched.insert(found->first);
+          vnis[found->first].locals.erase(l.mac);
+        }
+        VniState& v = vnis[l.vni];
+        plan.add(&op, msg_new_veth(host, l.name, l.mac, opts.mtu, v.bridge));
+        plan.add(&op, msg_set_alias(host, format_alias(l)));
+        v.locals[l.mac] = LocalState{l.name, l.guest_ip, v.bridge};
+        return;
+      }
+      case Kind::kDeleteLocal: {
+        auto found = find_local(op.local.mac);
+        if (!found) return;
+        plan.add(&op, msg_del_link(host_end_name(op.local.mac)));
+        touched.insert(found->first);
+        vnis[found->first].locals.erase(op.local.mac);
+        return;
+      }
+      case Kind::kCreateRemote: {
+        const RemoteIfc& r = op.remote;
+        VniState& v = vnis[r.vni];
+        const std::string vx = vxlan_device_name(r.vni);
+        if (auto it = v.fdb.find(r.mac); it == v.fdb.end() || it->second != r.host_ip) {
+          plan.add(&op, msg_fdb(true, v.vxlan, vx, r.mac, r.host_ip));
+          v.fdb[r.mac] = r.host_ip;
+        }
+        if (auto it = v.neigh.find(r.guest_ip); it == v.neigh.end() || it->second != r.mac) {
+          plan.add(&op, msg_neigh(true, v.vxlan, vx, r.guest_ip, r.mac));
+          v.neigh[r.guest_ip] = r.mac;
+        }
+        return;
+      }
+      case Kind::kDeleteRemote: {
+        const RemoteIfc& r = op.remote;
+        auto vit = vnis.find(r.vni);
+        if (vit == vnis.end()) return;
+        VniState& v = vit->second;
+        const std::string vx = vxlan_device_name(r.vni);
+        // The MAC's FDB entry pointing at another host means a newer create of the same
+        // guest (moved to another node): this delete is stale and leaves both entries.
+        if (auto it = v.fdb.find(r.mac); it != v.fdb.end()) {
+          if (it->second != r.host_ip) return;
+          plan.add(&op, msg_fdb(false, v.vxlan, vx, r.mac, r.host_ip));
+          v.fdb.erase(it);
+        }
+        if (auto it = v.neigh.find(r.guest_ip); it != v.neigh.end() && it->second == r.mac) {
+          plan.add(&op, msg_neigh(false, v.vxlan, vx, r.guest_ip, r.mac));
+          v.neigh.erase(it);
+        }
+        return;
+      }
+      case Kind::kListLocal:
+      case Kind::kListRemote: return;
+    }
+  }
+
+  Result<std::vector<NetlinkSocket::Reply>> send(const std::vector<Request>& reqs) {
+    uint64_t sends = 0;
+    auto r = sock.transact(reqs, &sends);
+    bump(&LinuxFabricStats::messages, reqs.size());
+    bump(&LinuxFabricStats::sends, sends);
+    fabric_metrics().messages.inc(static_cast<double>(reqs.size()));
+    fabric_metrics().sends.inc(static_cast<double>(sends));
+    return r;
+  }
+
+  // Sends and returns the first refusal (deletes of absent things are not refusals), with
+  // the replies for GET requests.
+  Result<std::vector<NetlinkSocket::Reply>> run(const std::vector<Request>& reqs) {
+    auto replies = send(reqs);
+    if (!replies) return replies;
+    for (size_t k = 0; k < reqs.size(); ++k) {
+      const auto& rep = (*replies)[k];
+      if (!rep.error || (reqs[k].absent_ok && (rep.error == ENOENT || rep.error == ENODEV))) continue;
+      fabric_metrics().errors.inc();
+      return fail(sys_error(reqs[k].what + where, rep.error, rep.extack));
+    }
+    return replies;
+  }
+
+  // Creates `kind` device `name` and reads its ifindex back, in one round trip.
+  Result<int> create_and_read(Request create, const std::string& name, std::string_view kind) {
+    auto replies = run({std::move(create), msg_get_link(name)});
+    if (!replies) return fail(replies.error());
+    for (const auto& d : (*replies)[1].data) {
+      auto link = parse_link(reinterpret_cast<const nlmsghdr*>(d.data()));
+      if (link && link->name == name && link->kind == kind) return link->index;
+    }
+    return fail(Errc::kInternal, "created " + name + where + " but cannot read it back");
+  }
+
+  // Makes the VNI's bridge and VXLAN device exist, with this fabric's settings, the VXLAN
+  // device and every local's host end enslaved to the bridge.
+  Result<void> ensure_vni(uint32_t vni) {
+    VniState& v = vnis[vni];
+    const std::string br = bridge_device_name(vni), vx = vxlan_device_name(vni);
+    if (v.vxlan && !v.vxlan_ok) {
+      spdlog::warn("linux fabric: re-creating {}{}: its settings (host IP, port, MTU, underlay) are not this fabric's",
+                   vx, where);
+      if (auto r = run({msg_del_link(vx)}); !r) return fail(r.error());
+      v.vxlan = 0;
+      v.vxlan_master = 0;
+      v.fdb.clear();  // they went with the device
+      v.neigh.clear();
+    }
+    if (!v.bridge) {
+      auto idx = create_and_read(msg_new_bridge(br, opts.mtu), br, "bridge");
+      if (!idx) return fail(idx.error());
+      v.bridge = *idx;
+    }
+    if (!v.vxlan) {
+      VxlanConfig c{opts.host_ip, opts.vxlan_port, opts.mtu, underlay};
+      auto idx = create_and_read(msg_new_vxlan(vx, vni, c, v.bridge), vx, "vxlan");
+      if (!idx) return fail(idx.error());
+      v.vxlan = *idx;
+      v.vxlan_master = v.bridge;
+      v.vxlan_ok = true;
+      bump(&LinuxFabricStats::vnis_created);
+      spdlog::debug("linux fabric: created {} and {}{}", br, vx, where);
+    } else if (v.vxlan_master != v.bridge) {
+      if (auto r = run({msg_set_master_up(vx, v.bridge)}); !r) return fail(r.error());
+      v.vxlan_master = v.bridge;
+    }
+    std::vector<Request> reqs;
+    for (auto& [mac, st] : v.locals)
+      if (st.master != v.bridge) {
+        reqs.push_back(msg_set_master_up(host_end_name(mac), v.bridge));
+        st.master = v.bridge;
+      }
+    if (!reqs.empty())
+      if (auto r = run(reqs); !r) return fail(r.error());
+    return {};
+  }
+
+  // Deletes the VNI's devices if it has no attachments left.
+  Result<void> gc_vni(uint32_t vni) {
+    auto it = vnis.find(vni);
+    if (it == vnis.end() || !it->second.unused()) return {};
+    std::vector<Request> reqs;
+    if (it->second.vxlan) reqs.push_back(msg_del_link(vxlan_device_name(vni)));
+    if (it->second.bridge) reqs.push_back(msg_del_link(bridge_device_name(vni)));
+    if (!reqs.empty()) {
+      if (auto r = run(reqs); !r) return fail(r.error());
+      bump(&LinuxFabricStats::vnis_deleted);
+      spdlog::debug("linux fabric: deleted the devices of VNI {}{}", vni, where);
+    }
+    vnis.erase(it);
+    return {};
+  }
+
+  bool vxlan_matches(const Link& l, uint32_t vni) const {
+    return l.vx_id == vni && l.vx_local == opts.host_ip && l.vx_port == opts.vxlan_port && l.vx_learning == 0 &&
+           l.vx_proxy == 1 && l.vx_link == static_cast<uint32_t>(underlay) && l.mtu == opts.mtu;
+  }
+
+  // Replaces the cache with the kernel's state. Retries dumps a concurrent change spoiled.
+  Result<void> resync() {
+    cache_valid = false;
+    Error last{Errc::kInternal, "", {}};
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      auto r = read_state();
+      if (r) {
+        vnis = std::move(*r);
+        cache_valid = true;
+        bump(&LinuxFabricStats::resyncs);
+        fabric_metrics().resyncs.inc();
+        return {};
+      }
+      last = r.error();
+      if (last.code != Errc::kUnavailable) break;
+    }
+    last.message = "cannot read the kernel's state" + where + ": " + last.message;
+    return fail(std::move(last));
+  }
+
+  Result<std::map<uint32_t, VniState>> read_state() {
+    std::vector<Link> links;
+    if (auto r = sock.dump(msg_dump_links(), [&](const nlmsghdr* n) {
+          if (auto l = parse_link(n)) links.push_back(std::move(*l));
+        });
+        !r)
+      return fail(r.error());
+    std::map<uint32_t, VniState> out;
+    std::map<int, uint32_t> bridges, vxlans;  // ifindex -> VNI
+    underlay = 0;
+    for (const Link& l : links) {
+      if (!opts.underlay_dev.empty() && l.name == opts.underlay_dev) underlay = l.index;
+      if (l.kind != "bridge") continue;
+      if (auto vni = parse_bridge_device_name(l.name)) {
+        out[*vni].bridge = l.index;
+        bridges[l.index] = *vni;
+      }
+    }
+    for (const Link& l : links) {
+      if (l.kind != "vxlan") continue;
+      if (auto vni = parse_vxlan_device_name(l.name)) {
+        VniState& v = out[*vni];
+        v.vxlan = l.index;
+        v.vxlan_master = l.master;
+        v.vxlan_ok = vxlan_matches(l, *vni);
+        vxlans[l.index] = *vni;
+      }
+    }
+    for (const Link& l : links) {
+      if (l.kind != "veth") continue;
+      auto mac = parse_host_end_name(l.name);
+      if (!mac) continue;
+      auto alias = parse_alias(l.alias);
+      uint32_t vni = alias ? alias->vni : vni_of_mac(*mac);
+      if (auto b = bridges.find(l.master); b != bridges.end()) vni = b->second;
+      if (vni == 0) continue;
+      out[vni].locals[*mac] = LocalState{alias ? alias->name : api::interface_name(*mac),
+                                         alias ? alias->guest_ip : guest_ip_of_mac(*mac), l.master};
+    }
+    if (vxlans.empty()) return out;  // no entries to read
+    if (auto r = sock.dump(msg_dump_neigh(AF_INET), [&](const nlmsghdr* nlh) {
+          auto n = parse_neigh(nlh);
+          if (!n || !(n->state & NUD_PERMANENT) || !n->dst || !n->lladdr) return;
+          if (auto x = vxlans.find(n->ifindex); x != vxlans.end()) out[x->second].neigh[*n->dst] = *n->lladdr;
+        });
+        !r)
+      return fail(r.error());
+    if (auto r = sock.dump(msg_dump_neigh(AF_BRIDGE), [&](const nlmsghdr* nlh) {
+          auto n = parse_neigh(nlh);
+          // The VXLAN device's own entries (NTF_SELF), not the bridge's about its port.
+          if (!n || !(n->flags & NTF_SELF) || n->has_master || !n->dst || !n->lladdr) return;
+          if (*n->lladdr == api::MacAddress{}) return;
+          if (auto x = vxlans.find(n->ifindex); x != vxlans.end())
+            out[x->second].fdb.try_emplace(*n->lladdr, *n->dst);  // the first remote of a MAC
+        });
+        !r)
+      return fail(r.error());
+    return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// LinuxFabric
+
+LinuxFabric::LinuxFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LinuxFabric::~LinuxFabric() = default;
+
+Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts) {
+  if (opts.host_ip == 0) return fail(Errc::kInvalid, "linux fabric: the host IP is required");
+  if (opts.vxlan_port == 0) return fail(Errc::kInvalid, "linux fabric: the VXLAN port must not be 0");
+  if (opts.mtu < 68 || opts.mtu > 65535)
+    return fail(Errc::kInvalid, "linux fabric: MTU " + std::to_string(opts.mtu) + " is out of range 68..65535");
+  if (opts.underlay_dev.size() > 15)
+    return fail(Errc::kInvalid, "linux fabric: underlay device name " + opts.underlay_dev + " is too long");
+  int fd = -1;
+  if (!opts.netns.empty()) {
+    std::string path = opts.netns;
+    if (path.front() != '/') {
+      if (path == "." || path == ".." || path.find('/') != std::string::npos)
+        return fail(Errc::kInvalid, "linux fabric: bad network namespace name " + opts.netns);
+      path = "/var/run/netns/" + path;
+    }
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ENOENT)
+        return fail(Errc::kNotFound,
+                    "linux fabric: network namespace " + opts.netns + " does not exist (" + path + ")");
+      return fail(sys_error("linux fabric: cannot open network namespace " + path, err));
+    }
+  }
+  auto impl = std::make_unique<Impl>(opts);
+  if (auto r = impl->start(fd); !r) return fail(r.error());  // the worker closes fd
+  return std::unique_ptr<Fabric>(new LinuxFabric(std::move(impl)));
+}
+
+Result<void> LinuxFabric::create_local(const LocalIfc& ifc) {
+  Op op;
+  op.kind = Kind::kCreateLocal;
+  op.local = ifc;
+  return impl_->submit(op);
+}
+
+Result<void> LinuxFabric::delete_local(const LocalIfc& ifc) {
+  Op op;
+  op.kind = Kind::kDeleteLocal;
+  op.local = ifc;
+  return impl_->submit(op);
+}
+
+Result<void> LinuxFabric::create_remote(const RemoteIfc& ifc) {
+  Op op;
+  op.kind = Kind::kCreateRemote;
+  op.remote = ifc;
+  return impl_->submit(op);
+}
+
+Result<void> LinuxFabric::delete_remote(const RemoteIfc& ifc) {
+  Op op;
+  op.kind = Kind::kDeleteRemote;
+  op.remote = ifc;
+  return impl_->submit(op);
+}
+
+Result<std::vector<LocalIfc>> LinuxFabric::list_local() {
+  Op op;
+  op.kind = Kind::kListLocal;
+  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  return std::move(op.locals);
+}
+
+Result<std::vector<RemoteIfc>> LinuxFabric::list_remote() {
+  Op op;
+  op.kind = Kind::kListRemote;
+  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  return std::move(op.remotes);
+}
+
+LinuxFabricStats LinuxFabric::stats() const {
+  std::lock_guard lk(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace kos::fabric

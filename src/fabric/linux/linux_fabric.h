@@ -1,0 +1,115 @@
+// LinuxFabric: the Fabric in the Linux kernel, programmed over rtnetlink (libmnl; no `ip`
+// or `bridge` commands), as the KOS design has it:
+//
+//  - per VNI V: a VXLAN device `kosvx<V>` (id V, local = host IP, UDP port 4789, learning
+//    off, ARP proxy on, no default destination: unknown and broadcast frames are dropped)
+//    enslaved to a bridge `kosbr<V>`; both up, MTU `mtu`;
+//  - per local interface: a veth pair. The host end `kh<12 hex digits of the guest MAC>`
+//    (14 characters; "kos" + 12 would collide with the guest end's name and 16 exceeds
+//    IFNAMSIZ) is up, joins `kosbr<V>` and carries the alias "kos vni=<V> ip=<guest IP>
+//    name=<guest end>"; the guest end is named LocalIfc::name, carries the guest MAC and
+//    MTU `mtu`, is left down in the fabric's namespace for the client to move (the agent's
+//    postCreateExec) and configure;
+//  - per remote interface: on `kosvx<V>` a static FDB entry guest MAC -> host IP (NTF_SELF,
+//    permanent) and a permanent neighbour entry guest IP -> guest MAC, which the VXLAN ARP
+//    proxy answers from (ARP never crosses the underlay);
+//  - a VNI's devices are created with its first attachment (local or remote) and deleted
+//    with its last.
+//
+// State. The fabric reads the kernel's state at open() (links, neighbours, FDB) and keeps it
+// cached; a call that finds the kernel already as asked sends nothing. list_local() and
+// list_remote() read the kernel again (that is adoption) and refresh the cache. Locals are
+// recognised by their host end, so a guest end moved to another namespace is still listed.
+// On any kernel error the cache is re-read and the failed call retried once. At open(),
+// VNI devices without attachments are deleted, and a `kosvx<V>` whose settings differ
+// (host IP, port, MTU, underlay device changed) is re-created (its remote entries go with
+// it, so list_remote() no longer shows them and the agent programs them again).
+//
+// Threads. One worker thread owns the netlink socket and the cache; calls from any thread
+// queue a request and wait for it. Requests waiting together form a batch: the worker
+// plans all of them against the cache and sends their netlink messages in one sendmsg (up
+// to 256 messages), then matches the acknowledgements by sequence number. So throughput
+// grows with the number of concurrent callers.
+//
+// Namespaces. With options.netns set, the worker thread enters that network namespace
+// (setns on /var/run/netns/NAME, or on the path itself if it starts with '/') before it
+// opens its socket; all kernel work happens there. No other thread changes namespace.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "fabric/fabric.h"
+
+namespace kos::fabric {
+
+struct LinuxFabricOptions {
+  uint32_t host_ip = 0;      // this node's underlay IPv4 address (host byte order); required
+  std::string netns;         // network namespace name (or path); empty: the caller's current one
+  uint16_t vxlan_port = 4789;
+  uint32_t mtu = 1450;       // of the VXLAN devices, bridges and both veth ends
+  std::string underlay_dev;  // optional: the VXLAN devices' underlay link (must exist)
+};
+
+// Device names (all at most 15 characters).
+std::string vxlan_device_name(uint32_t vni);           // "kosvx<vni>"
+std::string bridge_device_name(uint32_t vni);          // "kosbr<vni>"
+std::string host_end_name(const api::MacAddress& mac);  // "kh" + 12 lowercase hex digits
+// The VNI of a "kosvx<vni>" / "kosbr<vni>" name (decimal, 1..kMaxVni, no leading zero).
+std::optional<uint32_t> parse_vxlan_device_name(std::string_view name);
+std::optional<uint32_t> parse_bridge_device_name(std::string_view name);
+std::optional<api::MacAddress> parse_host_end_name(std::string_view name);
+
+// Counters of one LinuxFabric, for tests and benchmarks (also exported process-wide as
+// kos_fabric_* metrics).
+struct LinuxFabricStats {
+  uint64_t calls = 0;             // create/delete calls handled
+  uint64_t batches = 0;           // groups of calls planned and sent together
+  uint64_t sends = 0;             // sendmsg calls carrying requests (not dumps)
+  uint64_t messages = 0;          // netlink requests sent (not dumps)
+  uint64_t unchanged = 0;         // calls that found the kernel as asked and sent nothing
+  uint64_t resyncs = 0;           // full reads of the kernel's state
+  uint64_t vnis_created = 0;      // VXLAN+bridge pairs created
+  uint64_t vnis_deleted = 0;
+  uint64_t retries = 0;           // calls retried after a kernel error
+};
+
+class LinuxFabric final : public Fabric {
+ public:
+  // Enters the namespace (if any), opens the netlink socket, reads the kernel's state and
+  // repairs it as described above. kNotFound if the namespace or the underlay device does
+  // not exist; kInvalid for bad options; kInternal if netlink fails (e.g. not root).
+  static Result<std::unique_ptr<Fabric>> open(const LinuxFabricOptions& opts);
+  ~LinuxFabric() override;  // stops the worker; calls still queued fail with kCancelled
+
+  std::string name() const override { return "linux"; }
+  // Arguments are checked first (kInvalid): VNI 1..api::kMaxVni, a unicast non-zero MAC, a
+  // local name of 1..15 characters, a non-zero guest IP and (remote) host IP.
+  // create_local: replaces a local with the same MAC but another name (another guest IP
+  // only rewrites the alias). delete_local: removes the local with that MAC, whatever its
+  // name. create_remote: adds or replaces the FDB and neighbour entries. delete_remote:
+  // removes the neighbour entry if it maps ifc.guest_ip to ifc.mac and the FDB entry of
+  // ifc.mac if it points at ifc.host_ip; if that FDB entry points at another host (a newer
+  // create moved the guest), it removes nothing: a stale delete cannot undo a newer create.
+  Result<void> create_local(const LocalIfc& ifc) override;
+  Result<void> delete_local(const LocalIfc& ifc) override;
+  Result<void> create_remote(const RemoteIfc& ifc) override;
+  Result<void> delete_remote(const RemoteIfc& ifc) override;
+  // Read back from the kernel, ordered by (vni, mac) and (vni, guest_ip). A remote with
+  // only one of its two entries is listed with guest_ip (FDB only) or host_ip (neighbour
+  // only) 0, so that it matches nothing and gets deleted or re-created.
+  Result<std::vector<LocalIfc>> list_local() override;
+  Result<std::vector<RemoteIfc>> list_remote() override;
+
+  LinuxFabricStats stats() const;
+
+ private:
+  struct Impl;
+  explicit LinuxFabric(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kos::fabric
