@@ -1,0 +1,124 @@
+// Connection agents with the fake fabric, in process, against a real API server and the
+// real IPAM and subnet validator.
+#include "agent/agent.h"
+
+#include <gtest/gtest.h>
+
+#include "api/cidr.h"
+#include "client/test_server.h"
+#include "controllers/ipam/ipam.h"
+#include "controllers/subnet_validator/validator.h"
+#include "fabric/fake/fake_fabric.h"
+
+namespace kos::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+class AgentTest : public client::testing::ApiServerTest {
+ protected:
+  void SetUp() override {
+    ApiServerTest::SetUp();
+    c_ = client();
+    validator_ = std::make_unique<controllers::SubnetValidator>(c_);
+    ASSERT_TRUE(validator_->start().has_value());
+    ipam_ = std::make_unique<controllers::Ipam>(c_);
+    ASSERT_TRUE(ipam_->start().has_value());
+  }
+  void TearDown() override {
+    for (auto& a : agents_) a->stop();
+    agents_.clear();
+    ipam_->stop();
+    validator_->stop();
+    ApiServerTest::TearDown();
+  }
+  void add_agent(const std::string& node, uint32_t host_ip) {
+    fabrics_.push_back(std::make_unique<fabric::FakeFabric>());
+    AgentOptions o;
+    o.node = node;
+    o.host_ip = host_ip;
+    o.workers = 2;
+    agents_.push_back(std::make_unique<Agent>(client(), *fabrics_.back(), o));
+    ASSERT_TRUE(agents_.back()->start().has_value());
+  }
+  template <class P>
+  bool eventually(P pred, std::chrono::seconds limit = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(20ms);  // polling the agents' effect
+    }
+    return pred();
+  }
+
+  std::shared_ptr<client::RestClient> c_;
+  std::unique_ptr<controllers::SubnetValidator> validator_;
+  std::unique_ptr<controllers::Ipam> ipam_;
+  std::vector<std::unique_ptr<fabric::FakeFabric>> fabrics_;
+  std::vector<std::unique_ptr<Agent>> agents_;
+};
+
+// 10 nodes, 50 VNIs, each node hosting ~10 of them: every node programs exactly the
+// remote attachments of its VNIs, and receives no event about any other VNI.
+TEST_F(AgentTest, EachAgentLearnsOnlyTheVnisItHosts) {
+  constexpr int kNodes = 10, kVnis = 50;
+  for (int n = 0; n < kNodes; ++n) add_agent("node" + std::to_string(n), 0x0a090000u + static_cast<uint32_t>(n) + 1);
+  for (int v = 1; v <= kVnis; ++v) {
+    api::Subnet s;
+    s.metadata.namespace_ = "ns";
+    s.metadata.name = "s" + std::to_string(v);
+    s.spec.vni = static_cast<uint32_t>(v);
+    s.spec.ipv4 = "10.100." + std::to_string(v) + ".0/24";
+    ASSERT_TRUE(c_->create(s).has_value());
+  }
+  // VNI v lives on nodes v%10 and (v+3)%10: two attachments each.
+  std::map<int, std::set<int>> node_vnis;
+  for (int v = 1; v <= kVnis; ++v)
+    for (int n : {v % kNodes, (v + 3) % kNodes}) {
+      api::NetworkAttachment na;
+      na.metadata.namespace_ = "ns";
+      na.metadata.name = "na-" + std::to_string(v) + "-" + std::to_string(n);
+      na.spec.node = "node" + std::to_string(n);
+      na.spec.subnet = "s" + std::to_string(v);
+      ASSERT_TRUE(c_->create(na).has_value());
+      node_vnis[n].insert(v);
+    }
+  // Every node ends with its 10 locals and one remote per hosted VNI.
+  for (int n = 0; n < kNodes; ++n) {
+    EXPECT_TRUE(eventually([&] {
+      return fabrics_[static_cast<size_t>(n)]->locals().size() == node_vnis[n].size() &&
+             fabrics_[static_cast<size_t>(n)]->remotes().size() == node_vnis[n].size();
+    })) << "node" << n << ": locals " << fabrics_[static_cast<size_t>(n)]->locals().size()
+        << " remotes " << fabrics_[static_cast<size_t>(n)]->remotes().size();
+    std::set<uint32_t> want(node_vnis[n].begin(), node_vnis[n].end());
+    EXPECT_EQ(agents_[static_cast<size_t>(n)]->relevant_vnis(), want);
+    auto counts = agents_[static_cast<size_t>(n)]->counts();
+    for (const auto& [vni, events] : counts.remote_events_by_vni)
+      EXPECT_TRUE(want.count(vni)) << "node" << n << " got " << events << " events for VNI " << vni;
+    // Each remote points at the other node of its VNI.
+    for (const auto& r : fabrics_[static_cast<size_t>(n)]->remotes()) {
+      int v = static_cast<int>(r.vni);
+      int other = v % kNodes == n ? (v + 3) % kNodes : v % kNodes;
+      EXPECT_EQ(r.host_ip, 0x0a090000u + static_cast<uint32_t>(other) + 1);
+    }
+  }
+  // Status: every attachment is ready with its node's host IP.
+  auto all = c_->list<api::NetworkAttachment>("ns");
+  ASSERT_TRUE(all.has_value());
+  for (const auto& na : *all) {
+    EXPECT_FALSE(na.status.ifc_name.empty()) << na.metadata.name;
+    EXPECT_EQ(na.status.mac_address, api::format_mac(api::guest_mac(*api::parse_ipv4(na.status.ipv4), na.status.address_vni)));
+  }
+  // Deleting one attachment removes its mapping on the other node, and the VNI's
+  // relevance where it was the last local one.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "na-7-7").has_value());
+  EXPECT_TRUE(eventually([&] { return !agents_[7]->relevant_vnis().count(7); }));
+  EXPECT_TRUE(eventually([&] {
+    for (const auto& r : fabrics_[0]->remotes())
+      if (r.vni == 7) return false;
+    return true;
+  }));
+}
+
+}  // namespace
+}  // namespace kos::agent
