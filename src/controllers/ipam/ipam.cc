@@ -149,11 +149,20 @@ Result<void> Ipam::delete_lock(const api::IPLock& lock) {
   return {};
 }
 
-// The attachment is gone: release every lock that names it (any incarnation).
+// The attachment is not in the cache. Caches lag (a lock can be seen before its owner),
+// so ask the server: only if the attachment is really gone are the locks that name it
+// released; otherwise only locks of other incarnations of the name go.
 Result<Requeue> Ipam::release_all(const std::string& key) {
-  for (const auto& o : locks_.indexer().by_index("owner-key", key))
-    if (auto r = delete_lock(std::get<api::IPLock>(*o)); !r) return fail(r.error());
-  {
+  auto slash = key.find('/');
+  auto live = client_->get<api::NetworkAttachment>(key.substr(0, slash), key.substr(slash + 1));
+  if (!live && live.error().code != Errc::kNotFound) return fail(live.error());
+  for (const auto& o : locks_.indexer().by_index("owner-key", key)) {
+    const auto& lock = std::get<api::IPLock>(*o);
+    const auto* r = controller_ref(lock);
+    if (live && r && r->uid == live->metadata.uid) continue;  // the live attachment's own
+    if (auto d = delete_lock(lock); !d) return fail(d.error());
+  }
+  if (!live) {
     std::lock_guard lk(mu_);
     inflight_.erase(key);
   }
@@ -207,46 +216,64 @@ Result<Requeue> Ipam::reconcile(const std::string& key) {
   return assign(na, subnet);
 }
 
-Result<Requeue> Ipam::assign(const api::NetworkAttachment& na, const api::Subnet& subnet) {
+Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Subnet& subnet) {
   auto cidr = api::parse_cidr(subnet.spec.ipv4);
   if (!cidr) return fail(Errc::kInvalid, "subnet " + subnet.metadata.name + " has a bad CIDR");
   const uint32_t vni = subnet.spec.vni;
   const uint32_t first = cidr->first_usable(), last = cidr->last_usable();
+  auto usable = [&](const api::IPLock& lock) {
+    auto name = api::parse_iplock_name(lock.metadata.name);
+    return name && name->vni == vni && name->ipv4 >= first && name->ipv4 <= last &&
+           lock.spec.subnet_name == subnet.metadata.name;
+  };
 
-  // Classify this incarnation's locks: wrong VNI or outside the range go; keep one.
+  // Decide on the attachment as the store has it now: another IPAM may have addressed it
+  // since the cache was filled. Locks are deleted only after the status write that makes
+  // them unnecessary, and never the lock the status names, so an address is never freed
+  // while an attachment still shows it.
+  auto live = client_->get<api::NetworkAttachment>(cached.metadata.namespace_, cached.metadata.name);
+  if (!live) {
+    if (live.error().code == Errc::kNotFound) return Requeue{};
+    return fail(live.error());
+  }
+  if (live->metadata.uid != cached.metadata.uid) return Requeue{};  // replaced: its events come
+  const api::NetworkAttachment& na = *live;
+
+  std::vector<api::IPLock> mine;
+  for (const auto& o : locks_.indexer().by_index("owner-uid", na.metadata.uid))
+    mine.push_back(std::get<api::IPLock>(*o));
+
+  // The lock the status names, if it exists and fits this subnet.
   std::optional<api::IPLock> keep;
   auto status_ip = api::parse_ipv4(na.status.ipv4);
-  for (const auto& o : locks_.indexer().by_index("owner-uid", na.metadata.uid)) {
-    const auto& lock = std::get<api::IPLock>(*o);
-    auto name = api::parse_iplock_name(lock.metadata.name);
-    bool usable = name && name->vni == vni && name->ipv4 >= first && name->ipv4 <= last &&
-                  lock.spec.subnet_name == subnet.metadata.name;
-    if (!usable) {
-      if (auto r = delete_lock(lock); !r) return fail(r.error());
-      continue;
-    }
-    bool matches_status = status_ip && *status_ip == name->ipv4 && na.status.address_vni == vni;
-    if (!keep || matches_status) {
-      if (keep) {
-        if (auto r = delete_lock(*keep); !r) return fail(r.error());
+  if (status_ip && na.status.address_vni == vni && !na.status.lock_uid.empty()) {
+    std::string name = api::format_iplock_name(vni, *status_ip);
+    auto l = client_->get<api::IPLock>(na.metadata.namespace_, name);
+    if (l) {
+      const auto* r = controller_ref(*l);
+      if (r && r->uid == na.metadata.uid && l->metadata.uid == na.status.lock_uid && usable(*l)) {
+        keep = *l;
       }
-      keep = lock;
-    } else if (auto r = delete_lock(lock); !r) {
-      return fail(r.error());
+    } else if (l.error().code != Errc::kNotFound) {
+      return fail(l.error());
     }
   }
-
-  // Status names a lock the cache does not have yet: ask the server before concluding
-  // the address was lost.
-  if (!keep && status_ip && na.status.address_vni == vni && !na.status.lock_uid.empty()) {
-    auto live = client_->get<api::IPLock>(na.metadata.namespace_, api::format_iplock_name(vni, *status_ip));
-    if (live) {
-      const auto* r = controller_ref(*live);
-      if (r && r->uid == na.metadata.uid) keep = *live;
-    } else if (live.error().code != Errc::kNotFound) {
-      return fail(live.error());
+  // Else a usable lock this incarnation already holds (an earlier attempt's), checked
+  // against the server before it goes into the status.
+  if (!keep)
+    for (const auto& lock : mine) {
+      if (!usable(lock)) continue;
+      auto l = client_->get<api::IPLock>(lock.metadata.namespace_, lock.metadata.name);
+      if (!l) {
+        if (l.error().code == Errc::kNotFound) continue;
+        return fail(l.error());
+      }
+      const auto* r = controller_ref(*l);
+      if (r && r->uid == na.metadata.uid) {
+        keep = *l;
+        break;
+      }
     }
-  }
 
   if (!keep) {
     // Take a free address: create its lock. AlreadyExists means someone holds it.
@@ -288,7 +315,7 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& na, const api::Subnet
         const auto* r = controller_ref(*holder);
         if (r && r->uid == na.metadata.uid) {
           keep = *holder;
-          break;
+            break;
         }
       }
       std::lock_guard lk(mu_);
@@ -306,13 +333,17 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& na, const api::Subnet
   st.address_contention = false;
   st.errors.ipam.clear();
   bool newly = na.status.ipv4 != st.ipv4 || na.status.lock_uid != st.lock_uid;
-  auto w = write_status(na, st);
+  auto w = write_status(na, st);  // resourceVersion precondition: the live read
   if (!w) return w;
   if (newly) {
     if (auto t = na.extended_metadata.write_time(api::section::kSpec))
       addressed_latency_.get().observe(std::chrono::system_clock::now() - *t);
     spdlog::debug("ipam: addressed attachment={} ipv4={} vni={}", key_of(na.metadata), st.ipv4, vni);
   }
+  // Now that the status names `keep`, every other lock of this incarnation can go.
+  for (const auto& lock : mine)
+    if (lock.metadata.uid != keep->metadata.uid)
+      if (auto d = delete_lock(lock); !d) return fail(d.error());
   return Requeue{};
 }
 
