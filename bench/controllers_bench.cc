@@ -203,7 +203,7 @@ ServerTimes server_times(kos::client::RestClient& c) {
   return st;
 }
 
-std::string qps_label(const std::string& q) { return q == "default" ? "500 (default)" : q == "0" ? "unlimited" : q; }
+std::string qps_label(const std::string& q) { return q == "default" ? "default (5000)" : q == "0" ? "unlimited" : q; }
 
 struct ThroughputRow {
   int workers;
