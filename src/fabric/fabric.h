@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,12 @@ struct RemoteIfc {
   uint32_t host_ip = 0;  // the other node's underlay IPv4 address
   bool operator==(const RemoteIfc&) const = default;
 };
+
+// Why an interface cannot be programmed (VNI out of range, a MAC that is not unicast, a
+// zero address, an invalid Linux interface name), or nullopt. Every implementation checks
+// its arguments with these, so all fabrics refuse the same things.
+std::optional<Error> check(const LocalIfc& ifc);
+std::optional<Error> check(const RemoteIfc& ifc);
 
 class Fabric {
  public:

@@ -173,28 +173,6 @@ Error sys_error(const std::string& what, int err, const std::string& detail = {}
   return Error{code, std::move(msg), {}};
 }
 
-std::optional<Error> check_common(uint32_t vni, const api::MacAddress& mac, uint32_t guest_ip) {
-  if (vni == 0 || vni > api::kMaxVni)
-    return Error{Errc::kInvalid,
-                 "VNI " + std::to_string(vni) + " is out of range 1.." + std::to_string(api::kMaxVni), {}};
-  if (mac == api::MacAddress{} || (mac[0] & 0x01) != 0)
-    return Error{Errc::kInvalid, "guest MAC " + api::format_mac(mac) + " is not a unicast address", {}};
-  if (guest_ip == 0) return Error{Errc::kInvalid, "guest IP 0.0.0.0 is not an address", {}};
-  return std::nullopt;
-}
-
-std::optional<Error> check(const LocalIfc& ifc) {
-  if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
-  if (ifc.name.empty() || ifc.name.size() > 15 || ifc.name.find_first_of("/ \t\n:") != std::string::npos)
-    return Error{Errc::kInvalid, "interface name \"" + ifc.name + "\" is not a valid Linux interface name", {}};
-  return std::nullopt;
-}
-
-std::optional<Error> check(const RemoteIfc& ifc) {
-  if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
-  if (ifc.host_ip == 0) return Error{Errc::kInvalid, "host IP 0.0.0.0 is not an address", {}};
-  return std::nullopt;
-}
 
 // ---------------------------------------------------------------------------------------
 // Messages: each a complete netlink request as bytes; the socket fills in seq and NLM_F_ACK.
