@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "fabric/testing.h"
+
 #include <chrono>
 #include <thread>
 
@@ -10,25 +12,9 @@
 namespace kos::fabric {
 namespace {
 
-uint32_t ip(std::string_view s) { return *api::parse_ipv4(s); }
-
-LocalIfc local(uint32_t vni, std::string_view guest) {
-  LocalIfc l;
-  l.vni = vni;
-  l.guest_ip = ip(guest);
-  l.mac = api::guest_mac(l.guest_ip, vni);
-  l.name = api::interface_name(l.mac);
-  return l;
-}
-
-RemoteIfc remote(uint32_t vni, std::string_view guest, std::string_view host) {
-  RemoteIfc r;
-  r.vni = vni;
-  r.guest_ip = ip(guest);
-  r.mac = api::guest_mac(r.guest_ip, vni);
-  r.host_ip = ip(host);
-  return r;
-}
+using testing::ip;
+using testing::local;
+using testing::remote;
 
 TEST(FakeFabric, RecordsLocalsAndRemotes) {
   FakeFabric f;

@@ -6,6 +6,8 @@
 #include "fabric/linux/linux_fabric.h"
 
 #include <gtest/gtest.h>
+
+#include "fabric/testing.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,25 +25,9 @@ namespace {
 namespace json = boost::json;
 using kos::testing::run;
 
-uint32_t ip(std::string_view s) { return *api::parse_ipv4(s); }
-
-LocalIfc local(uint32_t vni, std::string_view guest) {
-  LocalIfc l;
-  l.vni = vni;
-  l.guest_ip = ip(guest);
-  l.mac = api::guest_mac(l.guest_ip, vni);
-  l.name = api::interface_name(l.mac);
-  return l;
-}
-
-RemoteIfc remote(uint32_t vni, std::string_view guest, std::string_view host) {
-  RemoteIfc r;
-  r.vni = vni;
-  r.guest_ip = ip(guest);
-  r.mac = api::guest_mac(r.guest_ip, vni);
-  r.host_ip = ip(host);
-  return r;
-}
+using testing::ip;
+using testing::local;
+using testing::remote;
 
 std::vector<LocalIfc> sorted(std::vector<LocalIfc> v) {
   std::ranges::sort(v, [](const LocalIfc& a, const LocalIfc& b) { return std::tie(a.vni, a.mac) < std::tie(b.vni, b.mac); });
