@@ -35,6 +35,19 @@ struct AgentMetrics {
   metrics::Family<metrics::Histogram>& write_to_remote = metrics::Registry::global().histogram(
       "kos_agent_write_to_remote_ifc_seconds",
       "Time from the remote attachment's implementation to its mapping here.");
+  metrics::Family<metrics::Histogram>& write_to_status = metrics::Registry::global().histogram(
+      "kos_agent_write_to_status_seconds",
+      "Time from the address being written to this agent's status write (the attachment is ready).");
+  metrics::Family<metrics::Histogram>& relevance = metrics::Registry::global().histogram(
+      "kos_agent_vni_relevance_delay_seconds",
+      "Time from a VNI's first local attachment being addressed to this node holding the VNI's "
+      "remote attachments (its informer synced).");
+  metrics::Family<metrics::Counter>& irrelevant = metrics::Registry::global().counter(
+      "kos_agent_irrelevant_events_total",
+      "Remote attachment events about a VNI not hosted here or an attachment of this node "
+      "(must stay 0: a node learns only about the VNIs it hosts).");
+  metrics::Family<metrics::Counter>& events = metrics::Registry::global().counter(
+      "kos_agent_events_total", "Informer notifications received.", {"informer"});
   metrics::Family<metrics::Histogram>& exec = metrics::Registry::global().histogram(
       "kos_agent_exec_seconds", "Duration of postCreateExec and postDeleteExec commands.", {"kind"});
 };
@@ -95,9 +108,16 @@ void Agent::on_object(uint32_t informer, const client::ObjectPtr& obj, bool pres
     }
     if (informer == kLocal) {
       ++counts_.local_events;
+      agent_metrics().events.with({"local"}).inc();
     } else {
       ++counts_.remote_events;
       ++counts_.remote_events_by_vni[informer];
+      agent_metrics().events.with({"remote"}).inc();
+      const auto& na = std::get<api::NetworkAttachment>(*obj);
+      if (na.status.address_vni != informer || na.spec.node == opts_.node) {
+        ++counts_.irrelevant_events;
+        agent_metrics().irrelevant.get().inc();
+      }
     }
   }
   if (informer == kLocal) controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
@@ -118,10 +138,17 @@ Agent::Counts Agent::counts() const {
 
 void Agent::update_relevance() {
   std::set<uint32_t> want;
+  std::map<uint32_t, std::chrono::system_clock::time_point> first_addressed;
   for (const auto& o : local_.indexer().list()) {
     const auto& na = std::get<api::NetworkAttachment>(*o);
-    if (na.status.address_vni != 0 && !na.status.ipv4.empty()) want.insert(na.status.address_vni);
+    if (na.status.address_vni == 0 || na.status.ipv4.empty()) continue;
+    want.insert(na.status.address_vni);
+    if (auto t = na.extended_metadata.write_time(api::section::kAddress)) {
+      auto [it, fresh] = first_addressed.emplace(na.status.address_vni, *t);
+      if (!fresh && *t < it->second) it->second = *t;
+    }
   }
+  std::vector<std::pair<uint32_t, client::Informer*>> started;
   std::vector<std::unique_ptr<client::Informer>> to_stop;
   std::vector<std::string> requeue;
   {
@@ -150,6 +177,7 @@ void Agent::update_relevance() {
                          [this, vni](const client::ObjectPtr&, const client::ObjectPtr& x) { on_object(vni, x, true); },
                          [this, vni](const client::ObjectPtr& x, bool) { on_object(vni, x, false); }});
       inf->start();
+      started.emplace_back(vni, inf.get());
       vni_informers_.emplace(vni, std::move(inf));
       spdlog::info("agent: VNI {} is relevant on node {}", vni, opts_.node);
     }
@@ -157,6 +185,13 @@ void Agent::update_relevance() {
   }
   for (auto& inf : to_stop) inf->stop();  // blocks on the transport: never under mu_
   for (const auto& k : requeue) controller_.enqueue(k);
+  // The relevance delay ends when the new informers hold the VNIs' remote attachments. The
+  // informers stay in vni_informers_ (and so alive) while this worker runs: only a worker
+  // stops them, and relevance is one key, never on two workers at once.
+  for (auto [vni, inf] : started)
+    if (started_ && inf->wait_for_sync(std::chrono::seconds(5)))
+      if (auto it = first_addressed.find(vni); it != first_addressed.end())
+        agent_metrics().relevance.get().observe(std::chrono::system_clock::now() - it->second);
 }
 
 Result<void> Agent::start() {
@@ -173,8 +208,8 @@ Result<void> Agent::start() {
     if (!inf->wait_for_sync(std::chrono::minutes(2)))
       return fail(Errc::kUnavailable, "agent: a VNI informer did not sync");
   if (auto r = adopt(); !r) return r;
+  started_ = true;  // before the workers exist: they read it
   controller_.start();
-  started_ = true;
   spdlog::info("agent: started node={} locals={} remotes={} vnis={}", opts_.node, locals_.size(),
                remotes_.size(), infs.size());
   return {};
@@ -305,9 +340,11 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
     }
     agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
   }
-  if (created)
+  if (created) {
     if (auto t = na.extended_metadata.write_time(api::section::kAddress))
       agent_metrics().write_to_local.get().observe(std::chrono::system_clock::now() - *t);
+    implemented(Implemented::Kind::kLocal, key, na);
+  }
 
   api::NetworkAttachment next = na;
   next.status.mac_address = api::format_mac(want.mac);
@@ -322,12 +359,15 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
           !na.status.post_create_exec_report;
   }
   if (run) {
-    next.status.post_create_exec_report = run_exec(na.spec.post_create_exec, want);
+    next.status.post_create_exec_report = run_exec("postCreateExec", na.spec.post_create_exec, want);
     std::lock_guard lk(mu_);
     execs_done_.insert(exec_key);
   }
   if (next.status == na.status) return controllers::Requeue{};
   auto w = client_->update_status(next);
+  if (w)
+    if (auto t = na.extended_metadata.write_time(api::section::kAddress); t && na.status.ifc_name.empty())
+      agent_metrics().write_to_status.get().observe(std::chrono::system_clock::now() - *t);
   if (!w && w.error().code != Errc::kNotFound) {
     // The report must not be lost: run again is prevented, so keep it for the retry.
     if (run) {
@@ -360,7 +400,14 @@ Result<controllers::Requeue> Agent::ensure_remote(const std::string& key, const 
   agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
   if (auto t = na.extended_metadata.write_time(api::section::kImpl))
     agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
+  implemented(Implemented::Kind::kRemote, key, na);
   return controllers::Requeue{};
+}
+
+void Agent::implemented(Implemented::Kind kind, const std::string& key, const api::NetworkAttachment& na) {
+  if (!opts_.on_implemented) return;
+  opts_.on_implemented(Implemented{kind, opts_.node, key, na.metadata.uid, na.status.address_vni,
+                                   std::chrono::system_clock::now()});
 }
 
 Result<void> Agent::remove_local(const std::string& key) {
@@ -379,7 +426,7 @@ Result<void> Agent::remove_local(const std::string& key) {
     return r;
   }
   if (!st.post_delete_exec.empty()) {
-    auto report = run_exec(st.post_delete_exec, st.ifc);
+    auto report = run_exec("postDeleteExec", st.post_delete_exec, st.ifc);
     spdlog::info("agent: postDeleteExec for {} exited {}", key, report.exit_status);
   }
   return {};
@@ -405,7 +452,8 @@ Result<void> Agent::remove_remote(const std::string& key) {
 
 // Runs an allow-listed program (in the node's network namespace when --netns is set) with
 // ${ifname}, ${ipv4} and ${mac} expanded; never through a shell.
-api::ExecReport Agent::run_exec(const std::vector<std::string>& command, const fabric::LocalIfc& ifc) {
+api::ExecReport Agent::run_exec(const char* kind, const std::vector<std::string>& command,
+                                const fabric::LocalIfc& ifc) {
   api::ExecReport rep;
   for (const auto& a : command) rep.command.push_back(expand(a, ifc));
   rep.start_time = micro_now();
@@ -413,8 +461,8 @@ api::ExecReport Agent::run_exec(const std::vector<std::string>& command, const f
     rep.exit_status = status;
     rep.std_err = std::move(err);
     rep.stop_time = micro_now();
-    agent_metrics().exec.with({"postCreateExec"}).observe(
-        std::chrono::duration<double>(rep.stop_time - rep.start_time).count());
+    agent_metrics().exec.with({kind}).observe(
+            std::chrono::duration<double>(rep.stop_time - rep.start_time).count());
     return rep;
   };
   if (rep.command.empty()) return finish(-1, "empty command");

@@ -14,6 +14,8 @@
 // fabric already has, adopt what matches, remove orphans, then start the workers.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,6 +30,17 @@
 
 namespace kos::agent {
 
+// What the agent has just made real, for observers (the driver's create->implemented
+// measurements, `kos simulate`). Called on a worker thread; must not block.
+struct Implemented {
+  enum class Kind { kLocal, kRemote } kind;
+  std::string node;
+  std::string key;  // namespace/name of the attachment
+  std::string uid;
+  uint32_t vni = 0;
+  std::chrono::system_clock::time_point at;
+};
+
 struct AgentOptions {
   std::string node;
   uint32_t host_ip = 0;
@@ -35,6 +48,7 @@ struct AgentOptions {
   std::vector<std::string> allowed_programs;  // postCreateExec/postDeleteExec allow-list
   int workers = 4;
   std::chrono::seconds exec_timeout{30};
+  std::function<void(const Implemented&)> on_implemented;  // optional
 };
 
 class Agent {
@@ -50,6 +64,7 @@ class Agent {
     uint64_t local_events = 0;   // handler calls from the local informer
     uint64_t remote_events = 0;  // handler calls from VNI informers
     std::map<uint32_t, uint64_t> remote_events_by_vni;
+    uint64_t irrelevant_events = 0;  // about a VNI not hosted here, or a local attachment
   };
   Counts counts() const;
 
@@ -64,7 +79,8 @@ class Agent {
   Result<controllers::Requeue> ensure_remote(const std::string& key, const api::NetworkAttachment& na);
   Result<void> remove_local(const std::string& key);
   Result<void> remove_remote(const std::string& key);
-  api::ExecReport run_exec(const std::vector<std::string>& command, const fabric::LocalIfc& ifc);
+  api::ExecReport run_exec(const char* kind, const std::vector<std::string>& command, const fabric::LocalIfc& ifc);
+  void implemented(Implemented::Kind kind, const std::string& key, const api::NetworkAttachment& na);
 
   std::shared_ptr<client::RestClient> client_;
   fabric::Fabric& fabric_;

@@ -95,6 +95,8 @@ TEST_F(AgentTest, EachAgentLearnsOnlyTheVnisItHosts) {
     auto counts = agents_[static_cast<size_t>(n)]->counts();
     for (const auto& [vni, events] : counts.remote_events_by_vni)
       EXPECT_TRUE(want.count(vni)) << "node" << n << " got " << events << " events for VNI " << vni;
+    EXPECT_EQ(counts.irrelevant_events, 0u) << "node" << n;
+    EXPECT_GT(counts.remote_events, 0u) << "node" << n;
     // Each remote points at the other node of its VNI.
     for (const auto& r : fabrics_[static_cast<size_t>(n)]->remotes()) {
       int v = static_cast<int>(r.vni);
