@@ -281,5 +281,28 @@ TEST_F(ThreeNodes, KillAndRestartOfAnAgentDuringChurnLeavesExactlyTheDesiredStat
   delete_all_and_expect_no_kos_device();
 }
 
+// The shipped script refuses bad arguments with exit 2 and a message (which the agent
+// puts in status.postCreateExecReport), before touching anything.
+TEST(GuestScript, RefusesBadArguments) {
+  const std::vector<std::vector<std::string>> bad = {
+      {},
+      {"frobnicate"},
+      {"add", "kos0a0b0c0d0e0f", "10.1.0.2/24"},           // no namespace
+      {"add", "kos0a0b0c0d0e0f", "10.1.0.2", "g"},          // no prefix length
+      {"add", "bad name", "10.1.0.2/24", "g"},              // interface name
+      {"add", "abcdefghijklmnop", "10.1.0.2/24", "g"},      // 16 characters
+      {"add", "kos0a0b0c0d0e0f", "10.1.0.2/24", "../etc"},  // namespace name
+      {"del", "a/b"},
+      {"del"},
+  };
+  for (const auto& args : bad) {
+    std::vector<std::string> argv = {kGuestScript};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run(argv);
+    EXPECT_EQ(r.exit_code, 2) << ::testing::PrintToString(args) << ": " << r.err;
+    EXPECT_FALSE(r.err.empty()) << ::testing::PrintToString(args);
+  }
+}
+
 }  // namespace
 }  // namespace kos::e2e
