@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/agent.h"
+#include "agent/implementation_log.h"
 #include "api/cidr.h"
 #include "cmd/commands.h"
 #include "common/http_server.h"
@@ -81,15 +82,20 @@ int run(const Flags& f) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // With --metrics-listen, what this agent implements is also kept in the implementation
+  // log, served next to /metrics (for `kos driver`).
+  std::unique_ptr<agent::ImplementationLog> impl_log;
   std::unique_ptr<http::Server> metrics_server;
   if (!f.metrics_listen.empty()) {
+    impl_log = std::make_unique<agent::ImplementationLog>();
     auto colon = f.metrics_listen.rfind(':');
     http::ServerOptions o;
     o.address = f.metrics_listen.substr(0, colon);
     o.port = static_cast<uint16_t>(std::atoi(f.metrics_listen.substr(colon + 1).c_str()));
     o.io_threads = 1;
     o.worker_threads = 2;
-    auto m = http::Server::start(o, [](const http::Request& req) -> http::Reply {
+    auto m = http::Server::start(o, [log = impl_log.get()](const http::Request& req) -> http::Reply {
+      if (req.target().starts_with(agent::kImplementationsPath)) return log->handle(req);
       if (req.target() == "/metrics")
         return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
       return http::Response{req.target() == "/healthz" ? 200u : 404u, "text/plain", "ok\n", {}};
@@ -105,6 +111,7 @@ int run(const Flags& f) {
   ao.host_ip = *host;
   ao.netns = f.netns;
   ao.workers = f.workers;
+  if (impl_log) ao.on_implemented = [log = impl_log.get()](const agent::Implemented& i) { log->record(i); };
   std::stringstream ss(f.allowed_programs);
   for (std::string p; std::getline(ss, p, ',');)
     if (!p.empty()) ao.allowed_programs.push_back(p);
@@ -133,7 +140,7 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--allowed-programs", f->allowed_programs,
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run");
   c->add_option("--workers", f->workers, "reconcile workers")->capture_default_str();
-  c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics and /healthz on HOST:PORT");
+  c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics, /healthz and /debug/implementations on HOST:PORT");
   c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock")->capture_default_str();
   c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
 }
