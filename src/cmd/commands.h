@@ -13,6 +13,10 @@ void add_store_commands(CLI::App& app, std::function<int()>& run);
 void add_apiserver_command(CLI::App& app, std::function<int()>& run);
 // `kos agent`.
 void add_agent_command(CLI::App& app, std::function<int()>& run);
+// `kos simulate`: N agents on the fake fabric in one process.
+void add_simulate_command(CLI::App& app, std::function<int()>& run);
+// `kos driver`: the attachment throughput driver.
+void add_driver_command(CLI::App& app, std::function<int()>& run);
 // `kos controller-manager`.
 void add_controller_manager_command(CLI::App& app, std::function<int()>& run);
 // `kos ipam-check`: report (and with --repair, fix) IPAM inconsistencies.

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   kos::cmd::add_agent_command(app, run);
   kos::cmd::add_store_commands(app, run);
   kos::cmd::add_ipam_check_command(app, run);
+  kos::cmd::add_simulate_command(app, run);
+  kos::cmd::add_driver_command(app, run);
 
   CLI11_PARSE(app, argc, argv);
   if (auto r = kos::log::init(log_level); !r) {

@@ -1,0 +1,294 @@
+// kos simulate: N connection agents on the fake fabric in one process, as N simulated
+// nodes PREFIX-0 .. PREFIX-(N-1) for scale tests and `kos driver`. Each agent has its own
+// REST client (its own connections and transport thread, unless --transports shares a few
+// among them) and its own informers, exactly as a `kos agent --fabric fake` process would.
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/agent.h"
+#include "agent/implementation_log.h"
+#include "api/cidr.h"
+#include "api/names.h"
+#include "client/kubeconfig.h"
+#include "client/rest_client.h"
+#include "cmd/commands.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "driver/plan.h"
+#include "fabric/fake/fake_fabric.h"
+
+namespace kos::cmd {
+namespace {
+
+struct Flags {
+  std::string kubeconfig;
+  int nodes = 0;
+  std::string prefix = "sim";
+  std::string host_ip_base = "10.255.0.1";
+  int workers = 2;
+  std::string metrics_listen;
+  std::string fake_latency = "0";
+  std::string allowed_programs;
+  size_t log_capacity = agent::ImplementationLog::kDefaultCapacity;
+  int transports = 0;
+};
+
+// One simulated node.
+struct Node {
+  std::string name;
+  std::unique_ptr<fabric::FakeFabric> fabric;
+  std::shared_ptr<client::RestClient> client;
+  std::unique_ptr<agent::Agent> agent;
+};
+
+// fn(i) for i in [0, n) on up to `threads` threads.
+void parallel(int n, int threads, const std::function<void(int)>& fn) {
+  std::atomic<int> next{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < std::min(n, threads); ++t)
+    ts.emplace_back([&] {
+      for (int i = next++; i < n; i = next++) fn(i);
+    });
+  for (auto& t : ts) t.join();
+}
+
+long proc_status(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
+  return -1;
+}
+
+long open_fds() {
+  std::error_code ec;
+  long n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) ++n;
+  return n;
+}
+
+// The agents' gauges are process-wide and each agent sets them to its own count, so in
+// one process of many agents they would show whichever agent wrote last. Here they are
+// replaced by the sums over the agents (unlabelled samples only).
+std::string aggregate_gauges(const std::string& text, const std::vector<Node>& nodes) {
+  double locals = 0, remotes = 0, vnis = 0;
+  for (const auto& n : nodes) {
+    locals += static_cast<double>(n.fabric->locals().size());
+    remotes += static_cast<double>(n.fabric->remotes().size());
+    if (n.agent) vnis += static_cast<double>(n.agent->relevant_vnis().size());
+  }
+  const std::pair<std::string, double> sums[] = {
+      {"kos_agent_local_attachments ", locals}, {"kos_agent_remote_attachments ", remotes}, {"kos_agent_relevant_vnis ", vnis}};
+  std::string out;
+  out.reserve(text.size());
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    for (const auto& [prefix, v] : sums)
+      if (line.rfind(prefix, 0) == 0) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.17g", v);
+        line = prefix + buf;
+      }
+    out += line;
+    out += '\n';
+  }
+  return out;
+}
+
+int run(const Flags& f) {
+  auto fail_flag = [](const std::string& m) {
+    std::fprintf(stderr, "kos simulate: %s\n", m.c_str());
+    return 2;
+  };
+  if (f.nodes < 1 || f.nodes > 10000) return fail_flag("--nodes: 1..10000");
+  if (f.workers < 1 || f.workers > 64) return fail_flag("--workers: 1..64");
+  if (f.transports < 0 || f.transports > f.nodes) return fail_flag("--transports: 0 (one per agent) .. --nodes");
+  if (auto e = api::dns1123_subdomain_error(f.prefix + "-" + std::to_string(f.nodes - 1)))
+    return fail_flag("--prefix " + f.prefix + ": node names would be invalid: " + *e);
+  auto base = api::parse_ipv4(f.host_ip_base);
+  if (!base) return fail_flag("--host-ip-base " + f.host_ip_base + ": " + base.error().message);
+  if (*base == 0 || uint64_t{*base} + static_cast<uint64_t>(f.nodes) - 1 > 0xFFFFFFFEull)
+    return fail_flag("--host-ip-base: base + nodes - 1 must be a valid address");
+  auto latency = driver::parse_duration(f.fake_latency);
+  if (!latency) return fail_flag("--fake-latency: " + latency.error().message);
+  if (f.log_capacity < 1) return fail_flag("--implementation-log-capacity: at least 1");
+  std::string listen_host;
+  uint16_t listen_port = 0;
+  if (!f.metrics_listen.empty()) {
+    auto colon = f.metrics_listen.rfind(':');
+    auto port = colon == std::string::npos ? std::nullopt : api::parse_decimal(f.metrics_listen.substr(colon + 1), 65535);
+    if (!port) return fail_flag("--metrics-listen " + f.metrics_listen + ": expected HOST:PORT");
+    listen_host = f.metrics_listen.substr(0, colon);
+    listen_port = static_cast<uint16_t>(*port);
+  }
+  auto cfg = client::config_from_env_or_file(f.kubeconfig);
+  if (!cfg) {
+    std::fprintf(stderr, "kos simulate: %s\n", cfg.error().message.c_str());
+    return 1;
+  }
+  // Every agent holds a watch per informer plus pooled connections: allow all the
+  // descriptors the hard limit allows.
+  if (rlimit rl; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> allowed;
+  std::stringstream ss(f.allowed_programs);
+  for (std::string p; std::getline(ss, p, ',');)
+    if (!p.empty()) allowed.push_back(p);
+
+  std::vector<std::shared_ptr<client::Transport>> shared;
+  for (int i = 0; i < f.transports; ++i) {
+    auto t = client::Transport::create(*cfg);
+    if (!t) {
+      std::fprintf(stderr, "kos simulate: %s\n", t.error().message.c_str());
+      return 1;
+    }
+    shared.push_back(*t);
+  }
+  agent::ImplementationLog log(f.log_capacity);
+  std::vector<Node> nodes(static_cast<size_t>(f.nodes));
+  for (int i = 0; i < f.nodes; ++i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    n.name = f.prefix + "-" + std::to_string(i);
+    fabric::FakeFabricOptions fo;
+    fo.latency = *latency;
+    n.fabric = std::make_unique<fabric::FakeFabric>(fo);
+    std::shared_ptr<client::Transport> t;
+    if (!shared.empty()) t = shared[static_cast<size_t>(i) % shared.size()];
+    else {
+      auto made = client::Transport::create(*cfg);
+      if (!made) {
+        std::fprintf(stderr, "kos simulate: %s\n", made.error().message.c_str());
+        return 1;
+      }
+      t = *made;
+    }
+    n.client = std::make_shared<client::RestClient>(t);
+  }
+
+  std::atomic<bool> started{false};
+  std::unique_ptr<http::Server> server;
+  if (!f.metrics_listen.empty()) {
+    http::ServerOptions o;
+    o.address = listen_host;
+    o.port = listen_port;
+    o.io_threads = 1;
+    o.worker_threads = 2;
+    auto m = http::Server::start(o, [&](const http::Request& req) -> http::Reply {
+      if (req.target().starts_with(agent::kImplementationsPath)) return log.handle(req);
+      if (req.target() == "/metrics") {
+        std::string text = metrics::Registry::global().render();
+        // Until every agent has started, `nodes` is still being filled in.
+        return http::Response{200, "text/plain; version=0.0.4", started ? aggregate_gauges(text, nodes) : text, {}};
+      }
+      if (req.target() == "/healthz")
+        return started ? http::Response{200, "text/plain", "ok\n", {}}
+                       : http::Response{503, "text/plain", "starting\n", {}};
+      return http::Response{404, "text/plain", "not found\n", {}};
+    });
+    if (!m) {
+      std::fprintf(stderr, "kos simulate: --metrics-listen %s: %s\n", f.metrics_listen.c_str(), m.error().message.c_str());
+      return 1;
+    }
+    server = std::move(*m);
+  }
+
+  // Start the agents a few at a time: each start waits for its informers' first lists.
+  std::mutex err_mu;
+  std::string first_error;
+  parallel(f.nodes, 8, [&](int i) {
+    Node& n = nodes[static_cast<size_t>(i)];
+    agent::AgentOptions ao;
+    ao.node = n.name;
+    ao.host_ip = *base + static_cast<uint32_t>(i);
+    ao.workers = f.workers;
+    ao.allowed_programs = allowed;
+    if (server) ao.on_implemented = [&log](const agent::Implemented& r) { log.record(r); };
+    auto a = std::make_unique<agent::Agent>(n.client, *n.fabric, ao);
+    if (auto r = a->start(); !r) {
+      std::lock_guard lk(err_mu);
+      if (first_error.empty()) first_error = n.name + ": " + r.error().message;
+      a->stop();
+      return;
+    }
+    n.agent = std::move(a);
+  });
+  auto stop_all = [&] {
+    parallel(f.nodes, 8, [&](int i) {
+      if (auto& a = nodes[static_cast<size_t>(i)].agent) a->stop();
+    });
+  };
+  if (!first_error.empty()) {
+    std::fprintf(stderr, "kos simulate: an agent did not start: %s\n", first_error.c_str());
+    stop_all();
+    return 1;
+  }
+  started = true;
+  const double start_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("simulate: started nodes={} names={}-0..{}-{} host_ips={}..{} metrics={} transports={} "
+               "workers_per_agent={} fake_latency={} start_seconds={:.2f} threads={} open_fds={}",
+               f.nodes, f.prefix, f.prefix, f.nodes - 1, api::format_ipv4(*base),
+               api::format_ipv4(*base + static_cast<uint32_t>(f.nodes - 1)),
+               server ? listen_host + ":" + std::to_string(server->port()) : "off",
+               f.transports ? std::to_string(f.transports) : "one per agent", f.workers,
+               driver::format_duration(*latency), start_s, proc_status("Threads:"),
+               open_fds());
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  const auto s0 = std::chrono::steady_clock::now();
+  stop_all();
+  server.reset();
+  spdlog::info("simulate: stopped nodes={} signal={} stop_seconds={:.2f} implementations_logged={}", f.nodes, sig,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count(), log.next_seq());
+  return 0;
+}
+
+}  // namespace
+
+void add_simulate_command(CLI::App& app, std::function<int()>& run_fn) {
+  auto f = std::make_shared<Flags>();
+  auto* c = app.add_subcommand(
+      "simulate",
+      "Run N connection agents on the fake (in-memory) fabric in one process: simulated nodes "
+      "PREFIX-0 .. PREFIX-(N-1) for scale tests and `kos driver`. Stops cleanly on SIGINT/SIGTERM.");
+  c->add_option("--kubeconfig", f->kubeconfig, "kubeconfig of the API server (default: $KUBECONFIG, ~/.kube/config)");
+  c->add_option("--nodes", f->nodes, "number of simulated nodes (agents)")->required();
+  c->add_option("--prefix", f->prefix, "node names are PREFIX-0 .. PREFIX-(N-1)")->capture_default_str();
+  c->add_option("--host-ip-base", f->host_ip_base, "host (underlay) IP of node 0; node i gets base + i")
+      ->capture_default_str();
+  c->add_option("--workers", f->workers, "reconcile workers per agent")->capture_default_str();
+  c->add_option("--metrics-listen", f->metrics_listen,
+                "serve /metrics (the kos_agent_* families over all agents), /healthz (200 once every agent has "
+                "started) and /debug/implementations (the agents' implementation log) on HOST:PORT (port 0: any)");
+  c->add_option("--fake-latency", f->fake_latency, "time every fake fabric call takes, e.g. 1ms")->capture_default_str();
+  c->add_option("--allowed-programs", f->allowed_programs,
+                "comma-separated absolute paths that postCreateExec/postDeleteExec may run (on this host)");
+  c->add_option("--implementation-log-capacity", f->log_capacity,
+                "records kept by the implementation log (shared by all agents)")
+      ->capture_default_str();
+  c->add_option("--transports", f->transports,
+                "share this many client transports (connection pools, each with one I/O thread) among the "
+                "agents instead of one per agent (0)")
+      ->capture_default_str();
+  c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
+}
+
+}  // namespace kos::cmd
