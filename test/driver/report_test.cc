@@ -1,0 +1,85 @@
+#include "driver/report.h"
+
+#include <gtest/gtest.h>
+
+#include "api/json.h"
+
+namespace kos::driver {
+namespace {
+
+RunReport sample() {
+  RunReport r;
+  r.run_id = "r00test";
+  r.parameters = {{"rate", "100 creates/s"}, {"odd <chars>", "a & b"}};
+  r.measure_implemented = true;
+  r.nodes = 3;
+  r.vnis = 4;
+  r.target_rate = 100;
+  r.achieved_rate = 99.5;
+  for (int i = 1; i <= 100; ++i) {
+    r.results.stages[static_cast<size_t>(Stage::kCreate)].seconds.push_back(i * 1e-4);
+    r.results.stages[static_cast<size_t>(Stage::kReady)].seconds.push_back(i * 1e-3);
+    r.results.stages[static_cast<size_t>(Stage::kImplemented)].seconds.push_back(i * 2e-3);
+    r.results.create_times.push_back(i * 0.01);
+    r.results.ready_times.push_back(i * 0.01 + 0.05);
+  }
+  r.results.stages[static_cast<size_t>(Stage::kImplemented)].failures = 2;
+  r.results.stages[static_cast<size_t>(Stage::kImplemented)].failure_samples = {"ns/x: timed out"};
+  r.results.measured = 100;
+  r.notes = {"something to know"};
+  return r;
+}
+
+TEST(Report, SummaryTable) {
+  auto text = summary_table(sample());
+  EXPECT_NE(text.find("kos driver run r00test: 100 measured attachments on 3 nodes over 4 VNIs"), std::string::npos) << text;
+  // create call: 100 samples of 0.1..10 ms: p50 5 ms, p99 9.9 ms, max 10 ms.
+  EXPECT_NE(text.find("create call                             100         0          0       5.00       9.00       9.90      10.00"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("create -> tested                   not measured (no --ping)"), std::string::npos) << text;
+  EXPECT_NE(text.find("note: something to know"), std::string::npos);
+  EXPECT_NE(text.find("failure (implemented): ns/x: timed out"), std::string::npos);
+}
+
+TEST(Report, JsonHasEveryMeasuredStage) {
+  auto j = api::parse_json(summary_json(sample()));
+  ASSERT_TRUE(j);
+  const auto& o = j->as_object();
+  EXPECT_EQ(o.at("run_id").as_string(), "r00test");
+  const auto& stages = o.at("stages").as_object();
+  EXPECT_TRUE(stages.contains("create"));
+  EXPECT_TRUE(stages.contains("implemented"));
+  EXPECT_FALSE(stages.contains("tested"));
+  EXPECT_EQ(stages.at("implemented").as_object().at("failures").to_number<uint64_t>(), 2u);
+  EXPECT_EQ(stages.at("ready").as_object().at("count").to_number<uint64_t>(), 100u);
+  EXPECT_DOUBLE_EQ(stages.at("ready").as_object().at("p90_ms").to_number<double>(), 90.0);
+}
+
+TEST(Report, HtmlWithInlineSvgAndEscapedParameters) {
+  auto html = html_report(sample());
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  size_t svgs = 0;
+  for (size_t p = html.find("<svg"); p != std::string::npos; p = html.find("<svg", p + 1)) ++svgs;
+  // The combined CDF, one per measured stage (create, addressed, ready, implemented, delete), the timeline.
+  EXPECT_EQ(svgs, 7u);
+  EXPECT_NE(html.find("<polyline"), std::string::npos);
+  EXPECT_NE(html.find("odd &lt;chars&gt;"), std::string::npos);
+  EXPECT_NE(html.find("a &amp; b"), std::string::npos);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+}
+
+TEST(Report, PlotsWithoutSamples) {
+  auto svg = cdf_svg("nothing", {{"a", {}, "red"}});
+  EXPECT_NE(svg.find("no samples"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  auto one = cdf_svg("one", {{"a", {0.005}, "red"}});
+  EXPECT_NE(one.find("<polyline"), std::string::npos);
+  EXPECT_NE(one.find("1 ms"), std::string::npos);
+  EXPECT_NE(one.find("10 ms"), std::string::npos);
+  EXPECT_NE(timeline_svg("none", {{"a", {}, "red"}}).find("no events"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kos::driver
