@@ -4,9 +4,27 @@
 
 namespace kos::controllers {
 
+namespace {
+
+// Wraps `reconcile` so that `active` counts the reconciles in flight (busy workers).
+Controller::Reconcile counted(Controller::Reconcile reconcile, metrics::Gauge& active) {
+  return [reconcile = std::move(reconcile), &active](const std::string& key) {
+    active.inc();
+    auto r = reconcile(key);
+    active.dec();
+    return r;
+  };
+}
+
+}  // namespace
+
 Controller::Controller(std::string name, int workers, Reconcile reconcile,
                        metrics::Registry& registry)
-    : name_(std::move(name)), workers_(std::max(1, workers)), reconcile_(std::move(reconcile)),
+    : name_(std::move(name)), workers_(std::max(1, workers)),
+      reconcile_(counted(std::move(reconcile),
+                         registry.gauge("kos_controller_active_workers",
+                                        "Workers running a reconcile now (busy workers).",
+                                        {"controller"}).with({name_}))),
       queue_(name_, registry),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
