@@ -11,7 +11,7 @@ PACKAGES=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libmnl-dev libnl-3-dev libnl-route-3-dev
-  etcd-server etcd-client
+  etcd-server etcd-client prometheus
   iproute2 iputils-ping procps python3-kubernetes
 )
 
@@ -32,10 +32,15 @@ else
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # Debian starts etcd as a system service on install; KOS starts its own etcd when
-  # it needs one, so the packaged service is stopped and disabled.
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled etcd >/dev/null 2>&1; then
-    $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+  # Debian starts etcd and Prometheus as system services on install (Prometheus on :9090,
+  # the port deploy/prometheus suggests); KOS's tests start their own on free ports when
+  # they need them, so the packaged services are stopped and disabled.
+  if command -v systemctl >/dev/null 2>&1; then
+    for svc in etcd prometheus; do
+      if systemctl is-enabled "$svc" >/dev/null 2>&1; then
+        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 
