@@ -34,8 +34,8 @@ const char* not_measured_reason(Stage s) {
 
 // A latency tick label: "0.1 ms", "20 ms", "1 s".
 std::string time_label(double seconds) {
-  if (seconds >= 1) return fmt("%g s", seconds);
-  return fmt("%g ms", seconds * 1e3);
+  if (seconds >= 1) return fmt("%.3g s", seconds);
+  return fmt("%.3g ms", seconds * 1e3);
 }
 
 struct Frame {
@@ -65,12 +65,20 @@ std::string text(double x, double y, const std::string& s, const std::string& an
          html_escape(s) + "</text>\n";
 }
 
-std::string legend(const Frame& f, const std::vector<Series>& series, const std::vector<std::string>& extra) {
-  std::string out;
-  double y = f.top + 14;
+// The legend in a box at the top left, or at the bottom right (where a CDF has no lines).
+std::string legend(const Frame& f, const std::vector<Series>& series, const std::vector<std::string>& extra,
+                   bool bottom_right) {
+  size_t chars = 0;
+  for (size_t i = 0; i < series.size(); ++i) chars = std::max(chars, series[i].name.size() + extra[i].size());
+  const double w = 44 + 6.6 * static_cast<double>(chars), h = 8 + 16 * static_cast<double>(series.size());
+  const double x0 = bottom_right ? f.left + f.pw() - w - 6 : f.left + 6;
+  const double y0 = bottom_right ? f.top + f.ph() - h - 6 : f.top + 6;
+  std::string out = "<rect x=\"" + fmt("%.1f", x0) + "\" y=\"" + fmt("%.1f", y0) + "\" width=\"" + fmt("%.1f", w) +
+                    "\" height=\"" + fmt("%.1f", h) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n";
+  double y = y0 + 18;
   for (size_t i = 0; i < series.size(); ++i) {
-    out += line(f.left + 10, y - 4, f.left + 30, y - 4, "stroke=\"" + series[i].color + "\" stroke-width=\"2\"");
-    out += text(f.left + 36, y, series[i].name + extra[i], "start");
+    out += line(x0 + 8, y - 4, x0 + 28, y - 4, "stroke=\"" + series[i].color + "\" stroke-width=\"2\"");
+    out += text(x0 + 34, y, series[i].name + extra[i], "start");
     y += 16;
   }
   return out;
@@ -118,7 +126,7 @@ std::string cdf_svg(const std::string& title, const std::vector<Series>& series)
     if (d < dhi)
       for (double m : {2.0, 5.0}) out += line(X(v * m), Y(0), X(v * m), Y(1), "stroke=\"#eee\"");
   }
-  for (double p : {0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0}) {
+  for (double p : {0.0, 0.25, 0.5, 0.75, 0.9, 0.99}) {
     out += line(f.left, Y(p), f.left + f.pw(), Y(p), p == 0.9 || p == 0.99 ? "stroke=\"#ddd\" stroke-dasharray=\"4 3\"" : "stroke=\"#ccc\"");
     out += text(f.left - 6, Y(p) + 4, fmt("%g", p * 100) + "%", "end");
   }
@@ -147,7 +155,7 @@ std::string cdf_svg(const std::string& title, const std::vector<Series>& series)
   }
   out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
          "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
-  out += legend(f, series, extra);
+  out += legend(f, series, extra, true);
   return out + "</svg>\n";
 }
 
@@ -210,7 +218,7 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
   }
   out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
          "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
-  out += legend(f, series, extra);
+  out += legend(f, series, extra, false);
   return out + "</svg>\n";
 }
 
@@ -345,7 +353,7 @@ std::string html_report(const RunReport& r) {
   for (const auto& s : all) out += "<figure>\n" + cdf_svg(s.name, {s}) + "</figure>\n";
   out += "<h2>Timeline</h2>\n<figure>\n" +
          timeline_svg("Events per second",
-                      {{"creates started", r.results.create_times, kColors[0]},
+                      {{"measured creates started", r.results.create_times, kColors[0]},
                        {"ready", r.results.ready_times, kColors[2]},
                        {"implemented on all nodes", r.results.implemented_times, kColors[3]}}) +
          "</figure>\n";

@@ -142,6 +142,10 @@ void Tracker::begin_delete(const std::string& key) {
     if (a.measured) ++stages_[i].cancelled;
   }
   open_.erase(key);
+  // Nothing more is learnt about a deleted attachment: keep only its times (a long run
+  // deletes far more attachments than are live at once).
+  if (a.measured && !a.create_failed) retired_.push_back({a.create_start, a.ready, a.implemented_all});
+  atts_.erase(it);
 }
 
 void Tracker::delete_done(const std::string& key, bool measured, TimePoint start, TimePoint end,
@@ -297,12 +301,14 @@ Tracker::Results Tracker::results(TimePoint origin) const {
   r.measured = measured_;
   r.status_errors = status_errors_;
   r.status_error_samples = status_error_samples_;
-  for (const auto& [_, a] : atts_) {
-    if (!a.measured || a.create_failed) continue;
-    r.create_times.push_back(seconds(origin, a.create_start));
-    if (a.ready) r.ready_times.push_back(seconds(origin, *a.ready));
-    if (a.implemented_all) r.implemented_times.push_back(seconds(origin, *a.implemented_all));
-  }
+  auto add = [&](const Times& t) {
+    r.create_times.push_back(seconds(origin, t.create));
+    if (t.ready) r.ready_times.push_back(seconds(origin, *t.ready));
+    if (t.implemented) r.implemented_times.push_back(seconds(origin, *t.implemented));
+  };
+  for (const auto& t : retired_) add(t);
+  for (const auto& [_, a] : atts_)
+    if (a.measured && !a.create_failed) add({a.create_start, a.ready, a.implemented_all});
   std::sort(r.create_times.begin(), r.create_times.end());
   std::sort(r.ready_times.begin(), r.ready_times.end());
   std::sort(r.implemented_times.begin(), r.implemented_times.end());

@@ -147,7 +147,12 @@ class Tracker {
 
   TrackerOptions opts_;
   mutable std::mutex mu_;
-  std::map<std::string, Att> atts_;
+  std::map<std::string, Att> atts_;  // until deleted
+  struct Times {
+    TimePoint create;
+    std::optional<TimePoint> ready, implemented;
+  };
+  std::vector<Times> retired_;  // of the measured attachments deleted so far
   std::set<std::string> open_;  // measured keys with an unsettled stage
   std::map<uint32_t, std::map<std::string, int>> live_;  // vni -> node -> live attachments
   std::array<StageResult, kStageCount> stages_;
