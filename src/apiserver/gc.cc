@@ -111,10 +111,10 @@ void GarbageCollector::remove_finalizer(Registry& r, const CachedObject& obj,
                                         const std::string& finalizer) {
   auto res = r.update_with(obj.ns, obj.name, [&](const CachedObject& cur) -> Result<json::object> {
     if (cur.uid != obj.uid) return fail(Errc::kConflict, "object was replaced");
-    auto meta = read_meta(cur.obj);
+    json::object next = cur.obj();
+    auto meta = read_meta(next);
     if (!meta) return fail(meta.error());
     std::erase(meta->finalizers, finalizer);
-    json::object next = cur.obj;
     write_meta(next, *meta);
     return next;
   });
@@ -133,10 +133,10 @@ void GarbageCollector::examine(const Item& item) {
     for (auto* dr : registries_)
       for (const auto& d : dr->cache().dependents(obj->uid)) {
         auto res = dr->update_with(d->ns, d->name, [&](const CachedObject& cur) -> Result<json::object> {
-          auto meta = read_meta(cur.obj);
+          json::object next = cur.obj();
+          auto meta = read_meta(next);
           if (!meta) return fail(meta.error());
           std::erase_if(meta->owner_references, [&](const auto& o) { return o.uid == obj->uid; });
-          json::object next = cur.obj;
           write_meta(next, *meta);
           return next;
         });

@@ -376,7 +376,8 @@ Result<json::object> Registry::prepare_update(const CachedObject& cur, const jso
   json::object next = std::move(*canon);
   auto meta = read_meta(next);
   if (!meta) return fail(meta.error());
-  auto old_meta = read_meta(cur.obj);
+  const json::object cur_obj = cur.obj();
+  auto old_meta = read_meta(cur_obj);
   if (!old_meta) return fail(old_meta.error());
 
   if (meta->name.empty()) meta->name = cur.name;
@@ -420,25 +421,25 @@ Result<json::object> Registry::prepare_update(const CachedObject& cur, const jso
 
   if (status) {
     // The status subresource changes status only.
-    json::object from_old = cur.obj;
+    json::object from_old = cur_obj;
     from_old["status"] = next.contains("status") ? next["status"] : json::value(json::object());
     next = std::move(from_old);
     meta = old_meta;
     meta->resource_version.clear();
   } else if (info.has_status) {
-    if (const auto* s = cur.obj.if_contains("status")) next["status"] = *s;
+    if (const auto* s = cur_obj.if_contains("status")) next["status"] = *s;
   }
-  meta->generation = spec_part(next) == spec_part(cur.obj) ? old_meta->generation
+  meta->generation = spec_part(next) == spec_part(cur_obj) ? old_meta->generation
                                                             : old_meta->generation + 1;
   write_meta(next, *meta);
   // extendedMetadata is server-owned: start from the stored one.
-  if (const auto* e = cur.obj.if_contains("extendedMetadata")) next["extendedMetadata"] = *e;
+  if (const auto* e = cur_obj.if_contains("extendedMetadata")) next["extendedMetadata"] = *e;
   else next.erase("extendedMetadata");
   return next;
 }
 
 Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bool dry_run) {
-  json::object old_obj = cur.obj;
+  json::object old_obj = cur.obj();
   if (auto* m = old_obj["metadata"].if_object()) m->erase("resourceVersion");
   // Nothing changed: no write, no new resourceVersion (as Kubernetes does).
   if (next == old_obj) {
@@ -508,8 +509,8 @@ Result<CachedPtr> Registry::patch(const std::string& ns, const std::string& name
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
     }
-    auto patched = type == PatchType::kMerge ? apply_merge_patch((*cur)->obj, patch)
-                                             : apply_json_patch((*cur)->obj, patch);
+    auto patched = type == PatchType::kMerge ? apply_merge_patch((*cur)->obj(), patch)
+                                             : apply_json_patch((*cur)->obj(), patch);
     if (!patched) return fail(patched.error());
     // A resourceVersion the patch leaves equal to the current one is no precondition.
     bool precondition = false;
@@ -567,7 +568,7 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
       return fail(Errc::kConflict, "Precondition failed: ResourceVersion in precondition: " +
                                        *opts.precondition_resource_version +
                                        ", ResourceVersion in object meta: " + std::to_string(c.rv));
-    auto meta = read_meta(c.obj);
+    auto meta = read_meta(c.obj());
     if (!meta) return fail(meta.error());
     if (!finalizer.empty() &&
         std::find(meta->finalizers.begin(), meta->finalizers.end(), finalizer) == meta->finalizers.end() &&
@@ -586,7 +587,7 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
         meta->deletion_grace_period_seconds = 0;
       }
       meta->resource_version.clear();
-      json::object next = c.obj;
+      json::object next = c.obj();
       write_meta(next, *meta);
       if (opts.dry_run) return Deleted{make_cached(strategy_, key, stored_form(next), c.rv).value(), false};
       auto kv = store_.update(key, stored_form(next), c.rv);

@@ -88,7 +88,7 @@ TEST_F(RegistryTest, CreateSetsServerFieldsAndDropsStatus) {
       "ns", parse(R"({"metadata":{"generateName":"s-"},"spec":{"vni":5,"ipv4":"10.1.0.0/16"},"status":{"validated":true}})"),
       {});
   ASSERT_TRUE(r.has_value()) << r.error().message;
-  auto s = *api::from_json<api::Subnet>((*r)->obj);
+  auto s = *api::from_json<api::Subnet>((*r)->obj());
   EXPECT_TRUE(s.metadata.name.starts_with("s-"));
   EXPECT_EQ(s.metadata.name.size(), 7u);
   EXPECT_EQ(s.metadata.uid.size(), 36u);
@@ -112,20 +112,20 @@ TEST_F(RegistryTest, UpdateChecksResourceVersionAndBumpsGenerationOnSpecChanges)
   // Metadata-only change: generation stays.
   auto labelled = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"labels":{"x":"y"}}})"), false, {});
   ASSERT_TRUE(labelled.has_value()) << labelled.error().message;
-  auto m1 = *read_meta((*labelled)->obj);
+  auto m1 = *read_meta((*labelled)->obj());
   EXPECT_EQ(m1.generation, 1);
   // Spec change: generation + 1.
   auto spec = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"spec":{"postDeleteExec":["true"]}})"), false, {});
   ASSERT_TRUE(spec.has_value()) << spec.error().message;
-  EXPECT_EQ(read_meta((*spec)->obj)->generation, 2);
+  EXPECT_EQ(read_meta((*spec)->obj())->generation, 2);
   // A PUT with the first resourceVersion is stale.
-  json::object stale = na->obj;
+  json::object stale = na->obj();
   stale["spec"].as_object()["postDeleteExec"] = json::array{"false"};
   auto c = nas().update("ns", "a", stale, false, {});
   ASSERT_FALSE(c.has_value());
   EXPECT_EQ(c.error().code, Errc::kConflict);
   // A no-op update writes nothing.
-  auto same = nas().update("ns", "a", (*spec)->obj, false, {});
+  auto same = nas().update("ns", "a", (*spec)->obj(), false, {});
   ASSERT_TRUE(same.has_value());
   EXPECT_EQ((*same)->rv, (*spec)->rv);
 }
@@ -136,7 +136,7 @@ TEST_F(RegistryTest, StatusSubresourceChangesOnlyStatusAndStampsItsSections) {
                          parse(R"({"metadata":{"name":"a","labels":{"ignored":"1"}},"spec":{"node":"other","subnet":"s1"},"status":{"ipv4":"10.1.0.5","addressVNI":5}})"),
                          true, {});
   ASSERT_TRUE(st.has_value()) << st.error().message;
-  auto na = *api::from_json<api::NetworkAttachment>((*st)->obj);
+  auto na = *api::from_json<api::NetworkAttachment>((*st)->obj());
   EXPECT_EQ(na.status.ipv4, "10.1.0.5");
   EXPECT_EQ(na.spec.node, "n1");
   EXPECT_TRUE(na.metadata.labels.empty());
@@ -145,7 +145,7 @@ TEST_F(RegistryTest, StatusSubresourceChangesOnlyStatusAndStampsItsSections) {
   // The main resource keeps the status.
   auto main = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"status":{"ipv4":"10.9.9.9"}})"), false, {});
   ASSERT_TRUE(main.has_value());
-  EXPECT_EQ(api::from_json<api::NetworkAttachment>((*main)->obj)->status.ipv4, "10.1.0.5");
+  EXPECT_EQ(api::from_json<api::NetworkAttachment>((*main)->obj())->status.ipv4, "10.1.0.5");
 }
 
 TEST_F(RegistryTest, ImmutableFieldsAreRejected) {
@@ -169,7 +169,7 @@ TEST_F(RegistryTest, DeletePreconditionsAndFinalizers) {
   auto held = nas().remove("ns", "a", {});
   ASSERT_TRUE(held.has_value());
   EXPECT_FALSE(held->gone);
-  auto meta = *read_meta(held->obj->obj);
+  auto meta = *read_meta(held->obj->obj());
   EXPECT_TRUE(meta.deletion_timestamp.has_value());
   // No new finalizers while deleting.
   auto add = nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":["example.com/hold","b.com/x"]}})"), false, {});

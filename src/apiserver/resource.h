@@ -50,7 +50,9 @@ struct ResourceInfo {
 };
 
 // Selectable field values of one object: (field path, value) for every selectable field.
-using Fields = std::vector<std::pair<std::string, std::string>>;
+// The paths are views of the strategies' static field tables (one copy per process, not
+// one per cached object).
+using Fields = std::vector<std::pair<std::string_view, std::string>>;
 
 struct TableColumn {
   std::string name;

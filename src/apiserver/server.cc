@@ -1,5 +1,7 @@
 #include "apiserver/server.h"
 
+#include <malloc.h>
+
 #include <charconv>
 
 #include <boost/json/serialize.hpp>
@@ -157,7 +159,7 @@ std::string list_json(const ResourceInfo& info, const ListResult& l) {
 std::string table_json(const Strategy& s, const ListResult& l, TableObjects include,
                        std::chrono::system_clock::time_point now) {
   json::array rows;
-  for (const auto& o : l.items) rows.push_back(table_row(s, o->obj, now, include));
+  for (const auto& o : l.items) rows.push_back(table_row(s, o->obj(), now, include));
   json::object meta;
   meta["resourceVersion"] = std::to_string(l.rv);
   if (!l.continue_token.empty()) meta["continue"] = l.continue_token;
@@ -183,7 +185,7 @@ class SubnetAdmission : public Admission {
     auto same_vni = cache_.list("", api::LabelSelector{}, *sel);
     for (const auto& other : same_vni.items) {
       if (other->ns == s->metadata.namespace_ && other->name == s->metadata.name) continue;
-      auto o = api::from_json<api::Subnet>(other->obj);
+      auto o = api::from_json<api::Subnet>(other->obj());
       if (!o) continue;
       std::string who = other->ns + "/" + other->name;
       if (other->ns != s->metadata.namespace_)
@@ -297,6 +299,8 @@ Result<void> ApiServer::init() {
                        for (auto& r : resources_) n += static_cast<double>(r->cache->stats().lines_sent);
                        return n;
                      });
+  // The initial lists were large transient buffers: give their pages back.
+  malloc_trim(0);
   std::vector<Registry*> registries;
   for (auto& r : resources_) registries.push_back(r->registry.get());
   gc_ = std::make_unique<GarbageCollector>(registries);

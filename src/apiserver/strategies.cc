@@ -144,7 +144,7 @@ class KosStrategy final : public Strategy {
     auto t = typed(obj);
     if (!t) return out;
     for (auto f : api::selectable_fields(T::kKind)) {
-      if (auto v = api::field_value(*t, f)) out.emplace_back(std::string(f), std::move(*v));
+      if (auto v = api::field_value(*t, f)) out.emplace_back(f, std::move(*v));
     }
     return out;
   }
@@ -287,8 +287,8 @@ class SchemalessStrategy : public Strategy {
     Fields out;
     for (auto f : fields_) {
       const json::value* v = find_path(obj, f);
-      if (!v) out.emplace_back(std::string(f), std::string());
-      else if (v->is_string()) out.emplace_back(std::string(f), std::string(v->get_string()));
+      if (!v) out.emplace_back(f, std::string());
+      else if (v->is_string()) out.emplace_back(f, std::string(v->get_string()));
     }
     return out;
   }

@@ -40,11 +40,15 @@ Result<CachedPtr> make_cached(const Strategy& strategy, const std::string& key,
   c->finalizers = meta->finalizers;
   c->created = meta->creation_timestamp;
   meta->resource_version = std::to_string(rv);
-  c->obj = std::move(*o);
-  write_meta(c->obj, *meta);
-  c->json = json::serialize(c->obj);
-  c->fields = strategy.fields(c->obj);
+  write_meta(*o, *meta);
+  c->json = json::serialize(*o);
+  c->fields = strategy.fields(*o);
   return CachedPtr(std::move(c));
+}
+
+json::object CachedObject::obj() const {
+  // The text was serialized from an object by make_cached: it parses.
+  return api::parse_json(this->json)->as_object();
 }
 
 struct WatchCache::Watcher {
@@ -102,7 +106,7 @@ Result<void> WatchCache::relist() {
   const std::string prefix = strategy_.info().key_prefix();
   auto l = store_.list(prefix);
   if (!l) return fail(l.error());
-  std::map<std::string, CachedPtr> objects;
+  std::map<std::string, CachedPtr, std::less<>> objects;
   std::unordered_multimap<std::string, std::string> by_owner;
   for (const auto& kv : l->items) {
     auto c = make_cached(strategy_, kv.key, kv.value, kv.mod_revision);
@@ -172,8 +176,9 @@ void WatchCache::apply(const std::vector<store::Event>& events) {
       // The last state, stamped with the revision of the delete, as Kubernetes sends it.
       auto last = std::make_shared<CachedObject>(*e.prev);
       last->rv = e.rv;
-      if (auto* m = last->obj["metadata"].if_object()) (*m)["resourceVersion"] = std::to_string(e.rv);
-      last->json = json::serialize(last->obj);
+      auto o = last->obj();
+      if (auto* m = o["metadata"].if_object()) (*m)["resourceVersion"] = std::to_string(e.rv);
+      last->json = json::serialize(o);
       e.obj = std::move(last);
       e.deleted = true;
       objects_.erase(it);
@@ -292,7 +297,7 @@ std::string WatchCache::event_line(std::string_view type, const CachedObject& ob
     out += obj.json;
   } else {
     json::array rows;
-    rows.push_back(table_row(strategy_, obj.obj, clock_.now(),
+    rows.push_back(table_row(strategy_, obj.obj(), clock_.now(),
                              format == WatchFormat::kTableWithObject ? TableObjects::kObject
                                                                      : TableObjects::kMetadata));
     json::object meta;

@@ -35,15 +35,16 @@
 
 namespace kos::apiserver {
 
-// One object as cached: its JSON (with metadata.resourceVersion set) parsed and
-// serialized, plus what selectors and the garbage collector need.
+// One object as cached: its JSON (with metadata.resourceVersion set) serialized, plus
+// what selectors and the garbage collector need. Only the text is kept (memory is the
+// API server's scaling limit: a parsed tree costs several times the text); obj() parses
+// it again for the paths that need a tree (updates, patches, tables).
 struct CachedObject {
   std::string key;
   std::string ns;
   std::string name;
   std::string uid;
   store::Revision rv = 0;
-  boost::json::object obj;
   std::string json;
   Fields fields;
   std::map<std::string, std::string> labels;
@@ -53,6 +54,7 @@ struct CachedObject {
   std::chrono::system_clock::time_point created;
 
   std::optional<std::string_view> field(std::string_view f) const;
+  boost::json::object obj() const;
 };
 using CachedPtr = std::shared_ptr<const CachedObject>;
 
@@ -170,10 +172,12 @@ class WatchCache {
 
   mutable std::shared_mutex mu_;
   mutable std::condition_variable_any advanced_;
-  std::map<std::string, CachedPtr> objects_;  // by store key
+  std::map<std::string, CachedPtr, std::less<>> objects_;  // by store key
   // obj_index_[i][value]: keys of the objects whose indexed_fields[i] has that value, so a
-  // list pinned to one value (an agent's spec.node or VNI) reads only those.
-  std::vector<std::unordered_map<std::string, std::set<std::string>>> obj_index_;
+  // list pinned to one value (an agent's spec.node or VNI) reads only those. The keys are
+  // views of the indexed CachedObject's own key: an object is unindexed before the
+  // object it replaces it in the index (apply() keeps the old one alive until then).
+  std::vector<std::unordered_map<std::string, std::set<std::string_view>>> obj_index_;
   std::unordered_multimap<std::string, std::string> by_owner_;  // owner uid -> key
   std::deque<Event> history_;
   store::Revision history_floor_ = 0;  // events after this revision are in history_

@@ -91,7 +91,14 @@ Result<void> exec(sqlite3* db, const char* sql) {
   return {};
 }
 
-Result<DbPtr> open_db(const std::string& path) {
+// Page cache per connection, in KiB. The writer keeps the hot index pages; readers (the
+// API server's initial lists, watch catch-up) stream through the log and gain little from
+// a large cache, and every cached page is resident memory (the API server's budget is a
+// few KiB per object).
+constexpr int kWriterCacheKiB = 16384;
+constexpr int kReaderCacheKiB = 2048;
+
+Result<DbPtr> open_db(const std::string& path, int cache_kib) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -103,8 +110,9 @@ Result<DbPtr> open_db(const std::string& path) {
   sqlite3_busy_timeout(db.get(), 10000);
   // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL on every
   // commit, so an acknowledged write survives a crash of the process or of the machine.
+  const std::string cache = "PRAGMA cache_size=-" + std::to_string(cache_kib);
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=OFF", "PRAGMA cache_size=-65536"}) {
+                             "PRAGMA foreign_keys=OFF", cache.c_str()}) {
     if (auto r = exec(db.get(), pragma); !r) return fail(r.error());
   }
   return db;
@@ -228,7 +236,7 @@ class ReadPool {
         return Lease(*this, std::move(c));
       }
     }
-    auto db = open_db(path_);
+    auto db = open_db(path_, kReaderCacheKiB);
     if (!db) return fail(db.error());
     auto c = std::make_unique<ReadConn>();
     c->db = std::move(*db);
@@ -690,7 +698,7 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
     return fail(Errc::kUnavailable,
                 "store " + opts.path + " is in use by another process (lock " + lock_path + ")");
 
-  auto db = open_db(opts.path);
+  auto db = open_db(opts.path, kWriterCacheKiB);
   if (!db) return fail(db.error());
   impl->wdb = std::move(*db);
   if (auto r = exec(impl->wdb.get(), kSchema); !r) return fail(r.error());
