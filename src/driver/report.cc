@@ -65,23 +65,24 @@ std::string text(double x, double y, const std::string& s, const std::string& an
          html_escape(s) + "</text>\n";
 }
 
-// The legend in a box at the top left, or at the bottom right (where a CDF has no lines).
-std::string legend(const Frame& f, const std::vector<Series>& series, const std::vector<std::string>& extra,
-                   bool bottom_right) {
-  size_t chars = 0;
-  for (size_t i = 0; i < series.size(); ++i) chars = std::max(chars, series[i].name.size() + extra[i].size());
-  const double w = 44 + 6.6 * static_cast<double>(chars), h = 8 + 16 * static_cast<double>(series.size());
-  const double x0 = bottom_right ? f.left + f.pw() - w - 6 : f.left + 6;
-  const double y0 = bottom_right ? f.top + f.ph() - h - 6 : f.top + 6;
-  std::string out = "<rect x=\"" + fmt("%.1f", x0) + "\" y=\"" + fmt("%.1f", y0) + "\" width=\"" + fmt("%.1f", w) +
-                    "\" height=\"" + fmt("%.1f", h) + "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n";
-  double y = y0 + 18;
+// The legend, under the plot (it never hides a line): one row per series.
+std::string legend(const Frame& f, const std::vector<Series>& series, const std::vector<std::string>& extra) {
+  std::string out;
+  double y = f.top + f.ph() + 58;
   for (size_t i = 0; i < series.size(); ++i) {
-    out += line(x0 + 8, y - 4, x0 + 28, y - 4, "stroke=\"" + series[i].color + "\" stroke-width=\"2\"");
-    out += text(x0 + 34, y, series[i].name + extra[i], "start");
+    out += line(f.left + 8, y - 4, f.left + 28, y - 4, "stroke=\"" + series[i].color + "\" stroke-width=\"2\"");
+    out += text(f.left + 34, y, series[i].name + extra[i], "start");
     y += 16;
   }
   return out;
+}
+
+// A frame with room for the legend of `n` series under the plot.
+Frame frame_for(size_t n) {
+  Frame f;
+  f.height = 330 + 16 * static_cast<double>(n);
+  f.bottom = 50 + 16 * static_cast<double>(n) + 10;
+  return f;
 }
 
 }  // namespace
@@ -101,7 +102,7 @@ std::string html_escape(const std::string& s) {
 }
 
 std::string cdf_svg(const std::string& title, const std::vector<Series>& series) {
-  Frame f;
+  Frame f = frame_for(series.size());
   std::string out = svg_open(f, title);
   double lo = INFINITY, hi = 0;
   for (const auto& s : series)
@@ -130,7 +131,7 @@ std::string cdf_svg(const std::string& title, const std::vector<Series>& series)
     out += line(f.left, Y(p), f.left + f.pw(), Y(p), p == 0.9 || p == 0.99 ? "stroke=\"#ddd\" stroke-dasharray=\"4 3\"" : "stroke=\"#ccc\"");
     out += text(f.left - 6, Y(p) + 4, fmt("%g", p * 100) + "%", "end");
   }
-  out += text(f.left + f.pw() / 2, f.height - 12, "latency (log scale)");
+  out += text(f.left + f.pw() / 2, f.top + f.ph() + 36, "latency (log scale)");
   std::vector<std::string> extra;
   for (const auto& s : series) {
     if (s.values.empty()) {
@@ -155,12 +156,12 @@ std::string cdf_svg(const std::string& title, const std::vector<Series>& series)
   }
   out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
          "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
-  out += legend(f, series, extra, true);
+  out += legend(f, series, extra);
   return out + "</svg>\n";
 }
 
 std::string timeline_svg(const std::string& title, const std::vector<Series>& series) {
-  Frame f;
+  Frame f = frame_for(series.size());
   std::string out = svg_open(f, title);
   double end = 0;
   for (const auto& s : series)
@@ -169,10 +170,10 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
     out += text(f.width / 2, f.height / 2, "no events");
     return out + "</svg>\n";
   }
-  // Bins of a round width giving at most ~120 of them.
+  // Bins of a round width giving at most ~50 of them.
   double bin = 600;
   for (double w : {0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0})
-    if (end / w <= 120) {
+    if (end / w <= 50) {
       bin = w;
       break;
     }
@@ -204,7 +205,7 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
     out += line(X(t), Y(0), X(t), Y(0) + 4, "stroke=\"#444\"");
     out += text(X(t), Y(0) + 16, fmt("%g", t) + " s");
   }
-  out += text(f.left + f.pw() / 2, f.height - 12, "time since the start of the run (per " + fmt("%g", bin) + " s bin)");
+  out += text(f.left + f.pw() / 2, f.top + f.ph() + 36, "time since the start of the run (per " + fmt("%g", bin) + " s bin)");
   out += "<text x=\"16\" y=\"" + fmt("%.1f", f.top + f.ph() / 2) + "\" transform=\"rotate(-90 16 " +
          fmt("%.1f", f.top + f.ph() / 2) + ")\" text-anchor=\"middle\">per second</text>\n";
   std::vector<std::string> extra;
@@ -218,7 +219,7 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
   }
   out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
          "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
-  out += legend(f, series, extra, false);
+  out += legend(f, series, extra);
   return out + "</svg>\n";
 }
 
