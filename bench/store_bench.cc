@@ -216,8 +216,19 @@ int main(int argc, char** argv) {
   app.add_option("--ops-one", ops_one, "creates in the single-writer runs")->capture_default_str();
   app.add_option("--ops-many", ops_many, "creates in the parallel runs")->capture_default_str();
   app.add_flag("--skip-etcd", skip_etcd, "measure the embedded store only");
+  std::string raw_etcd;
+  app.add_option("--raw-etcd-only", raw_etcd,
+                 "measure only raw etcd Put (1 and --writers clients) against this endpoint "
+                 "(http://HOST:PORT; keys under /raw/), e.g. the etcd a scale run uses");
   CLI11_PARSE(app, argc, argv);
   (void)kos::log::init("warn");
+  if (!raw_etcd.empty()) {
+    double one = raw_etcd_rate(raw_etcd, 1, ops_one, "raw-one");
+    double many = raw_etcd_rate(raw_etcd, writers, ops_many, "raw-many");
+    std::printf("raw etcd Put (1 client): %.0f/s\n", one);
+    std::printf("raw etcd Put (%d clients): %.0f/s\n", writers, many);
+    return 0;
+  }
 
   kos::testing::TempDir dir("kos-bench");
   std::printf("KOS store benchmark: %d writers, %d creates single, %d creates parallel, "
