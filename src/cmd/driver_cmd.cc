@@ -144,6 +144,10 @@ void add_driver_command(CLI::App& app, std::function<int()>& run_fn) {
   // Output.
   c->add_option("--report", o.report_html, "write an HTML report (latency CDFs, timeline, parameters) to FILE");
   c->add_option("--json", o.report_json, "write the summary as JSON to FILE");
+  c->add_option("--windows", o.windows,
+                "also report p50/p99 per stage for N equal groups of the measured attachments in "
+                "creation order (more attachments exist for each group than for the one before: "
+                "flatness)");
   c->add_flag("--keep", o.keep, "leave the run's subnets and attachments in place at the end");
   c->add_flag("!--no-progress", o.progress, "no progress line on stderr");
   c->footer(

@@ -617,6 +617,7 @@ RunReport Driver::make_report() {
   r.nodes = nodes_.size();
   r.vnis = nets_.size();
   r.target_rate = o_.rate;
+  r.windows = o_.windows;
   const auto& ct = r.results.create_times;
   if (ct.size() > 1) {
     r.measured_seconds = ct.back() - ct.front();

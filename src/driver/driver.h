@@ -60,6 +60,7 @@ struct DriverOptions {
   std::string report_json;
   bool keep = false;
   bool progress = true;
+  uint32_t windows = 0;  // > 1: percentiles per window of creation order in the summary
 };
 
 // Checks the options alone (no I/O): kInvalid with a message naming the flag.

@@ -223,6 +223,26 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
   return out + "</svg>\n";
 }
 
+std::vector<Window> windows(const RunReport& r) {
+  std::vector<Window> out;
+  uint64_t n = r.results.measured;
+  if (r.windows < 2 || n == 0) return out;
+  for (uint32_t w = 0; w < r.windows; ++w)
+    out.push_back(Window{n * w / r.windows, n * (w + 1) / r.windows, {}});
+  for (Stage s : kAllStages) {
+    if (!stage_measured(r, s)) continue;
+    const auto& st = r.results.stages[static_cast<size_t>(s)];
+    if (st.order.size() != st.seconds.size()) continue;  // deletes: not by creation order
+    std::vector<std::vector<double>> per(out.size());
+    for (size_t i = 0; i < st.seconds.size(); ++i) {
+      size_t w = static_cast<size_t>(std::min<uint64_t>(st.order[i] * r.windows / n, r.windows - 1));
+      per[w].push_back(st.seconds[i]);
+    }
+    for (size_t w = 0; w < out.size(); ++w) out[w].stages[s] = summarize(std::move(per[w]));
+  }
+  return out;
+}
+
 std::string summary_table(const RunReport& r) {
   std::string out;
   char buf[512];
@@ -247,6 +267,25 @@ std::string summary_table(const RunReport& r) {
                   static_cast<unsigned long long>(st.failures), static_cast<unsigned long long>(st.cancelled),
                   ms(sum.p50).c_str(), ms(sum.p90).c_str(), ms(sum.p99).c_str(), ms(sum.max).c_str());
     out += buf;
+  }
+  if (auto ws = windows(r); !ws.empty()) {
+    out += "by creation order (p50/p99 ms):\n";
+    std::snprintf(buf, sizeof buf, "%-16s", "attachments");
+    out += buf;
+    for (const auto& [s, _] : ws.front().stages) {
+      std::snprintf(buf, sizeof buf, " %22s", stage_id(s));
+      out += buf;
+    }
+    out += "\n";
+    for (const auto& w : ws) {
+      std::snprintf(buf, sizeof buf, "%-16s", (std::to_string(w.from) + "-" + std::to_string(w.to)).c_str());
+      out += buf;
+      for (const auto& [s, sum] : w.stages) {
+        std::snprintf(buf, sizeof buf, " %22s", (ms(sum.p50) + " / " + ms(sum.p99)).c_str());
+        out += buf;
+      }
+      out += "\n";
+    }
   }
   for (const auto& n : r.notes) out += "note: " + n + "\n";
   for (Stage s : kAllStages)
@@ -295,6 +334,17 @@ std::string summary_json(const RunReport& r) {
                                                  {"programmed", r.results.relevance.programmed},
                                                  {"dropped", r.results.relevance.dropped}}},
                  {"status_errors", r.results.status_errors},
+                 {"windows", [&] {
+                    json::array a;
+                    for (const auto& w : windows(r)) {
+                      json::object st;
+                      for (const auto& [s, sum] : w.stages)
+                        st[stage_id(s)] = json::object{{"count", sum.count}, {"p50_ms", sum.p50 * 1e3},
+                                                       {"p90_ms", sum.p90 * 1e3}, {"p99_ms", sum.p99 * 1e3}};
+                      a.push_back(json::object{{"from", w.from}, {"to", w.to}, {"stages", std::move(st)}});
+                    }
+                    return a;
+                  }()},
                  {"status_error_samples", std::move(errs)},
                  {"notes", std::move(notes)}};
   return json::serialize(o) + "\n";
@@ -329,6 +379,19 @@ std::string html_report(const RunReport& r) {
            "</td></tr>\n";
   }
   out += "</table>\n";
+  if (auto ws = windows(r); !ws.empty()) {
+    out += "<h2>By creation order</h2>\n<p>p50 / p99 ms per group of measured attachments, in creation order "
+           "(each group saw more existing attachments than the one before).</p>\n<table>\n<tr><th class=\"l\">"
+           "attachments</th>";
+    for (const auto& [st, _] : ws.front().stages) out += "<th>" + html_escape(stage_id(st)) + "</th>";
+    out += "</tr>\n";
+    for (const auto& w : ws) {
+      out += "<tr><td class=\"l\">" + std::to_string(w.from) + "-" + std::to_string(w.to) + "</td>";
+      for (const auto& [st, sum] : w.stages) out += "<td>" + ms(sum.p50) + " / " + ms(sum.p99) + "</td>";
+      out += "</tr>\n";
+    }
+    out += "</table>\n";
+  }
   if (r.measure_implemented)
     out += "<p>Relevant remote nodes over all measured attachments: " + std::to_string(r.results.relevance.required) +
            "; programmed the attachment: " + std::to_string(r.results.relevance.programmed) +

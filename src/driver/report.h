@@ -3,6 +3,7 @@
 // timeline drawn as inline SVG (no scripts, no external resources). No I/O here.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +25,17 @@ struct RunReport {
   double measured_seconds = 0;  // first to last measured create start
   Summary schedule_lag;         // how late create calls started against the schedule
   std::vector<std::string> notes;  // remarks for the reader (dropped nodes, log overflow, ...)
+  uint32_t windows = 0;  // > 1: percentiles per window of creation order (flatness)
 };
+
+// The measured attachments split by creation order into `windows` equal groups: per
+// group and stage, the percentiles of its successes. As the run goes on more attachments
+// exist, so the last group against the first shows whether latency grows with size.
+struct Window {
+  uint64_t from = 0, to = 0;  // creation order [from, to)
+  std::map<Stage, Summary> stages;
+};
+std::vector<Window> windows(const RunReport& r);
 
 // The summary table: count, failures, cancelled, p50/p90/p99/max (ms) per stage, then
 // the notes and the first failure reasons.

@@ -70,6 +70,7 @@ void Tracker::settle(const std::string& key, Att& a, Stage s, std::optional<Time
     auto& r = stages_[i];
     if (at) {
       r.seconds.push_back(seconds(a.create_start, *at));
+      r.order.push_back(a.seq);
     } else {
       ++r.failures;
       ++progress_.failures;
@@ -104,6 +105,7 @@ void Tracker::begin_create(const std::string& key, uint32_t vni, const std::stri
   auto& slot = atts_[key] = std::move(a);
   set_live(slot, true);
   if (measured) {
+    slot.seq = measured_;
     ++measured_;
     if (opts_.measure_implemented) relevance_.required += slot.required.size();
     open_.insert(key);

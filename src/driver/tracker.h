@@ -67,6 +67,8 @@ struct TrackerOptions {
 
 struct StageResult {
   std::vector<double> seconds;  // latencies of the successes
+  std::vector<uint64_t> order;  // the creation order (0 = first measured create) of each
+                                // success, parallel to seconds (empty for deletes)
   uint64_t failures = 0;
   uint64_t cancelled = 0;       // deleted by the driver before reaching the stage
   std::vector<std::string> failure_samples;  // the first few reasons
@@ -132,6 +134,7 @@ class Tracker {
     uint32_t vni = 0;
     std::string node, uid;
     bool measured = false, live = true, create_failed = false;
+    uint64_t seq = 0;  // creation order among the measured attachments
     TimePoint create_start{};
     std::optional<TimePoint> addressed, ready, tested, local_impl, implemented_all;
     std::map<std::string, TimePoint> remote_impl;  // first programming per node

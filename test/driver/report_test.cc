@@ -56,6 +56,37 @@ TEST(Report, JsonHasEveryMeasuredStage) {
   EXPECT_DOUBLE_EQ(stages.at("ready").as_object().at("p90_ms").to_number<double>(), 90.0);
 }
 
+// Windows by creation order: attachment i's ready latency is (i+1) ms, delivered out of
+// order; 4 windows of 25 get their own percentiles, and deletes (no order) are left out.
+TEST(Report, WindowsByCreationOrder) {
+  RunReport r;
+  r.windows = 4;
+  r.results.measured = 100;
+  auto& ready = r.results.stages[static_cast<size_t>(Stage::kReady)];
+  for (int k = 0; k < 100; ++k) {
+    int i = (k * 37) % 100;  // a permutation: settle order differs from creation order
+    ready.seconds.push_back((i + 1) * 1e-3);
+    ready.order.push_back(static_cast<uint64_t>(i));
+  }
+  r.results.stages[static_cast<size_t>(Stage::kDelete)].seconds = {0.001, 0.002};
+  auto ws = windows(r);
+  ASSERT_EQ(ws.size(), 4u);
+  EXPECT_EQ(ws[0].from, 0u);
+  EXPECT_EQ(ws[0].to, 25u);
+  EXPECT_EQ(ws[3].to, 100u);
+  ASSERT_TRUE(ws[0].stages.count(Stage::kReady));
+  EXPECT_FALSE(ws[0].stages.count(Stage::kDelete));
+  EXPECT_EQ(ws[0].stages.at(Stage::kReady).count, 25u);
+  EXPECT_DOUBLE_EQ(ws[0].stages.at(Stage::kReady).max, 0.025);
+  EXPECT_DOUBLE_EQ(ws[3].stages.at(Stage::kReady).max, 0.100);
+  EXPECT_NE(summary_table(r).find("by creation order"), std::string::npos);
+  auto j = api::parse_json(summary_json(r));
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->as_object().at("windows").as_array().size(), 4u);
+  r.windows = 0;
+  EXPECT_TRUE(windows(r).empty());
+}
+
 TEST(Report, HtmlWithInlineSvgAndEscapedParameters) {
   auto html = html_report(sample());
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
