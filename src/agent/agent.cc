@@ -181,7 +181,7 @@ void Agent::update_relevance() {
       vni_informers_.emplace(vni, std::move(inf));
       spdlog::info("agent: VNI {} is relevant on node {}", vni, opts_.node);
     }
-    agent_metrics().vnis.get().set(static_cast<double>(vni_informers_.size()));
+    publish_counts();
   }
   for (auto& inf : to_stop) inf->stop();  // blocks on the transport: never under mu_
   for (const auto& k : requeue) controller_.enqueue(k);
@@ -215,6 +215,18 @@ Result<void> Agent::start() {
   return {};
 }
 
+// The gauges are process-wide and several agents may share a process (kos simulate):
+// each agent adds the change of its own counts. mu_ held.
+void Agent::publish_counts() {
+  auto move = [](metrics::Family<metrics::Gauge>& g, double& published, size_t now) {
+    g.get().inc(static_cast<double>(now) - published);
+    published = static_cast<double>(now);
+  };
+  move(agent_metrics().locals, published_.locals, locals_.size());
+  move(agent_metrics().remotes, published_.remotes, remotes_.size());
+  move(agent_metrics().vnis, published_.vnis, vni_informers_.size());
+}
+
 void Agent::stop() {
   controller_.stop();
   std::map<uint32_t, std::unique_ptr<client::Informer>> infs;
@@ -224,6 +236,12 @@ void Agent::stop() {
   }
   for (auto& [_, inf] : infs) inf->stop();
   local_.stop();
+  std::lock_guard lk(mu_);
+  // A stopped agent no longer counts (its fabric state stays as it is).
+  agent_metrics().locals.get().dec(published_.locals);
+  agent_metrics().remotes.get().dec(published_.remotes);
+  agent_metrics().vnis.get().dec(published_.vnis);
+  published_ = {};
 }
 
 // What the fabric has that matches an attachment is kept (never removed and re-created
@@ -268,8 +286,7 @@ Result<void> Agent::adopt() {
     spdlog::info("agent: removing orphan remote mapping vni={} ip={}", r.vni, api::format_ipv4(r.guest_ip));
     if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) return d;
   }
-  agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
-  agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+  publish_counts();
   return {};
 }
 
@@ -338,7 +355,7 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
     } else {
       locals_[key].post_delete_exec = na.spec.post_delete_exec;  // mutable in the spec
     }
-    agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
+    publish_counts();
   }
   if (created) {
     if (auto t = na.extended_metadata.write_time(api::section::kAddress))
@@ -397,7 +414,7 @@ Result<controllers::Requeue> Agent::ensure_remote(const std::string& key, const 
   }
   if (auto r = timed("create_remote", [&] { return fabric_.create_remote(want); }); !r) return fail(r.error());
   remotes_[key] = want;
-  agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+  publish_counts();
   if (auto t = na.extended_metadata.write_time(api::section::kImpl))
     agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
   implemented(Implemented::Kind::kRemote, key, na);
@@ -418,7 +435,7 @@ Result<void> Agent::remove_local(const std::string& key) {
     if (it == locals_.end()) return {};
     st = it->second;
     locals_.erase(it);
-    agent_metrics().locals.get().set(static_cast<double>(locals_.size()));
+    publish_counts();
   }
   if (auto r = timed("delete_local", [&] { return fabric_.delete_local(st.ifc); }); !r) {
     std::lock_guard lk(mu_);
@@ -440,7 +457,7 @@ Result<void> Agent::remove_remote(const std::string& key) {
     if (it == remotes_.end()) return {};
     r = it->second;
     remotes_.erase(it);
-    agent_metrics().remotes.get().set(static_cast<double>(remotes_.size()));
+    publish_counts();
   }
   if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) {
     std::lock_guard lk(mu_);

@@ -79,6 +79,7 @@ class Agent {
   Result<controllers::Requeue> ensure_remote(const std::string& key, const api::NetworkAttachment& na);
   Result<void> remove_local(const std::string& key);
   Result<void> remove_remote(const std::string& key);
+  void publish_counts();  // mu_ held
   api::ExecReport run_exec(const char* kind, const std::vector<std::string>& command, const fabric::LocalIfc& ifc);
   void implemented(Implemented::Kind kind, const std::string& key, const api::NetworkAttachment& na);
 
@@ -100,6 +101,9 @@ class Agent {
   std::map<std::string, fabric::RemoteIfc> remotes_;
   std::set<std::string> execs_done_;                  // uid + ifc name: postCreateExec ran
   Counts counts_;
+  struct {
+    double locals = 0, remotes = 0, vnis = 0;
+  } published_;  // this agent's share of the process-wide gauges
   bool started_ = false;
 };
 

@@ -77,34 +77,6 @@ long open_fds() {
   return n;
 }
 
-// The agents' gauges are process-wide and each agent sets them to its own count, so in
-// one process of many agents they would show whichever agent wrote last. Here they are
-// replaced by the sums over the agents (unlabelled samples only).
-std::string aggregate_gauges(const std::string& text, const std::vector<Node>& nodes) {
-  double locals = 0, remotes = 0, vnis = 0;
-  for (const auto& n : nodes) {
-    locals += static_cast<double>(n.fabric->locals().size());
-    remotes += static_cast<double>(n.fabric->remotes().size());
-    if (n.agent) vnis += static_cast<double>(n.agent->relevant_vnis().size());
-  }
-  const std::pair<std::string, double> sums[] = {
-      {"kos_agent_local_attachments ", locals}, {"kos_agent_remote_attachments ", remotes}, {"kos_agent_relevant_vnis ", vnis}};
-  std::string out;
-  out.reserve(text.size());
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    for (const auto& [prefix, v] : sums)
-      if (line.rfind(prefix, 0) == 0) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "%.17g", v);
-        line = prefix + buf;
-      }
-    out += line;
-    out += '\n';
-  }
-  return out;
-}
-
 int run(const Flags& f) {
   auto fail_flag = [](const std::string& m) {
     std::fprintf(stderr, "kos simulate: %s\n", m.c_str());
@@ -194,11 +166,9 @@ int run(const Flags& f) {
     o.worker_threads = 2;
     auto m = http::Server::start(o, [&](const http::Request& req) -> http::Reply {
       if (req.target().starts_with(agent::kImplementationsPath)) return log.handle(req);
-      if (req.target() == "/metrics") {
-        std::string text = metrics::Registry::global().render();
-        // Until every agent has started, `nodes` is still being filled in.
-        return http::Response{200, "text/plain; version=0.0.4", started ? aggregate_gauges(text, nodes) : text, {}};
-      }
+      // The agents' gauges are process-wide; each agent adds its own share: they are sums.
+      if (req.target() == "/metrics")
+        return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
       if (req.target() == "/healthz")
         return started ? http::Response{200, "text/plain", "ok\n", {}}
                        : http::Response{503, "text/plain", "starting\n", {}};
