@@ -370,19 +370,20 @@ Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> 
   w->sink = std::move(sink);
   if (!w->req.since) {
     // The current state as ADDED events, then everything after the cache's revision.
-    for (const auto& [key, obj] : objects_) {
-      if (!matches(*w, *obj)) continue;
-      w->sink->send(std::make_shared<const std::string>(
-                        event_line("ADDED", *obj, w->req.format)), true);
-    }
+    for (const auto& obj : select_locked(*w))
+      w->sink->send(std::make_shared<const std::string>(event_line("ADDED", *obj, w->req.format)), true);
     w->req.since = rv_;
   } else if (*w->req.since < history_floor_) {
     return fail(Errc::kCompacted,
                 "too old resource version: " + std::to_string(*w->req.since) + " (" +
                     std::to_string(history_floor_) + ")");
   } else {
-    for (const auto& e : history_) {
-      if (e.rv <= *w->req.since) continue;
+    // History is in revision order: start after `since` (a new informer's watch follows
+    // its list, so this is usually the last few events, never the whole window).
+    auto first = std::upper_bound(history_.begin(), history_.end(), *w->req.since,
+                                  [](store::Revision rv, const Event& e) { return rv < e.rv; });
+    for (auto it = first; it != history_.end(); ++it) {
+      const Event& e = *it;
       bool now = !e.deleted && matches(*w, *e.obj);
       bool before = e.prev && matches(*w, *e.prev);
       int type = e.deleted ? (before ? kDeleted : -1)
@@ -419,6 +420,34 @@ bool WatchCache::wait_for(store::Revision rv, std::chrono::milliseconds timeout)
   return advanced_.wait_for(lk, timeout, [&] { return rv_ >= rv; });
 }
 
+// The objects a watcher's (or a list's) namespace and selectors match, in key order; an
+// indexed field pinned by the selector narrows the scan to that value's objects. mu_ held.
+std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
+  std::vector<CachedPtr> out;
+  const auto& fields_ix = strategy_.info().indexed_fields;
+  for (size_t i = 0; i < fields_ix.size(); ++i) {
+    auto v = probe.req.fields.exact_value(fields_ix[i]);
+    if (!v) continue;
+    // Only the objects with that value can match.
+    auto it = obj_index_[i].find(*v);
+    if (it == obj_index_[i].end()) return out;
+    for (const auto& key : it->second) {
+      auto o = objects_.find(key);
+      if (o != objects_.end() && matches(probe, *o->second)) out.push_back(o->second);
+    }
+    return out;  // keys are in order: the result is in key order too
+  }
+  auto begin = objects_.begin(), end = objects_.end();
+  if (!probe.req.ns.empty()) {
+    std::string prefix = strategy_.info().key_prefix() + probe.req.ns + "/";
+    begin = objects_.lower_bound(prefix);
+    end = objects_.lower_bound(store::prefix_end(prefix));
+  }
+  for (auto it = begin; it != end; ++it)
+    if (matches(probe, *it->second)) out.push_back(it->second);
+  return out;
+}
+
 WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSelector& labels,
                                       const api::FieldSelector& fields) const {
   Watcher probe;
@@ -428,27 +457,7 @@ WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSel
   std::shared_lock lk(mu_);
   Snapshot s;
   s.rv = rv_;
-  const auto& fields_ix = strategy_.info().indexed_fields;
-  for (size_t i = 0; i < fields_ix.size(); ++i) {
-    auto v = fields.exact_value(fields_ix[i]);
-    if (!v) continue;
-    // Only the objects with that value can match.
-    auto it = obj_index_[i].find(*v);
-    if (it == obj_index_[i].end()) return s;
-    for (const auto& key : it->second) {
-      auto o = objects_.find(key);
-      if (o != objects_.end() && matches(probe, *o->second)) s.items.push_back(o->second);
-    }
-    return s;  // keys are in order: the result is in key order too
-  }
-  auto begin = objects_.begin(), end = objects_.end();
-  if (!ns.empty()) {
-    std::string prefix = strategy_.info().key_prefix() + ns + "/";
-    begin = objects_.lower_bound(prefix);
-    end = objects_.lower_bound(store::prefix_end(prefix));
-  }
-  for (auto it = begin; it != end; ++it)
-    if (matches(probe, *it->second)) s.items.push_back(it->second);
+  s.items = select_locked(probe);
   return s;
 }
 

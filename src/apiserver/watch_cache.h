@@ -158,6 +158,7 @@ class WatchCache {
   void dispatch(const Event& e);
   bool deliver(Watcher& w, const Event& e, int type);  // false: the sink refused it
   bool matches(const Watcher& w, const CachedObject& o) const;
+  std::vector<CachedPtr> select_locked(const Watcher& probe) const;
   void index_object(const CachedObject& o, bool add);
   void index_watcher(const std::shared_ptr<Watcher>& w);
   void unindex_watcher(const Watcher& w);

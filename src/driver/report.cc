@@ -232,7 +232,7 @@ std::vector<Window> windows(const RunReport& r) {
   for (Stage s : kAllStages) {
     if (!stage_measured(r, s)) continue;
     const auto& st = r.results.stages[static_cast<size_t>(s)];
-    if (st.order.size() != st.seconds.size()) continue;  // deletes: not by creation order
+    if (s == Stage::kDelete || st.order.size() != st.seconds.size()) continue;  // not by creation order
     std::vector<std::vector<double>> per(out.size());
     for (size_t i = 0; i < st.seconds.size(); ++i) {
       size_t w = static_cast<size_t>(std::min<uint64_t>(st.order[i] * r.windows / n, r.windows - 1));
