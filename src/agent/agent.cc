@@ -90,6 +90,8 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
         return o;
       }()),
       controller_("agent", opts_.workers, [this](const std::string& k) { return reconcile(k); }) {
+  // Exported from the start (0 is the figure that matters for this one).
+  agent_metrics().irrelevant.get();
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, o, true); },
                        [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, o, true); },
                        [this](const client::ObjectPtr& o, bool) { on_object(kLocal, o, false); }});

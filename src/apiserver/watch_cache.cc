@@ -212,6 +212,10 @@ void WatchCache::apply(const std::vector<store::Event>& events) {
     ++stats_.events;
     dispatch(e);
     for (auto& l : listeners_) l(e.prev, e.deleted ? nullptr : e.obj);
+    // The window keeps the objects, not their serialized lines: the watchers that got the
+    // event hold their lines; a watch resuming from the window builds them again.
+    for (auto& row : e.lines)
+      for (auto& line : row) line.reset();
     history_.push_back(std::move(e));
     while (history_.size() > opts_.history) {
       history_floor_ = history_.front().rv;
