@@ -35,6 +35,7 @@
 #include "fabric/fake/fake_fabric.h"
 #include "fabric/linux/linux_fabric.h"
 #include "test/e2e/cluster.h"
+#include "test/support/netns.h"
 
 namespace {
 
@@ -44,18 +45,7 @@ using kos::api::NetworkAttachment;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-class Netns {
- public:
-  explicit Netns(std::string name) : name_(std::move(name)) {
-    auto r = kos::testing::run({"ip", "netns", "add", name_});
-    if (r.exit_code != 0) throw std::runtime_error("ip netns add " + name_ + ": " + r.err);
-  }
-  ~Netns() { kos::testing::run({"ip", "netns", "del", name_}); }
-  const std::string& name() const { return name_; }
-
- private:
-  std::string name_;
-};
+using Netns = kos::testing::ScopedNetns;
 
 // ---- cold start ------------------------------------------------------------------------
 

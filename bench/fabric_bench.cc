@@ -17,6 +17,7 @@
 
 #include "api/cidr.h"
 #include "fabric/linux/linux_fabric.h"
+#include "test/support/netns.h"
 #include "test/support/process.h"
 
 namespace {
@@ -30,18 +31,7 @@ struct Options {
   std::vector<int> threads = {1, 8};
 };
 
-class Netns {
- public:
-  explicit Netns(std::string name) : name_(std::move(name)) {
-    auto r = kos::testing::run({"ip", "netns", "add", name_});
-    if (r.exit_code != 0) throw std::runtime_error("ip netns add " + name_ + ": " + r.err);
-  }
-  ~Netns() { kos::testing::run({"ip", "netns", "del", name_}); }
-  const std::string& name() const { return name_; }
-
- private:
-  std::string name_;
-};
+using Netns = kos::testing::ScopedNetns;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 

@@ -41,7 +41,7 @@ void GarbageCollector::start() {
     for (const auto& o : snap.items)
       if (!o->owners.empty() || o->deleting) enqueue({i, o->ns, o->name});
   }
-  thread_ = std::thread([this] { run(); });
+  for (int i = 0; i < kWorkers; ++i) threads_.emplace_back([this] { run(); });
 }
 
 void GarbageCollector::stop() {
@@ -50,11 +50,17 @@ void GarbageCollector::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
 }
 
 void GarbageCollector::enqueue(Item item) {
   std::lock_guard lk(mu_);
+  if (processing_.count(item)) {
+    dirty_.insert(std::move(item));  // queued again when its worker is done
+    return;
+  }
   if (!queued_.insert(item).second) return;
   queue_.push_back(std::move(item));
   cv_.notify_one();
@@ -64,11 +70,7 @@ void GarbageCollector::enqueue_dependents(const std::string& owner_uid) {
   if (owner_uid.empty()) return;
   // Called under a cache lock: the owner index of other caches is read after it is
   // released, on the worker (dependents() locks the cache it reads).
-  std::lock_guard lk(mu_);
-  Item marker{SIZE_MAX, owner_uid, ""};
-  if (!queued_.insert(marker).second) return;
-  queue_.push_back(std::move(marker));
-  cv_.notify_one();
+  enqueue(Item{SIZE_MAX, owner_uid, ""});
 }
 
 void GarbageCollector::run() {
@@ -81,13 +83,20 @@ void GarbageCollector::run() {
       item = std::move(queue_.front());
       queue_.pop_front();
       queued_.erase(item);
+      processing_.insert(item);  // one worker per item at a time
     }
     if (item.registry == SIZE_MAX) {
       for (size_t i = 0; i < registries_.size(); ++i)
         for (const auto& d : registries_[i]->cache().dependents(item.ns)) enqueue({i, d->ns, d->name});
-      continue;
+    } else {
+      examine(item);
     }
-    examine(item);
+    std::lock_guard lk(mu_);
+    processing_.erase(item);
+    if (dirty_.erase(item) && queued_.insert(item).second) {
+      queue_.push_back(item);
+      cv_.notify_one();
+    }
   }
 }
 
@@ -102,7 +111,11 @@ Registry* GarbageCollector::owner_registry(const api::OwnerReference& ref) const
 bool GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns) const {
   Registry* r = owner_registry(ref);
   if (!r) return true;  // a kind KOS does not serve: never collect on its account
-  auto o = r->get(ns, ref.name, std::nullopt);  // a live read: caches may lag each other
+  // Present in the cache with that UID: it exists, or its deletion is still on its way to
+  // the cache, and that event queues its dependents again. Only an owner the cache does
+  // not show needs a live read (caches may lag each other).
+  if (auto c = r->cache().get(ns, ref.name); c && c->uid == ref.uid) return true;
+  auto o = r->get(ns, ref.name, std::nullopt);
   if (!o) return o.error().code != Errc::kNotFound;
   return (*o)->uid == ref.uid;
 }

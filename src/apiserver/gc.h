@@ -1,8 +1,8 @@
 // The garbage collector: deletes objects whose owners (by UID) are all gone, deletes the
 // dependents of an owner being deleted in the foreground (and then lets the owner go),
 // and removes owner references from the dependents of an owner deleted with the Orphan
-// policy. Level-triggered: every cache event queues the objects it may concern, and one
-// worker examines each against live state.
+// policy. Level-triggered: every cache event queues the objects it may concern, and a few
+// workers examine them against live state (one worker per object at a time).
 #pragma once
 
 #include <condition_variable>
@@ -47,8 +47,11 @@ class GarbageCollector {
   std::condition_variable cv_;
   std::deque<Item> queue_;
   std::set<Item> queued_;
+  std::set<Item> processing_;  // taken by a worker
+  std::set<Item> dirty_;       // enqueued while processing: queued again after
   bool stopping_ = false;
-  std::thread thread_;
+  static constexpr int kWorkers = 4;  // deletes wait on the store (etcd: milliseconds each)
+  std::vector<std::thread> threads_;
   std::atomic<uint64_t> deleted_{0};
 };
 

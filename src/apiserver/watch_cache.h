@@ -90,7 +90,9 @@ class WatchCache {
  public:
   struct Options {
     size_t history = 10000;  // recent events kept for watches that resume from a revision
-    std::chrono::milliseconds bookmark_interval = std::chrono::seconds(5);
+    // How often each watcher that asked for bookmarks gets one (kube-apiserver: about a
+    // minute); sent in one-second slices of the watchers.
+    std::chrono::milliseconds bookmark_interval = std::chrono::seconds(60);
   };
   struct Stats {
     size_t objects = 0;
@@ -163,7 +165,7 @@ class WatchCache {
   void index_watcher(const std::shared_ptr<Watcher>& w);
   void unindex_watcher(const Watcher& w);
   void close_watcher(uint64_t id, std::optional<Error> error);
-  void send_bookmarks();
+  void send_bookmarks(uint64_t slice, uint64_t slices);
   std::shared_ptr<const std::string> line_for(const Event& e, int type, WatchFormat f);
 
   store::Store& store_;

@@ -132,6 +132,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void start_stream(StreamStart s, unsigned version) {
+    // A stream lives long and never reads another request: drop the parser and the read
+    // buffer (thousands of watches are open at once on a large cluster).
+    parser_.reset();
+    buffer_.clear();
+    buffer_.shrink_to_fit();
     max_queued_ = s.max_queued_bytes;
     on_close_ = std::move(s.on_close);
     header_ = (version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(s.status) + " " +

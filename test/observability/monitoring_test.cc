@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "client/kubeconfig.h"
+#include "client/rest_client.h"
 #include "client/transport.h"
 #include "test/controllers/harness.h"
 
@@ -69,20 +70,6 @@ std::string read_file(const fs::path& p) {
   return ss.str();
 }
 
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
 
 // Plain HTTP GETs to one loopback port.
 class Http {
@@ -384,7 +371,7 @@ class Observability : public ::testing::Test {
 
   // Prometheus' answer to an instant query: data.result, or nullopt with the error.
   std::optional<json::array> query(const std::string& promql, std::string* why = nullptr) {
-    auto body = prom_->get("/api/v1/query?query=" + url_encode(promql), why);
+    auto body = prom_->get("/api/v1/query?query=" + client::url_escape(promql), why);
     if (!body) return std::nullopt;
     auto v = json::parse(*body);
     if (v.at("status") != "success") {
