@@ -180,21 +180,29 @@ class Session : public std::enable_shared_from_this<Session> {
     net::post(stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
   }
 
+  // Writes what is queued as one chunk (up to kMaxBatch lines): under load a watch has
+  // several events waiting, and one gathered write costs one syscall instead of one each.
   void write_next() {
-    std::shared_ptr<const std::string> data;
+    static constexpr size_t kMaxBatch = 64, kMaxBatchBytes = 1 << 20;
     bool last = false;
+    inflight_.clear();
+    size_t bytes = 0;
     {
       std::lock_guard lk(mu_);
       if (closed_) return;
-      if (!queue_.empty()) {
-        data = std::move(queue_.front());
+      while (!queue_.empty() && inflight_.size() < kMaxBatch && bytes < kMaxBatchBytes) {
+        bytes += queue_.front()->size();
+        inflight_.push_back(std::move(queue_.front()));
         queue_.pop_front();
-        queued_bytes_ -= data->size();
-      } else if (finishing_) {
-        last = true;
-      } else {
-        writing_ = false;
-        return;
+      }
+      queued_bytes_ -= bytes;
+      if (inflight_.empty()) {
+        if (finishing_) {
+          last = true;
+        } else {
+          writing_ = false;
+          return;
+        }
       }
     }
     if (last) {
@@ -203,15 +211,16 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     char hex[24];
-    int n = std::snprintf(hex, sizeof hex, "%zx\r\n", data->size());
+    int n = std::snprintf(hex, sizeof hex, "%zx\r\n", bytes);
     chunk_prefix_.assign(hex, static_cast<size_t>(n));
-    std::array<net::const_buffer, 3> bufs{net::buffer(chunk_prefix_), net::buffer(*data),
-                                          net::buffer("\r\n", 2)};
-    net::async_write(stream_.socket(), bufs,
-                     [self = shared_from_this(), data](beast::error_code ec, size_t) {
-                       if (ec) return self->close();
-                       self->write_next();
-                     });
+    gather_.clear();
+    gather_.push_back(net::buffer(chunk_prefix_));
+    for (const auto& d : inflight_) gather_.push_back(net::buffer(*d));
+    gather_.push_back(net::buffer("\r\n", 2));
+    net::async_write(stream_.socket(), gather_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      self->write_next();
+    });
   }
 
   void close() {
@@ -253,6 +262,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_;
+  std::vector<std::shared_ptr<const std::string>> inflight_;  // being written (strand only)
+  std::vector<net::const_buffer> gather_;
   size_t queued_bytes_ = 0, max_queued_ = 0;
   bool streaming_ = false, writing_ = false, finishing_ = false, closed_ = false;
   std::function<void()> on_close_;
