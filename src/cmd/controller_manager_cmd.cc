@@ -22,7 +22,9 @@ namespace {
 struct Flags {
   std::string kubeconfig;
   std::string controllers = "subnet-validator,ipam";
-  int workers = 4;
+  // Reconciles wait on the API server (three requests per attachment): on etcd, at a few
+  // milliseconds each, 4 workers top out near 150 attachments/s. Workers are cheap.
+  int workers = 16;
   bool leader_elect = false;
   std::string metrics_listen;
   double qps = 5000;  // two writes per attachment: the default must not be the bottleneck
