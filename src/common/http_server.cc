@@ -46,7 +46,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // ---- streaming (any thread) ----
   bool enqueue(std::shared_ptr<const std::string> data, bool force) {
     std::lock_guard lk(mu_);
-    if (closed_ || finishing_) return false;
+    // A stream that is ending takes nothing more, but that is not the writer's fault: only
+    // a full queue (a receiver too far behind) answers false.
+    if (closed_ || finishing_) return true;
     if (!force && queued_bytes_ + data->size() > max_queued_) return false;
     queued_bytes_ += data->size();
     queue_.push_back(std::move(data));

@@ -37,7 +37,8 @@ class Stream {
  public:
   virtual ~Stream() = default;
   // Queues data; false if more than the stream's limit is already queued (the data is
-  // not queued then) or the stream is closed.
+  // not queued then). A stream that is ending drops data and answers true: its on_close
+  // tells the writer.
   virtual bool write(std::shared_ptr<const std::string> data) = 0;
   // Queues data regardless of the limit.
   virtual void write_always(std::shared_ptr<const std::string> data) = 0;
