@@ -14,6 +14,7 @@
 #include "agent/implementation_log.h"
 #include "api/cidr.h"
 #include "cmd/commands.h"
+#include "cmd/metrics_listen.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "fabric/fake/fake_fabric.h"
@@ -88,18 +89,8 @@ int run(const Flags& f) {
   std::unique_ptr<http::Server> metrics_server;
   if (!f.metrics_listen.empty()) {
     impl_log = std::make_unique<agent::ImplementationLog>();
-    auto colon = f.metrics_listen.rfind(':');
-    http::ServerOptions o;
-    o.address = f.metrics_listen.substr(0, colon);
-    o.port = static_cast<uint16_t>(std::atoi(f.metrics_listen.substr(colon + 1).c_str()));
-    o.io_threads = 1;
-    o.worker_threads = 2;
-    auto m = http::Server::start(o, [log = impl_log.get()](const http::Request& req) -> http::Reply {
-      if (req.target().starts_with(agent::kImplementationsPath)) return log->handle(req);
-      if (req.target() == "/metrics")
-        return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
-      return http::Response{req.target() == "/healthz" ? 200u : 404u, "text/plain", "ok\n", {}};
-    });
+    auto addr = parse_metrics_listen(f.metrics_listen);
+    auto m = addr ? serve_metrics(*addr, {.log = impl_log.get()}) : fail(addr.error());
     if (!m) {
       std::fprintf(stderr, "kos agent: %s\n", m.error().message.c_str());
       return 1;

@@ -11,6 +11,7 @@
 #include "client/event_recorder.h"
 #include "client/leader_election.h"
 #include "cmd/commands.h"
+#include "cmd/metrics_listen.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "controllers/ipam/ipam.h"
@@ -30,27 +31,6 @@ struct Flags {
   double qps = 5000;  // two writes per attachment: the default must not be the bottleneck
   int burst = 10000;
 };
-
-// Serves /metrics and /healthz on ADDR (HOST:PORT).
-Result<std::unique_ptr<http::Server>> serve_metrics(const std::string& addr) {
-  auto colon = addr.rfind(':');
-  if (colon == std::string::npos) return fail(Errc::kBadRequest, "--metrics-listen " + addr + ": expected HOST:PORT");
-  http::ServerOptions o;
-  o.address = addr.substr(0, colon);
-  try {
-    o.port = static_cast<uint16_t>(std::stoi(addr.substr(colon + 1)));
-  } catch (...) {
-    return fail(Errc::kBadRequest, "--metrics-listen " + addr + ": invalid port");
-  }
-  o.worker_threads = 2;
-  o.io_threads = 1;
-  return http::Server::start(o, [](const http::Request& req) -> http::Reply {
-    if (req.target() == "/metrics")
-      return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
-    if (req.target() == "/healthz") return http::Response{200, "text/plain", "ok", {}};
-    return http::Response{404, "text/plain", "not found\n", {}};
-  });
-}
 
 int run(const Flags& f) {
   bool want_validator = false, want_ipam = false;
@@ -83,7 +63,8 @@ int run(const Flags& f) {
 
   std::unique_ptr<http::Server> metrics_server;
   if (!f.metrics_listen.empty()) {
-    auto m = serve_metrics(f.metrics_listen);
+    auto addr = parse_metrics_listen(f.metrics_listen);
+    auto m = addr ? serve_metrics(*addr) : fail(addr.error());
     if (!m) {
       std::fprintf(stderr, "kos controller-manager: %s\n", m.error().message.c_str());
       return 1;

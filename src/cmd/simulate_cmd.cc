@@ -22,6 +22,7 @@
 #include "client/kubeconfig.h"
 #include "client/rest_client.h"
 #include "cmd/commands.h"
+#include "cmd/metrics_listen.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "driver/plan.h"
@@ -94,14 +95,11 @@ int run(const Flags& f) {
   auto latency = driver::parse_duration(f.fake_latency);
   if (!latency) return fail_flag("--fake-latency: " + latency.error().message);
   if (f.log_capacity < 1) return fail_flag("--implementation-log-capacity: at least 1");
-  std::string listen_host;
-  uint16_t listen_port = 0;
+  ListenAddress listen;
   if (!f.metrics_listen.empty()) {
-    auto colon = f.metrics_listen.rfind(':');
-    auto port = colon == std::string::npos ? std::nullopt : api::parse_decimal(f.metrics_listen.substr(colon + 1), 65535);
-    if (!port) return fail_flag("--metrics-listen " + f.metrics_listen + ": expected HOST:PORT");
-    listen_host = f.metrics_listen.substr(0, colon);
-    listen_port = static_cast<uint16_t>(*port);
+    auto addr = parse_metrics_listen(f.metrics_listen);
+    if (!addr) return fail_flag(addr.error().message);
+    listen = *addr;
   }
   auto cfg = client::config_from_env_or_file(f.kubeconfig);
   if (!cfg) {
@@ -159,21 +157,8 @@ int run(const Flags& f) {
   std::atomic<bool> started{false};
   std::unique_ptr<http::Server> server;
   if (!f.metrics_listen.empty()) {
-    http::ServerOptions o;
-    o.address = listen_host;
-    o.port = listen_port;
-    o.io_threads = 1;
-    o.worker_threads = 2;
-    auto m = http::Server::start(o, [&](const http::Request& req) -> http::Reply {
-      if (req.target().starts_with(agent::kImplementationsPath)) return log.handle(req);
-      // The agents' gauges are process-wide; each agent adds its own share: they are sums.
-      if (req.target() == "/metrics")
-        return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
-      if (req.target() == "/healthz")
-        return started ? http::Response{200, "text/plain", "ok\n", {}}
-                       : http::Response{503, "text/plain", "starting\n", {}};
-      return http::Response{404, "text/plain", "not found\n", {}};
-    });
+    // The agents' gauges are process-wide; each agent adds its own share: they are sums.
+    auto m = serve_metrics(listen, {.healthy = [&started] { return started.load(); }, .log = &log});
     if (!m) {
       std::fprintf(stderr, "kos simulate: --metrics-listen %s: %s\n", f.metrics_listen.c_str(), m.error().message.c_str());
       return 1;
@@ -217,7 +202,7 @@ int run(const Flags& f) {
                "workers_per_agent={} fake_latency={} start_seconds={:.2f} threads={} open_fds={}",
                f.nodes, f.prefix, f.prefix, f.nodes - 1, api::format_ipv4(*base),
                api::format_ipv4(*base + static_cast<uint32_t>(f.nodes - 1)),
-               server ? listen_host + ":" + std::to_string(server->port()) : "off",
+               server ? listen.host + ":" + std::to_string(server->port()) : "off",
                f.transports ? std::to_string(f.transports) : "one per agent", f.workers,
                driver::format_duration(*latency), start_s, proc_status("Threads:"),
                open_fds());
