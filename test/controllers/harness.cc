@@ -120,6 +120,22 @@ std::unique_ptr<KosProcess> controller_manager(ApiServer& server, const std::str
   return std::make_unique<KosProcess>(name, args, server.dir() / (name + ".log"));
 }
 
+Controllers start_controllers(ApiServer& server, int ipams) {
+  Controllers c;
+  c.validator = controller_manager(server, "validator", "subnet-validator");
+  for (int i = 0; i < ipams; ++i)
+    c.ipams.push_back(controller_manager(server, "ipam-" + std::to_string(i), "ipam"));
+  c.validator->start();
+  for (auto& p : c.ipams) p->start();
+  return c;
+}
+
+std::string Controllers::logs(ApiServer& server) const {
+  std::string s = ctltest::logs({&server.process(), validator.get()});
+  for (const auto& p : ipams) s += ctltest::logs({p.get()});
+  return s;
+}
+
 testing::RunResult ipam_check(ApiServer& server, bool repair) {
   std::vector<std::string> argv = {kKos, "--log-level", "warn", "ipam-check", "--kubeconfig",
                                    server.kubeconfig().string()};

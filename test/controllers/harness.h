@@ -96,6 +96,16 @@ std::unique_ptr<KosProcess> controller_manager(ApiServer& server, const std::str
                                                const std::string& controllers, int workers = 4,
                                                std::vector<std::string> extra = {});
 
+// One subnet validator and `ipams` IPAM controllers, each its own controller-manager
+// process, started.
+struct Controllers {
+  std::unique_ptr<KosProcess> validator;
+  std::vector<std::unique_ptr<KosProcess>> ipams;
+  // The tails of the server's and every controller's logs.
+  std::string logs(ApiServer& server) const;
+};
+Controllers start_controllers(ApiServer& server, int ipams);
+
 // `kos ipam-check --kubeconfig K [--repair]`.
 testing::RunResult ipam_check(ApiServer& server, bool repair = false);
 std::string describe(const testing::RunResult& r);

@@ -31,17 +31,9 @@ TEST(IpamChurn, ControllersOnANearlyFullSubnet) {
   ApiServer server;
   ASSERT_EQ(server.start(), "");
   auto c = server.client();
-  auto validator = controller_manager(server, "validator", "subnet-validator");
-  std::vector<std::unique_ptr<KosProcess>> ipams;
-  for (int i = 0; i < kIpamControllers; ++i)
-    ipams.push_back(controller_manager(server, "ipam-" + std::to_string(i), "ipam"));
-  auto all_logs = [&] {
-    std::string s = logs({&server.process(), validator.get()});
-    for (auto& p : ipams) s += logs({p.get()});
-    return s;
-  };
-  validator->start();
-  for (auto& p : ipams) p->start();
+  auto ctl = start_controllers(server, kIpamControllers);
+  auto& ipams = ctl.ipams;
+  auto all_logs = [&] { return ctl.logs(server); };
   AddressWatcher watcher(server.client(), /*track_locks=*/true);
   ASSERT_TRUE(watcher.start());
   ASSERT_TRUE(c->create(make_subnet("churn", "s", kCidr, 600)));

@@ -56,17 +56,9 @@ TEST(IpamRace, ThreeControllersFiveThousandAttachments) {
   const uint32_t full_capacity = usable_addresses(kFullCidr);
   ASSERT_LT(full_capacity, static_cast<uint32_t>(kFullSubnetAttachments));
 
-  auto validator = controller_manager(server, "validator", "subnet-validator");
-  std::vector<std::unique_ptr<KosProcess>> ipams;
-  for (int i = 0; i < kIpamControllers; ++i)
-    ipams.push_back(controller_manager(server, "ipam-" + std::to_string(i), "ipam"));
-  auto all_logs = [&] {
-    std::string s = logs({&server.process(), validator.get()});
-    for (auto& p : ipams) s += logs({p.get()});
-    return s;
-  };
-  validator->start();
-  for (auto& p : ipams) p->start();
+  auto ctl = start_controllers(server, kIpamControllers);
+  auto& ipams = ctl.ipams;
+  auto all_logs = [&] { return ctl.logs(server); };
 
   AddressWatcher watcher(server.client(), /*track_locks=*/true);
   ASSERT_TRUE(watcher.start());
@@ -221,7 +213,7 @@ TEST(IpamRace, ThreeControllersFiveThousandAttachments) {
   // Nothing was ever shared, at any revision the watcher saw.
   EXPECT_TRUE(watcher.violations().empty()) << watcher.describe_violations();
   EXPECT_EQ(watcher.lists(), 1u) << "the watcher re-listed: the continuous check has gaps";
-  EXPECT_TRUE(validator->running()) << all_logs();
+  EXPECT_TRUE(ctl.validator->running()) << all_logs();
   for (auto& p : ipams) EXPECT_TRUE(p->running()) << p->name() << " exited" << all_logs();
 
   std::printf("[ race ] %d attachments over %d subnets, %d IPAM controllers: created in %.2f s, "
