@@ -2,6 +2,11 @@
 // store.
 #include "apiserver/registry.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+
 #include <gtest/gtest.h>
 
 #include "apiserver/gc.h"
@@ -253,6 +258,38 @@ TEST_F(RegistryTest, OrphanDeletionKeepsDependentsWithoutTheReference) {
   auto lock = locks().get("ns", "v1-5-10-1-0-9", std::nullopt);
   ASSERT_TRUE(lock.has_value());
   EXPECT_TRUE((*lock)->owners.empty());
+}
+
+// UIDs are RFC 4122 version 4 and come from the kernel, not from a generator in the process:
+// a forked child (the state of a user-space PRNG is copied by fork) draws different ones.
+TEST(NewUid, Rfc4122Version4FromTheKernel) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 20000; ++i) {
+    std::string u = new_uid();
+    ASSERT_EQ(u.size(), 36u) << u;
+    for (int j : {8, 13, 18, 23}) ASSERT_EQ(u[j], '-') << u;
+    ASSERT_EQ(u[14], '4') << "version nibble: " << u;
+    ASSERT_TRUE(u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b') << "variant: " << u;
+    ASSERT_TRUE(seen.insert(u).second) << "duplicate " << u;
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string u = new_uid();
+    ssize_t n = ::write(fds[1], u.data(), u.size());
+    ::_exit(n == static_cast<ssize_t>(u.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string parent = new_uid();
+  char buf[64] = {};
+  ssize_t n = ::read(fds[0], buf, sizeof buf);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_EQ(n, 36) << "child wrote no UID";
+  EXPECT_NE(std::string(buf, 36), parent) << "a forked child drew the parent's next UID";
 }
 
 }  // namespace
