@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
 #include "apiserver/server.h"
 #include "cmd/commands.h"
+#include "common/duration.h"
+#include "store/compactor.h"
 #include "store/metered_store.h"
 #include "store/open.h"
 
@@ -22,7 +25,8 @@ struct Flags {
   std::string kubeconfig;
   int io_threads = 2;
   int workers = 64;
-  int compaction_minutes = 5;
+  std::string compaction_interval = "5m";
+  std::optional<int> compaction_minutes;  // the old flag, still accepted
   size_t watch_history = 10000;
 };
 
@@ -64,6 +68,28 @@ int run_apiserver(const Flags& f) {
     std::fprintf(stderr, "kos apiserver: %s\n", hp.error().message.c_str());
     return 2;
   }
+  std::chrono::milliseconds compaction;
+  if (f.compaction_minutes) {
+    if (*f.compaction_minutes < 0) {
+      std::fprintf(stderr, "kos apiserver: --compaction-interval-minutes must not be negative\n");
+      return 2;
+    }
+    spdlog::warn("apiserver: --compaction-interval-minutes is deprecated; use --compaction-interval {}m",
+                 *f.compaction_minutes);
+    compaction = std::chrono::minutes(*f.compaction_minutes);
+  } else {
+    auto d = parse_duration(f.compaction_interval);
+    if (!d) {
+      std::fprintf(stderr, "kos apiserver: --compaction-interval: %s\n", d.error().message.c_str());
+      return 2;
+    }
+    compaction = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+    if (d->count() > 0 && compaction.count() == 0) {
+      std::fprintf(stderr, "kos apiserver: --compaction-interval %s: at least 1ms (or 0 to disable)\n",
+                   f.compaction_interval.c_str());
+      return 2;
+    }
+  }
   std::string url = f.store;
   if (url.empty()) {
     std::error_code ec;
@@ -76,7 +102,7 @@ int run_apiserver(const Flags& f) {
     url = "sqlite:" + (std::filesystem::path(f.data_dir) / "kos.db").string();
   }
   store::OpenOptions so;
-  so.compaction_interval = std::chrono::minutes(f.compaction_minutes);
+  so.compaction_interval = std::chrono::milliseconds(0);  // the Compactor below does it
   auto opened = store::open_store(url, so);
   if (!opened) {
     std::fprintf(stderr, "kos apiserver: %s\n", opened.error().message.c_str());
@@ -101,7 +127,10 @@ int run_apiserver(const Flags& f) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
     return 1;
   }
-  spdlog::info("apiserver: ready store={} url={}", url, (*server)->url());
+  store::Compactor compactor(*store, compaction);
+  compactor.start();
+  spdlog::info("apiserver: ready store={} url={} compaction-interval={}", url, (*server)->url(),
+               compaction.count() ? format_duration(compaction) : std::string("off"));
   if (!f.kubeconfig.empty()) {
     if (auto r = write_kubeconfig(f.kubeconfig, (*server)->url()); !r) {
       std::fprintf(stderr, "kos apiserver: %s\n", r.error().message.c_str());
@@ -112,6 +141,7 @@ int run_apiserver(const Flags& f) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("apiserver: stopping signal={}", sig);
+  compactor.stop();
   (*server)->stop();
   return 0;
 }
@@ -137,9 +167,14 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
                 "resourceVersion (older ones get 410 Gone and relist)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--compaction-interval-minutes", f->compaction_minutes,
-                "embedded store: compact history older than this")
+  auto* interval = c->add_option("--compaction-interval", f->compaction_interval,
+                "compact the store's history (embedded store and etcd) every DURATION, keeping "
+                "one interval of it for watches that resume (e.g. 30s, 5m, 1h; 0 = never). "
+                "With several API servers on one etcd, one of them compacts per interval")
       ->capture_default_str();
+  c->add_option("--compaction-interval-minutes", f->compaction_minutes,
+                "deprecated: --compaction-interval Nm")
+      ->excludes(interval);
   c->callback([&run, f] { run = [f] { return run_apiserver(*f); }; });
 }
 

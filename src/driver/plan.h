@@ -10,13 +10,13 @@
 #include <vector>
 
 #include "api/cidr.h"
+#include "common/duration.h"
 #include "common/error.h"
 
 namespace kos::driver {
 
-// "250ms", "1.5s", "2m", "100us", "0"; kInvalid otherwise. Units: us, ms, s, m, h.
-Result<std::chrono::microseconds> parse_duration(std::string_view s);
-std::string format_duration(std::chrono::microseconds d);  // "1.5s", "250ms", "100us"
+using kos::format_duration;
+using kos::parse_duration;
 
 // Slots of network i (1-based) of `count`: ceil(top / i^exponent), at least 1. A slot
 // holds at most one live attachment, so network i never has more than slots[i-1] live.
