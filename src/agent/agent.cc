@@ -92,17 +92,25 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
       controller_("agent", opts_.workers, [this](const std::string& k) { return reconcile(k); }) {
   // Exported from the start (0 is the figure that matters for this one).
   agent_metrics().irrelevant.get();
-  local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, o, true); },
-                       [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, o, true); },
-                       [this](const client::ObjectPtr& o, bool) { on_object(kLocal, o, false); }});
+  local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
+                       [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
+                       [this](const client::ObjectPtr& o, bool) { on_object(kLocal, &local_, o, false); }});
 }
 
 Agent::~Agent() { stop(); }
 
-void Agent::on_object(uint32_t informer, const client::ObjectPtr& obj, bool present) {
+void Agent::on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
+                      bool present) {
   std::string key = client::object_key(*obj);
   {
     std::lock_guard lk(mu_);
+    if (informer != kLocal) {
+      // A VNI informer that has left vni_informers_ (the VNI stopped being relevant) may
+      // still deliver until stop() returns: its events are stale, and a holder it added now
+      // would never be removed.
+      auto it = vni_informers_.find(informer);
+      if (it == vni_informers_.end() || it->second.get() != from) return;
+    }
     if (present) holders_[key].insert(informer);
     else if (auto it = holders_.find(key); it != holders_.end()) {
       it->second.erase(informer);
@@ -175,9 +183,10 @@ void Agent::update_relevance() {
       client::InformerOptions o;
       o.field_selector = "status.addressVNI=" + std::to_string(vni) + ",spec.node!=" + opts_.node;
       auto inf = std::make_unique<client::Informer>(client_, o);
-      inf->add_handlers({[this, vni](const client::ObjectPtr& x) { on_object(vni, x, true); },
-                         [this, vni](const client::ObjectPtr&, const client::ObjectPtr& x) { on_object(vni, x, true); },
-                         [this, vni](const client::ObjectPtr& x, bool) { on_object(vni, x, false); }});
+      const client::Informer* p = inf.get();
+      inf->add_handlers({[this, vni, p](const client::ObjectPtr& x) { on_object(vni, p, x, true); },
+                         [this, vni, p](const client::ObjectPtr&, const client::ObjectPtr& x) { on_object(vni, p, x, true); },
+                         [this, vni, p](const client::ObjectPtr& x, bool) { on_object(vni, p, x, false); }});
       inf->start();
       started.emplace_back(vni, inf.get());
       vni_informers_.emplace(vni, std::move(inf));
@@ -247,48 +256,70 @@ void Agent::stop() {
 }
 
 // What the fabric has that matches an attachment is kept (never removed and re-created
-// across a restart); the rest is an orphan and goes.
+// across a restart); the rest is an orphan and goes. Orphans are decided from consistent
+// lists (resourceVersion unset: read from the store, not from a watch cache that may lag
+// behind another API server), so a restart never deletes a live interface.
 Result<void> Agent::adopt() {
   auto locals = fabric_.list_local();
   if (!locals) return fail(locals.error());
   auto remotes = fabric_.list_remote();
   if (!remotes) return fail(remotes.error());
+  client::ListOptions lo;
+  lo.field_selector = "spec.node=" + opts_.node;
+  auto local_list = client_->list<api::NetworkAttachment>("", lo);
+  if (!local_list) return fail(local_list.error());
   std::map<std::string, std::pair<std::string, const api::NetworkAttachment*>> want_local;  // ifc name -> key
-  std::vector<client::ObjectPtr> keep_alive = local_.indexer().list();
-  for (const auto& o : keep_alive) {
-    const auto& na = std::get<api::NetworkAttachment>(*o);
+  for (const auto& na : *local_list) {
     auto ip = api::parse_ipv4(na.status.ipv4);
     if (!ip || na.status.address_vni == 0) continue;
-    want_local[api::interface_name(api::guest_mac(*ip, na.status.address_vni))] = {client::object_key(*o), &na};
+    want_local[api::interface_name(api::guest_mac(*ip, na.status.address_vni))] = {
+        na.metadata.namespace_ + "/" + na.metadata.name, &na};
   }
-  std::lock_guard lk(mu_);
-  for (const auto& ifc : *locals) {
-    auto it = want_local.find(ifc.name);
-    if (it != want_local.end()) {
+  std::vector<uint32_t> vnis;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [vni, _] : vni_informers_) vnis.push_back(vni);
+  }
+  std::map<std::pair<uint32_t, uint32_t>, std::string> want_remote;  // (vni, ip) -> key
+  for (uint32_t vni : vnis) {
+    client::ListOptions ro;
+    ro.field_selector = "status.addressVNI=" + std::to_string(vni) + ",spec.node!=" + opts_.node;
+    auto list = client_->list<api::NetworkAttachment>("", ro);
+    if (!list) return fail(list.error());
+    for (const auto& na : *list)
+      if (auto ip = api::parse_ipv4(na.status.ipv4))
+        want_remote[{vni, *ip}] = na.metadata.namespace_ + "/" + na.metadata.name;
+  }
+  std::vector<fabric::LocalIfc> orphan_locals;
+  std::vector<fabric::RemoteIfc> orphan_remotes;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& ifc : *locals) {
+      auto it = want_local.find(ifc.name);
+      if (it == want_local.end()) {
+        orphan_locals.push_back(ifc);
+        continue;
+      }
       const auto& na = *it->second.second;
       locals_[it->second.first] = LocalState{ifc, na.metadata.uid, na.spec.post_delete_exec};
       if (na.status.post_create_exec_report) execs_done_.insert(na.metadata.uid + "/" + ifc.name);
-      continue;
     }
+    for (const auto& r : *remotes) {
+      auto it = want_remote.find({r.vni, r.guest_ip});
+      if (it == want_remote.end()) orphan_remotes.push_back(r);
+      else remotes_[it->second] = r;
+    }
+    publish_counts();
+  }
+  // Fabric calls never under mu_ (informer handlers take it on the transport thread).
+  for (const auto& ifc : orphan_locals) {
     spdlog::info("agent: removing orphan local interface {} (vni {})", ifc.name, ifc.vni);
     if (auto r = timed("delete_local", [&] { return fabric_.delete_local(ifc); }); !r) return r;
   }
-  std::map<std::pair<uint32_t, uint32_t>, std::string> want_remote;
-  for (const auto& [vni, inf] : vni_informers_)
-    for (const auto& o : inf->indexer().list()) {
-      const auto& na = std::get<api::NetworkAttachment>(*o);
-      if (auto ip = api::parse_ipv4(na.status.ipv4)) want_remote[{vni, *ip}] = client::object_key(*o);
-    }
-  for (const auto& r : *remotes) {
-    auto it = want_remote.find({r.vni, r.guest_ip});
-    if (it != want_remote.end()) {
-      remotes_[it->second] = r;
-      continue;
-    }
+  for (const auto& r : orphan_remotes) {
     spdlog::info("agent: removing orphan remote mapping vni={} ip={}", r.vni, api::format_ipv4(r.guest_ip));
     if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) return d;
   }
-  publish_counts();
   return {};
 }
 
@@ -335,29 +366,45 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   want.guest_ip = *ip;
   want.mac = api::guest_mac(*ip, want.vni);
   want.name = api::interface_name(want.mac);
+  // Only the worker holding `key` changes locals_[key] (the queue never gives a key to two
+  // workers), so the entry can be read, the fabric called without mu_, and the entry
+  // written back. No mutex is held across a fabric or an API call: informer handlers take
+  // mu_ on the client transport's thread, which those calls may need.
   bool created = false;
+  std::optional<LocalState> old;
+  bool have = false;
   {
     std::lock_guard lk(mu_);
     auto it = locals_.find(key);
     if (it != locals_.end() && (it->second.ifc != want || it->second.uid != na.metadata.uid)) {
       // The address (or the incarnation) changed: the old interface goes first.
-      fabric::LocalIfc old = it->second.ifc;
+      old = it->second;
       locals_.erase(it);
-      if (auto r = timed("delete_local", [&] { return fabric_.delete_local(old); }); !r) return fail(r.error());
+      publish_counts();
+    } else if (it != locals_.end()) {
+      it->second.post_delete_exec = na.spec.post_delete_exec;  // mutable in the spec
+      have = true;
     }
-    if (!locals_.count(key)) {
-      if (auto r = timed("create_local", [&] { return fabric_.create_local(want); }); !r) {
-        api::NetworkAttachment next = na;
-        next.status.errors.host = {"cannot create interface " + want.name + ": " + r.error().message};
-        (void)client_->update_status(next);
-        return fail(r.error());
-      }
-      locals_[key] = LocalState{want, na.metadata.uid, na.spec.post_delete_exec};
-      created = true;
-    } else {
-      locals_[key].post_delete_exec = na.spec.post_delete_exec;  // mutable in the spec
+  }
+  if (old) {
+    if (auto r = timed("delete_local", [&] { return fabric_.delete_local(old->ifc); }); !r) {
+      std::lock_guard lk(mu_);
+      locals_[key] = *old;  // still there: try again later
+      publish_counts();
+      return fail(r.error());
     }
+  }
+  if (!have) {
+    if (auto r = timed("create_local", [&] { return fabric_.create_local(want); }); !r) {
+      api::NetworkAttachment next = na;
+      next.status.errors.host = {"cannot create interface " + want.name + ": " + r.error().message};
+      if (next.status != na.status) (void)client_->update_status(next);
+      return fail(r.error());
+    }
+    std::lock_guard lk(mu_);
+    locals_[key] = LocalState{want, na.metadata.uid, na.spec.post_delete_exec};
     publish_counts();
+    created = true;
   }
   if (created) {
     if (auto t = na.extended_metadata.write_time(api::section::kAddress))
@@ -406,17 +453,32 @@ Result<controllers::Requeue> Agent::ensure_remote(const std::string& key, const 
     return controllers::Requeue{};  // its node has not implemented it yet
   }
   fabric::RemoteIfc want{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
-  std::lock_guard lk(mu_);
-  auto it = remotes_.find(key);
-  if (it != remotes_.end() && it->second == want) return controllers::Requeue{};
-  if (it != remotes_.end()) {
-    fabric::RemoteIfc old = it->second;
-    remotes_.erase(it);
-    if (auto r = timed("delete_remote", [&] { return fabric_.delete_remote(old); }); !r) return fail(r.error());
+  std::optional<fabric::RemoteIfc> old;
+  {
+    // As in ensure_local: the entry is this worker's while it holds the key; mu_ is never
+    // held across a fabric call.
+    std::lock_guard lk(mu_);
+    auto it = remotes_.find(key);
+    if (it != remotes_.end() && it->second == want) return controllers::Requeue{};
+    if (it != remotes_.end()) {
+      old = it->second;
+      remotes_.erase(it);
+      publish_counts();
+    }
   }
+  if (old)
+    if (auto r = timed("delete_remote", [&] { return fabric_.delete_remote(*old); }); !r) {
+      std::lock_guard lk(mu_);
+      remotes_[key] = *old;
+      publish_counts();
+      return fail(r.error());
+    }
   if (auto r = timed("create_remote", [&] { return fabric_.create_remote(want); }); !r) return fail(r.error());
-  remotes_[key] = want;
-  publish_counts();
+  {
+    std::lock_guard lk(mu_);
+    remotes_[key] = want;
+    publish_counts();
+  }
   if (auto t = na.extended_metadata.write_time(api::section::kImpl))
     agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
   implemented(Implemented::Kind::kRemote, key, na);

@@ -11,7 +11,11 @@
 // several; the stale informer's delete notification requeues it.
 //
 // Start-up: sync the local informer, start and sync the VNI informers, read what the
-// fabric already has, adopt what matches, remove orphans, then start the workers.
+// fabric already has, adopt what matches consistent lists of the attachments, remove
+// orphans, then start the workers.
+//
+// Concurrency: mu_ guards the agent's maps only; it is never held across a fabric call or
+// an API call (informer handlers take it on the client transport's thread).
 #pragma once
 
 #include <chrono>
@@ -72,7 +76,10 @@ class Agent {
 
  private:
   static constexpr uint32_t kLocal = 0;  // informer id of the local informer; VNIs are 1..
-  void on_object(uint32_t informer, const client::ObjectPtr& obj, bool present);
+  // `from` is the informer that delivered: events of a VNI informer no longer in
+  // vni_informers_ are dropped.
+  void on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
+                 bool present);
   void update_relevance();  // starts/stops VNI informers to match the local attachments
   Result<void> adopt();
   Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);

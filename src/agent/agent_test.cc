@@ -122,5 +122,79 @@ TEST_F(AgentTest, EachAgentLearnsOnlyTheVnisItHosts) {
   }));
 }
 
+// Creates Subnet `name` (VNI `vni`, 10.200.<vni>.0/24) and `count` attachments on `node`.
+void create_network(client::RestClient& c, const std::string& name, uint32_t vni,
+                    const std::string& node, int count) {
+  api::Subnet s;
+  s.metadata.namespace_ = "ns";
+  s.metadata.name = name;
+  s.spec.vni = vni;
+  s.spec.ipv4 = "10.200." + std::to_string(vni) + ".0/24";
+  ASSERT_TRUE(c.create(s).has_value());
+  for (int i = 0; i < count; ++i) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = name + "-" + node + "-" + std::to_string(i);
+    na.spec.node = node;
+    na.spec.subnet = name;
+    ASSERT_TRUE(c.create(na).has_value());
+  }
+}
+
+// A failing fabric makes the agent write the error into status while events keep arriving
+// on the client's transport thread. The agent used to hold its mutex across the status
+// write, which the transport's event handlers also take: a deadlock (this test hung).
+TEST_F(AgentTest, FailingFabricCallsReportErrorsAndNeverHang) {
+  add_agent("node0", 0x0a090001u);
+  fabrics_[0]->fail_next(fabric::FakeFabric::Op::kCreateLocal,
+                         Error{Errc::kInternal, "injected fault"}, 1 << 30);
+  constexpr int kCount = 40;
+  create_network(*c_, "f", 31, "node0", kCount);
+  auto with = [&](auto pred) {
+    auto all = c_->list<api::NetworkAttachment>("ns");
+    if (!all) return 0;
+    int n = 0;
+    for (const auto& na : *all) n += pred(na) ? 1 : 0;
+    return n;
+  };
+  EXPECT_TRUE(eventually([&] {
+    return with([](const api::NetworkAttachment& na) {
+             return !na.status.errors.host.empty() &&
+                    na.status.errors.host[0].find("injected fault") != std::string::npos;
+           }) == kCount;
+  })) << "not every attachment reports the fabric's error";
+  // The fault goes away: everything converges (the failed keys are retried with backoff).
+  fabrics_[0]->fail_next(fabric::FakeFabric::Op::kCreateLocal, Error{}, 0);
+  EXPECT_TRUE(eventually([&] {
+    return with([](const api::NetworkAttachment& na) {
+             return !na.status.ifc_name.empty() && na.status.errors.host.empty();
+           }) == kCount;
+  }, 60s)) << "the agent did not converge after the fault cleared";
+  EXPECT_EQ(fabrics_[0]->locals().size(), static_cast<size_t>(kCount));
+}
+
+// Slow fabric calls (10 ms each) on two nodes sharing a VNI, with failing remote creates
+// for a while: every local and remote converges, nothing hangs.
+TEST_F(AgentTest, SlowAndFailingFabricConverges) {
+  add_agent("node0", 0x0a090001u);
+  add_agent("node1", 0x0a090002u);
+  for (auto& f : fabrics_) {
+    f->set_latency(10ms);
+    f->fail_next(fabric::FakeFabric::Op::kCreateRemote, Error{Errc::kUnavailable, "slow fault"}, 15);
+  }
+  create_network(*c_, "g", 32, "node0", 10);
+  for (int i = 0; i < 10; ++i) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = "g-node1-" + std::to_string(i);
+    na.spec.node = "node1";
+    na.spec.subnet = "g";
+    ASSERT_TRUE(c_->create(na).has_value());
+  }
+  for (auto& f : fabrics_)
+    EXPECT_TRUE(eventually([&] { return f->locals().size() == 10 && f->remotes().size() == 10; }, 60s))
+        << "locals " << f->locals().size() << " remotes " << f->remotes().size();
+}
+
 }  // namespace
 }  // namespace kos::agent

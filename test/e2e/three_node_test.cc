@@ -92,9 +92,13 @@ class ThreeNodes : public ::testing::Test {
     EXPECT_TRUE(poll_until(clean, 30s));
     for (int i = 0; i < cluster_->nodes(); ++i)
       EXPECT_EQ(describe(cluster_->kernel_state(i)), describe(NodeKernelState{})) << cluster_->node_name(i);
-    // postDeleteExec removed every guest namespace.
-    auto r = run({"ip", "netns", "list"});
-    EXPECT_EQ(r.out.find(cluster_->prefix() + "-g-"), std::string::npos) << r.out;
+    // postDeleteExec removed every guest namespace (it runs after the interface is gone, so
+    // it may still be running when the kernel state is clean).
+    kos::testing::RunResult r;
+    EXPECT_TRUE(poll_until([&] {
+      r = run({"ip", "netns", "list"});
+      return r.out.find(cluster_->prefix() + "-g-") == std::string::npos;
+    }, 30s)) << r.out;
   }
 
   std::unique_ptr<Cluster> cluster_;
