@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "test/support/skip.h"
 #include "api/cidr.h"
 #include "api/names.h"
 #include "test/e2e/cluster.h"
@@ -30,7 +31,7 @@ const std::string kCidr = "10.50.0.0/24";  // the same on both VNIs
 class ThreeNodes : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
+    if (geteuid() != 0) KOS_SKIP_UNLESS_CI() << "needs root (network namespaces)";
     cluster_ = std::make_unique<Cluster>(Cluster::Options{});
     if (auto e = cluster_->start(); !e.empty()) FAIL() << e << "\n" << cluster_->logs();
     client_ = cluster_->client();

@@ -8,6 +8,7 @@
 
 #include <regex>
 
+#include "test/support/skip.h"
 #include "test/integration/harness.h"
 
 namespace kos::testing {
@@ -23,7 +24,7 @@ class Kubectl120Test : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     if (access(kKubectl120, X_OK) != 0)
-      GTEST_SKIP() << kKubectl120 << " is missing: run scripts/install-deps.sh, which unpacks "
+      KOS_SKIP_UNLESS_CI() << kKubectl120 << " is missing: run scripts/install-deps.sh, which unpacks "
                    << "Debian's kubernetes-client (kubectl 1.20) there";
     server_ = std::make_unique<ApiServerProcess>(GetParam());
     auto err = server_->start();

@@ -3,6 +3,7 @@
 // nothing is left behind even when an assertion fails. The fabric programs the kernel over
 // netlink; the tests inspect it with `ip -j` / `bridge -j` and set up namespaces and
 // addresses with `ip`. Needs root and `ip netns`; skips otherwise.
+#include "test/support/skip.h"
 #include "fabric/linux/linux_fabric.h"
 
 #include <gtest/gtest.h>
@@ -140,11 +141,11 @@ class LinuxFabricTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0)
-      GTEST_SKIP() << "needs root: creates network namespaces, VXLAN devices, bridges and veth pairs";
+      KOS_SKIP_UNLESS_CI() << "needs root: creates network namespaces, VXLAN devices, bridges and veth pairs";
     if (auto r = run({"ip", "netns", "list"}); r.exit_code != 0)
-      GTEST_SKIP() << "`ip netns` is unavailable: " << r.err;
+      KOS_SKIP_UNLESS_CI() << "`ip netns` is unavailable: " << r.err;
     node_ = std::make_unique<Netns>();
-    if (!node_->ok()) GTEST_SKIP() << "cannot create a network namespace: " << node_->error();
+    if (!node_->ok()) KOS_SKIP_UNLESS_CI() << "cannot create a network namespace: " << node_->error();
   }
 
   const std::string& ns() const { return node_->name(); }
