@@ -273,7 +273,7 @@ Result<void> Agent::adopt() {
     auto ip = api::parse_ipv4(na.status.ipv4);
     if (!ip || na.status.address_vni == 0) continue;
     want_local[api::interface_name(api::guest_mac(*ip, na.status.address_vni))] = {
-        na.metadata.namespace_ + "/" + na.metadata.name, &na};
+        client::object_key(na.metadata.namespace_, na.metadata.name), &na};
   }
   std::vector<uint32_t> vnis;
   {
@@ -288,7 +288,7 @@ Result<void> Agent::adopt() {
     if (!list) return fail(list.error());
     for (const auto& na : *list)
       if (auto ip = api::parse_ipv4(na.status.ipv4))
-        want_remote[{vni, *ip}] = na.metadata.namespace_ + "/" + na.metadata.name;
+        want_remote[{vni, *ip}] = client::object_key(na.metadata.namespace_, na.metadata.name);
   }
   std::vector<fabric::LocalIfc> orphan_locals;
   std::vector<fabric::RemoteIfc> orphan_remotes;
@@ -370,9 +370,8 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   // workers), so the entry can be read, the fabric called without mu_, and the entry
   // written back. No mutex is held across a fabric or an API call: informer handlers take
   // mu_ on the client transport's thread, which those calls may need.
-  bool created = false;
   std::optional<LocalState> old;
-  bool have = false;
+  bool have = false;  // the interface exists as wanted
   {
     std::lock_guard lk(mu_);
     auto it = locals_.find(key);
@@ -401,12 +400,11 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
       if (next.status != na.status) (void)client_->update_status(next);
       return fail(r.error());
     }
-    std::lock_guard lk(mu_);
-    locals_[key] = LocalState{want, na.metadata.uid, na.spec.post_delete_exec};
-    publish_counts();
-    created = true;
-  }
-  if (created) {
+    {
+      std::lock_guard lk(mu_);
+      locals_[key] = LocalState{want, na.metadata.uid, na.spec.post_delete_exec};
+      publish_counts();
+    }
     if (auto t = na.extended_metadata.write_time(api::section::kAddress))
       agent_metrics().write_to_local.get().observe(std::chrono::system_clock::now() - *t);
     implemented(Implemented::Kind::kLocal, key, na);

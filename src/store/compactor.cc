@@ -47,8 +47,7 @@ Result<std::optional<Revision>> Compactor::tick() {
     if (!created && created.error().code != Errc::kAlreadyExists)
       return std::unexpected(created.error());
     // Another server created it first: its turn; read the key again at the next tick.
-    seen_key_rev_ = created ? created->mod_revision : 0;
-    pending_ = created ? created->mod_revision : 0;
+    seen_key_rev_ = pending_ = created ? created->mod_revision : 0;
     return std::nullopt;
   }
   if (seen_key_rev_ == 0 || key->mod_revision != seen_key_rev_) {
@@ -68,12 +67,8 @@ Result<std::optional<Revision>> Compactor::tick() {
     seen_key_rev_ = 0;  // lost the race: start over at the next tick
     return std::nullopt;
   }
-  seen_key_rev_ = updated->mod_revision;
-  pending_ = updated->mod_revision;
-  {
-    std::lock_guard lk(mu_);
-    if (target <= compacted_) return std::nullopt;
-  }
+  // The next compaction point: this tick's revision (always above `target`).
+  seen_key_rev_ = pending_ = updated->mod_revision;
   if (auto c = store_.compact(target); !c) return std::unexpected(c.error());
   {
     std::lock_guard lk(mu_);
