@@ -221,6 +221,14 @@ Result<CachedPtr> Registry::read(const std::string& key) {
   return make_cached(strategy_, key, kv->value, kv->mod_revision);
 }
 
+Result<CachedPtr> Registry::read(const std::string& ns, const std::string& name) {
+  auto c = read(strategy_.info().key(ns, name));
+  // A kind whose names are unique across namespaces keeps every namespace's objects under
+  // one prefix: the object of that name may be another namespace's.
+  if (c && strategy_.info().namespaced && (*c)->ns != ns) return fail(Errc::kNotFound, "");
+  return c;
+}
+
 // ---- create ---------------------------------------------------------------------------
 
 Result<CachedPtr> Registry::create(const std::string& ns, const json::value& body,
@@ -267,10 +275,14 @@ Result<CachedPtr> Registry::create(const std::string& ns, const json::value& bod
   if (opts.dry_run) return make_cached(strategy_, key, value, 0);
   auto kv = store_.create(key, value);
   if (!kv) {
-    if (kv.error().code == Errc::kAlreadyExists)
-      return fail(Errc::kAlreadyExists, info.plural + (info.group.empty() ? "" : "." + info.group) +
-                                            " \"" + meta->name + "\" already exists");
-    return fail(kv.error());
+    if (kv.error().code != Errc::kAlreadyExists) return fail(kv.error());
+    std::string msg = info.plural + (info.group.empty() ? "" : "." + info.group) + " \"" +
+                      meta->name + "\" already exists";
+    // With names unique across namespaces, the holder may be in another namespace: say so.
+    if (info.cluster_unique_names)
+      if (auto holder = read(key); holder && (*holder)->ns != meta->namespace_)
+        msg += " in namespace " + (*holder)->ns;
+    return fail(Errc::kAlreadyExists, msg);
   }
   return make_cached(strategy_, key, value, kv->mod_revision);
 }
@@ -285,7 +297,7 @@ Result<CachedPtr> Registry::get(const std::string& ns, const std::string& name,
   }
   if (resource_version && !resource_version->empty())
     if (auto r = parse_rv(*resource_version, "get"); !r) return fail(r.error());
-  auto r = read(strategy_.info().key(ns, name));
+  auto r = read(ns, name);
   if (!r && r.error().code == Errc::kNotFound) return fail(not_found_error(name));
   return r;
 }
@@ -293,7 +305,7 @@ Result<CachedPtr> Registry::get(const std::string& ns, const std::string& name,
 Result<ListResult> Registry::list(const ListRequest& req) {
   if (auto r = strategy_.check_field_selector(req.fields); !r) return fail(r.error());
   const auto& info = strategy_.info();
-  std::string prefix = info.key_prefix() + (req.ns.empty() ? "" : req.ns + "/");
+  const std::string prefix = info.list_prefix(req.ns);
   const bool has_rv = req.resource_version && !req.resource_version->empty();
   if (!req.resource_version_match.empty() && req.resource_version_match != "Exact" &&
       req.resource_version_match != "NotOlderThan")
@@ -366,7 +378,7 @@ Result<ListResult> Registry::list(const ListRequest& req) {
         continue;
       }
       const auto& o = **c;
-      bool ok = req.labels.matches(o.labels) &&
+      bool ok = (req.ns.empty() || o.ns == req.ns) && req.labels.matches(o.labels) &&
                 req.fields.matches([&](std::string_view f) -> std::optional<std::string> {
                   auto v = o.field(f);
                   return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
@@ -486,9 +498,8 @@ Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bo
 
 Result<CachedPtr> Registry::update(const std::string& ns, const std::string& name,
                                    const json::value& body, bool status, const WriteOptions& opts) {
-  const std::string key = strategy_.info().key(ns, name);
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(key);
+    auto cur = read(ns, name);
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
@@ -521,9 +532,8 @@ Result<CachedPtr> Registry::patch(const std::string& ns, const std::string& name
     return fail(Errc::kUnsupported,
                 "strategic merge patch is not supported for custom resources; use "
                 "--type=merge or --type=json");
-  const std::string key = strategy_.info().key(ns, name);
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(key);
+    auto cur = read(ns, name);
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
@@ -545,9 +555,8 @@ Result<CachedPtr> Registry::patch(const std::string& ns, const std::string& name
 
 Result<CachedPtr> Registry::update_with(const std::string& ns, const std::string& name,
                                         const Mutation& mutate) {
-  const std::string key = strategy_.info().key(ns, name);
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(key);
+    auto cur = read(ns, name);
     if (!cur) return fail(cur.error());
     auto next = mutate(**cur);
     if (!next) return fail(next.error());
@@ -573,7 +582,7 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
                       {{"FieldValueNotSupported", "supported values: Orphan, Background, Foreground",
                         "propagationPolicy"}}});
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(key);
+    auto cur = read(ns, name);
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());

@@ -96,6 +96,8 @@ class Registry {
 
  private:
   Result<CachedPtr> read(const std::string& key);
+  // The object `name` of namespace `ns` (kNotFound when the key holds another namespace's).
+  Result<CachedPtr> read(const std::string& ns, const std::string& name);
   // Turns a client's new version of `cur` into the object to store.
   Result<boost::json::object> prepare_update(const CachedObject& cur,
                                              const boost::json::value& body, bool status,

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "apiserver/gc.h"
+#include "apiserver/migrate.h"
 #include "store/sqlite/sqlite_store.h"
 #include "test/support/process.h"
 
@@ -262,6 +263,87 @@ TEST_F(RegistryTest, OrphanDeletionKeepsDependentsWithoutTheReference) {
 
 // UIDs are RFC 4122 version 4 and come from the kernel, not from a generator in the process:
 // a forked child (the state of a user-space PRNG is copied by fork) draws different ones.
+// One (VNI, address) has one holder in the whole cluster: a lock of the same name in
+// another namespace is refused by the store, and every read, list and delete stays scoped
+// to the namespace that holds it.
+TEST_F(RegistryTest, IPLockNamesAreUniqueAcrossNamespaces) {
+  auto owner = make_na("na1");
+  auto mine = make_lock("v1-5-10-0-0-2", *owner);
+  auto body = [](const std::string& ns) {
+    return parse(R"({"metadata":{"name":"v1-5-10-0-0-2","namespace":")" + ns +
+                 R"("},"spec":{"subnetName":"s1"}})");
+  };
+  auto other = locks().create("other", body("other"), {});
+  ASSERT_FALSE(other.has_value());
+  EXPECT_EQ(other.error().code, Errc::kAlreadyExists);
+  EXPECT_EQ(other.error().message,
+            "iplocks.network.example.com \"v1-5-10-0-0-2\" already exists in namespace ns");
+  // The holder's namespace sees it; the other sees nothing of that name.
+  EXPECT_TRUE(locks().get("ns", "v1-5-10-0-0-2", std::nullopt).has_value());
+  auto g = locks().get("other", "v1-5-10-0-0-2", std::nullopt);
+  ASSERT_FALSE(g.has_value());
+  EXPECT_EQ(g.error().code, Errc::kNotFound);
+  EXPECT_FALSE(locks().get("other", "v1-5-10-0-0-2", "0").has_value());  // from the cache
+  ListRequest in_other;
+  in_other.ns = "other";
+  EXPECT_TRUE(locks().list(in_other)->items.empty());
+  in_other.resource_version = "0";
+  EXPECT_TRUE(locks().list(in_other)->items.empty());
+  EXPECT_EQ(locks().list(ListRequest{})->items.size(), 1u);
+  auto d = locks().remove("other", "v1-5-10-0-0-2", {});
+  ASSERT_FALSE(d.has_value());
+  EXPECT_EQ(d.error().code, Errc::kNotFound);
+  auto u = locks().update("other", "v1-5-10-0-0-2", body("other"), false, {});
+  ASSERT_FALSE(u.has_value());
+  EXPECT_EQ(u.error().code, Errc::kNotFound);
+  EXPECT_TRUE(exists(locks(), "v1-5-10-0-0-2"));
+  // Released, the address can be taken in the other namespace.
+  ASSERT_TRUE(locks().remove("ns", "v1-5-10-0-0-2", {}).has_value());
+  EXPECT_TRUE(locks().create("other", body("other"), {}).has_value());
+  (void)mine;
+}
+
+// Locks stored by an earlier version under /<namespace>/<name> move to /<name> at start-up;
+// where two namespaces held one name, the earliest-created keeps it.
+TEST(MigrateIPLockKeys, MovesOldLayoutAndResolvesDuplicates) {
+  kos::testing::TempDir dir("kos-migrate");
+  store::SqliteOptions o;
+  o.path = (dir.path() / "kos.db").string();
+  o.compaction_interval = 0ms;
+  auto st = *store::SqliteStore::open(o);
+  auto strategy = make_kos_strategy(api::Kind::kIPLock);
+  const std::string p = strategy->info().key_prefix();
+  auto lock = [](const std::string& ns, const std::string& name, const std::string& uid) {
+    return R"({"apiVersion":"network.example.com/v1alpha1","kind":"IPLock","metadata":{"name":")" +
+           name + R"(","namespace":")" + ns + R"(","uid":")" + uid + R"("},"spec":{"subnetName":"s"}})";
+  };
+  ASSERT_TRUE(st->create(p + "zz/v1-7-10-0-0-2", lock("zz", "v1-7-10-0-0-2", "u-old")));  // the first
+  ASSERT_TRUE(st->create(p + "aa/v1-7-10-0-0-2", lock("aa", "v1-7-10-0-0-2", "u-dup")));
+  ASSERT_TRUE(st->create(p + "aa/v1-7-10-0-0-3", lock("aa", "v1-7-10-0-0-3", "u-3")));
+  // A move interrupted by a crash: both keys hold the same object.
+  ASSERT_TRUE(st->create(p + "aa/v1-7-10-0-0-4", lock("aa", "v1-7-10-0-0-4", "u-4")));
+  ASSERT_TRUE(st->create(p + "v1-7-10-0-0-4", lock("aa", "v1-7-10-0-0-4", "u-4")));
+
+  auto rep = migrate_to_cluster_unique_keys(*st, strategy->info());
+  ASSERT_TRUE(rep.has_value()) << rep.error().message;
+  EXPECT_EQ(rep->moved, 3u);
+  EXPECT_EQ(rep->duplicates, 1u);
+  auto all = st->list(p);
+  ASSERT_TRUE(all.has_value());
+  std::vector<std::string> keys;
+  for (const auto& kv : all->items) keys.push_back(kv.key.substr(p.size()));
+  EXPECT_EQ(keys, (std::vector<std::string>{"v1-7-10-0-0-2", "v1-7-10-0-0-3", "v1-7-10-0-0-4"}));
+  EXPECT_NE(st->get(p + "v1-7-10-0-0-2")->value.find("u-old"), std::string::npos);
+  // Idempotent.
+  auto again = migrate_to_cluster_unique_keys(*st, strategy->info());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->moved + again->duplicates, 0u);
+  // Other kinds keep their layout.
+  auto nas = make_kos_strategy(api::Kind::kNetworkAttachment);
+  EXPECT_EQ(nas->info().key("ns", "a"), nas->info().key_prefix() + "ns/a");
+  EXPECT_EQ(strategy->info().key("ns", "a"), p + "a");
+}
+
 TEST(NewUid, Rfc4122Version4FromTheKernel) {
   std::set<std::string> seen;
   for (int i = 0; i < 20000; ++i) {

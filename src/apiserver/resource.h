@@ -38,14 +38,29 @@ struct ResourceInfo {
   // event costs O(watchers that can match it).
   std::vector<std::string> indexed_fields;
 
+  // Names unique across namespaces: the store key leaves the namespace out, so the store
+  // itself refuses a second object of one name in any namespace. IPLocks: a name is a
+  // (VNI, address), and one address has one holder cluster-wide. The namespace still
+  // scopes reads, lists, watches and owner references (it lives in the object).
+  bool cluster_unique_names = false;
+
   std::string api_version() const { return group.empty() ? version : group + "/" + version; }
   std::string list_kind() const { return kind + "List"; }
-  // Store keys: /registry/<group or "core">/<plural>/<namespace>/<name>
+  // Store keys: /registry/<group or "core">/<plural>/<namespace>/<name>, or
+  // /registry/<group>/<plural>/<name> with cluster_unique_names.
   std::string key_prefix() const {
     return "/registry/" + (group.empty() ? std::string("core") : group) + "/" + plural + "/";
   }
   std::string key(std::string_view ns, std::string_view name) const {
+    if (cluster_unique_names) return key_prefix() + std::string(name);
     return key_prefix() + std::string(ns) + "/" + std::string(name);
+  }
+  // The store prefix holding the objects of namespace `ns` (all namespaces when empty).
+  // With cluster_unique_names, namespaces share one prefix: callers filter on the object's
+  // namespace.
+  std::string list_prefix(std::string_view ns) const {
+    if (ns.empty() || cluster_unique_names) return key_prefix();
+    return key_prefix() + std::string(ns) + "/";
   }
 };
 

@@ -13,6 +13,7 @@
 #include "api/cidr.h"
 #include "api/names.h"
 #include "apiserver/gc.h"
+#include "apiserver/migrate.h"
 #include "apiserver/openapi.h"
 #include "apiserver/table.h"
 
@@ -169,11 +170,13 @@ std::string table_json(const Strategy& s, const ListResult& l, TableObjects incl
 // ---- admission: subnets on one VNI -------------------------------------------------------
 
 // A Subnet may not overlap another Subnet of its VNI, nor use a VNI that a Subnet in
-// another namespace uses. Best effort (the subnet validator is the guarantee): checked
-// against the watch cache.
+// another namespace uses, nor one whose addresses are still held in another namespace
+// (attachments of a deleted Subnet keep their addresses: the VNI stays bound to their
+// namespace until the last is released). Best effort, checked against the watch caches:
+// the subnet validator and the IPAM are the guarantee.
 class SubnetAdmission : public Admission {
  public:
-  explicit SubnetAdmission(const WatchCache& cache) : cache_(cache) {}
+  SubnetAdmission(const WatchCache& cache, const WatchCache& locks) : cache_(cache), locks_(locks) {}
   Result<void> admit(const json::object* old_obj, const json::object& obj) const override {
     if (old_obj) return {};  // vni and ipv4 are immutable: checked at create only
     auto s = api::from_json<api::Subnet>(obj);
@@ -198,6 +201,12 @@ class SubnetAdmission : public Admission {
                        "CIDR overlaps with Subnet " + who + " (" + o->spec.ipv4 + ") on VNI " +
                            std::to_string(s->spec.vni));
     }
+    for (const auto& [ns, n] : locks_.namespaces_with_name_prefix(
+             "v1-" + std::to_string(s->spec.vni) + "-"))
+      if (ns != s->metadata.namespace_)
+        return invalid(*s, "spec.vni", std::to_string(s->spec.vni),
+                       "VNI " + std::to_string(s->spec.vni) + " is still in use in namespace " + ns +
+                           " (" + std::to_string(n) + " addresses held there)");
     return {};
   }
 
@@ -212,6 +221,7 @@ class SubnetAdmission : public Admission {
                       {{"FieldValueInvalid", msg, field}}});
   }
   const WatchCache& cache_;
+  const WatchCache& locks_;
 };
 
 // ---- watch streams --------------------------------------------------------------------
@@ -277,12 +287,16 @@ Result<void> ApiServer::init() {
   for (auto& s : strategies) {
     auto r = std::make_unique<Resource>();
     r->strategy = std::move(s);
+    // The stored layout first: the cache fills from it.
+    if (auto m = migrate_to_cluster_unique_keys(store_, r->strategy->info()); !m)
+      return fail(m.error().code, "migrating " + r->strategy->info().plural + ": " + m.error().message);
     r->cache = std::make_unique<WatchCache>(store_, *r->strategy, clock_, opts_.cache);
     if (auto st = r->cache->start(); !st) return st;
     resources_.push_back(std::move(r));
   }
   auto* subnets = resource(api::kGroup, "subnets");
-  subnet_admission_ = std::make_unique<SubnetAdmission>(*subnets->cache);
+  auto* iplocks = resource(api::kGroup, "iplocks");
+  subnet_admission_ = std::make_unique<SubnetAdmission>(*subnets->cache, *iplocks->cache);
   for (auto& r : resources_) {
     const Admission* adm = r.get() == subnets ? subnet_admission_.get() : nullptr;
     r->registry = std::make_unique<Registry>(store_, *r->cache, clock_, adm);

@@ -80,6 +80,8 @@ class KosStrategy final : public Strategy {
       info_.indexed_fields = {"spec.node", "status.addressVNI"};
     else if constexpr (std::is_same_v<T, api::Subnet>)
       info_.indexed_fields = {"spec.vni"};
+    else if constexpr (std::is_same_v<T, api::IPLock>)
+      info_.cluster_unique_names = true;  // one holder per (VNI, address), in any namespace
   }
 
   const ResourceInfo& info() const override { return info_; }

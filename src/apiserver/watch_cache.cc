@@ -449,7 +449,7 @@ std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
   }
   auto begin = objects_.begin(), end = objects_.end();
   if (!probe.req.ns.empty()) {
-    std::string prefix = strategy_.info().key_prefix() + probe.req.ns + "/";
+    std::string prefix = strategy_.info().list_prefix(probe.req.ns);
     begin = objects_.lower_bound(prefix);
     end = objects_.lower_bound(store::prefix_end(prefix));
   }
@@ -474,7 +474,8 @@ WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSel
 CachedPtr WatchCache::get(const std::string& ns, const std::string& name) const {
   std::shared_lock lk(mu_);
   auto it = objects_.find(strategy_.info().key(ns, name));
-  return it == objects_.end() ? nullptr : it->second;
+  if (it == objects_.end() || it->second->ns != ns) return nullptr;
+  return it->second;
 }
 
 std::vector<CachedPtr> WatchCache::dependents(const std::string& owner_uid) const {
@@ -485,6 +486,15 @@ std::vector<CachedPtr> WatchCache::dependents(const std::string& owner_uid) cons
     auto it = objects_.find(i->second);
     if (it != objects_.end()) out.push_back(it->second);
   }
+  return out;
+}
+
+std::map<std::string, size_t> WatchCache::namespaces_with_name_prefix(std::string_view name_prefix) const {
+  const std::string prefix = strategy_.info().key_prefix() + std::string(name_prefix);
+  std::shared_lock lk(mu_);
+  std::map<std::string, size_t> out;
+  for (auto it = objects_.lower_bound(prefix); it != objects_.end() && it->first.starts_with(prefix); ++it)
+    ++out[it->second->ns];
   return out;
 }
 

@@ -127,6 +127,9 @@ class WatchCache {
   CachedPtr get(const std::string& ns, const std::string& name) const;
   // Objects whose ownerReferences name `owner_uid`.
   std::vector<CachedPtr> dependents(const std::string& owner_uid) const;
+  // The namespaces holding objects whose store key starts with key_prefix() + `name_prefix`
+  // (kinds with cluster_unique_names, where the key is the name), with a count each.
+  std::map<std::string, size_t> namespaces_with_name_prefix(std::string_view name_prefix) const;
 
   // Registers a watcher. kCompacted (410) if `since` is older than the event window.
   Result<uint64_t> watch(WatchRequest req, std::shared_ptr<WatchSink> sink);

@@ -61,6 +61,29 @@ class ControllersTest : public client::testing::ApiServerTest {
     return std::nullopt;
   }
 
+  // A Subnet written straight into the store, past admission (which would refuse a
+  // conflict it can see): what reaches the controllers when admission races or misses.
+  void subnet_in_store(const std::string& ns, const std::string& name, uint32_t vni,
+                       const std::string& cidr) {
+    std::string value =
+        R"({"apiVersion":"network.example.com/v1alpha1","kind":"Subnet","metadata":{"name":")" + name +
+        R"(","namespace":")" + ns + R"(","uid":"00000000-0000-4000-8000-)" +
+        std::string(12 - std::min<size_t>(12, name.size()), '0') + name.substr(0, 12) +
+        R"(","creationTimestamp":"2026-01-01T00:00:00Z","generation":1},"spec":{"vni":)" +
+        std::to_string(vni) + R"(,"ipv4":")" + cidr + R"("},"status":{}})";
+    auto r = store_->create("/registry/network.example.com/subnets/" + ns + "/" + name, value);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+  template <class P>
+  bool eventually(P pred, std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(10ms);  // polling the controllers' effect
+    }
+    return pred();
+  }
+
   std::shared_ptr<client::RestClient> c_;
   std::unique_ptr<SubnetValidator> validator_;
   std::unique_ptr<Ipam> ipam_;
@@ -117,11 +140,87 @@ TEST_F(ControllersTest, ConflictingSubnetsAreNotBothValidated) {
   auto rejected = c_->create(b);
   ASSERT_FALSE(rejected.has_value());
   EXPECT_EQ(rejected.error().code, Errc::kInvalid);
+  // ...but admission is best effort: conflicting Subnets that reach the store past it
+  // (an overlap on the same namespace, the same VNI in another) are examined by the
+  // validator and refused.
+  auto refused = [&](const std::string& ns, const std::string& name, const std::string& why) {
+    return eventually([&] {
+      auto s = c_->get<api::Subnet>(ns, name);
+      if (!s || s->status.validated) return false;
+      for (const auto& e : s->status.errors)
+        if (e == why) return true;
+      return false;
+    });
+  };
+  subnet_in_store("ns", "b", 9, "10.2.0.128/25");
+  EXPECT_TRUE(refused("ns", "b", "CIDR overlaps with ns/a's (10.2.0.0/24)"));
   // ...and a non-overlapping one on the same VNI and namespace is validated.
   subnet("ns", "c", 9, "10.3.0.0/24");
-  while (std::chrono::steady_clock::now() < deadline && !c_->get<api::Subnet>("ns", "c")->status.validated)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_TRUE(c_->get<api::Subnet>("ns", "c")->status.validated);
+  EXPECT_TRUE(eventually([&] { return c_->get<api::Subnet>("ns", "c")->status.validated; }));
+  subnet_in_store("elsewhere", "d", 9, "10.9.0.0/24");
+  EXPECT_TRUE(refused("elsewhere", "d", "same VNI but different namespace wrt ns/a"));
+  EXPECT_TRUE(c_->get<api::Subnet>("ns", "a")->status.validated);
+  EXPECT_FALSE(c_->get<api::Subnet>("ns", "b")->status.validated);
+}
+
+// A Subnet deleted under addressed attachments leaves them their addresses (a node never
+// implements an address nobody holds), and its VNI stays bound to their namespace: a Subnet
+// on that VNI in another namespace is refused at admission and, if it gets past (written
+// straight to the store) and is validated, its attachments get no address until the last
+// address of the first namespace is released. Never two holders of one (VNI, address).
+TEST_F(ControllersTest, DeletedSubnetKeepsItsVniBoundToItsNamespace) {
+  start();
+  subnet("ns", "s", 21, "10.21.0.0/24");
+  for (int i = 0; i < 3; ++i) na("a" + std::to_string(i), "s");
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(wait_na("a" + std::to_string(i), [](const auto& x) { return !x.status.ipv4.empty(); }));
+  ASSERT_TRUE(c_->remove<api::Subnet>("ns", "s").has_value());
+  for (int i = 0; i < 3; ++i) {
+    auto a = wait_na("a" + std::to_string(i), [](const auto& x) {
+      return x.status.errors.ipam == std::vector<std::string>{"Subnet s does not exist"};
+    });
+    ASSERT_TRUE(a.has_value());
+    EXPECT_FALSE(a->status.ipv4.empty()) << "the address stays held";
+  }
+  // Admission sees the held addresses.
+  api::Subnet t;
+  t.metadata.namespace_ = "other";
+  t.metadata.name = "t";
+  t.spec.vni = 21;
+  t.spec.ipv4 = "10.21.0.0/24";
+  auto refused = c_->create(t);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, Errc::kInvalid);
+  EXPECT_NE(refused.error().message.find("VNI 21 is still in use in namespace ns"), std::string::npos)
+      << refused.error().message;
+  // Past admission, the validator passes it (no Subnet on VNI 21 is left), the IPAM holds
+  // its attachments back.
+  subnet_in_store("other", "t", 21, "10.21.0.0/24");
+  ASSERT_TRUE(eventually([&] {
+    auto s = c_->get<api::Subnet>("other", "t");
+    return s && s->status.validated;
+  }));
+  api::NetworkAttachment b;
+  b.metadata.namespace_ = "other";
+  b.metadata.name = "b";
+  b.spec.node = "n1";
+  b.spec.subnet = "t";
+  ASSERT_TRUE(c_->create(b).has_value());
+  const std::string waiting = "VNI 21 is still in use in namespace ns by attachments of a deleted Subnet";
+  ASSERT_TRUE(eventually([&] {
+    auto x = c_->get<api::NetworkAttachment>("other", "b");
+    return x && x->status.errors.ipam == std::vector<std::string>{waiting};
+  }));
+  EXPECT_TRUE(c_->get<api::NetworkAttachment>("other", "b")->status.ipv4.empty());
+  // The first namespace lets go of its last address: the waiting attachment is addressed.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "a" + std::to_string(i)));
+  ASSERT_TRUE(eventually([&] {
+    auto x = c_->get<api::NetworkAttachment>("other", "b");
+    return x && !x->status.ipv4.empty() && x->status.errors.ipam.empty();
+  }));
+  auto all_locks = c_->list<api::IPLock>("");
+  ASSERT_TRUE(all_locks.has_value());
+  for (const auto& l : *all_locks) EXPECT_EQ(l.metadata.namespace_, "other") << l.metadata.name;
 }
 
 TEST_F(ControllersTest, MissingSubnetAndRecreatedAttachment) {

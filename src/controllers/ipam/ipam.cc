@@ -74,15 +74,28 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
   auto lock_event = [this](const client::ObjectPtr& o, bool added) {
     const auto& lock = std::get<api::IPLock>(*o);
     auto name = api::parse_iplock_name(lock.metadata.name);
+    std::unordered_set<std::string> waiters;
     if (name) {
       std::lock_guard lk(mu_);
+      auto& holders = holder_ns_[name->vni];
       if (added) {
         taken_[name->vni].insert(name->ipv4);
         reserved_[name->vni].erase(name->ipv4);
+        ++holders[lock.metadata.namespace_];
       } else {
         taken_[name->vni].erase(name->ipv4);
+        if (auto it = holders.find(lock.metadata.namespace_); it != holders.end() && --it->second == 0) {
+          holders.erase(it);
+          // The namespace let go of the VNI: whoever waited for it tries now.
+          if (auto w = vni_waiters_.find(name->vni); w != vni_waiters_.end()) {
+            waiters = std::move(w->second);
+            vni_waiters_.erase(w);
+          }
+        }
+        if (holders.empty()) holder_ns_.erase(name->vni);
       }
     }
+    for (const auto& k : waiters) controller_.enqueue(k);
     if (const auto* r = controller_ref(lock))
       controller_.enqueue(client::object_key(lock.metadata.namespace_, r->name));
     // A freed address: the attachments waiting for one in that subnet try again now
@@ -113,6 +126,19 @@ Result<void> Ipam::start() {
 void Ipam::stop() {
   controller_.stop();
   for (auto* inf : {&nas_, &locks_, &subnets_}) inf->stop();
+}
+
+std::optional<std::string> Ipam::foreign_holder(uint32_t vni, const std::string& ns,
+                                                const std::string& waiter) {
+  std::lock_guard lk(mu_);
+  auto h = holder_ns_.find(vni);
+  if (h == holder_ns_.end()) return std::nullopt;
+  for (const auto& [other, n] : h->second)
+    if (other != ns) {
+      vni_waiters_[vni].insert(waiter);
+      return other;
+    }
+  return std::nullopt;
 }
 
 void Ipam::unreserve(uint32_t vni, uint32_t ip) {
@@ -152,11 +178,17 @@ Result<void> Ipam::delete_lock(const api::IPLock& lock) {
 // The attachment is not in the cache. Caches lag (a lock can be seen before its owner),
 // so ask the server: only if the attachment is really gone are the locks that name it
 // released; otherwise only locks of other incarnations of the name go.
+//
+// The owner index is read before the live GET: a lock the cache shows was created before
+// the GET, so it belongs to the incarnation the GET sees or to an earlier one. Read after
+// the GET, it could be a newer incarnation's (created by another IPAM in between) and
+// would be deleted as an orphan.
 Result<Requeue> Ipam::release_all(const std::string& key) {
+  auto cached_locks = locks_.indexer().by_index("owner-key", key);
   auto slash = key.find('/');
   auto live = client_->get<api::NetworkAttachment>(key.substr(0, slash), key.substr(slash + 1));
   if (!live && live.error().code != Errc::kNotFound) return fail(live.error());
-  for (const auto& o : locks_.indexer().by_index("owner-key", key)) {
+  for (const auto& o : cached_locks) {
     const auto& lock = std::get<api::IPLock>(*o);
     const auto* r = controller_ref(lock);
     if (live && r && r->uid == live->metadata.uid) continue;  // the live attachment's own
@@ -276,6 +308,16 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
     }
 
   if (!keep) {
+    if (auto foreign = foreign_holder(vni, na.metadata.namespace_, key_of(na.metadata))) {
+      // Addresses of this VNI are still held in another namespace (by attachments of a
+      // deleted Subnet): the VNI is not this namespace's yet. The release of the last one
+      // requeues this attachment; the backoff covers a missed event.
+      api::NetworkAttachmentStatus st = na.status;
+      st.errors.ipam = {"VNI " + std::to_string(vni) + " is still in use in namespace " + *foreign +
+                        " by attachments of a deleted Subnet"};
+      if (auto w = write_status(na, st); !w) return w;
+      return Requeue{true};
+    }
     // Take a free address: create its lock. AlreadyExists means someone holds it.
     for (int attempt = 0; attempt < 64 && !keep; ++attempt) {
       auto ip = pick(vni, first, last);

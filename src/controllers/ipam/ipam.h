@@ -49,6 +49,9 @@ class Ipam {
   Result<Requeue> assign(const api::NetworkAttachment& na, const api::Subnet& subnet);
   std::optional<uint32_t> pick(uint32_t vni, uint32_t first, uint32_t last);
   void unreserve(uint32_t vni, uint32_t ip);
+  // Another namespace than `ns` holding addresses of `vni`; `waiter` is then requeued
+  // when that namespace lets go.
+  std::optional<std::string> foreign_holder(uint32_t vni, const std::string& ns, const std::string& waiter);
 
   std::shared_ptr<client::RestClient> client_;
   client::EventRecorder* events_;
@@ -59,6 +62,12 @@ class Ipam {
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> taken_;     // from the lock informer
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> reserved_;  // picked, lock not seen yet
   std::unordered_map<uint32_t, uint32_t> cursor_;                        // next address to try, per VNI
+  // Per VNI, the namespaces holding its locks (with a count): a VNI whose addresses are
+  // held in one namespace hands out none in another (the VNI stays bound to its namespace
+  // until the last address there is released, even after its Subnets are deleted).
+  std::unordered_map<uint32_t, std::unordered_map<std::string, size_t>> holder_ns_;
+  // Per VNI, the attachments waiting for it to be released by another namespace.
+  std::unordered_map<uint32_t, std::unordered_set<std::string>> vni_waiters_;
   // Status writes of ours the attachment informer has not shown yet: key -> resourceVersion
   // before and after our write. While the cache shows `before`, the key needs no work.
   struct InFlight {
