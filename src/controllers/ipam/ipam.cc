@@ -33,6 +33,7 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
       nas_(client, informer_of(api::Kind::kNetworkAttachment)),
       locks_(client, informer_of(api::Kind::kIPLock)),
       controller_("ipam", opts.workers, [this](const std::string& k) { return reconcile(k); }),
+      pool_(opts.clock ? *opts.clock : RealClock::instance(), opts.reservation_ttl),
       lock_ops_(metrics::Registry::global().histogram("kos_ipam_lock_op_seconds",
                                                       "Latency of IPLock creates and deletes.",
                                                       {"op"})),
@@ -79,11 +80,10 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
       std::lock_guard lk(mu_);
       auto& holders = holder_ns_[name->vni];
       if (added) {
-        taken_[name->vni].insert(name->ipv4);
-        reserved_[name->vni].erase(name->ipv4);
+        pool_.taken(name->vni, name->ipv4);
         ++holders[lock.metadata.namespace_];
       } else {
-        taken_[name->vni].erase(name->ipv4);
+        pool_.released(name->vni, name->ipv4);
         if (auto it = holders.find(lock.metadata.namespace_); it != holders.end() && --it->second == 0) {
           holders.erase(it);
           // The namespace let go of the VNI: whoever waited for it tries now.
@@ -143,25 +143,12 @@ std::optional<std::string> Ipam::foreign_holder(uint32_t vni, const std::string&
 
 void Ipam::unreserve(uint32_t vni, uint32_t ip) {
   std::lock_guard lk(mu_);
-  reserved_[vni].erase(ip);
+  pool_.unreserve(vni, ip);
 }
 
 std::optional<uint32_t> Ipam::pick(uint32_t vni, uint32_t first, uint32_t last) {
   std::lock_guard lk(mu_);
-  auto& taken = taken_[vni];
-  auto& reserved = reserved_[vni];
-  uint64_t n = static_cast<uint64_t>(last) - first + 1;
-  uint32_t& cur = cursor_[vni];
-  if (cur < first || cur > last) cur = first;
-  for (uint64_t i = 0; i < n; ++i) {
-    uint32_t ip = cur;
-    cur = cur == last ? first : cur + 1;
-    if (!taken.count(ip) && !reserved.count(ip)) {
-      reserved.insert(ip);
-      return ip;
-    }
-  }
-  return std::nullopt;
+  return pool_.pick(vni, first, last);
 }
 
 Result<void> Ipam::delete_lock(const api::IPLock& lock) {
@@ -361,8 +348,7 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
         }
       }
       std::lock_guard lk(mu_);
-      taken_[vni].insert(*ip);
-      reserved_[vni].erase(*ip);
+      pool_.taken(vni, *ip);  // until the informer shows the holder's lock and its release
     }
     if (!keep) return fail(Errc::kUnavailable, "ipam: no lock could be taken after 64 attempts");
   }

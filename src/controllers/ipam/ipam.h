@@ -21,12 +21,18 @@
 
 #include "client/event_recorder.h"
 #include "client/informer.h"
+#include "common/clock.h"
+#include "controllers/ipam/address_pool.h"
 #include "controllers/controller.h"
 
 namespace kos::controllers {
 
 struct IpamOptions {
   int workers = 4;
+  // A picked address whose lock the informer has not shown after this long is free again
+  // in the IPAM's view (the store still refuses a second lock if it exists after all).
+  std::chrono::milliseconds reservation_ttl = std::chrono::seconds(30);
+  const Clock* clock = nullptr;  // RealClock when unset
 };
 
 class Ipam {
@@ -59,9 +65,7 @@ class Ipam {
   Controller controller_;
 
   std::mutex mu_;
-  std::unordered_map<uint32_t, std::unordered_set<uint32_t>> taken_;     // from the lock informer
-  std::unordered_map<uint32_t, std::unordered_set<uint32_t>> reserved_;  // picked, lock not seen yet
-  std::unordered_map<uint32_t, uint32_t> cursor_;                        // next address to try, per VNI
+  AddressPool pool_;  // taken (from the lock informer) and reserved addresses
   // Per VNI, the namespaces holding its locks (with a count): a VNI whose addresses are
   // held in one namespace hands out none in another (the VNI stays bound to its namespace
   // until the last address there is released, even after its Subnets are deleted).
