@@ -302,6 +302,21 @@ Result<CachedPtr> Registry::get(const std::string& ns, const std::string& name,
   return r;
 }
 
+Result<void> Registry::await_revision(store::Revision rv) {
+  const auto deadline = clock_.steady_now() + 3s;
+  while (true) {
+    auto cur = store_.current_revision();
+    if (!cur) return fail(cur.error());
+    if (*cur >= rv) return {};
+    if (clock_.steady_now() >= deadline) {
+      std::string msg = "Too large resource version: " + std::to_string(rv) +
+                        ", current: " + std::to_string(*cur);
+      return fail(Error{Errc::kTimeout, msg, {{"ResourceVersionTooLarge", msg, ""}}});
+    }
+    cache_.wait_for(rv, 50ms);  // a pause, cut short if this resource's cache gets there
+  }
+}
+
 Result<ListResult> Registry::list(const ListRequest& req) {
   if (auto r = strategy_.check_field_selector(req.fields); !r) return fail(r.error());
   const auto& info = strategy_.info();
@@ -338,20 +353,9 @@ Result<ListResult> Registry::list(const ListRequest& req) {
       auto snap = cache_.list(req.ns, req.labels, req.fields);
       return ListResult{snap.rv, std::move(snap.items), {}};
     } else {
-      // The cache has not reached N. If the store has, a fresh read from it is new enough
-      // (N may belong to another resource). If N is in the future, wait a little, as
-      // Kubernetes does, then give up.
-      auto cur = store_.current_revision();
-      if (!cur) return fail(cur.error());
-      if (*cur < *rv) {
-        if (cache_.wait_for(*rv, 3s)) {
-          auto snap = cache_.list(req.ns, req.labels, req.fields);
-          return ListResult{snap.rv, std::move(snap.items), {}};
-        }
-        std::string msg = "Too large resource version: " + std::to_string(*rv) +
-                          ", current: " + std::to_string(*cur);
-        return fail(Error{Errc::kTimeout, msg, {{"ResourceVersionTooLarge", msg, ""}}});
-      }
+      // The cache has not reached N. Once the store has, a fresh read from it is new
+      // enough (N may belong to another resource).
+      if (auto r = await_revision(*rv); !r) return fail(r.error());
     }
   }
 

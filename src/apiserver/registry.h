@@ -73,6 +73,11 @@ class Registry {
   Result<CachedPtr> get(const std::string& ns, const std::string& name,
                         const std::optional<std::string>& resource_version);
   Result<ListResult> list(const ListRequest& req);
+  // Returns once the store has reached revision `rv` (at once, usually: a client's
+  // revision came from this store), waiting up to 3 s for one in the future, as Kubernetes
+  // does. A list or watch from `rv` may then start. Errors: kTimeout with reason
+  // ResourceVersionTooLarge.
+  Result<void> await_revision(store::Revision rv);
   // PUT of the whole object (status = true: PUT of the status subresource).
   Result<CachedPtr> update(const std::string& ns, const std::string& name,
                            const boost::json::value& body, bool status, const WriteOptions& opts);

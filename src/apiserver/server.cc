@@ -66,12 +66,6 @@ http::Response error_response(const Error& e, std::string_view name = {},
                        json::serialize(api::status_json(e, name, group, kind)));
 }
 
-Error too_large(int64_t rv, int64_t current) {
-  std::string msg = "Too large resource version: " + std::to_string(rv) +
-                    ", current: " + std::to_string(current);
-  return Error{Errc::kTimeout, msg, {{"ResourceVersionTooLarge", msg, ""}}};
-}
-
 http::Response method_not_allowed() {
   return json_response(405, R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server does not allow this method on the requested resource","reason":"MethodNotAllowed","code":405})");
 }
@@ -630,11 +624,12 @@ http::Reply ApiServer::handle(const http::Request& req) {
           if (ec != std::errc() || p != s.data() + s.size() || v < 0)
             return status_error(Errc::kBadRequest, "resourceVersion: invalid value \"" + s + "\"");
           wr.since = v;
-          // A revision the server has not reached: wait a little, as Kubernetes does.
-          if (!res->cache->wait_for(v, 3s)) {
-            auto cur = store_.current_revision();
-            if (cur && *cur < v) return fail_with(too_large(v, *cur));
-          }
+          // A revision the cache has not reached (a consistent list's: the store's revision,
+          // usually above this resource's last write) starts at once if the store has
+          // reached it: the cache skips the events up to v, which the client's list has, and
+          // sends those after. A revision in the future is waited for a little.
+          if (res->cache->revision() < v)
+            if (auto r = reg.await_revision(v); !r) return fail_with(r.error());
         }
         std::optional<std::chrono::milliseconds> timeout = std::chrono::minutes(30);
         if (auto t = q.get("timeoutSeconds")) {

@@ -163,6 +163,7 @@ void WatchCache::run() {
       continue;
     }
     if (!batch->empty()) apply(*batch);
+    advance(store_watch_->progress());
     if (clock_.steady_now() >= next_bookmark) {
       send_bookmarks(slice++ % slices, slices);
       next_bookmark = clock_.steady_now() + tick;
@@ -228,6 +229,19 @@ void WatchCache::apply(const std::vector<store::Event>& events) {
       history_.pop_front();
     }
   }
+  advanced_.notify_all();
+}
+
+// The store watch has returned every event up to `rv`: the cache is as current as that,
+// also when none of those events was of this resource.
+void WatchCache::advance(store::Revision rv) {
+  {
+    std::shared_lock lk(mu_);
+    if (rv <= rv_) return;
+  }
+  std::unique_lock lk(mu_);
+  if (rv <= rv_) return;
+  rv_ = rv;
   advanced_.notify_all();
 }
 
@@ -331,8 +345,15 @@ void WatchCache::send_bookmarks(uint64_t slice, uint64_t slices) {
   std::vector<uint64_t> slow;
   for (auto& [id, w] : watchers_) {
     if (!w->req.bookmarks || id % slices != slice) continue;
-    if (!line) line = std::make_shared<const std::string>(bookmark_line(rv_));
-    if (!w->sink->send(line, false)) slow.push_back(id);
+    // A watch that started from a revision the cache has yet to reach (the store has: a
+    // consistent list's) gets that revision, never one below its start.
+    std::shared_ptr<const std::string> own;
+    if (*w->req.since > rv_) {
+      own = std::make_shared<const std::string>(bookmark_line(*w->req.since));
+    } else if (!line) {
+      line = std::make_shared<const std::string>(bookmark_line(rv_));
+    }
+    if (!w->sink->send(own ? own : line, false)) slow.push_back(id);
   }
   for (auto id : slow)
     close_watcher(id, Error{Errc::kCompacted, "the watcher fell too far behind", {}});

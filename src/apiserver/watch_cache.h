@@ -160,6 +160,7 @@ class WatchCache {
   Result<void> relist();
   void run();
   void apply(const std::vector<store::Event>& events);
+  void advance(store::Revision rv);
   void dispatch(const Event& e);
   bool deliver(Watcher& w, const Event& e, int type);  // false: the sink refused it
   bool matches(const Watcher& w, const CachedObject& o) const;

@@ -179,6 +179,51 @@ TEST_F(WatchCacheTest, InitialStateThenLiveEventsWithoutGapOrOverlap) {
   EXPECT_NE(lines[5].find("\"post\""), std::string::npos);
 }
 
+TEST_F(WatchCacheTest, RevisionFollowsTheStoreWhileTheResourceIsQuiet) {
+  auto o = create("a", "n1");
+  ASSERT_TRUE(o);
+  ASSERT_TRUE(cache_->wait_for(o->rv, 5s));
+  // Writes of another resource: the store's revision moves on, this cache sees no event of
+  // its own, yet it is as current as the store (a list or watch from that revision must
+  // not wait for the next NetworkAttachment write).
+  store::Revision last = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto kv = store_->create("/registry/other/k" + std::to_string(i), "v");
+    ASSERT_TRUE(kv.has_value()) << kv.error().message;
+    last = kv->mod_revision;
+  }
+  EXPECT_TRUE(cache_->wait_for(last, 5s));
+  EXPECT_GE(cache_->revision(), last);
+}
+
+TEST_F(WatchCacheTest, BookmarksNeverGoBelowTheWatchersStart) {
+  WatchCache::Options co;
+  co.bookmark_interval = 1s;
+  WatchCache cache(*store_, *strategy_, clock_, co);
+  ASSERT_TRUE(cache.start().has_value());
+  // A watch from a revision the store has and the cache has not reached yet (a consistent
+  // list's, served by the store while the cache lags).
+  WatchRequest w;
+  w.since = cache.revision() + 1000;
+  w.bookmarks = true;
+  auto sink = std::make_shared<FakeSink>();
+  ASSERT_TRUE(cache.watch(w, sink).has_value());
+  // The cache's loop reads the clock every 100 ms of real time: step the fake clock until
+  // a bookmark is due and sent.
+  std::vector<std::string> lines;
+  for (int i = 0; i < 100 && lines.empty(); ++i) {
+    clock_.advance(1s);
+    std::this_thread::sleep_for(50ms);
+    lines = sink->wait(0);
+  }
+  cache.stop();
+  ASSERT_FALSE(lines.empty());
+  auto ev = api::parse_json(lines[0])->as_object();
+  EXPECT_EQ(ev.at("type").as_string(), "BOOKMARK");
+  auto rv = std::stoll(std::string(ev.at("object").at("metadata").at("resourceVersion").as_string()));
+  EXPECT_GE(rv, *w.since) << "a bookmark below the watch's start would send the client back";
+}
+
 TEST_F(WatchCacheTest, ListsPinnedToAnIndexedFieldFollowChanges) {
   create("a", "n1");
   create("b", "n1");

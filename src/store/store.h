@@ -64,6 +64,11 @@ class Watch {
   // could be delivered (the caller must re-list), kCancelled once the store is closing,
   // kUnavailable when a remote backend cannot be reached for long.
   virtual Result<std::vector<Event>> next(std::chrono::milliseconds timeout) = 0;
+  // The revision up to which next() has returned every event under the prefix. It moves
+  // with the store's revision also while the prefix is quiet (SQLite: each commit; etcd:
+  // its progress notifications), so a cache fed by the watch knows how current it is.
+  // Read it on the thread that calls next(), after next() returned.
+  virtual Revision progress() const = 0;
 };
 
 class Store {

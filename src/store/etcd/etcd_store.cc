@@ -526,6 +526,7 @@ class EtcdWatch final : public Watch {
  public:
   EtcdWatch(std::shared_ptr<EtcdStore::Client> client, std::shared_ptr<WatchState> state)
       : state_(std::move(state)) {
+    progress_ = state_->next_revision - 1;
     // The thread owns the client too: the watch may outlive the store.
     thread_ = std::thread([client = std::move(client), state = state_] {
       pthread_setname_np(pthread_self(), "kos-etcd-watch");
@@ -542,6 +543,8 @@ class EtcdWatch final : public Watch {
     std::unique_lock lk(state_->mu);
     state_->readable.wait_for(lk, timeout,
                               [&] { return !state_->queue.empty() || state_->error; });
+    // Everything below next_revision has been queued; what is queued is returned now.
+    progress_ = state_->next_revision - 1;
     if (!state_->queue.empty()) {
       std::vector<Event> out(std::make_move_iterator(state_->queue.begin()),
                              std::make_move_iterator(state_->queue.end()));
@@ -554,9 +557,12 @@ class EtcdWatch final : public Watch {
     return std::vector<Event>{};
   }
 
+  Revision progress() const override { return progress_; }
+
  private:
   std::shared_ptr<WatchState> state_;
   std::thread thread_;
+  Revision progress_ = 0;
 };
 
 // A one-key count-only Range: the cheapest linearizable read (for the header revision).

@@ -327,6 +327,8 @@ class Hub {
         w->last = e.revision();
         added = true;
       }
+      // Every event of this commit under the prefix is queued: the watcher has seen it all.
+      if (!w->lagging) w->last = std::max(w->last, events.back().revision());
       if (added || w->lagging) w->cv.notify_all();
     }
     published_ = events.back().revision();
@@ -617,8 +619,10 @@ class SqliteWatch final : public Watch {
   SqliteWatch(std::shared_ptr<Hub> hub, std::shared_ptr<ReadPool> pool,
               std::shared_ptr<Hub::Watcher> w, std::weak_ptr<SqliteStore::Impl> owner)
       : hub_(std::move(hub)), pool_(std::move(pool)), w_(std::move(w)),
-        owner_(std::move(owner)) {}
+        owner_(std::move(owner)), progress_(w_->last) {}
   ~SqliteWatch() override { hub_->remove(w_); }
+
+  Revision progress() const override { return progress_; }
 
   Result<std::vector<Event>> next(std::chrono::milliseconds timeout) override {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -629,6 +633,7 @@ class SqliteWatch final : public Watch {
         std::vector<Event> out(std::make_move_iterator(w_->queue.begin()),
                                std::make_move_iterator(w_->queue.end()));
         w_->queue.clear();
+        progress_ = w_->last;  // every event up to `last` is in `out` or was returned
         return out;
       }
       if (w_->lagging) {
@@ -640,8 +645,10 @@ class SqliteWatch final : public Watch {
         continue;
       }
       if (w_->cv.wait_until(lk, deadline) == std::cv_status::timeout &&
-          w_->queue.empty() && !w_->lagging && !w_->closed)
+          w_->queue.empty() && !w_->lagging && !w_->closed) {
+        progress_ = w_->last;
         return std::vector<Event>{};
+      }
     }
   }
 
@@ -677,6 +684,7 @@ class SqliteWatch final : public Watch {
   std::shared_ptr<ReadPool> pool_;
   std::shared_ptr<Hub::Watcher> w_;
   std::weak_ptr<SqliteStore::Impl> owner_;
+  Revision progress_;
 };
 
 }  // namespace
