@@ -224,18 +224,14 @@ class StreamSink : public WatchSink {
  public:
   explicit StreamSink(std::shared_ptr<http::Stream> s) : stream_(std::move(s)) {}
   bool send(std::shared_ptr<const std::string> line, bool initial) override {
-    if (initial) {
-      stream_->write_always(std::move(line));
-      return true;
-    }
-    return stream_->write(std::move(line));
+    return initial ? stream_->write_initial(std::move(line)) : stream_->write(std::move(line));
   }
   void close(std::optional<Error> error) override {
     if (error) {
       json::object ev;
       ev["type"] = "ERROR";
       ev["object"] = api::status_json(*error);
-      stream_->write_always(std::make_shared<const std::string>(json::serialize(ev) + "\n"));
+      stream_->write_final(std::make_shared<const std::string>(json::serialize(ev) + "\n"));
     }
     stream_->finish();
   }
@@ -249,7 +245,10 @@ class StreamSink : public WatchSink {
 // ---- ApiServer ------------------------------------------------------------------------
 
 ApiServer::ApiServer(store::Store& store, const ServerOptions& opts, const Clock& clock)
-    : store_(store), opts_(opts), clock_(clock) {}
+    : store_(store), opts_(opts), clock_(clock),
+      watch_budget_(opts.watch_memory_budget
+                        ? std::make_shared<http::StreamBudget>(opts.watch_memory_budget)
+                        : nullptr) {}
 
 ApiServer::~ApiServer() { stop(); }
 
@@ -307,6 +306,12 @@ Result<void> ApiServer::init() {
                        for (auto& r : resources_) n += static_cast<double>(r->cache->stats().lines_sent);
                        return n;
                      });
+  if (watch_budget_) {
+    reg.callback_gauge("kos_apiserver_watch_queued_bytes",
+                       "Bytes of watch events queued or being sent, all watches (capped by "
+                       "--watch-memory-budget).",
+                       [b = watch_budget_] { return static_cast<double>(b->used()); });
+  }
   // The initial lists were large transient buffers: give their pages back.
   malloc_trim(0);
   std::vector<Registry*> registries;
@@ -649,6 +654,7 @@ http::Reply ApiServer::handle(const http::Request& req) {
         std::string rname = info.plural;
         http::StreamStart ss;
         ss.max_queued_bytes = opts_.watch_queue_bytes;
+        ss.budget = watch_budget_;
         ss.timeout = timeout;
         ss.attach = [state, cache, wr = std::move(wr), rname](std::shared_ptr<http::Stream> s) mutable {
           auto sink = std::make_shared<StreamSink>(s);

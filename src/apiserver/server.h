@@ -29,6 +29,10 @@ struct ServerOptions {
   WatchCache::Options cache;
   // Bytes a watch may have queued before it is closed with 410 (it cannot keep up).
   size_t watch_queue_bytes = 16 << 20;
+  // Bytes all watches together may have queued, initial states included (0: no cap). A
+  // watch that holds more than its share when the cap is near is closed with 410; watches
+  // that keep up are not (http::StreamBudget).
+  size_t watch_memory_budget = size_t{1} << 30;
 };
 
 class ApiServer {
@@ -55,6 +59,7 @@ class ApiServer {
   store::Store& store_;
   ServerOptions opts_;
   const Clock& clock_;
+  std::shared_ptr<http::StreamBudget> watch_budget_;  // shared by every watch stream
   std::vector<std::unique_ptr<Resource>> resources_;
   std::unique_ptr<Admission> subnet_admission_;
   std::unique_ptr<GarbageCollector> gc_;

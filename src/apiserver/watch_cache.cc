@@ -394,6 +394,12 @@ void WatchCache::close_watcher(uint64_t id, std::optional<Error> error) {
 }
 
 Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> sink) {
+  // The server's watch memory is spent: this watch's initial events do not fit.
+  auto over_budget = [] {
+    return fail(Errc::kCompacted,
+                          "the server's watch memory budget cannot take this watch's initial "
+                          "events; list with a limit, then watch from the list's resourceVersion");
+  };
   std::unique_lock lk(mu_);
   auto w = std::make_shared<Watcher>();
   w->id = next_id_++;
@@ -402,7 +408,8 @@ Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> 
   if (!w->req.since) {
     // The current state as ADDED events, then everything after the cache's revision.
     for (const auto& obj : select_locked(*w))
-      w->sink->send(std::make_shared<const std::string>(event_line("ADDED", *obj, w->req.format)), true);
+      if (!w->sink->send(std::make_shared<const std::string>(event_line("ADDED", *obj, w->req.format)), true))
+        return over_budget();
     w->req.since = rv_;
   } else if (*w->req.since < history_floor_) {
     return fail(Errc::kCompacted,
@@ -419,7 +426,7 @@ Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> 
       bool before = e.prev && matches(*w, *e.prev);
       int type = e.deleted ? (before ? kDeleted : -1)
                            : (now ? (before ? kModified : kAdded) : (before ? kDeleted : -1));
-      if (type >= 0) w->sink->send(line_for(e, type, w->req.format), true);
+      if (type >= 0 && !w->sink->send(line_for(e, type, w->req.format), true)) return over_budget();
     }
     w->req.since = std::max(*w->req.since, rv_);
   }

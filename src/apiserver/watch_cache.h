@@ -68,8 +68,9 @@ enum class WatchFormat { kJson, kTable, kTableWithObject };
 class WatchSink {
  public:
   virtual ~WatchSink() = default;
-  // Queues one line (ending in '\n'). Returns false if the receiver is too far behind;
-  // `initial` lines (the synthetic ADDED events of a new watch) are never refused.
+  // Queues one line (ending in '\n'). Returns false if the receiver is too far behind or
+  // the server's watch memory is spent; `initial` lines (a new watch's ADDED events and
+  // replayed history) are refused only for the memory (the watch then fails with 410).
   virtual bool send(std::shared_ptr<const std::string> line, bool initial) = 0;
   // The watch is over: error is the Status to send as an ERROR event, if any.
   virtual void close(std::optional<Error> error) = 0;

@@ -1,6 +1,7 @@
 // kos apiserver: serves the KOS API on a store (embedded SQLite by default, or etcd).
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -28,7 +29,27 @@ struct Flags {
   std::string compaction_interval = "5m";
   std::optional<int> compaction_minutes;  // the old flag, still accepted
   size_t watch_history = 10000;
+  std::string watch_memory_budget = "1Gi";
 };
+
+// "1073741824", "512Mi", "1Gi", "64Ki": bytes, as Kubernetes quantities spell them.
+Result<size_t> parse_bytes(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 15)
+    return fail(Errc::kBadRequest, "\"" + s + "\": expected a byte count like 512Mi, 1Gi or 1048576");
+  const size_t n = std::stoull(s.substr(0, i));
+  const std::string unit = s.substr(i);
+  size_t mult = 0;
+  if (unit.empty()) mult = 1;
+  else if (unit == "Ki") mult = size_t{1} << 10;
+  else if (unit == "Mi") mult = size_t{1} << 20;
+  else if (unit == "Gi") mult = size_t{1} << 30;
+  if (mult == 0)
+    return fail(Errc::kBadRequest, "\"" + s + "\": unknown unit \"" + unit + "\" (use Ki, Mi or Gi)");
+  if (n > SIZE_MAX / mult) return fail(Errc::kBadRequest, "\"" + s + "\": too large");
+  return n * mult;
+}
 
 Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& s) {
   auto colon = s.rfind(':');
@@ -90,6 +111,11 @@ int run_apiserver(const Flags& f) {
       return 2;
     }
   }
+  auto budget = parse_bytes(f.watch_memory_budget);
+  if (!budget) {
+    std::fprintf(stderr, "kos apiserver: --watch-memory-budget %s\n", budget.error().message.c_str());
+    return 2;
+  }
   std::string url = f.store;
   if (url.empty()) {
     std::error_code ec;
@@ -122,6 +148,7 @@ int run_apiserver(const Flags& f) {
   opts.io_threads = f.io_threads;
   opts.worker_threads = f.workers;
   opts.cache.history = f.watch_history;
+  opts.watch_memory_budget = *budget;
   auto server = apiserver::ApiServer::start(*store, opts);
   if (!server) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
@@ -167,6 +194,11 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
                 "resourceVersion (older ones get 410 Gone and relist)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--watch-memory-budget", f->watch_memory_budget,
+                "bytes all watches together may have queued, initial states included (e.g. "
+                "512Mi, 1Gi; 0 = no cap). Near the cap, a watch holding more than its share "
+                "is closed with 410 Gone (its client relists); watches that keep up are not")
+      ->capture_default_str();
   auto* interval = c->add_option("--compaction-interval", f->compaction_interval,
                 "compact the store's history (embedded store and etcd) every DURATION, keeping "
                 "one interval of it for watches that resume (e.g. 30s, 5m, 1h; 0 = never). "

@@ -44,13 +44,21 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // ---- streaming (any thread) ----
-  bool enqueue(std::shared_ptr<const std::string> data, bool force) {
+  enum class Limit { kStream, kBudget, kNone };
+  bool enqueue(std::shared_ptr<const std::string> data, Limit limit) {
     std::lock_guard lk(mu_);
     // A stream that is ending takes nothing more, but that is not the writer's fault: only
     // a full queue (a receiver too far behind) answers false.
     if (closed_ || finishing_) return true;
-    if (!force && queued_bytes_ + data->size() > max_queued_) return false;
-    queued_bytes_ += data->size();
+    const size_t n = data->size();
+    if (limit == Limit::kStream && queued_bytes_ + n > max_queued_) return false;
+    if (budget_) {
+      if (limit == Limit::kNone)
+        budget_->charge(n);
+      else if (!budget_->try_charge(queued_bytes_ + inflight_bytes_, n))
+        return false;
+    }
+    queued_bytes_ += n;
     queue_.push_back(std::move(data));
     kick_locked();
     return true;
@@ -141,6 +149,11 @@ class Session : public std::enable_shared_from_this<Session> {
     buffer_.shrink_to_fit();
     max_queued_ = s.max_queued_bytes;
     on_close_ = std::move(s.on_close);
+    {
+      std::lock_guard lk(mu_);
+      budget_ = std::move(s.budget);
+      if (budget_) budget_->add_stream();
+    }
     header_ = (version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(s.status) + " " +
               reason(s.status) + "\r\nServer: " + server_.opts.server_header +
               "\r\nContent-Type: " + s.content_type +
@@ -192,12 +205,16 @@ class Session : public std::enable_shared_from_this<Session> {
     {
       std::lock_guard lk(mu_);
       if (closed_) return;
+      // What the last write sent is no longer held.
+      if (budget_) budget_->release(inflight_bytes_);
+      inflight_bytes_ = 0;
       while (!queue_.empty() && inflight_.size() < kMaxBatch && bytes < kMaxBatchBytes) {
         bytes += queue_.front()->size();
         inflight_.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
       queued_bytes_ -= bytes;
+      inflight_bytes_ = bytes;
       if (inflight_.empty()) {
         if (finishing_) {
           last = true;
@@ -232,7 +249,11 @@ class Session : public std::enable_shared_from_this<Session> {
       if (closed_) return;
       closed_ = true;
       queue_.clear();
-      queued_bytes_ = 0;
+      if (budget_) {
+        budget_->release(queued_bytes_ + inflight_bytes_);
+        budget_->remove_stream();
+      }
+      queued_bytes_ = inflight_bytes_ = 0;
       on_close = std::move(on_close_);
     }
     if (timer_) timer_->cancel();
@@ -245,8 +266,15 @@ class Session : public std::enable_shared_from_this<Session> {
   class Handle : public Stream {
    public:
     explicit Handle(std::shared_ptr<Session> s) : s_(std::move(s)) {}
-    bool write(std::shared_ptr<const std::string> data) override { return s_->enqueue(std::move(data), false); }
-    void write_always(std::shared_ptr<const std::string> data) override { s_->enqueue(std::move(data), true); }
+    bool write(std::shared_ptr<const std::string> data) override {
+      return s_->enqueue(std::move(data), Limit::kStream);
+    }
+    bool write_initial(std::shared_ptr<const std::string> data) override {
+      return s_->enqueue(std::move(data), Limit::kBudget);
+    }
+    void write_final(std::shared_ptr<const std::string> data) override {
+      s_->enqueue(std::move(data), Limit::kNone);
+    }
     void finish() override { s_->finish(); }
     bool closed() const override { return s_->is_closed(); }
 
@@ -267,11 +295,24 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<std::shared_ptr<const std::string>> inflight_;  // being written (strand only)
   std::vector<net::const_buffer> gather_;
   size_t queued_bytes_ = 0, max_queued_ = 0;
+  size_t inflight_bytes_ = 0;  // the write in progress (still held until it completes)
+  std::shared_ptr<StreamBudget> budget_;
   bool streaming_ = false, writing_ = false, finishing_ = false, closed_ = false;
   std::function<void()> on_close_;
 };
 
 }  // namespace
+
+bool StreamBudget::try_charge(size_t own, size_t n) {
+  const size_t half = limit_ / 2;
+  const size_t share = half / std::max<size_t>(1, streams_.load());
+  size_t used = used_.load();
+  do {
+    if (used + n > limit_) return false;
+    if (used + n > half && own + n > share) return false;
+  } while (!used_.compare_exchange_weak(used, used + n));
+  return true;
+}
 
 void Server::Impl::accept() {
   acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {

@@ -8,6 +8,7 @@
 // any thread may write to; writes are queued and sent in order by the connection.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -32,16 +33,45 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// A cap on the bytes queued by all the streams that share it (the API server's watch
+// memory: queued events and the initial state of new watches). Thread-safe.
+//
+// Up to half the limit anyone may queue. Beyond it, a stream may add only while it holds
+// less than its fair share (half the limit over the streams sharing the budget), and no
+// one goes past the limit. So a stream that keeps up (its queue is near empty) is not
+// refused because another one cannot: the one refused is the one that holds the memory.
+class StreamBudget {
+ public:
+  explicit StreamBudget(size_t limit) : limit_(limit) {}
+  size_t limit() const { return limit_; }
+  size_t used() const { return used_.load(); }
+  // Charges `n` more bytes to a stream that holds `own` bytes; false (nothing charged) if
+  // the budget refuses them.
+  bool try_charge(size_t own, size_t n);
+  void charge(size_t n) { used_ += n; }  // unconditionally (a stream's last words)
+  void release(size_t n) { used_ -= n; }
+  void add_stream() { ++streams_; }
+  void remove_stream() { --streams_; }
+
+ private:
+  const size_t limit_;
+  std::atomic<size_t> used_{0};
+  std::atomic<size_t> streams_{0};
+};
+
 // The write side of a streamed (chunked) response. Thread-safe.
 class Stream {
  public:
   virtual ~Stream() = default;
-  // Queues data; false if more than the stream's limit is already queued (the data is
-  // not queued then). A stream that is ending drops data and answers true: its on_close
-  // tells the writer.
+  // Queues data; false if more than the stream's limit is already queued or the shared
+  // budget refuses it (the data is not queued then). A stream that is ending drops data
+  // and answers true: its on_close tells the writer.
   virtual bool write(std::shared_ptr<const std::string> data) = 0;
-  // Queues data regardless of the limit.
-  virtual void write_always(std::shared_ptr<const std::string> data) = 0;
+  // Queues data beyond the stream's own limit (a watch's initial state), within the
+  // shared budget: false if the budget refuses it.
+  virtual bool write_initial(std::shared_ptr<const std::string> data) = 0;
+  // Queues data regardless of any limit: a few last bytes before finish() (an error).
+  virtual void write_final(std::shared_ptr<const std::string> data) = 0;
   // Sends what is queued, then ends the response and closes the connection.
   virtual void finish() = 0;
   virtual bool closed() const = 0;
@@ -52,6 +82,9 @@ struct StreamStart {
   std::string content_type = "application/json";
   // Most bytes queued before write() refuses more.
   size_t max_queued_bytes = 16 << 20;
+  // Shared with other streams (null: no shared cap). Charged for what is queued and being
+  // written, released as it is sent or when the stream ends.
+  std::shared_ptr<StreamBudget> budget;
   // Ends the stream after this long (nullopt: never).
   std::optional<std::chrono::milliseconds> timeout;
   // Called once the headers are sent, with the stream to write to.

@@ -3,65 +3,22 @@
 // were written since), which the resource's watch cache reaches only when the store tells
 // it about its progress; before, the server held the watch (and a worker thread) up to 3 s,
 // on every informer start and every relist after a 410.
-#include <sys/socket.h>
-#include <sys/time.h>
-
 #include <algorithm>
 #include <chrono>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/url/parse.hpp>
 #include <gtest/gtest.h>
 
 #include "test/integration/harness.h"
+#include "test/integration/raw_http.h"
 
 namespace kos::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using Steady = std::chrono::steady_clock;
 
 constexpr char kKubectl[] = "/usr/bin/kubectl";
 constexpr char kNaPath[] = "/apis/network.example.com/v1alpha1/namespaces/ns1/networkattachments";
-
-// A raw HTTP/1.1 GET on its own connection, reading as the bytes come (a watch never ends).
-class RawGet {
- public:
-  RawGet(const std::string& url, const std::string& target) : socket_(io_) {
-    auto u = boost::urls::parse_uri(url);
-    tcp::resolver resolver(io_);
-    net::connect(socket_, resolver.resolve(std::string(u->host()), std::string(u->port())));
-    timeval tv{0, 200 * 1000};  // reads return every 200 ms at most, so deadlines hold
-    setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string req = "GET " + target + " HTTP/1.1\r\nHost: " + std::string(u->host()) +
-                      "\r\nAccept: application/json\r\n\r\n";
-    net::write(socket_, net::buffer(req));
-  }
-  // Reads until `needle` has arrived or `timeout` passed; returns whether it arrived.
-  bool read_until(std::string_view needle, std::chrono::milliseconds timeout) {
-    auto deadline = Steady::now() + timeout;
-    while (data_.find(needle) == std::string::npos) {
-      if (Steady::now() >= deadline) return false;
-      char buf[4096];
-      boost::system::error_code ec;
-      size_t n = socket_.read_some(net::buffer(buf), ec);
-      if (ec && ec != net::error::would_block && ec != net::error::try_again) return false;
-      data_.append(buf, n);
-    }
-    return true;
-  }
-  const std::string& data() const { return data_; }
-
- private:
-  net::io_context io_;
-  tcp::socket socket_;
-  std::string data_;
-};
 
 class WatchStartTest : public ::testing::TestWithParam<Backend> {};
 
@@ -80,7 +37,7 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
   std::vector<double> starts_ms;
   for (int round = 0; round < 5; ++round) {
     // A consistent list (resourceVersion unset) is read from the store, at its revision.
-    RawGet list(server.url(), kNaPath);
+    RawHttp list(server.url(), kNaPath);
     ASSERT_TRUE(list.read_until("\"items\"", 10s)) << list.data();
     auto body = list.data().substr(list.data().find("\r\n\r\n") + 4);
     auto rv_at = body.find("\"resourceVersion\":\"");
@@ -88,7 +45,7 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
     const std::string rv = body.substr(rv_at + 19, body.find('"', rv_at + 19) - rv_at - 19);
 
     auto t0 = Steady::now();
-    RawGet watch(server.url(), std::string(kNaPath) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv);
+    RawHttp watch(server.url(), std::string(kNaPath) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv);
     ASSERT_TRUE(watch.read_until("\r\n\r\n", 10s)) << watch.data();
     starts_ms.push_back(std::chrono::duration<double, std::milli>(Steady::now() - t0).count());
     EXPECT_NE(watch.data().find(" 200 "), std::string::npos) << watch.data();
