@@ -98,11 +98,12 @@ Result<void> exec(sqlite3* db, const char* sql) {
 constexpr int kWriterCacheKiB = 16384;
 constexpr int kReaderCacheKiB = 2048;
 
-Result<DbPtr> open_db(const std::string& path, int cache_kib) {
+Result<DbPtr> open_db(const SqliteOptions& opts, int cache_kib) {
+  const std::string& path = opts.path;
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+                           opts.vfs.empty() ? nullptr : opts.vfs.c_str());
   DbPtr db(raw);
   if (rc != SQLITE_OK)
     return fail(Errc::kInternal, "sqlite: cannot open " + path + ": " +
@@ -111,7 +112,8 @@ Result<DbPtr> open_db(const std::string& path, int cache_kib) {
   // WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL on every
   // commit, so an acknowledged write survives a crash of the process or of the machine.
   const std::string cache = "PRAGMA cache_size=-" + std::to_string(cache_kib);
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+  const char* sync = opts.unsafe_no_sync ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL";
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", sync,
                              "PRAGMA foreign_keys=OFF", cache.c_str()}) {
     if (auto r = exec(db.get(), pragma); !r) return fail(r.error());
   }
@@ -210,7 +212,7 @@ class ReadTxn {
 // Connections for readers (get, list, watch catch-up), created on demand and reused.
 class ReadPool {
  public:
-  explicit ReadPool(std::string path) : path_(std::move(path)) {}
+  explicit ReadPool(SqliteOptions opts) : opts_(std::move(opts)) {}
 
   class Lease {
    public:
@@ -236,7 +238,7 @@ class ReadPool {
         return Lease(*this, std::move(c));
       }
     }
-    auto db = open_db(path_, kReaderCacheKiB);
+    auto db = open_db(opts_, kReaderCacheKiB);
     if (!db) return fail(db.error());
     auto c = std::make_unique<ReadConn>();
     c->db = std::move(*db);
@@ -250,7 +252,7 @@ class ReadPool {
     std::lock_guard lk(mu_);
     if (free_.size() < 16) free_.push_back(std::move(c));
   }
-  std::string path_;
+  SqliteOptions opts_;
   std::mutex mu_;
   std::vector<std::unique_ptr<ReadConn>> free_;
 };
@@ -706,7 +708,7 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
     return fail(Errc::kUnavailable,
                 "store " + opts.path + " is in use by another process (lock " + lock_path + ")");
 
-  auto db = open_db(opts.path, kWriterCacheKiB);
+  auto db = open_db(opts, kWriterCacheKiB);
   if (!db) return fail(db.error());
   impl->wdb = std::move(*db);
   if (auto r = exec(impl->wdb.get(), kSchema); !r) return fail(r.error());
@@ -722,7 +724,7 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
   if (!compacted) return fail(compacted.error());
   impl->next_rev = *max_rev + 1;
   impl->compact_rev = *compacted;
-  impl->pool = std::make_shared<ReadPool>(opts.path);
+  impl->pool = std::make_shared<ReadPool>(opts);
   impl->hub = std::make_shared<Hub>(*max_rev, opts.watch_queue_limit);
   impl->writer = std::thread([raw = impl.get()] { raw->run_writer(); });
   spdlog::info("sqlite store: opened path={} revision={} compacted={}", opts.path, *max_rev,

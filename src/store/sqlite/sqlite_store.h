@@ -25,6 +25,12 @@ struct SqliteOptions {
   size_t max_batch = 2048;
   // Events a watcher may have queued before it is switched to catching up from the log.
   size_t watch_queue_limit = 8192;
+  // The SQLite VFS every connection of the store opens with; empty = the default VFS.
+  // Tests pass a fault-injecting one (see fault_vfs.h).
+  std::string vfs;
+  // Tests only: PRAGMA synchronous=OFF, so acknowledged writes are NOT durable. It exists
+  // to prove that the durability tests can see a missing fsync.
+  bool unsafe_no_sync = false;
 };
 
 class SqliteStore final : public Store {
