@@ -8,6 +8,8 @@ namespace json = boost::json;
 namespace {
 constexpr const char* kOrphan = "orphan";
 constexpr const char* kForeground = "foregroundDeletion";
+constexpr std::chrono::milliseconds kFirstRetry{100};
+constexpr std::chrono::milliseconds kMaxRetry{10000};
 
 bool has(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -73,25 +75,51 @@ void GarbageCollector::enqueue_dependents(const std::string& owner_uid) {
   enqueue(Item{SIZE_MAX, owner_uid, ""});
 }
 
+void GarbageCollector::retry(const Item& item) {
+  std::lock_guard lk(mu_);
+  int& n = failures_[item];
+  n = std::min(n + 1, 8);
+  auto backoff = std::min<std::chrono::milliseconds>(kFirstRetry * (1 << (n - 1)), kMaxRetry);
+  delayed_.emplace(std::chrono::steady_clock::now() + backoff, item);
+  cv_.notify_one();
+}
+
 void GarbageCollector::run() {
   while (true) {
     Item item;
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
+      while (true) {
+        if (stopping_) return;
+        // Retries that are due join the queue.
+        const auto now = std::chrono::steady_clock::now();
+        while (!delayed_.empty() && delayed_.begin()->first <= now) {
+          Item due = delayed_.begin()->second;
+          delayed_.erase(delayed_.begin());
+          if (processing_.count(due)) dirty_.insert(due);
+          else if (queued_.insert(due).second) queue_.push_back(std::move(due));
+        }
+        if (!queue_.empty()) break;
+        if (delayed_.empty()) cv_.wait(lk);
+        else cv_.wait_until(lk, delayed_.begin()->first);
+      }
       item = std::move(queue_.front());
       queue_.pop_front();
       queued_.erase(item);
       processing_.insert(item);  // one worker per item at a time
     }
+    bool ok = true;
     if (item.registry == SIZE_MAX) {
       for (size_t i = 0; i < registries_.size(); ++i)
         for (const auto& d : registries_[i]->cache().dependents(item.ns)) enqueue({i, d->ns, d->name});
-    } else {
-      examine(item);
+    } else if (auto r = examine(item); !r) {
+      ok = false;
+      spdlog::warn("gc: {} {}/{}: {}; retrying", registries_[item.registry]->strategy().info().kind,
+                   item.ns, item.name, r.error().message);
     }
+    if (!ok) retry(item);
     std::lock_guard lk(mu_);
+    if (ok) failures_.erase(item);
     processing_.erase(item);
     if (dirty_.erase(item) && queued_.insert(item).second) {
       queue_.push_back(item);
@@ -108,7 +136,7 @@ Registry* GarbageCollector::owner_registry(const api::OwnerReference& ref) const
   return nullptr;
 }
 
-bool GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns) const {
+Result<bool> GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns) const {
   Registry* r = owner_registry(ref);
   if (!r) return true;  // a kind KOS does not serve: never collect on its account
   // Present in the cache with that UID: it exists, or its deletion is still on its way to
@@ -116,12 +144,16 @@ bool GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::s
   // not show needs a live read (caches may lag each other).
   if (auto c = r->cache().get(ns, ref.name); c && c->uid == ref.uid) return true;
   auto o = r->get(ns, ref.name, std::nullopt);
-  if (!o) return o.error().code != Errc::kNotFound;
+  if (!o) {
+    if (o.error().code == Errc::kNotFound) return false;
+    return fail(o.error().code, "reading owner " + ref.kind + " " + ns + "/" + ref.name + ": " +
+                                    o.error().message);
+  }
   return (*o)->uid == ref.uid;
 }
 
-void GarbageCollector::remove_finalizer(Registry& r, const CachedObject& obj,
-                                        const std::string& finalizer) {
+Result<void> GarbageCollector::remove_finalizer(Registry& r, const CachedObject& obj,
+                                                const std::string& finalizer) {
   auto res = r.update_with(obj.ns, obj.name, [&](const CachedObject& cur) -> Result<json::object> {
     if (cur.uid != obj.uid) return fail(Errc::kConflict, "object was replaced");
     json::object next = cur.obj();
@@ -132,14 +164,14 @@ void GarbageCollector::remove_finalizer(Registry& r, const CachedObject& obj,
     return next;
   });
   if (!res && res.error().code != Errc::kNotFound)
-    spdlog::warn("gc: cannot remove finalizer {} from {}/{}: {}", finalizer, obj.ns, obj.name,
-                 res.error().message);
+    return fail(res.error().code, "removing finalizer " + finalizer + ": " + res.error().message);
+  return {};
 }
 
-void GarbageCollector::examine(const Item& item) {
+Result<void> GarbageCollector::examine(const Item& item) {
   Registry& r = *registries_[item.registry];
   auto obj = r.cache().get(item.ns, item.name);
-  if (!obj) return;
+  if (!obj) return {};
   const auto& kind = r.strategy().info().kind;
 
   if (obj->deleting && has(obj->finalizers, kOrphan)) {
@@ -153,13 +185,10 @@ void GarbageCollector::examine(const Item& item) {
           write_meta(next, *meta);
           return next;
         });
-        if (!res && res.error().code != Errc::kNotFound) {
-          spdlog::warn("gc: cannot orphan {}/{}: {}", d->ns, d->name, res.error().message);
-          return enqueue(item);
-        }
+        if (!res && res.error().code != Errc::kNotFound)
+          return fail(res.error().code, "orphaning " + d->ns + "/" + d->name + ": " + res.error().message);
       }
-    remove_finalizer(r, *obj, kOrphan);
-    return;
+    return remove_finalizer(r, *obj, kOrphan);
   }
 
   if (obj->deleting && has(obj->finalizers, kForeground)) {
@@ -176,16 +205,22 @@ void GarbageCollector::examine(const Item& item) {
           ++deleted_;
           spdlog::info("gc: deleted dependent {}/{} of {} {}/{} (foreground)", d->ns, d->name, kind,
                        obj->ns, obj->name);
+        } else if (res.error().code != Errc::kNotFound && res.error().code != Errc::kConflict) {
+          return fail(res.error().code, "deleting dependent " + d->ns + "/" + d->name + ": " +
+                                            res.error().message);
         }
       }
     // The owner goes when its dependents are gone; their delete events requeue it.
-    if (remaining == 0) remove_finalizer(r, *obj, kForeground);
-    return;
+    if (remaining == 0) return remove_finalizer(r, *obj, kForeground);
+    return {};
   }
 
-  if (obj->owners.empty()) return;
-  for (const auto& ref : obj->owners)
-    if (owner_exists(ref, obj->ns)) return;
+  if (obj->owners.empty()) return {};
+  for (const auto& ref : obj->owners) {
+    auto exists = owner_exists(ref, obj->ns);
+    if (!exists) return fail(exists.error());
+    if (*exists) return {};
+  }
   DeleteOptions opts;
   opts.precondition_uid = obj->uid;
   auto res = r.remove(obj->ns, obj->name, opts);
@@ -193,8 +228,9 @@ void GarbageCollector::examine(const Item& item) {
     ++deleted_;
     spdlog::info("gc: deleted {} {}/{}: its owners are gone", kind, obj->ns, obj->name);
   } else if (res.error().code != Errc::kNotFound && res.error().code != Errc::kConflict) {
-    spdlog::warn("gc: cannot delete {} {}/{}: {}", kind, obj->ns, obj->name, res.error().message);
+    return fail(res.error().code, "deleting: " + res.error().message);
   }
+  return {};
 }
 
 }  // namespace kos::apiserver

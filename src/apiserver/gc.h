@@ -2,11 +2,16 @@
 // dependents of an owner being deleted in the foreground (and then lets the owner go),
 // and removes owner references from the dependents of an owner deleted with the Orphan
 // policy. Level-triggered: every cache event queues the objects it may concern, and a few
-// workers examine them against live state (one worker per object at a time).
+// workers examine them against live state (one worker per object at a time). A cache
+// that relists (its store watch broke) reports what changed meanwhile as events, deletes
+// included. An examination that fails (a read or write the store refused) is retried
+// with backoff (100 ms doubling to 10 s), never dropped.
 #pragma once
 
 #include <condition_variable>
+#include <chrono>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -34,13 +39,16 @@ class GarbageCollector {
     auto operator<=>(const Item&) const = default;
   };
   void enqueue(Item item);
+  // Queued again after a backoff that grows with the item's consecutive failures.
+  void retry(const Item& item);
   void enqueue_dependents(const std::string& owner_uid);
   void run();
-  void examine(const Item& item);
+  // Errors: the store failed; the item is retried.
+  Result<void> examine(const Item& item);
   Registry* owner_registry(const api::OwnerReference& ref) const;
-  // Owner references whose owner exists with that UID (live read).
-  bool owner_exists(const api::OwnerReference& ref, const std::string& ns) const;
-  void remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
+  // Whether the owner exists with that UID (a live read when the cache does not show it).
+  Result<bool> owner_exists(const api::OwnerReference& ref, const std::string& ns) const;
+  Result<void> remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
 
   std::vector<Registry*> registries_;
   std::mutex mu_;
@@ -49,6 +57,8 @@ class GarbageCollector {
   std::set<Item> queued_;
   std::set<Item> processing_;  // taken by a worker
   std::set<Item> dirty_;       // enqueued while processing: queued again after
+  std::multimap<std::chrono::steady_clock::time_point, Item> delayed_;  // retries, by due time
+  std::map<Item, int> failures_;  // consecutive failed examinations
   bool stopping_ = false;
   static constexpr int kWorkers = 4;  // deletes wait on the store (etcd: milliseconds each)
   std::vector<std::thread> threads_;

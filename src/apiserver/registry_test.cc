@@ -11,6 +11,7 @@
 
 #include "apiserver/gc.h"
 #include "apiserver/migrate.h"
+#include "store/fault_store.h"
 #include "store/sqlite/sqlite_store.h"
 #include "test/support/process.h"
 
@@ -28,7 +29,8 @@ class RegistryTest : public ::testing::Test {
     store::SqliteOptions o;
     o.path = (dir_.path() / "kos.db").string();
     o.compaction_interval = 0ms;
-    store_ = *store::SqliteStore::open(o);
+    fault_ = new store::FaultStore(*store::SqliteStore::open(o));
+    store_.reset(fault_);
     for (auto k : {api::Kind::kSubnet, api::Kind::kNetworkAttachment, api::Kind::kIPLock}) {
       strategies_.push_back(make_kos_strategy(k));
       caches_.push_back(std::make_unique<WatchCache>(*store_, *strategies_.back(), clock_));
@@ -82,6 +84,7 @@ class RegistryTest : public ::testing::Test {
 
   kos::testing::TempDir dir_{"kos-registry"};
   FakeClock clock_;
+  store::FaultStore* fault_ = nullptr;  // owned by store_: the SQLite store, with faults
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<Strategy>> strategies_;
   std::vector<std::unique_ptr<WatchCache>> caches_;
@@ -233,6 +236,45 @@ TEST_F(RegistryTest, GarbageCollectorKeepsDependentsOfARecreatedOwnerName) {
   make_lock("v1-5-10-1-0-7", *new_na);
   EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-6"); }));
   EXPECT_TRUE(exists(locks(), "v1-5-10-1-0-7"));
+}
+
+// A failed owner read or delete is retried with backoff: the collector dropped the item
+// before (the store was unavailable for a moment, the lock stayed forever).
+TEST_F(RegistryTest, GarbageCollectorRetriesFailedReadsAndDeletes) {
+  start_gc();
+  const Error down{Errc::kUnavailable, "injected: store unavailable", {}};
+  // The owner is not in the cache, so the collector reads it live: that read fails 3 times.
+  fault_->inject({store::StoreOp::kGet, strategies_[1]->info().key_prefix(), 3, 0ms, down, false});
+  CachedObject owner;
+  owner.name = "ghost";
+  owner.uid = "6f1c1fd0-5a0e-4c43-9d43-2f4a1f0c0a01";  // never existed
+  make_lock("v1-5-10-1-0-11", owner);
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-11"); }));
+  EXPECT_EQ(fault_->fired(), 3u);
+
+  // Now its delete fails twice.
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-12", *na);
+  fault_->inject({store::StoreOp::kRemove, strategies_[2]->info().key_prefix(), 2, 0ms, down, false});
+  ASSERT_TRUE(nas().remove("ns", "a", {}).has_value());
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-12"); }));
+  EXPECT_EQ(fault_->fired(), 5u);
+}
+
+// An owner deleted while the caches' store watches were down (they relist afterwards, with
+// no event of the delete) still has its dependents collected: the relist reports it.
+TEST_F(RegistryTest, GarbageCollectorSeesOwnersDeletedWhileTheCachesRelist) {
+  start_gc();
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-13", *na);
+  ASSERT_TRUE(caches_[2]->wait_for(caches_[2]->revision(), 5s));
+  fault_->hold_watches(true);  // the caches see nothing from here
+  auto key = strategies_[1]->info().key_prefix() + "ns/a";
+  ASSERT_TRUE(fault_->inner().remove(key, 0).has_value()) << key;
+  fault_->break_watches(Error{Errc::kCompacted, "injected: history compacted", {}});
+  fault_->hold_watches(false);
+  EXPECT_TRUE(eventually([&] { return !caches_[1]->get("ns", "a"); })) << "the cache did not relist";
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-13"); }));
 }
 
 TEST_F(RegistryTest, ForegroundDeletionRemovesDependentsFirst) {

@@ -121,6 +121,33 @@ Result<void> WatchCache::relist() {
   auto w = store_.watch(prefix, l->revision);
   if (!w) return fail(w.error());
   std::unique_lock lk(mu_);
+  // What changed while the store watch was down, for the listeners (the garbage collector
+  // must hear of an owner deleted meanwhile): the old and new maps, both in key order.
+  if (!listeners_.empty()) {
+    auto tell = [&](const CachedPtr& prev, const CachedPtr& obj) {
+      for (auto& l : listeners_) l(prev, obj);
+    };
+    auto o = objects_.begin();
+    auto n = objects.begin();
+    while (o != objects_.end() || n != objects.end()) {
+      if (n == objects.end() || (o != objects_.end() && o->first < n->first)) {
+        tell(o->second, nullptr);
+        ++o;
+      } else if (o == objects_.end() || n->first < o->first) {
+        tell(nullptr, n->second);
+        ++n;
+      } else {
+        if (o->second->uid != n->second->uid) {
+          tell(o->second, nullptr);
+          tell(nullptr, n->second);
+        } else if (o->second->rv != n->second->rv) {
+          tell(o->second, n->second);
+        }
+        ++o;
+        ++n;
+      }
+    }
+  }
   objects_ = std::move(objects);
   for (auto& m : obj_index_) m.clear();
   for (const auto& [_, o] : objects_) index_object(*o, true);

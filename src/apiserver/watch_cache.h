@@ -138,6 +138,8 @@ class WatchCache {
 
   // Called for every applied event (after the watchers), on the cache's thread: the
   // garbage collector's hook. prev is null for a create, obj is null for a delete.
+  // After a relist (the store watch broke) it is called for every difference between the
+  // old and the new contents, so a delete the watch missed is reported too.
   using Listener = std::function<void(const CachedPtr& prev, const CachedPtr& obj)>;
   void add_listener(Listener l);
 
