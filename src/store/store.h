@@ -61,8 +61,9 @@ class Watch {
   virtual ~Watch() = default;
   // Waits up to `timeout` for events and returns those available (possibly none, on
   // timeout). Errors: kCompacted when the events needed were compacted away before they
-  // could be delivered (the caller must re-list), kCancelled once the store is closing,
-  // kUnavailable when a remote backend cannot be reached for long.
+  // could be delivered (the caller must re-list), kCancelled once the store is closing.
+  // A remote backend that cannot be reached is not an error, however long it lasts: next()
+  // returns no events meanwhile, and the watch resumes after the last event it delivered.
   virtual Result<std::vector<Event>> next(std::chrono::milliseconds timeout) = 0;
   // The revision up to which next() has returned every event under the prefix. It moves
   // with the store's revision also while the prefix is quiet (SQLite: each commit; etcd:

@@ -29,15 +29,17 @@ using std::chrono::milliseconds;
 // kCompacted).
 constexpr size_t kMaxQueuedEvents = 64 * 1024;
 constexpr size_t kMaxQueuedBytes = 64 << 20;
-// Backoff between watch stream attempts.
 // Backoff between rounds of calls that reached a connected endpoint and failed anyway.
 constexpr milliseconds kFirstRetryBackoff{10};
 constexpr milliseconds kMaxRetryBackoff{500};
 // With several endpoints all failing, how long each round waits for its last endpoint.
 constexpr milliseconds kFirstRoundWait{50};
 constexpr milliseconds kMaxRoundWait{1000};
+// Backoff between watch stream attempts (a watch never gives up on an unreachable etcd).
 constexpr milliseconds kFirstWatchBackoff{50};
 constexpr milliseconds kMaxWatchBackoff{1000};
+// A watch without a stream says so this often while it stays down.
+constexpr milliseconds kWatchDownLogInterval{30000};
 // Endpoint failures are logged at most this often per store (64 writers hit them at once).
 constexpr milliseconds kFailureLogInterval{1000};
 
@@ -299,11 +301,14 @@ class EtcdStore::Client {
     }
   }
 
-  // The body of a watch's reader thread: streams until the watch is finished.
+  // The body of a watch's reader thread: streams until the watch is finished (stopped,
+  // compacted, or canceled by etcd). An unreachable etcd does not finish it: the stream is
+  // re-created from w.next_revision, with backoff, for as long as the outage lasts.
   void run_watch(WatchState& w) {
     auto backoff = kFirstWatchBackoff;
+    // Since when the watch has had no working stream, and when to say it is still down.
     auto down_since = Clock::now();
-    const auto give_up_after = opts_.request_timeout * kWatchUnavailableTimeouts;
+    auto next_down_log = down_since + kWatchDownLogInterval;
     bool resuming = false;
     for (size_t attempt = 1; !w.stopping; ++attempt) {
       const size_t idx = current_.load(std::memory_order_relaxed);
@@ -312,13 +317,11 @@ class EtcdStore::Client {
       grpc::Status status;
       // As in call(): skip failing endpoints, except the last one of a round.
       const bool last_of_round = attempt % endpoints_.size() == 0;
-      const auto connect_deadline =
-          std::min(Clock::now() + opts_.dial_timeout, down_since + give_up_after);
-      if (!wait_connected(ep, connect_deadline, last_of_round, &w.stopping)) {
+      if (!wait_connected(ep, Clock::now() + opts_.dial_timeout, last_of_round, &w.stopping)) {
         status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               "no connection to etcd endpoint " + ep.url);
       } else {
-        status = stream_once(ep, w, resuming, established);
+        status = stream_once(ep, w, resuming, down_since, established);
       }
       if (w.stopping) break;
       Revision from = 0;
@@ -326,9 +329,12 @@ class EtcdStore::Client {
         std::lock_guard lk(w.mu);
         from = w.next_revision;
       }
+      const auto now = Clock::now();
       if (established) {
-        // A working stream broke: say so once; the attempts to resume log at debug level.
-        down_since = Clock::now();
+        // A working stream broke: say so once; the attempts to resume log at debug level,
+        // with a warning every kWatchDownLogInterval while they keep failing.
+        down_since = now;
+        next_down_log = now + kWatchDownLogInterval;
         backoff = kFirstWatchBackoff;
         spdlog::warn("etcd watch stream broken prefix={} endpoint={} resume_revision={} "
                      "code={} error=\"{}\"",
@@ -339,19 +345,20 @@ class EtcdStore::Client {
                       "code={} error=\"{}\"",
                       w.prefix, ep.url, from, code_name(status.error_code()),
                       status.error_message());
+        if (now >= next_down_log) {
+          next_down_log = now + kWatchDownLogInterval;
+          spdlog::warn("etcd watch still down prefix={} down_for={}s resume_revision={} "
+                       "endpoints={} code={} error=\"{}\"",
+                       w.prefix, std::chrono::duration_cast<std::chrono::seconds>(
+                                     now - down_since).count(),
+                       from, endpoint_list(), code_name(status.error_code()),
+                       status.error_message());
+        }
       }
       resuming = true;
-      if (is_endpoint_failure(status)) endpoint_failed(idx, "watch", w.prefix, status);
-      if (Clock::now() - down_since > give_up_after) {
-        w.finish(Error{Errc::kUnavailable,
-                       "etcd watch prefix=" + w.prefix + ": no etcd endpoint (" +
-                           endpoint_list() + ") served the watch for " +
-                           std::to_string(std::chrono::duration_cast<milliseconds>(
-                                              give_up_after).count()) +
-                           " ms; last error: " + status.error_message(),
-                       {}});
-        break;
-      }
+      // Silently: the lines above say what the watch sees (an outage is one line per 30 s,
+      // not one per attempt).
+      if (is_endpoint_failure(status)) next_endpoint(idx);
       std::unique_lock lk(w.mu);
       w.writable.wait_for(lk, backoff, [&] { return w.stopping.load(); });
       backoff = std::min(backoff * 2, kMaxWatchBackoff);
@@ -400,11 +407,19 @@ class EtcdStore::Client {
     return true;
   }
 
-  void endpoint_failed(size_t idx, std::string_view op, const std::string& key,
-                       const grpc::Status& status) {
+  // Endpoint `idx` failed: the next one becomes current (unless another caller moved on
+  // already). Returns the next one.
+  size_t next_endpoint(size_t idx) {
     const size_t next = (idx + 1) % endpoints_.size();
     size_t expected = idx;
     current_.compare_exchange_strong(expected, next, std::memory_order_relaxed);
+    return next;
+  }
+
+  // next_endpoint(), with a warning (at most one per kFailureLogInterval per store).
+  void endpoint_failed(size_t idx, std::string_view op, const std::string& key,
+                       const grpc::Status& status) {
+    const size_t next = next_endpoint(idx);
     const auto now = Clock::now().time_since_epoch().count();
     auto last = last_failure_log_.load(std::memory_order_relaxed);
     if (now - last < std::chrono::duration_cast<Clock::duration>(kFailureLogInterval).count() ||
@@ -417,8 +432,10 @@ class EtcdStore::Client {
   }
 
   // One Watch stream from w.next_revision. Returns when the stream ends, the watch is
-  // finished, or etcd cancels it (then the watch is finished with the reason).
-  grpc::Status stream_once(Endpoint& ep, WatchState& w, bool resuming, bool& established) {
+  // finished, or etcd cancels it (then the watch is finished with the reason). `resuming`:
+  // not the watch's first attempt; it has had no stream since `down_since`.
+  grpc::Status stream_once(Endpoint& ep, WatchState& w, bool resuming,
+                           Clock::time_point down_since, bool& established) {
     grpc::ClientContext ctx;
     // Ask etcd to end the stream if its member loses the leader, so that a partitioned
     // member does not silently starve the watch ("hasleader", as etcd's own client does).
@@ -445,8 +462,11 @@ class EtcdStore::Client {
           cancel = true;
         } else if (resp.created()) {
           if (resuming && !established) {
-            spdlog::info("etcd watch resumed prefix={} endpoint={} start_revision={}", w.prefix,
-                         ep.url, req.create_request().start_revision());
+            const auto down_ms =
+                std::chrono::duration_cast<milliseconds>(Clock::now() - down_since).count();
+            spdlog::info("etcd watch resumed prefix={} endpoint={} start_revision={} "
+                         "down_for={}ms",
+                         w.prefix, ep.url, req.create_request().start_revision(), down_ms);
           }
           established = true;
         } else {

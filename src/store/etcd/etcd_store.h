@@ -27,13 +27,17 @@
 // that the history after `after` is still there, so a compacted start fails at once with
 // kCompacted. When the stream breaks it is re-created on the current endpoint from the
 // revision after the last one delivered (or after the last progress notification), so no
-// event is lost or repeated. Short outages are invisible to next() (it returns no events);
-// after kWatchUnavailableTimeouts x request_timeout without a working stream next() fails
-// with kUnavailable and the watch is over; a watch that etcd cancels because the history it
-// needs was compacted meanwhile fails with kCompacted. A Watch shares the connections with
-// its store, so it may outlive it: destroying the store ends its watches (next() returns
-// kCancelled once their queued events are consumed). Limitation (etcd's): an event at
-// exactly the compaction revision has no `prev`, as etcd looks it up one revision earlier.
+// event is lost or repeated. An outage, however long, is invisible to next() (it returns no
+// events; progress() stands still): the watch keeps trying (backoff up to 1 s, each attempt
+// waiting up to dial_timeout for a connection), logs a warning when its stream breaks and
+// every 30 s while it stays down, and resumes as soon as an endpoint serves again. Besides
+// its store closing (below), a watch ends only when the history it needs was compacted
+// meanwhile (kCompacted: etcd answers the re-created stream with its compact_revision) or
+// when etcd cancels it (kInternal, with etcd's reason), never because etcd is unreachable.
+// A Watch shares the connections with its store, so it may outlive it: destroying the store
+// ends its watches (next() returns kCancelled once their queued events are consumed).
+// Limitation (etcd's): an event at exactly the compaction revision has no `prev`, as etcd
+// looks it up one revision earlier.
 //
 // Threading: every method may be called from any thread concurrently (the gRPC stubs are
 // thread-safe; the only shared mutable state is the current endpoint, an atomic).
@@ -52,10 +56,6 @@ namespace kos::store {
 
 class EtcdStore final : public Store {
  public:
-  // A watch that could not (re-)establish its stream for this many request timeouts fails
-  // with kUnavailable.
-  static constexpr int kWatchUnavailableTimeouts = 3;
-
   // Connects to an etcd v3 cluster. `endpoints` are client URLs "http://HOST:PORT" (a bare
   // "HOST:PORT" is accepted too), tried in order. Fails with kUnavailable if no endpoint
   // answers within opts.dial_timeout, kInvalid for a malformed endpoint, kUnsupported for
