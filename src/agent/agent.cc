@@ -89,7 +89,8 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
         o.field_selector = "spec.node=" + opts_.node;
         return o;
       }()),
-      controller_("agent", opts_.workers, [this](const std::string& k) { return reconcile(k); }) {
+      controller_("agent", opts_.workers, kMaxBatch,
+                  [this](const std::vector<std::string>& keys) { return reconcile_batch(keys); }) {
   // Exported from the start (0 is the figure that matters for this one).
   agent_metrics().irrelevant.get();
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
@@ -353,6 +354,113 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
   }
   if (auto r = remove_local(key); !r) return fail(r.error());
   return ensure_remote(key, na);
+}
+
+std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vector<std::string>& keys) {
+  std::vector<Result<controllers::Requeue>> out(keys.size(), controllers::Requeue{});
+  // A remote mapping to program (want set) or to remove (want unset); `old` is what the
+  // fabric has for the key.
+  struct Item {
+    size_t index;
+    std::optional<fabric::RemoteIfc> want, old;
+    client::ObjectPtr obj;
+  };
+  std::vector<Item> items;
+  std::vector<size_t> singles;  // keys for reconcile()
+  {
+    std::lock_guard lk(mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const std::string& key = keys[i];
+      if (key == kRelevanceKey || locals_.count(key)) {
+        singles.push_back(i);
+        continue;
+      }
+      auto h = holders_.find(key);
+      if (h != holders_.end() && h->second.size() > 1) continue;  // transient: Requeue{}
+      client::ObjectPtr obj;
+      if (h != holders_.end()) {
+        if (*h->second.begin() == kLocal) {
+          singles.push_back(i);
+          continue;
+        }
+        if (auto inf = vni_informers_.find(*h->second.begin()); inf != vni_informers_.end())
+          obj = inf->second->indexer().get(key);
+      }
+      Item it{i, std::nullopt, std::nullopt, obj};
+      if (obj) {
+        const auto& na = std::get<api::NetworkAttachment>(*obj);
+        auto ip = api::parse_ipv4(na.status.ipv4);
+        auto host = api::parse_ipv4(na.status.host_ip);
+        if (ip && host && na.status.address_vni != 0)
+          it.want = fabric::RemoteIfc{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
+      }
+      if (auto r = remotes_.find(key); r != remotes_.end()) {
+        if (it.want && r->second == *it.want) continue;  // as wanted
+        it.old = r->second;
+        remotes_.erase(r);  // this worker's until it writes it back (as in ensure_remote)
+      }
+      if (it.want || it.old) items.push_back(std::move(it));
+    }
+    if (!items.empty()) publish_counts();
+  }
+  for (size_t i : singles) out[i] = reconcile(keys[i]);
+  if (items.empty()) return out;
+
+  // Deletes first (an old mapping that a create would not replace: another guest IP or
+  // VNI), then creates, one batch each.
+  std::vector<fabric::Change> deletes;
+  std::vector<size_t> delete_of;
+  for (size_t n = 0; n < items.size(); ++n) {
+    const Item& it = items[n];
+    if (it.old && !(it.want && it.want->vni == it.old->vni && it.want->guest_ip == it.old->guest_ip)) {
+      deletes.push_back(fabric::Change::remove(*it.old));
+      delete_of.push_back(n);
+    }
+  }
+  std::vector<bool> failed(items.size(), false);
+  if (!deletes.empty()) {
+    auto rs = timed("delete_remote", [&] { return fabric_.apply(deletes); });
+    for (size_t d = 0; d < rs.size(); ++d)
+      if (!rs[d]) {
+        failed[delete_of[d]] = true;
+        out[items[delete_of[d]].index] = fail(rs[d].error());
+      }
+  }
+  std::vector<fabric::Change> creates;
+  std::vector<size_t> create_of;
+  for (size_t n = 0; n < items.size(); ++n)
+    if (!failed[n] && items[n].want) {
+      creates.push_back(fabric::Change::create(*items[n].want));
+      create_of.push_back(n);
+    }
+  std::vector<bool> created(items.size(), false);
+  if (!creates.empty()) {
+    auto rs = timed("create_remote", [&] { return fabric_.apply(creates); });
+    for (size_t c = 0; c < rs.size(); ++c) {
+      if (rs[c]) created[create_of[c]] = true;
+      else out[items[create_of[c]].index] = fail(rs[c].error());
+    }
+  }
+  {
+    std::lock_guard lk(mu_);
+    for (size_t n = 0; n < items.size(); ++n) {
+      const Item& it = items[n];
+      const std::string& key = keys[it.index];
+      if (created[n]) remotes_[key] = *it.want;
+      else if (failed[n] || (it.want && it.old && !created[n] && it.want->vni == it.old->vni &&
+                             it.want->guest_ip == it.old->guest_ip))
+        remotes_[key] = *it.old;  // still in the fabric: tried again later
+    }
+    publish_counts();
+  }
+  for (size_t n = 0; n < items.size(); ++n) {
+    if (!created[n]) continue;
+    const auto& na = std::get<api::NetworkAttachment>(*items[n].obj);
+    if (auto t = na.extended_metadata.write_time(api::section::kImpl))
+      agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
+    implemented(Implemented::Kind::kRemote, keys[items[n].index], na);
+  }
+  return out;
 }
 
 Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const api::NetworkAttachment& na) {

@@ -14,6 +14,10 @@
 // fabric already has, adopt what matches consistent lists of the attachments, remove
 // orphans, then start the workers.
 //
+// Batches: a worker takes up to kMaxBatch ready keys; their remote mappings go to the
+// fabric as one batch (see reconcile_batch), so a cold start with 10,000 mappings makes
+// tens of fabric calls, not 10,000.
+//
 // Concurrency: mu_ guards the agent's maps only; it is never held across a fabric call or
 // an API call (informer handlers take it on the client transport's thread).
 #pragma once
@@ -73,6 +77,12 @@ class Agent {
   Counts counts() const;
 
   Result<controllers::Requeue> reconcile(const std::string& key);
+  // Several keys at once (what the workers call): the remote mappings among them, the bulk
+  // of a node's work (every attachment of its VNIs on other nodes), are programmed with
+  // one Fabric::apply for their deletes and one for their creates; other keys go through
+  // reconcile(). Result i is keys[i]'s.
+  std::vector<Result<controllers::Requeue>> reconcile_batch(const std::vector<std::string>& keys);
+  static constexpr size_t kMaxBatch = 256;
 
  private:
   static constexpr uint32_t kLocal = 0;  // informer id of the local informer; VNIs are 1..

@@ -198,3 +198,47 @@ TEST_F(AgentTest, SlowAndFailingFabricConverges) {
 
 }  // namespace
 }  // namespace kos::agent
+
+namespace kos::agent {
+namespace {
+
+// A node that starts with many remote mappings to program (a restart on a busy cluster, a
+// VNI becoming relevant) hands them to the fabric in a few batches, not one call each.
+TEST_F(AgentTest, ColdStartProgramsRemoteMappingsInBatches) {
+  constexpr size_t kRemotes = 200;
+  add_agent("node1", 0x0a090002u);
+  create_network(*c_, "b", 33, "node1", static_cast<int>(kRemotes));
+  auto implemented = [&](const std::string& node) {
+    size_t n = 0;
+    auto l = c_->list<api::NetworkAttachment>("ns");
+    if (l)
+      for (const auto& na : *l) n += na.spec.node == node && !na.status.host_ip.empty();
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return implemented("node1") == kRemotes; }, 60s)) << implemented("node1");
+  api::NetworkAttachment mine;
+  mine.metadata.namespace_ = "ns";
+  mine.metadata.name = "b-node0-0";
+  mine.spec.node = "node0";
+  mine.spec.subnet = "b";
+  ASSERT_TRUE(c_->create(mine).has_value());
+  ASSERT_TRUE(eventually([&] {
+    auto na = c_->get<api::NetworkAttachment>("ns", "b-node0-0");
+    return na && !na->status.ipv4.empty();
+  }));
+
+  add_agent("node0", 0x0a090001u);
+  auto& f = *fabrics_.back();
+  ASSERT_TRUE(eventually([&] { return f.remotes().size() == kRemotes; }, 60s)) << f.remotes().size();
+  auto counts = f.counts();
+  EXPECT_EQ(counts.create_remote, kRemotes);
+  EXPECT_GE(counts.batches, 1u);
+  EXPECT_LE(counts.batches, 20u) << "the mappings were not batched: " << counts.create_remote
+                                 << " creates in " << counts.batches << " batches";
+  std::printf("[ batches ] %llu remote mappings in %llu fabric batches\n",
+              static_cast<unsigned long long>(counts.create_remote),
+              static_cast<unsigned long long>(counts.batches));
+}
+
+}  // namespace
+}  // namespace kos::agent

@@ -29,6 +29,17 @@ Controller::Controller(std::string name, int workers, Reconcile reconcile,
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
 
+Controller::Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
+                       metrics::Registry& registry)
+    : name_(std::move(name)), workers_(std::max(1, workers)), max_batch_(std::max<size_t>(1, max_batch)),
+      reconcile_batch_(std::move(reconcile)),
+      active_(&registry.gauge("kos_controller_active_workers",
+                              "Workers running a reconcile now (busy workers).", {"controller"})
+                   .with({name_})),
+      queue_(name_, registry),
+      results_(registry.counter("kos_controller_reconciles_total",
+                                "Reconciles by controller and result.", {"controller", "result"})) {}
+
 Controller::~Controller() { stop(); }
 
 void Controller::start() {
@@ -43,20 +54,37 @@ void Controller::stop() {
 
 void Controller::work() {
   while (auto key = queue_.get()) {
-    auto r = reconcile_(*key);
-    if (!r) {
-      results_.with({name_, "error"}).inc();
-      spdlog::info("{}: will retry key={} error={}", name_, *key, r.error().message);
-      queue_.add_rate_limited(*key);
-    } else if (r->after_backoff) {
-      results_.with({name_, "requeue"}).inc();
-      queue_.add_rate_limited(*key);
-    } else {
-      results_.with({name_, "success"}).inc();
-      queue_.forget(*key);
+    if (!reconcile_batch_) {
+      finish(*key, reconcile_(*key));
+      continue;
     }
-    queue_.done(*key);
+    std::vector<std::string> keys{std::move(*key)};
+    while (keys.size() < max_batch_) {
+      auto more = queue_.try_get();
+      if (!more) break;
+      keys.push_back(std::move(*more));
+    }
+    active_->inc();
+    auto results = reconcile_batch_(keys);
+    active_->dec();
+    for (size_t i = 0; i < keys.size(); ++i)
+      finish(keys[i], i < results.size() ? results[i] : fail(Errc::kInternal, "no result for the key"));
   }
+}
+
+void Controller::finish(const std::string& key, const Result<Requeue>& r) {
+  if (!r) {
+    results_.with({name_, "error"}).inc();
+    spdlog::info("{}: will retry key={} error={}", name_, key, r.error().message);
+    queue_.add_rate_limited(key);
+  } else if (r->after_backoff) {
+    results_.with({name_, "requeue"}).inc();
+    queue_.add_rate_limited(key);
+  } else {
+    results_.with({name_, "success"}).inc();
+    queue_.forget(key);
+  }
+  queue_.done(key);
 }
 
 }  // namespace kos::controllers

@@ -2,6 +2,8 @@
 // keys from a rate-limited work queue and call reconcile(key), which reads the current
 // state and converges. The queue never hands one key to two workers at once; a failed
 // reconcile is retried with per-key exponential backoff; a successful one resets it.
+// A batch controller hands a worker up to `max_batch` ready keys at once (the agent turns
+// the fabric work of many keys into one Fabric::apply); each key's result is its own.
 #pragma once
 
 #include <functional>
@@ -24,7 +26,11 @@ struct Requeue {
 class Controller {
  public:
   using Reconcile = std::function<Result<Requeue>(const std::string& key)>;
+  // Result i is keys[i]'s.
+  using ReconcileBatch = std::function<std::vector<Result<Requeue>>(const std::vector<std::string>& keys)>;
   Controller(std::string name, int workers, Reconcile reconcile,
+             metrics::Registry& registry = metrics::Registry::global());
+  Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
              metrics::Registry& registry = metrics::Registry::global());
   ~Controller();
 
@@ -37,9 +43,13 @@ class Controller {
 
  private:
   void work();
+  void finish(const std::string& key, const Result<Requeue>& r);
   std::string name_;
   int workers_;
+  size_t max_batch_ = 1;
   Reconcile reconcile_;
+  ReconcileBatch reconcile_batch_;
+  metrics::Gauge* active_ = nullptr;
   client::WorkQueue queue_;
   metrics::Family<metrics::Counter>& results_;
   std::vector<std::thread> threads_;

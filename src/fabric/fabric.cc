@@ -27,4 +27,18 @@ std::optional<Error> check(const RemoteIfc& ifc) {
   return std::nullopt;
 }
 
+std::vector<Result<void>> Fabric::apply(const std::vector<Change>& changes) {
+  std::vector<Result<void>> out;
+  out.reserve(changes.size());
+  for (const auto& c : changes) {
+    switch (c.op) {
+      case Change::Op::kCreateLocal: out.push_back(create_local(c.local)); break;
+      case Change::Op::kDeleteLocal: out.push_back(delete_local(c.local)); break;
+      case Change::Op::kCreateRemote: out.push_back(create_remote(c.remote)); break;
+      case Change::Op::kDeleteRemote: out.push_back(delete_remote(c.remote)); break;
+    }
+  }
+  return out;
+}
+
 }  // namespace kos::fabric

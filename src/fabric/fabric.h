@@ -11,6 +11,11 @@
 // (in memory, with configurable latency, for scale tests). Every call is idempotent:
 // creating what exists or deleting what is absent succeeds. Calls may come from several
 // worker threads at once.
+//
+// Batches: apply() takes the creates and deletes of many attachments at once and answers
+// one result per change, so that an implementation turns them into few operations (linux:
+// their netlink messages in a few sendmsg calls; OVS: one atomic OpenFlow bundle; eBPF: a
+// batched map update). A change's failure does not stop the others.
 #pragma once
 
 #include <cstdint>
@@ -45,10 +50,28 @@ struct RemoteIfc {
 std::optional<Error> check(const LocalIfc& ifc);
 std::optional<Error> check(const RemoteIfc& ifc);
 
+// One create or delete of a batch.
+struct Change {
+  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote };
+  Op op = Op::kCreateLocal;
+  LocalIfc local;    // for the local ops
+  RemoteIfc remote;  // for the remote ops
+  static Change create(const LocalIfc& l) { return {Op::kCreateLocal, l, {}}; }
+  static Change remove(const LocalIfc& l) { return {Op::kDeleteLocal, l, {}}; }
+  static Change create(const RemoteIfc& r) { return {Op::kCreateRemote, {}, r}; }
+  static Change remove(const RemoteIfc& r) { return {Op::kDeleteRemote, {}, r}; }
+  bool operator==(const Change&) const = default;
+};
+
 class Fabric {
  public:
   virtual ~Fabric() = default;
   virtual std::string name() const = 0;
+
+  // Applies `changes`; result i is change i's. Changes of one interface (a local's VNI and
+  // MAC, a remote's VNI and guest IP) take effect in their order in the batch. The default
+  // makes one call per change.
+  virtual std::vector<Result<void>> apply(const std::vector<Change>& changes);
 
   virtual Result<void> create_local(const LocalIfc& ifc) = 0;
   virtual Result<void> delete_local(const LocalIfc& ifc) = 0;

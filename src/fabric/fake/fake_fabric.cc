@@ -14,6 +14,10 @@ void FakeFabric::fail_next(Op op, Error error, int times) {
 
 std::optional<Error> FakeFabric::begin(Op op, uint64_t Counts::*counter) {
   if (int64_t us = latency_us_.load(); us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
+  return count(op, counter);
+}
+
+std::optional<Error> FakeFabric::count(Op op, uint64_t Counts::*counter) {
   std::lock_guard lk(mu_);
   ++(counts_.*counter);
   auto it = failures_.find(op);
@@ -25,6 +29,10 @@ std::optional<Error> FakeFabric::begin(Op op, uint64_t Counts::*counter) {
 
 Result<void> FakeFabric::create_local(const LocalIfc& ifc) {
   if (auto e = begin(Op::kCreateLocal, &Counts::create_local)) return fail(*e);
+  return do_create_local(ifc);
+}
+
+Result<void> FakeFabric::do_create_local(const LocalIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
   auto [it, inserted] = locals_.try_emplace({ifc.vni, ifc.mac}, ifc);
@@ -37,6 +45,10 @@ Result<void> FakeFabric::create_local(const LocalIfc& ifc) {
 
 Result<void> FakeFabric::delete_local(const LocalIfc& ifc) {
   if (auto e = begin(Op::kDeleteLocal, &Counts::delete_local)) return fail(*e);
+  return do_delete_local(ifc);
+}
+
+Result<void> FakeFabric::do_delete_local(const LocalIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
   if (locals_.erase({ifc.vni, ifc.mac}) > 0) ++counts_.changes;
@@ -45,6 +57,10 @@ Result<void> FakeFabric::delete_local(const LocalIfc& ifc) {
 
 Result<void> FakeFabric::create_remote(const RemoteIfc& ifc) {
   if (auto e = begin(Op::kCreateRemote, &Counts::create_remote)) return fail(*e);
+  return do_create_remote(ifc);
+}
+
+Result<void> FakeFabric::do_create_remote(const RemoteIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
   auto [it, inserted] = remotes_.try_emplace({ifc.vni, ifc.guest_ip}, ifc);
@@ -57,6 +73,10 @@ Result<void> FakeFabric::create_remote(const RemoteIfc& ifc) {
 
 Result<void> FakeFabric::delete_remote(const RemoteIfc& ifc) {
   if (auto e = begin(Op::kDeleteRemote, &Counts::delete_remote)) return fail(*e);
+  return do_delete_remote(ifc);
+}
+
+Result<void> FakeFabric::do_delete_remote(const RemoteIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
   auto it = remotes_.find({ifc.vni, ifc.guest_ip});
@@ -65,6 +85,37 @@ Result<void> FakeFabric::delete_remote(const RemoteIfc& ifc) {
     ++counts_.changes;
   }
   return {};
+}
+
+std::vector<Result<void>> FakeFabric::apply(const std::vector<Change>& changes) {
+  if (int64_t us = latency_us_.load(); us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
+  {
+    std::lock_guard lk(mu_);
+    ++counts_.batches;
+  }
+  std::vector<Result<void>> out;
+  out.reserve(changes.size());
+  auto one = [&](Op op, uint64_t Counts::*counter, auto&& act) {
+    if (auto e = count(op, counter)) out.push_back(fail(*e));
+    else out.push_back(act());
+  };
+  for (const auto& c : changes) {
+    switch (c.op) {
+      case Change::Op::kCreateLocal:
+        one(Op::kCreateLocal, &Counts::create_local, [&] { return do_create_local(c.local); });
+        break;
+      case Change::Op::kDeleteLocal:
+        one(Op::kDeleteLocal, &Counts::delete_local, [&] { return do_delete_local(c.local); });
+        break;
+      case Change::Op::kCreateRemote:
+        one(Op::kCreateRemote, &Counts::create_remote, [&] { return do_create_remote(c.remote); });
+        break;
+      case Change::Op::kDeleteRemote:
+        one(Op::kDeleteRemote, &Counts::delete_remote, [&] { return do_delete_remote(c.remote); });
+        break;
+    }
+  }
+  return out;
 }
 
 Result<std::vector<LocalIfc>> FakeFabric::list_local() {

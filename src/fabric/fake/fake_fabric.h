@@ -47,6 +47,7 @@ class FakeFabric final : public Fabric {
     uint64_t list_local = 0;
     uint64_t list_remote = 0;
     uint64_t changes = 0;  // creates and deletes that added, replaced or removed something
+    uint64_t batches = 0;  // apply() calls
     uint64_t mutations() const { return create_local + delete_local + create_remote + delete_remote; }
     bool operator==(const Counts&) const = default;
   };
@@ -61,6 +62,9 @@ class FakeFabric final : public Fabric {
   Result<void> delete_remote(const RemoteIfc& ifc) override;
   Result<std::vector<LocalIfc>> list_local() override;
   Result<std::vector<RemoteIfc>> list_remote() override;
+  // One latency for the whole batch (a batched kernel operation), each change counted as
+  // its call.
+  std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
 
   // Takes effect for calls that start after it returns.
   void set_latency(std::chrono::microseconds latency) { latency_us_.store(latency.count()); }
@@ -76,6 +80,11 @@ class FakeFabric final : public Fabric {
  private:
   // Sleeps the latency, counts the call and consumes an injected failure if one is armed.
   std::optional<Error> begin(Op op, uint64_t Counts::*counter);
+  std::optional<Error> count(Op op, uint64_t Counts::*counter);  // begin() without the latency
+  Result<void> do_create_local(const LocalIfc& ifc);
+  Result<void> do_delete_local(const LocalIfc& ifc);
+  Result<void> do_create_remote(const RemoteIfc& ifc);
+  Result<void> do_delete_remote(const RemoteIfc& ifc);
 
   std::atomic<int64_t> latency_us_;
   mutable std::mutex mu_;

@@ -169,3 +169,47 @@ TEST(FakeFabric, ConcurrentCallsAreAllRecorded) {
 
 }  // namespace
 }  // namespace kos::fabric
+
+namespace kos::fabric {
+namespace {
+
+// A batch sleeps the latency once, counts each change as its call, answers one result per
+// change in order, and an injected or argument failure fails only its own change.
+TEST(FakeFabric, ApplyIsOneBatchWithOneResultPerChange) {
+  FakeFabric f;
+  f.set_latency(std::chrono::milliseconds(50));
+  f.fail_next(FakeFabric::Op::kCreateRemote, Error{Errc::kUnavailable, "injected"}, 1);
+  RemoteIfc bad = testing::remote(7, "10.0.0.9", "192.168.1.2");
+  bad.host_ip = 0;
+  std::vector<Change> batch = {
+      Change::create(testing::local(7, "10.0.0.2")),
+      Change::create(testing::remote(7, "10.0.0.4", "192.168.1.2")),  // the injected failure
+      Change::create(testing::remote(7, "10.0.0.5", "192.168.1.3")),
+      Change::create(bad),
+      Change::remove(testing::local(7, "10.0.0.2")),
+      Change::create(testing::local(7, "10.0.0.3")),
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  auto rs = f.apply(batch);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(rs.size(), batch.size());
+  EXPECT_TRUE(rs[0]);
+  ASSERT_FALSE(rs[1]);
+  EXPECT_EQ(rs[1].error().code, Errc::kUnavailable);
+  EXPECT_TRUE(rs[2]);
+  ASSERT_FALSE(rs[3]);
+  EXPECT_EQ(rs[3].error().code, Errc::kInvalid);
+  EXPECT_TRUE(rs[4]);
+  EXPECT_TRUE(rs[5]);
+  EXPECT_LT(took, std::chrono::milliseconds(250)) << "the latency is slept once per batch";
+  EXPECT_EQ(f.locals(), std::vector<LocalIfc>{testing::local(7, "10.0.0.3")});
+  EXPECT_EQ(f.remotes(), std::vector<RemoteIfc>{testing::remote(7, "10.0.0.5", "192.168.1.3")});
+  auto c = f.counts();
+  EXPECT_EQ(c.batches, 1u);
+  EXPECT_EQ(c.create_local, 2u);
+  EXPECT_EQ(c.delete_local, 1u);
+  EXPECT_EQ(c.create_remote, 3u);
+}
+
+}  // namespace
+}  // namespace kos::fabric

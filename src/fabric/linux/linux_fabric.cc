@@ -766,6 +766,23 @@ struct LinuxFabric::Impl {
     }
   }
 
+  // Queues all of them together (one batch for the worker), then waits for each.
+  void submit_all(std::vector<Op>& ops) {
+    std::vector<std::future<void>> fs;
+    fs.reserve(ops.size());
+    for (auto& op : ops) fs.push_back(op.done.get_future());
+    {
+      std::lock_guard lk(mu);
+      if (stopping) {
+        for (auto& op : ops) op.error = Error{Errc::kCancelled, "the linux fabric is shutting down", {}};
+        return;
+      }
+      for (auto& op : ops) queue.push_back(&op);
+    }
+    cv.notify_one();
+    for (auto& f : fs) f.wait();
+  }
+
   Result<void> submit(Op& op) {
     auto f = op.done.get_future();
     {
@@ -1276,6 +1293,29 @@ Result<void> LinuxFabric::delete_remote(const RemoteIfc& ifc) {
   op.kind = Kind::kDeleteRemote;
   op.remote = ifc;
   return impl_->submit(op);
+}
+
+std::vector<Result<void>> LinuxFabric::apply(const std::vector<Change>& changes) {
+  std::vector<Op> ops(changes.size());
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const Change& c = changes[i];
+    switch (c.op) {
+      case Change::Op::kCreateLocal: ops[i].kind = Kind::kCreateLocal; break;
+      case Change::Op::kDeleteLocal: ops[i].kind = Kind::kDeleteLocal; break;
+      case Change::Op::kCreateRemote: ops[i].kind = Kind::kCreateRemote; break;
+      case Change::Op::kDeleteRemote: ops[i].kind = Kind::kDeleteRemote; break;
+    }
+    ops[i].local = c.local;
+    ops[i].remote = c.remote;
+  }
+  impl_->submit_all(ops);
+  std::vector<Result<void>> out;
+  out.reserve(ops.size());
+  for (auto& op : ops) {
+    if (op.error) out.push_back(fail(*op.error));
+    else out.push_back({});
+  }
+  return out;
 }
 
 Result<std::vector<LocalIfc>> LinuxFabric::list_local() {

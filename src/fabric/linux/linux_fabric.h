@@ -98,6 +98,9 @@ class LinuxFabric final : public Fabric {
   Result<void> delete_local(const LocalIfc& ifc) override;
   Result<void> create_remote(const RemoteIfc& ifc) override;
   Result<void> delete_remote(const RemoteIfc& ifc) override;
+  // Queues every change at once, so the worker plans them together and sends their
+  // messages in as few sendmsg calls as the batch limits allow.
+  std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
   // Read back from the kernel, ordered by (vni, mac) and (vni, guest_ip). A remote with
   // only one of its two entries is listed with guest_ip (FDB only) or host_ip (neighbour
   // only) 0, so that it matches nothing and gets deleted or re-created.
