@@ -162,14 +162,27 @@ void Agent::update_relevance() {
   std::vector<std::pair<uint32_t, client::Informer*>> started;
   std::vector<std::unique_ptr<client::Informer>> to_stop;
   std::vector<std::string> requeue;
+  std::optional<std::chrono::steady_clock::duration> recheck;
   {
     std::lock_guard lk(mu_);
+    const auto now = std::chrono::steady_clock::now();
     for (auto it = vni_informers_.begin(); it != vni_informers_.end();) {
       if (want.count(it->first)) {
+        leaving_.erase(it->first);
         ++it;
         continue;
       }
       uint32_t vni = it->first;
+      // Hysteresis: the informer stays for the grace period; relevance is looked at again
+      // when it ends.
+      auto [l, fresh] = leaving_.try_emplace(vni, now + opts_.relevance_grace);
+      if (now < l->second) {
+        auto left = l->second - now;
+        recheck = recheck ? std::min(*recheck, left) : left;
+        ++it;
+        continue;
+      }
+      leaving_.erase(l);
       for (const auto& o : it->second->indexer().list()) requeue.push_back(client::object_key(*o));
       for (auto h = holders_.begin(); h != holders_.end();) {
         h->second.erase(vni);
@@ -189,12 +202,16 @@ void Agent::update_relevance() {
                          [this, vni, p](const client::ObjectPtr&, const client::ObjectPtr& x) { on_object(vni, p, x, true); },
                          [this, vni, p](const client::ObjectPtr& x, bool) { on_object(vni, p, x, false); }});
       inf->start();
+      ++counts_.vni_informers_started;
       started.emplace_back(vni, inf.get());
       vni_informers_.emplace(vni, std::move(inf));
       spdlog::info("agent: VNI {} is relevant on node {}", vni, opts_.node);
     }
     publish_counts();
   }
+  if (recheck)
+    controller_.queue().add_after(kRelevanceKey,
+                                  std::chrono::duration_cast<std::chrono::nanoseconds>(*recheck));
   for (auto& inf : to_stop) inf->stop();  // blocks on the transport: never under mu_
   for (const auto& k : requeue) controller_.enqueue(k);
   // The relevance delay ends when the new informers hold the VNIs' remote attachments. The

@@ -5,7 +5,7 @@
 // Informers: one on the local attachments (spec.node=NODE); one per *relevant* VNI (a VNI
 // with at least one addressed local attachment) on the remote ones
 // (status.addressVNI=V,spec.node!=NODE), started when the VNI's first local attachment
-// appears and stopped when its last goes. An attachment can sit in two informers for a
+// appears and stopped relevance_grace after its last goes (unless one comes back). An attachment can sit in two informers for a
 // moment (its VNI changed; informers are not ordered with each other): the agent keeps,
 // per attachment, the set of informers holding it and leaves it alone while there are
 // several; the stale informer's delete notification requeues it.
@@ -56,6 +56,9 @@ struct AgentOptions {
   std::vector<std::string> allowed_programs;  // postCreateExec/postDeleteExec allow-list
   int workers = 4;
   std::chrono::seconds exec_timeout{30};
+  // A VNI whose last local attachment went keeps its informer (and its remote mappings)
+  // this long, so one that flaps in and out of relevance is not relisted each time.
+  std::chrono::milliseconds relevance_grace{5000};
   std::function<void(const Implemented&)> on_implemented;  // optional
 };
 
@@ -73,6 +76,7 @@ class Agent {
     uint64_t remote_events = 0;  // handler calls from VNI informers
     std::map<uint32_t, uint64_t> remote_events_by_vni;
     uint64_t irrelevant_events = 0;  // about a VNI not hosted here, or a local attachment
+    uint64_t vni_informers_started = 0;
   };
   Counts counts() const;
 
@@ -108,6 +112,7 @@ class Agent {
 
   mutable std::mutex mu_;
   std::map<uint32_t, std::unique_ptr<client::Informer>> vni_informers_;
+  std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
   struct LocalState {
     fabric::LocalIfc ifc;

@@ -32,12 +32,14 @@ class AgentTest : public client::testing::ApiServerTest {
     validator_->stop();
     ApiServerTest::TearDown();
   }
-  void add_agent(const std::string& node, uint32_t host_ip) {
+  void add_agent(const std::string& node, uint32_t host_ip,
+                 std::chrono::milliseconds relevance_grace = std::chrono::milliseconds(0)) {
     fabrics_.push_back(std::make_unique<fabric::FakeFabric>());
     AgentOptions o;
     o.node = node;
     o.host_ip = host_ip;
     o.workers = 2;
+    o.relevance_grace = relevance_grace;
     agents_.push_back(std::make_unique<Agent>(client(), *fabrics_.back(), o));
     ASSERT_TRUE(agents_.back()->start().has_value());
   }
@@ -238,6 +240,51 @@ TEST_F(AgentTest, ColdStartProgramsRemoteMappingsInBatches) {
   std::printf("[ batches ] %llu remote mappings in %llu fabric batches\n",
               static_cast<unsigned long long>(counts.create_remote),
               static_cast<unsigned long long>(counts.batches));
+}
+
+}  // namespace
+}  // namespace kos::agent
+
+namespace kos::agent {
+namespace {
+
+// A VNI whose only local attachment is deleted and another created soon after keeps its
+// informer (no relist of its remote attachments, no removal and re-programming of their
+// mappings); once it stays irrelevant past the grace period, the informer and the
+// mappings go.
+TEST_F(AgentTest, AVniThatFlapsKeepsItsInformerForTheGracePeriod) {
+  add_agent("node1", 0x0a090002u);
+  create_network(*c_, "h", 34, "node1", 10);
+  add_agent("node0", 0x0a090001u, std::chrono::milliseconds(3000));
+  auto& agent = *agents_.back();
+  auto& f = *fabrics_.back();
+  auto attach = [&](const std::string& name) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = name;
+    na.spec.node = "node0";
+    na.spec.subnet = "h";
+    ASSERT_TRUE(c_->create(na).has_value());
+  };
+  attach("h-node0-a");
+  ASSERT_TRUE(eventually([&] { return f.locals().size() == 1 && f.remotes().size() == 10; }))
+      << f.locals().size() << " " << f.remotes().size();
+  ASSERT_EQ(agent.counts().vni_informers_started, 1u);
+
+  // Out of relevance and back within the grace period.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "h-node0-a").has_value());
+  ASSERT_TRUE(eventually([&] { return f.locals().empty(); }));
+  attach("h-node0-b");
+  ASSERT_TRUE(eventually([&] { return f.locals().size() == 1; }));
+  EXPECT_EQ(f.remotes().size(), 10u);
+  EXPECT_EQ(agent.counts().vni_informers_started, 1u) << "the VNI was relisted on a flap";
+  EXPECT_EQ(f.counts().delete_remote, 0u) << "mappings were removed on a flap";
+
+  // Out for good: after the grace period the VNI and its mappings go.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "h-node0-b").has_value());
+  EXPECT_TRUE(eventually([&] { return agent.relevant_vnis().empty() && f.remotes().empty(); }))
+      << f.remotes().size();
+  EXPECT_EQ(agent.counts().vni_informers_started, 1u);
 }
 
 }  // namespace
