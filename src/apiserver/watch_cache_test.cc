@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "apiserver/registry.h"
 #include "store/sqlite/sqlite_store.h"
 #include "test/support/process.h"
@@ -167,16 +169,253 @@ TEST_F(WatchCacheTest, AWatcherThatCannotKeepUpIsClosedWith410) {
   EXPECT_EQ(cache_->stats().watchers, 0u);
 }
 
-TEST_F(WatchCacheTest, InitialStateThenLiveEventsWithoutGapOrOverlap) {
-  for (int i = 0; i < 5; ++i) create("pre" + std::to_string(i), "n1");
-  auto sink = std::make_shared<FakeSink>();
-  WatchRequest w;  // resourceVersion unset: current state first
-  ASSERT_TRUE(cache_->watch(w, sink).has_value());
-  auto o = create("post", "n1");
-  auto lines = sink->wait(6);
-  ASSERT_EQ(lines.size(), 6u);
-  for (int i = 0; i < 5; ++i) EXPECT_NE(lines[static_cast<size_t>(i)].find("\"pre"), std::string::npos);
-  EXPECT_NE(lines[5].find("\"post\""), std::string::npos);
+// One watch event as the checks below need it; also one write, as the event it makes.
+struct Ev {
+  std::string type;  // ADDED, MODIFIED or DELETED
+  std::string name;
+  store::Revision rv = 0;
+  bool operator==(const Ev&) const = default;
+};
+
+std::string describe(const Ev& e) { return e.type + " " + e.name + "@" + std::to_string(e.rv); }
+
+Ev parse_event(const std::string& line) {
+  auto ev = api::parse_json(line)->as_object();
+  const auto& meta = ev.at("object").at("metadata");
+  return {std::string(ev.at("type").as_string()), std::string(meta.at("name").as_string()),
+          std::stoll(std::string(meta.at("resourceVersion").as_string()))};
+}
+
+using State = std::map<std::string, store::Revision>;  // object name -> resourceVersion
+
+void apply_write(State& s, const Ev& write) {
+  if (write.type == "DELETED") s.erase(write.name);
+  else s[write.name] = write.rv;
+}
+
+// The objects after the first `n` writes of `log` (in revision order).
+State state_after(const std::vector<Ev>& log, size_t n) {
+  State s;
+  for (size_t i = 0; i < n; ++i) apply_write(s, log[i]);
+  return s;
+}
+
+State state_at(const std::vector<Ev>& log, store::Revision rv) {
+  size_t n = 0;
+  while (n < log.size() && log[n].rv <= rv) ++n;
+  return state_after(log, n);
+}
+
+std::string difference(const State& have, const State& want) {
+  std::string out;
+  for (const auto& [name, rv] : want)
+    if (auto it = have.find(name); it == have.end()) out += " missing " + name + "@" + std::to_string(rv) + ";";
+    else if (it->second != rv) out += " " + name + " at " + std::to_string(it->second) + " instead of " + std::to_string(rv) + ";";
+  for (const auto& [name, rv] : have)
+    if (!want.count(name)) out += " extra " + name + "@" + std::to_string(rv) + ";";
+  return out;
+}
+
+// Applies a watch's events to what it held before them: "" or the first inconsistency.
+std::string replay(const std::vector<Ev>& evs, State& held) {
+  State newest = held;  // the newest resourceVersion seen per object, deleted ones included
+  for (size_t i = 0; i < evs.size(); ++i) {
+    const Ev& e = evs[i];
+    const std::string at = "event " + std::to_string(i) + " of " + std::to_string(evs.size()) + " (" + describe(e) + "): ";
+    auto it = held.find(e.name);
+    if (e.type == "ADDED") {
+      if (it != held.end())
+        return at + "overlap: ADDED for an object the watch already has (at " + std::to_string(it->second) + ")";
+    } else if (e.type == "MODIFIED" || e.type == "DELETED") {
+      if (it == held.end()) return at + "gap: " + e.type + " for an object the watch does not have";
+    } else {
+      return at + "unexpected event type";
+    }
+    if (auto n = newest.find(e.name); n != newest.end() && e.rv <= n->second)
+      return at + "resourceVersion not above the object's previous " + std::to_string(n->second);
+    newest[e.name] = e.rv;
+    if (e.type == "DELETED") held.erase(e.name);
+    else held[e.name] = e.rv;
+  }
+  return "";
+}
+
+// "" if a watch got exactly the events `want`, else where it went astray.
+std::string first_difference(const std::vector<Ev>& have, const std::vector<Ev>& want) {
+  size_t i = 0;
+  while (i < have.size() && i < want.size() && have[i] == want[i]) ++i;
+  if (i == have.size() && i == want.size()) return "";
+  return "event " + std::to_string(i) + " is " + (i < have.size() ? describe(have[i]) : "missing") +
+         " instead of " + (i < want.size() ? describe(want[i]) : "none") + " (" + std::to_string(have.size()) +
+         " events, " + std::to_string(want.size()) + " writes)";
+}
+
+// A watch with the current state first must get ADDED events for the state at one
+// revision R, then exactly the writes after R, in order: "" or why not.
+std::string check_initial_then_live(const std::vector<Ev>& evs, const std::vector<Ev>& log) {
+  size_t tail = 0;  // how many of the last events are the last writes
+  while (tail < evs.size() && tail < log.size() && evs[evs.size() - 1 - tail] == log[log.size() - 1 - tail]) ++tail;
+  // Where the initial state ends: from after the longest matching tail on, each step
+  // moves one event into the initial state and the state it must equal one write on.
+  State snapshot, expected = state_after(log, log.size() - tail);
+  bool all_added = true;  // the initial state has ADDED events only, one per object
+  auto add = [&](const Ev& e) { all_added = all_added && e.type == "ADDED" && snapshot.emplace(e.name, e.rv).second; };
+  for (size_t i = 0; i < evs.size() - tail; ++i) add(evs[i]);
+  for (size_t live = tail; all_added; --live) {
+    if (snapshot == expected) return "";
+    if (live == 0) break;
+    add(evs[evs.size() - live]);
+    apply_write(expected, log[log.size() - live]);
+  }
+  return "its events are not the state at one revision followed by every later write (" +
+         std::to_string(evs.size()) + " events, the last " + std::to_string(tail) + " match the last writes)";
+}
+
+// The race the cache's single lock closes: a write landing while a watch is being
+// registered (between its initial state or replayed history and its registration for
+// live events). Two writers create, modify and delete objects without pause while 240
+// watches start, each after a write more and at a random moment: 160 with the current
+// state first (resourceVersion unset), 80 from a revision seen a moment before. Each
+// watch, replayed, must end with exactly the final objects at their final
+// resourceVersions, never get an ADDED for an object it has (overlap) nor a MODIFIED or
+// DELETED for one it lacks (gap), see every object's resourceVersion increase, and get
+// exactly the writes after its start, in order.
+TEST_F(WatchCacheTest, WatchesStartedDuringWritesSeeNoGapOrOverlap) {
+  WatchCache::Options co;
+  co.history = 1 << 20;  // every watch from a revision stays within the window
+  WatchCache cache(*store_, *strategy_, clock_, co);
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+
+  std::mutex log_mu;
+  std::vector<Ev> log;  // every write, as the event it makes
+  auto record = [&](Ev e) {
+    std::lock_guard lk(log_mu);
+    log.push_back(std::move(e));
+  };
+  for (int i = 0; i < 5; ++i) {
+    auto o = create("pre" + std::to_string(i), "n1");
+    ASSERT_TRUE(o);
+    record({"ADDED", o->name, o->rv});
+  }
+  ASSERT_TRUE(cache.start().has_value());
+  const store::Revision start_rv = cache.revision();
+
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> writes{0};
+  auto writer = [&](int id) {
+    std::mt19937 rng(seed + static_cast<unsigned>(id));
+    State mine;  // this writer's objects: no other writer touches them
+    for (int k = 0; !stop; ++k) {
+      const std::string name = "w" + std::to_string(id) + "-" + std::to_string(rng() % 8);
+      auto it = mine.find(name);
+      if (it == mine.end()) {
+        auto o = create(name, "n1");
+        if (!o) return;
+        mine[name] = o->rv;
+        record({"ADDED", name, o->rv});
+      } else if (rng() % 3 != 0) {
+        auto patch = api::parse_json(R"({"metadata":{"labels":{"k":")" + std::to_string(k) + R"("}}})");
+        auto r = registry_->patch("ns", name, PatchType::kMerge, *patch, false, {});
+        if (!r) {
+          ADD_FAILURE() << "patch " << name << ": " << r.error().message;
+          return;
+        }
+        it->second = (*r)->rv;
+        record({"MODIFIED", name, (*r)->rv});
+      } else {
+        store::Revision at = 0;
+        auto r = store_->remove(strategy_->info().key("ns", name), it->second, &at);
+        if (!r) {
+          ADD_FAILURE() << "delete " << name << ": " << r.error().message;
+          return;
+        }
+        mine.erase(it);
+        record({"DELETED", name, at});
+      }
+      ++writes;
+    }
+  };
+  std::vector<std::thread> writers;
+  for (int id = 0; id < 2; ++id) writers.emplace_back(writer, id);
+  struct Join {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      stop = true;
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join{stop, writers};
+  // Returns once `n` more writes have landed (false: the writers stopped).
+  auto more_writes = [&](uint64_t n) {
+    const uint64_t want = writes.load() + n;
+    for (auto deadline = std::chrono::steady_clock::now() + 5s; writes.load() < want;)
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      else std::this_thread::yield();
+    return true;
+  };
+
+  struct Started {
+    std::shared_ptr<FakeSink> sink;
+    std::optional<store::Revision> since;
+  };
+  std::vector<Started> watches;
+  std::mt19937 rng(seed);
+  for (int i = 0; i < 240; ++i) {
+    ASSERT_TRUE(more_writes(1)) << "the writers stopped";
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 500));
+    WatchRequest w;
+    if (i % 3 == 2) w.since = std::max(start_rv, cache.revision() - static_cast<store::Revision>(rng() % 20));
+    auto sink = std::make_shared<FakeSink>();
+    auto r = cache.watch(w, sink);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    watches.push_back({sink, w.since});
+  }
+  ASSERT_TRUE(more_writes(20)) << "the writers stopped";
+  stop = true;
+  for (auto& t : writers) t.join();
+
+  std::sort(log.begin(), log.end(), [](const Ev& a, const Ev& b) { return a.rv < b.rv; });
+  ASSERT_TRUE(cache.wait_for(log.back().rv, 5s));
+  const State final_state = state_after(log, log.size());
+  // The writers' record is the store's state.
+  State stored;
+  auto l = store_->list(strategy_->info().key_prefix());
+  ASSERT_TRUE(l.has_value());
+  for (const auto& kv : l->items) {
+    auto c = make_cached(*strategy_, kv.key, kv.value, kv.mod_revision);
+    ASSERT_TRUE(c.has_value());
+    stored[(*c)->name] = kv.mod_revision;
+  }
+  ASSERT_EQ(difference(stored, final_state), "");
+
+  for (size_t i = 0; i < watches.size(); ++i) {
+    const auto& [sink, since] = watches[i];
+    const std::string what = "watch " + std::to_string(i) +
+                             (since ? " from revision " + std::to_string(*since) : " with the current state first");
+    EXPECT_FALSE(sink->closed()) << what;
+    std::vector<Ev> evs;
+    for (const auto& line : sink->wait(0)) evs.push_back(parse_event(line));
+    State held = since ? state_at(log, *since) : State{};
+    if (auto e = replay(evs, held); !e.empty()) {
+      ADD_FAILURE() << what << ": " << e;
+      continue;
+    }
+    if (auto d = difference(held, final_state); !d.empty()) {
+      ADD_FAILURE() << what << " ends with other objects than the store:" << d;
+      continue;
+    }
+    if (since) {
+      std::vector<Ev> want;
+      for (const auto& e : log)
+        if (e.rv > *since) want.push_back(e);
+      EXPECT_EQ(first_difference(evs, want), "") << what << ": not exactly the writes after its revision";
+    } else {
+      EXPECT_EQ(check_initial_then_live(evs, log), "") << what;
+    }
+  }
+  cache.stop();
 }
 
 TEST_F(WatchCacheTest, RevisionFollowsTheStoreWhileTheResourceIsQuiet) {

@@ -110,6 +110,63 @@ std::string guest_mac_of(const api::NetworkAttachment& na) {
   return api::format_mac(api::guest_mac(*api::parse_ipv4(na.status.ipv4), na.status.address_vni));
 }
 
+// A throwaway veth in a node namespace, to make neighbour and FDB events on (it goes, with
+// its entries, when this goes out of scope; the namespace's deletion removes it otherwise).
+class ProbeLink {
+ public:
+  static constexpr const char* kName = "e2eprobe";  // no kos/kh prefix: not a KOS device
+  explicit ProbeLink(std::string ns) : ns_(std::move(ns)) {
+    error_ = must({"ip", "-n", ns_, "link", "add", kName, "type", "veth", "peer", "name", "e2eprobe-p"});
+    if (error_.empty()) error_ = must({"ip", "-n", ns_, "link", "set", kName, "up"});
+  }
+  ~ProbeLink() { run({"ip", "-n", ns_, "link", "del", kName}); }
+  const std::string& error() const { return error_; }
+  std::vector<std::string> neigh_add() const {
+    return {"ip", "-n", ns_, "neigh", "replace", "192.0.2.250", "lladdr", kMac, "dev", kName, "nud", "permanent"};
+  }
+  std::vector<std::string> neigh_del() const { return {"ip", "-n", ns_, "neigh", "del", "192.0.2.250", "dev", kName}; }
+  std::vector<std::string> fdb_add() const {
+    return {"bridge", "-n", ns_, "fdb", "replace", kMac, "dev", kName, "self", "permanent"};
+  }
+  std::vector<std::string> fdb_del() const { return {"bridge", "-n", ns_, "fdb", "del", kMac, "dev", kName, "self"}; }
+  // Whether a monitor's line is about the probe link ("... dev e2eprobe ...").
+  static bool about_probe(const std::string& line) {
+    return line.find(std::string("dev ") + kName) != std::string::npos;
+  }
+
+ private:
+  static constexpr const char* kMac = "02:e2:e2:00:00:fa";
+  std::string ns_;
+  std::string error_;
+};
+
+// `ip monitor` and `bridge monitor` print nothing until an event, and see only events
+// after they have subscribed, so a monitor is ready once it reports a probe event: makes
+// one (`add`, after `del` of the previous attempt's) every 200 ms until the monitor prints
+// a line about the probe link. Other lines it printed meanwhile go to `other`. "" or why
+// the monitor is not ready within `deadline`.
+std::string await_monitor(kos::testing::ChildProcess& mon, const std::vector<std::string>& add,
+                          const std::vector<std::string>& del, std::vector<std::string>& other,
+                          std::chrono::milliseconds deadline = 10s) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  for (int attempt = 1; std::chrono::steady_clock::now() < end; ++attempt) {
+    if (attempt > 1) run(del);
+    if (auto e = must(add); !e.empty()) return "probe: " + e;
+    const auto until = std::min(end, std::chrono::steady_clock::now() + 200ms);
+    for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
+      auto line = mon.read_line(std::chrono::duration_cast<std::chrono::milliseconds>(until - now) + 1ms);
+      if (!line) break;
+      if (ProbeLink::about_probe(*line)) {
+        run(del);
+        return "";
+      }
+      other.push_back(*line);
+    }
+    if (!mon.running()) return "the monitor exited before reporting a probe event";
+  }
+  return "the monitor reported no probe event within " + std::to_string(deadline.count()) + " ms";
+}
+
 // The guest's own neighbour entry for an IP (after a ping): the MAC it talked to.
 std::string guest_neighbour(const std::string& guest_ns, const std::string& ip) {
   auto r = run({"ip", "-n", guest_ns, "neigh", "show", ip});
@@ -203,10 +260,17 @@ TEST_F(ThreeNodes, KillAndRestartOfAnAgentDuringChurnLeavesExactlyTheDesiredStat
   const int victim = 1;
   const std::string vns = cluster_->node_ns(victim);
   auto before = cluster_->kernel_state(victim);
-  // Watch node-1's neighbour and FDB tables for deletions through the restart.
+  // Watch node-1's neighbour and FDB tables for deletions through the restart, from the
+  // moment each monitor is seen reporting a probe event.
   kos::testing::ChildProcess neigh_mon({"ip", "-n", vns, "monitor", "neigh"});
   kos::testing::ChildProcess fdb_mon({"bridge", "-n", vns, "monitor", "fdb"});
-  std::this_thread::sleep_for(200ms);
+  std::vector<std::string> early;  // what the monitors printed before their probe's event
+  {
+    ProbeLink probe(vns);
+    ASSERT_EQ(probe.error(), "");
+    ASSERT_EQ(await_monitor(neigh_mon, probe.neigh_add(), probe.neigh_del(), early), "") << "ip monitor neigh";
+    ASSERT_EQ(await_monitor(fdb_mon, probe.fdb_add(), probe.fdb_del(), early), "") << "bridge monitor fdb";
+  }
 
   std::atomic<bool> stop{false};
   std::atomic<int> created{0}, deleted{0}, errors{0};
@@ -258,9 +322,11 @@ TEST_F(ThreeNodes, KillAndRestartOfAnAgentDuringChurnLeavesExactlyTheDesiredStat
   neigh_mon.signal(SIGTERM);
   fdb_mon.signal(SIGTERM);
   std::vector<std::string> deletions;
+  for (const auto& line : early)
+    if (line.starts_with("Deleted")) deletions.push_back(line);
   for (auto* mon : {&neigh_mon, &fdb_mon})
     while (auto line = mon->read_line(1s))
-      if (line->starts_with("Deleted")) deletions.push_back(*line);
+      if (line->starts_with("Deleted") && !ProbeLink::about_probe(*line)) deletions.push_back(*line);
   // The monitors work: churn on the other nodes deleted entries on node-1.
   EXPECT_FALSE(deletions.empty()) << "the monitors saw no deletion at all";
   if (std::getenv("KOS_E2E_VERBOSE"))
