@@ -289,3 +289,43 @@ TEST_F(AgentTest, AVniThatFlapsKeepsItsInformerForTheGracePeriod) {
 
 }  // namespace
 }  // namespace kos::agent
+
+namespace kos::agent {
+namespace {
+
+// Store faults under the API server: status writes refused (some after committing), a
+// moment of failing lists, and lagging watches. Both nodes still converge: every
+// attachment implemented with its status, every remote mapping programmed.
+TEST_F(AgentTest, StoreFaultsUnderTheApiServerConverge) {
+  const std::string nas = "/registry/network.example.com/networkattachments/";
+  const Error down{Errc::kUnavailable, "injected: store unavailable", {}};
+  faults().set_watch_delay(std::chrono::milliseconds(150));
+  add_agent("node0", 0x0a090001u);
+  add_agent("node1", 0x0a090002u);
+  faults().inject({store::StoreOp::kUpdate, nas, 10, std::chrono::milliseconds(10), down, false});
+  faults().inject({store::StoreOp::kUpdate, nas, 5, std::chrono::milliseconds(0), down, true});
+  create_network(*c_, "k", 35, "node0", 15);
+  for (int i = 0; i < 15; ++i) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = "k-node1-" + std::to_string(i);
+    na.spec.node = "node1";
+    na.spec.subnet = "k";
+    ASSERT_TRUE(c_->create(na).has_value());
+  }
+  auto ready = [&] {
+    auto l = c_->list<api::NetworkAttachment>("ns");
+    if (!l || l->size() != 30) return false;
+    for (const auto& na : *l)
+      if (na.status.ifc_name.empty() || na.status.host_ip.empty()) return false;
+    return true;
+  };
+  EXPECT_TRUE(eventually(ready, std::chrono::seconds(60)));
+  for (auto& f : fabrics_)
+    EXPECT_TRUE(eventually([&] { return f->locals().size() == 15 && f->remotes().size() == 15; }, std::chrono::seconds(30)))
+        << "locals " << f->locals().size() << " remotes " << f->remotes().size();
+  EXPECT_GE(faults().fired(), 15u);
+}
+
+}  // namespace
+}  // namespace kos::agent

@@ -1,11 +1,13 @@
 // Test fixture: a real API server in process, on the embedded store in a temporary
-// directory, on a port chosen at run time.
+// directory (behind a FaultStore, for tests that inject store faults), on a port chosen at
+// run time.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include "apiserver/server.h"
 #include "client/rest_client.h"
+#include "store/fault_store.h"
 #include "store/sqlite/sqlite_store.h"
 #include "test/support/process.h"
 
@@ -17,7 +19,8 @@ class ApiServerTest : public ::testing::Test {
     store::SqliteOptions so;
     so.path = (dir_.path() / "kos.db").string();
     so.compaction_interval = std::chrono::milliseconds(0);
-    store_ = *store::SqliteStore::open(so);
+    faults_ = new store::FaultStore(*store::SqliteStore::open(so));
+    store_.reset(faults_);
     apiserver::ServerOptions opts;
     opts.port = 0;
     opts.worker_threads = 8;
@@ -42,7 +45,12 @@ class ApiServerTest : public ::testing::Test {
     return std::make_shared<RestClient>(*Transport::create(config()), o);
   }
 
+  // The server's store: SQLite behind a FaultStore, so tests can inject store errors,
+  // delays and lagging watches under the API server.
+  store::FaultStore& faults() { return *faults_; }
+
   kos::testing::TempDir dir_{"kos-client-test"};
+  store::FaultStore* faults_ = nullptr;  // owned by store_
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<apiserver::ApiServer> server_;
 };

@@ -256,3 +256,49 @@ TEST_F(ControllersTest, MissingSubnetAndRecreatedAttachment) {
 
 }  // namespace
 }  // namespace kos::controllers
+
+namespace kos::controllers {
+namespace {
+
+// The store under the API server refuses writes now and then, loses the reply of some
+// lock creates after committing them (the IPAM cannot know they happened), and its watches
+// lag: the IPAM still gives every attachment one address with exactly one lock, no two
+// attachments share one, and no lock is left without its attachment's status naming it.
+TEST_F(ControllersTest, IpamConvergesThroughStoreFaults) {
+  start();
+  subnet("ns", "s1", 9, "10.9.0.0/26");  // 61 usable
+  const std::string locks = "/registry/network.example.com/iplocks/";
+  const std::string nas = "/registry/network.example.com/networkattachments/";
+  const Error down{Errc::kUnavailable, "injected: store unavailable", {}};
+  faults().inject({store::StoreOp::kCreate, locks, 5, 0ms, down, false});
+  faults().inject({store::StoreOp::kCreate, locks, 5, 0ms, down, true});  // committed, reply lost
+  faults().inject({store::StoreOp::kUpdate, nas, 5, 20ms, down, false});
+  faults().set_watch_delay(100ms);
+  constexpr int kCount = 40;
+  for (int i = 0; i < kCount; ++i) na("f" + std::to_string(i), "s1");
+  std::set<std::string> addrs;
+  for (int i = 0; i < kCount; ++i) {
+    std::optional<api::NetworkAttachment> got;
+    ASSERT_TRUE(eventually([&] {
+      got = c_->get<api::NetworkAttachment>("ns", "f" + std::to_string(i)).value_or(api::NetworkAttachment{});
+      return !got->status.ipv4.empty();
+    }, 60s)) << "f" << i << " got no address";
+    EXPECT_TRUE(addrs.insert(got->status.ipv4).second) << got->status.ipv4 << " twice";
+    auto lock = c_->get<api::IPLock>("ns", api::format_iplock_name(9, *api::parse_ipv4(got->status.ipv4)));
+    ASSERT_TRUE(lock.has_value()) << got->status.ipv4;
+    EXPECT_EQ(lock->metadata.uid, got->status.lock_uid);
+    ASSERT_EQ(lock->metadata.owner_references.size(), 1u);
+    EXPECT_EQ(lock->metadata.owner_references[0].uid, got->metadata.uid);
+  }
+  EXPECT_GE(faults().fired(), 15u);
+  // Locks whose create reply was lost are released: one lock per attachment in the end.
+  size_t n = 0;
+  EXPECT_TRUE(eventually([&] {
+    auto l = c_->list<api::IPLock>("ns");
+    n = l ? l->size() : 0;
+    return n == static_cast<size_t>(kCount);
+  }, 30s)) << n << " locks for " << kCount << " attachments";
+}
+
+}  // namespace
+}  // namespace kos::controllers
