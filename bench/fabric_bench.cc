@@ -4,7 +4,9 @@
 // threads (the agent's workers), then created again (unchanged: served from the cache),
 // listed (a full read of the kernel), and deleted: all but one entry per VNI, then those
 // (teardown: each also deletes its VNI's VXLAN device and bridge, which costs the kernel
-// tens of milliseconds of RCU grace periods per device). Needs root.
+// tens of milliseconds of RCU grace periods per device). Then the same creates and deletes
+// from one thread through Fabric::apply in batches of --batch (the agent's batch size):
+// what the agent's batched reconcile costs, against the per-call rows above. Needs root.
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +31,7 @@ struct Options {
   int remotes = 10000;
   int vnis = 10;
   std::vector<int> threads = {1, 8};
+  size_t batch = 256;
 };
 
 using Netns = kos::testing::ScopedNetns;
@@ -114,6 +117,56 @@ int run_once(const Options& o, int threads, int round) {
   return failures == 0 ? 0 : 1;
 }
 
+// Creates and deletes all remotes from one thread, `o.batch` changes per Fabric::apply.
+int run_batched(const Options& o, int round) {
+  Netns ns("kos-bench-" + std::to_string(getpid()) + "-" + std::to_string(round));
+  kos::fabric::LinuxFabricOptions fo;
+  fo.host_ip = *kos::api::parse_ipv4("10.99.0.1");
+  fo.netns = ns.name();
+  auto opened = kos::fabric::LinuxFabric::open(fo);
+  if (!opened) {
+    std::fprintf(stderr, "kos-bench-fabric: %s\n", opened.error().message.c_str());
+    return 1;
+  }
+  auto& fabric = dynamic_cast<kos::fabric::LinuxFabric&>(**opened);
+  std::vector<kos::fabric::Change> creates, deletes;
+  const uint32_t base = *kos::api::parse_ipv4("10.64.0.0");
+  const uint32_t hosts = *kos::api::parse_ipv4("10.99.1.0");
+  for (int i = 0; i < o.remotes; ++i) {
+    const uint32_t vni = 100 + static_cast<uint32_t>(i % o.vnis);
+    const uint32_t g = base + static_cast<uint32_t>(i);
+    RemoteIfc r{vni, kos::api::guest_mac(g, vni), g, hosts + 1 + static_cast<uint32_t>(i % 250)};
+    creates.push_back(kos::fabric::Change::create(r));
+    deletes.push_back(kos::fabric::Change::remove(r));
+  }
+  std::printf("batched: 1 thread, %zu changes per apply, remotes=%d vnis=%d\n", o.batch, o.remotes, o.vnis);
+  int failures = 0;
+  auto run = [&](const char* what, const std::vector<kos::fabric::Change>& all) {
+    auto before = fabric.stats();
+    auto t0 = Clock::now();
+    for (size_t at = 0; at < all.size(); at += o.batch) {
+      std::vector<kos::fabric::Change> chunk(all.begin() + static_cast<long>(at),
+                                             all.begin() + static_cast<long>(std::min(all.size(), at + o.batch)));
+      for (const auto& r : fabric.apply(chunk)) failures += !r;
+    }
+    const double t = seconds(Clock::now() - t0);
+    auto s = fabric.stats();
+    std::printf("  %-10s %8.3f s  %9.0f /s  failures %d  messages %llu in %llu sendmsg (%.1f/send), "
+                "%.1f calls/batch\n",
+                what, t, static_cast<double>(all.size()) / t, failures,
+                static_cast<unsigned long long>(s.messages - before.messages),
+                static_cast<unsigned long long>(s.sends - before.sends),
+                s.sends == before.sends ? 0.0 : double(s.messages - before.messages) / double(s.sends - before.sends),
+                s.batches == before.batches ? 0.0 : double(s.calls - before.calls) / double(s.batches - before.batches));
+  };
+  run("create", creates);
+  run("unchanged", creates);
+  run("delete", deletes);
+  auto after = fabric.list_remote();
+  if (!after || !after->empty()) ++failures;
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,6 +175,8 @@ int main(int argc, char** argv) {
   app.add_option("--remotes", o.remotes, "remote interfaces")->capture_default_str();
   app.add_option("--vnis", o.vnis, "VNIs they are spread over")->capture_default_str();
   app.add_option("--threads", o.threads, "caller thread counts to measure")->capture_default_str();
+  app.add_option("--batch", o.batch, "changes per Fabric::apply in the batched run (0: skip it)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (geteuid() != 0) {
     std::fprintf(stderr, "kos-bench-fabric: needs root (it creates a network namespace)\n");
@@ -132,6 +187,14 @@ int main(int argc, char** argv) {
   for (int t : o.threads) {
     try {
       rc |= run_once(o, t, round++);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kos-bench-fabric: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (o.batch > 0) {
+    try {
+      rc |= run_batched(o, round++);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kos-bench-fabric: %s\n", e.what());
       return 1;
