@@ -89,6 +89,11 @@ class Agent {
   static constexpr size_t kMaxBatch = 256;
 
  private:
+  friend class AgentTestPeer;  // drives the informer handlers in a chosen order (agent_test)
+
+ public:
+
+ private:
   static constexpr uint32_t kLocal = 0;  // informer id of the local informer; VNIs are 1..
   // `from` is the informer that delivered: events of a VNI informer no longer in
   // vni_informers_ are dropped.

@@ -329,3 +329,61 @@ TEST_F(AgentTest, StoreFaultsUnderTheApiServerConverge) {
 
 }  // namespace
 }  // namespace kos::agent
+
+namespace kos::agent {
+
+// Reaches the agent's informer handlers, to deliver an event at a chosen moment.
+class AgentTestPeer {
+ public:
+  static const client::Informer* informer(Agent& a, uint32_t vni) {
+    std::lock_guard lk(a.mu_);
+    auto it = a.vni_informers_.find(vni);
+    return it == a.vni_informers_.end() ? nullptr : it->second.get();
+  }
+  static void deliver(Agent& a, uint32_t vni, const client::Informer* from, const client::ObjectPtr& obj) {
+    a.on_object(vni, from, obj, true);
+  }
+  static std::set<uint32_t> holders(Agent& a, const std::string& key) {
+    std::lock_guard lk(a.mu_);
+    auto it = a.holders_.find(key);
+    return it == a.holders_.end() ? std::set<uint32_t>{} : it->second;
+  }
+};
+
+namespace {
+
+// The relevance race, made deterministic: a VNI informer that has left (its VNI is no
+// longer relevant) delivers one more event before its stop returns. That event must not
+// register a holder: one would never be removed, and the attachment, held "by two
+// informers" once it shows up in another, would be left alone forever.
+TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
+  add_agent("node1", 0x0a090002u);
+  create_network(*c_, "r", 36, "node1", 1);
+  add_agent("node0", 0x0a090001u);
+  auto& agent = *agents_.back();
+  auto& f = *fabrics_.back();
+  api::NetworkAttachment mine;
+  mine.metadata.namespace_ = "ns";
+  mine.metadata.name = "r-node0-0";
+  mine.spec.node = "node0";
+  mine.spec.subnet = "r";
+  ASSERT_TRUE(c_->create(mine).has_value());
+  ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
+  const std::string remote_key = "ns/r-node1-0";
+  const client::Informer* old = AgentTestPeer::informer(agent, 36);
+  ASSERT_NE(old, nullptr);
+  auto stale = old->indexer().get(remote_key);
+  ASSERT_TRUE(stale);
+  ASSERT_EQ(AgentTestPeer::holders(agent, remote_key), std::set<uint32_t>{36});
+
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "r-node0-0").has_value());
+  ASSERT_TRUE(eventually([&] { return agent.relevant_vnis().empty() && f.remotes().empty(); }));
+  // The departed informer's late event (its object outlives it here: `stale` holds it).
+  AgentTestPeer::deliver(agent, 36, old, stale);
+  EXPECT_TRUE(AgentTestPeer::holders(agent, remote_key).empty()) << "a holder that never goes away";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let a reconcile it queued run
+  EXPECT_TRUE(f.remotes().empty());
+}
+
+}  // namespace
+}  // namespace kos::agent
