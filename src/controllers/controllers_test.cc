@@ -302,3 +302,59 @@ TEST_F(ControllersTest, IpamConvergesThroughStoreFaults) {
 
 }  // namespace
 }  // namespace kos::controllers
+
+namespace kos::controllers {
+namespace {
+
+// release_all (an attachment left the IPAM's cache) must not delete a lock of the
+// attachment's next incarnation. The window: its live GET answers "not found", but the
+// answer is slow; meanwhile the attachment is created again and another IPAM locks an
+// address for it. Reading the lock index after that GET (as release_all did) finds the new
+// lock and deletes it; reading it before the GET cannot.
+TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
+  start();
+  subnet("ns", "s1", 11, "10.11.0.0/26");  // usable .1 .. .62
+  na("x", "s1");
+  auto first = wait_na("x", [](const auto& a) { return !a.status.ipv4.empty(); });
+  ASSERT_TRUE(first.has_value());
+  const std::string key = "/registry/network.example.com/networkattachments/ns/x";
+  // The next GETs of x answer what the store has, 1.5 s late.
+  faults().inject({store::StoreOp::kGet, key, 3, 1500ms, std::nullopt, false, true});
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "x").has_value());
+  std::this_thread::sleep_for(200ms);  // the IPAM's release_all is now in its slow GET
+  auto second = c_->create(api::NetworkAttachment{[] {
+    api::NetworkAttachment a;
+    a.metadata.namespace_ = "ns";
+    a.metadata.name = "x";
+    a.spec.node = "n1";
+    a.spec.subnet = "s1";
+    return a;
+  }()});
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  // "Another IPAM" locks the last address of the range for the new incarnation.
+  const uint32_t ip = *api::parse_ipv4("10.11.0.62");
+  api::IPLock lock;
+  lock.metadata.namespace_ = "ns";
+  lock.metadata.name = api::format_iplock_name(11, ip);
+  lock.metadata.owner_references.push_back(
+      api::OwnerReference{std::string(api::kApiVersion), "NetworkAttachment", "x", second->metadata.uid, true, true});
+  lock.spec.subnet_name = "s1";
+  auto made = c_->create(lock);
+  ASSERT_TRUE(made.has_value()) << made.error().message;
+  // The new incarnation ends up with that lock (the IPAM adopts a usable lock it holds).
+  auto got = wait_na("x", [&](const auto& a) {
+    return a.metadata.uid == second->metadata.uid && !a.status.ipv4.empty();
+  });
+  std::this_thread::sleep_for(2000ms);  // past the slow GETs: release_all has finished
+  ASSERT_TRUE(got.has_value());
+  auto still = c_->get<api::IPLock>("ns", lock.metadata.name);
+  ASSERT_TRUE(still.has_value()) << "the next incarnation's lock was deleted";
+  EXPECT_EQ(still->metadata.uid, made->metadata.uid);
+  auto now = c_->get<api::NetworkAttachment>("ns", "x");
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->status.ipv4, "10.11.0.62");
+  EXPECT_EQ(now->status.lock_uid, made->metadata.uid);
+}
+
+}  // namespace
+}  // namespace kos::controllers

@@ -128,18 +128,31 @@ std::optional<Fault> FaultStore::hit(StoreOp op, const std::string& key) {
       break;
     }
   }
-  if (f && f->delay.count() > 0) std::this_thread::sleep_for(f->delay);
+  if (f && f->delay.count() > 0 && !f->delay_after) std::this_thread::sleep_for(f->delay);
   return f;
 }
 
+namespace {
+// Sleeps a fault's delay when it comes after the call.
+void delay_after(const std::optional<Fault>& f) {
+  if (f && f->delay_after && f->delay.count() > 0) std::this_thread::sleep_for(f->delay);
+}
+}  // namespace
+
 Result<KeyValue> FaultStore::get(const std::string& key, Revision rev) {
-  if (auto f = hit(StoreOp::kGet, key); f && f->error) return fail(*f->error);
-  return inner_->get(key, rev);
+  auto f = hit(StoreOp::kGet, key);
+  if (f && f->error) return fail(*f->error);
+  auto r = inner_->get(key, rev);
+  delay_after(f);
+  return r;
 }
 
 Result<ListResult> FaultStore::list(const std::string& prefix, const ListOptions& opts) {
-  if (auto f = hit(StoreOp::kList, prefix); f && f->error) return fail(*f->error);
-  return inner_->list(prefix, opts);
+  auto f = hit(StoreOp::kList, prefix);
+  if (f && f->error) return fail(*f->error);
+  auto r = inner_->list(prefix, opts);
+  delay_after(f);
+  return r;
 }
 
 namespace {

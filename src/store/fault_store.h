@@ -29,6 +29,9 @@ struct Fault {
   // For writes: apply the write, then return the error anyway (a reply lost after the
   // commit: the caller cannot know the write happened).
   bool after_applying = false;
+  // Sleep the delay after the call instead of before it (a reply that is slow to come
+  // back: what it says may be stale by the time it arrives).
+  bool delay_after = false;
 };
 
 class FaultStore final : public Store {
