@@ -54,17 +54,24 @@ std::pair<double, int> timed(int n, int threads, F fn) {
   return {seconds(Clock::now() - t0), failures.load()};
 }
 
-int run_once(const Options& o, int threads, int round) {
-  Netns ns("kos-bench-" + std::to_string(getpid()) + "-" + std::to_string(round));
+// The linux fabric in `ns` (null, with the reason printed, if it cannot open).
+std::unique_ptr<kos::fabric::Fabric> open_fabric(const Netns& ns) {
   kos::fabric::LinuxFabricOptions fo;
   fo.host_ip = *kos::api::parse_ipv4("10.99.0.1");
   fo.netns = ns.name();
   auto opened = kos::fabric::LinuxFabric::open(fo);
   if (!opened) {
     std::fprintf(stderr, "kos-bench-fabric: %s\n", opened.error().message.c_str());
-    return 1;
+    return nullptr;
   }
-  auto& fabric = dynamic_cast<kos::fabric::LinuxFabric&>(**opened);
+  return std::move(*opened);
+}
+
+int run_once(const Options& o, int threads, int round) {
+  Netns ns("kos-bench-" + std::to_string(getpid()) + "-" + std::to_string(round));
+  auto opened = open_fabric(ns);
+  if (!opened) return 1;
+  auto& fabric = dynamic_cast<kos::fabric::LinuxFabric&>(*opened);
   std::vector<RemoteIfc> rs;
   const uint32_t base = *kos::api::parse_ipv4("10.64.0.0");
   const uint32_t hosts = *kos::api::parse_ipv4("10.99.1.0");
@@ -120,15 +127,9 @@ int run_once(const Options& o, int threads, int round) {
 // Creates and deletes all remotes from one thread, `o.batch` changes per Fabric::apply.
 int run_batched(const Options& o, int round) {
   Netns ns("kos-bench-" + std::to_string(getpid()) + "-" + std::to_string(round));
-  kos::fabric::LinuxFabricOptions fo;
-  fo.host_ip = *kos::api::parse_ipv4("10.99.0.1");
-  fo.netns = ns.name();
-  auto opened = kos::fabric::LinuxFabric::open(fo);
-  if (!opened) {
-    std::fprintf(stderr, "kos-bench-fabric: %s\n", opened.error().message.c_str());
-    return 1;
-  }
-  auto& fabric = dynamic_cast<kos::fabric::LinuxFabric&>(**opened);
+  auto opened = open_fabric(ns);
+  if (!opened) return 1;
+  auto& fabric = dynamic_cast<kos::fabric::LinuxFabric&>(*opened);
   std::vector<kos::fabric::Change> creates, deletes;
   const uint32_t base = *kos::api::parse_ipv4("10.64.0.0");
   const uint32_t hosts = *kos::api::parse_ipv4("10.99.1.0");

@@ -124,6 +124,17 @@ TEST_F(AgentTest, EachAgentLearnsOnlyTheVnisItHosts) {
   }));
 }
 
+// Creates attachment ns/`name` of Subnet `subnet` on `node`.
+void attach(client::RestClient& c, const std::string& name, const std::string& node,
+            const std::string& subnet) {
+  api::NetworkAttachment na;
+  na.metadata.namespace_ = "ns";
+  na.metadata.name = name;
+  na.spec.node = node;
+  na.spec.subnet = subnet;
+  ASSERT_TRUE(c.create(na).has_value()) << name;
+}
+
 // Creates Subnet `name` (VNI `vni`, 10.200.<vni>.0/24) and `count` attachments on `node`.
 void create_network(client::RestClient& c, const std::string& name, uint32_t vni,
                     const std::string& node, int count) {
@@ -133,14 +144,7 @@ void create_network(client::RestClient& c, const std::string& name, uint32_t vni
   s.spec.vni = vni;
   s.spec.ipv4 = "10.200." + std::to_string(vni) + ".0/24";
   ASSERT_TRUE(c.create(s).has_value());
-  for (int i = 0; i < count; ++i) {
-    api::NetworkAttachment na;
-    na.metadata.namespace_ = "ns";
-    na.metadata.name = name + "-" + node + "-" + std::to_string(i);
-    na.spec.node = node;
-    na.spec.subnet = name;
-    ASSERT_TRUE(c.create(na).has_value());
-  }
+  for (int i = 0; i < count; ++i) attach(c, name + "-" + node + "-" + std::to_string(i), node, name);
 }
 
 // A failing fabric makes the agent write the error into status while events keep arriving
@@ -185,14 +189,7 @@ TEST_F(AgentTest, SlowAndFailingFabricConverges) {
     f->fail_next(fabric::FakeFabric::Op::kCreateRemote, Error{Errc::kUnavailable, "slow fault"}, 15);
   }
   create_network(*c_, "g", 32, "node0", 10);
-  for (int i = 0; i < 10; ++i) {
-    api::NetworkAttachment na;
-    na.metadata.namespace_ = "ns";
-    na.metadata.name = "g-node1-" + std::to_string(i);
-    na.spec.node = "node1";
-    na.spec.subnet = "g";
-    ASSERT_TRUE(c_->create(na).has_value());
-  }
+  for (int i = 0; i < 10; ++i) attach(*c_, "g-node1-" + std::to_string(i), "node1", "g");
   for (auto& f : fabrics_)
     EXPECT_TRUE(eventually([&] { return f->locals().size() == 10 && f->remotes().size() == 10; }, 60s))
         << "locals " << f->locals().size() << " remotes " << f->remotes().size();
@@ -218,12 +215,7 @@ TEST_F(AgentTest, ColdStartProgramsRemoteMappingsInBatches) {
     return n;
   };
   ASSERT_TRUE(eventually([&] { return implemented("node1") == kRemotes; }, 60s)) << implemented("node1");
-  api::NetworkAttachment mine;
-  mine.metadata.namespace_ = "ns";
-  mine.metadata.name = "b-node0-0";
-  mine.spec.node = "node0";
-  mine.spec.subnet = "b";
-  ASSERT_TRUE(c_->create(mine).has_value());
+  attach(*c_, "b-node0-0", "node0", "b");
   ASSERT_TRUE(eventually([&] {
     auto na = c_->get<api::NetworkAttachment>("ns", "b-node0-0");
     return na && !na->status.ipv4.empty();
@@ -258,15 +250,7 @@ TEST_F(AgentTest, AVniThatFlapsKeepsItsInformerForTheGracePeriod) {
   add_agent("node0", 0x0a090001u, std::chrono::milliseconds(3000));
   auto& agent = *agents_.back();
   auto& f = *fabrics_.back();
-  auto attach = [&](const std::string& name) {
-    api::NetworkAttachment na;
-    na.metadata.namespace_ = "ns";
-    na.metadata.name = name;
-    na.spec.node = "node0";
-    na.spec.subnet = "h";
-    ASSERT_TRUE(c_->create(na).has_value());
-  };
-  attach("h-node0-a");
+  attach(*c_, "h-node0-a", "node0", "h");
   ASSERT_TRUE(eventually([&] { return f.locals().size() == 1 && f.remotes().size() == 10; }))
       << f.locals().size() << " " << f.remotes().size();
   ASSERT_EQ(agent.counts().vni_informers_started, 1u);
@@ -274,7 +258,7 @@ TEST_F(AgentTest, AVniThatFlapsKeepsItsInformerForTheGracePeriod) {
   // Out of relevance and back within the grace period.
   ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "h-node0-a").has_value());
   ASSERT_TRUE(eventually([&] { return f.locals().empty(); }));
-  attach("h-node0-b");
+  attach(*c_, "h-node0-b", "node0", "h");
   ASSERT_TRUE(eventually([&] { return f.locals().size() == 1; }));
   EXPECT_EQ(f.remotes().size(), 10u);
   EXPECT_EQ(agent.counts().vni_informers_started, 1u) << "the VNI was relisted on a flap";
@@ -305,14 +289,7 @@ TEST_F(AgentTest, StoreFaultsUnderTheApiServerConverge) {
   faults().inject({store::StoreOp::kUpdate, nas, 10, std::chrono::milliseconds(10), down, false});
   faults().inject({store::StoreOp::kUpdate, nas, 5, std::chrono::milliseconds(0), down, true});
   create_network(*c_, "k", 35, "node0", 15);
-  for (int i = 0; i < 15; ++i) {
-    api::NetworkAttachment na;
-    na.metadata.namespace_ = "ns";
-    na.metadata.name = "k-node1-" + std::to_string(i);
-    na.spec.node = "node1";
-    na.spec.subnet = "k";
-    ASSERT_TRUE(c_->create(na).has_value());
-  }
+  for (int i = 0; i < 15; ++i) attach(*c_, "k-node1-" + std::to_string(i), "node1", "k");
   auto ready = [&] {
     auto l = c_->list<api::NetworkAttachment>("ns");
     if (!l || l->size() != 30) return false;
@@ -362,12 +339,7 @@ TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
   add_agent("node0", 0x0a090001u);
   auto& agent = *agents_.back();
   auto& f = *fabrics_.back();
-  api::NetworkAttachment mine;
-  mine.metadata.namespace_ = "ns";
-  mine.metadata.name = "r-node0-0";
-  mine.spec.node = "node0";
-  mine.spec.subnet = "r";
-  ASSERT_TRUE(c_->create(mine).has_value());
+  attach(*c_, "r-node0-0", "node0", "r");
   ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
   const std::string remote_key = "ns/r-node1-0";
   const client::Informer* old = AgentTestPeer::informer(agent, 36);
