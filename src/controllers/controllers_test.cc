@@ -358,3 +358,63 @@ TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
 
 }  // namespace
 }  // namespace kos::controllers
+
+namespace kos::controllers {
+namespace {
+
+// An IPAM took a lock for an attachment, then the attachment's Subnet was deleted before
+// the status write that names the lock (or the write failed, and the retry found no
+// Subnet). The lock is here created by hand, as that IPAM left it. Nothing shows the
+// address, yet it holds the VNI bound to the namespace for as long as the attachment
+// lives: the IPAM must release it.
+TEST_F(ControllersTest, WithoutItsSubnetAnAttachmentReleasesTheLocksItsStatusDoesNotName) {
+  start();
+  auto x = na("x", "gone");
+  ASSERT_TRUE(wait_na("x", [](const auto& a) {
+    return a.status.errors.ipam == std::vector<std::string>{"Subnet gone does not exist"};
+  }));
+  api::IPLock lock;
+  lock.metadata.namespace_ = "ns";
+  lock.metadata.name = api::format_iplock_name(31, *api::parse_ipv4("10.31.0.7"));
+  lock.metadata.owner_references.push_back(
+      api::OwnerReference{std::string(api::kApiVersion), "NetworkAttachment", "x", x.metadata.uid, true, true});
+  lock.spec.subnet_name = "gone";
+  ASSERT_TRUE(c_->create(lock).has_value());
+  EXPECT_TRUE(eventually([&] {
+    auto l = c_->get<api::IPLock>("ns", lock.metadata.name);
+    return !l && l.error().code == Errc::kNotFound;
+  })) << "the lock nobody's status names is still held";
+  auto now = c_->get<api::NetworkAttachment>("ns", "x");
+  ASSERT_TRUE(now.has_value());
+  EXPECT_TRUE(now->status.ipv4.empty());
+  EXPECT_EQ(now->status.errors.ipam, std::vector<std::string>{"Subnet gone does not exist"});
+  // The VNI is free: a Subnet on it is admitted in another namespace.
+  api::Subnet t;
+  t.metadata.namespace_ = "other";
+  t.metadata.name = "t";
+  t.spec.vni = 31;
+  t.spec.ipv4 = "10.31.0.0/24";
+  auto admitted = c_->create(t);
+  EXPECT_TRUE(admitted.has_value()) << admitted.error().message;
+}
+
+// The other half: an attachment of a deleted Subnet whose status names an address it
+// holds no lock for (its lock was released while a lagging IPAM wrote it into the status).
+// Nobody holds that address, so no node may implement it: it leaves the status.
+TEST_F(ControllersTest, WithoutItsSubnetAnAddressWhoseLockIsGoneLeavesTheStatus) {
+  start();
+  na("y", "gone");
+  auto y = wait_na("y", [](const auto& a) { return !a.status.errors.ipam.empty(); });
+  ASSERT_TRUE(y.has_value());
+  y->status.ipv4 = "10.32.0.9";
+  y->status.address_vni = 32;
+  y->status.lock_uid = "00000000-0000-4000-8000-000000000032";
+  ASSERT_TRUE(c_->update_status(*y).has_value());
+  auto cleared = wait_na("y", [](const auto& a) { return a.status.ipv4.empty() && a.status.lock_uid.empty(); });
+  ASSERT_TRUE(cleared.has_value()) << "the status still names an address nobody holds";
+  EXPECT_EQ(cleared->status.address_vni, 0u);
+  EXPECT_EQ(cleared->status.errors.ipam, std::vector<std::string>{"Subnet gone does not exist"});
+}
+
+}  // namespace
+}  // namespace kos::controllers

@@ -219,20 +219,69 @@ Result<Requeue> Ipam::reconcile(const std::string& key) {
     }
   }
 
-  auto status_error = [&](std::string msg, bool contention) {
-    api::NetworkAttachmentStatus st = na.status;
-    st.errors.ipam = {std::move(msg)};
-    st.address_contention = contention;
-    return write_status(na, st);
-  };
   auto subnet_obj = subnets_.indexer().get(client::object_key(na.metadata.namespace_, na.spec.subnet));
-  if (!subnet_obj) return status_error("Subnet " + na.spec.subnet + " does not exist", false);
+  if (!subnet_obj) return without_subnet(na, "Subnet " + na.spec.subnet + " does not exist");
   const auto& subnet = std::get<api::Subnet>(*subnet_obj);
   if (!subnet.status.validated) {
     if (subnet.status.errors.empty()) return Requeue{};  // not examined yet: its update requeues us
-    return status_error("Subnet " + na.spec.subnet + " has not passed validation", false);
+    return without_subnet(na, "Subnet " + na.spec.subnet + " has not passed validation");
   }
   return assign(na, subnet);
+}
+
+// The attachment's Subnet is gone (or not validated): it gets no new address. The lock its
+// status names stays, with the address (a deleted Subnet's attachments keep theirs, and
+// the VNI stays bound to the namespace). Other locks of this incarnation go: an attempt
+// that took a lock just before the Subnet went, and never wrote it into the status, would
+// otherwise hold an address nobody shows, and the VNI with it, for as long as the
+// attachment lives. An address whose lock is gone leaves the status: nobody holds it, so no
+// node may implement it.
+//
+// As in assign, the decision is made on the attachment as the store has it, and locks are
+// deleted only after the status write; the index is read before the live GET (a lock taken
+// after it, by an IPAM that still sees the Subnet, is not touched).
+Result<Requeue> Ipam::without_subnet(const api::NetworkAttachment& cached, std::string msg) {
+  auto mine = locks_.indexer().by_index("owner-uid", cached.metadata.uid);
+  auto live = client_->get<api::NetworkAttachment>(cached.metadata.namespace_, cached.metadata.name);
+  if (!live) {
+    if (live.error().code == Errc::kNotFound) return Requeue{};
+    return fail(live.error());
+  }
+  if (live->metadata.uid != cached.metadata.uid) return Requeue{};  // replaced: its events come
+  const api::NetworkAttachment& na = *live;
+
+  api::NetworkAttachmentStatus st = na.status;
+  st.errors.ipam = {std::move(msg)};
+  st.address_contention = false;
+  if (!st.lock_uid.empty() || !st.ipv4.empty()) {
+    bool held = false;
+    if (auto ip = api::parse_ipv4(st.ipv4); ip && !st.lock_uid.empty()) {
+      auto l = client_->get<api::IPLock>(na.metadata.namespace_, api::format_iplock_name(st.address_vni, *ip));
+      if (l) {
+        const auto* r = controller_ref(*l);
+        held = r && r->uid == na.metadata.uid && l->metadata.uid == st.lock_uid;
+      } else if (l.error().code != Errc::kNotFound) {
+        return fail(l.error());
+      }
+    }
+    if (!held) {
+      spdlog::warn("ipam: attachment={} showed ipv4={} vni={} but holds no lock for it ({}): the address "
+                   "leaves its status",
+                   key_of(na.metadata), st.ipv4, st.address_vni, st.errors.ipam[0]);
+      st.ipv4.clear();
+      st.address_vni = 0;
+      st.lock_uid.clear();
+    }
+  }
+  if (auto w = write_status(na, st); !w) return w;
+  for (const auto& o : mine) {
+    const auto& lock = std::get<api::IPLock>(*o);
+    if (lock.metadata.uid == st.lock_uid) continue;
+    spdlog::info("ipam: releasing lock {}/{} of attachment={}, which its status does not name ({})",
+                 lock.metadata.namespace_, lock.metadata.name, key_of(na.metadata), st.errors.ipam[0]);
+    if (auto d = delete_lock(lock); !d) return fail(d.error());
+  }
+  return Requeue{};
 }
 
 Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Subnet& subnet) {

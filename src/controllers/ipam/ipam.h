@@ -9,7 +9,9 @@
 // classify its locks (wrong VNI or out of range: delete; keep exactly one); with none,
 // pick a free address, create the lock with a controller ownerReference to the attachment
 // (its UID), then write status.ipv4/addressVNI/lockUID through the status subresource.
-// A full subnet sets addressContention and retries with backoff. Deleting an attachment
+// A full subnet sets addressContention and retries with backoff. Without a (validated)
+// Subnet an attachment keeps the address its status names, if it still holds that lock,
+// and its other locks are released. Deleting an attachment
 // releases its locks (UID preconditions, so a newer incarnation's lock is never removed;
 // the API server's garbage collector does the same).
 #pragma once
@@ -53,6 +55,7 @@ class Ipam {
   Result<void> delete_lock(const api::IPLock& lock);
   Result<Requeue> write_status(const api::NetworkAttachment& na, const api::NetworkAttachmentStatus& st);
   Result<Requeue> assign(const api::NetworkAttachment& na, const api::Subnet& subnet);
+  Result<Requeue> without_subnet(const api::NetworkAttachment& na, std::string msg);
   std::optional<uint32_t> pick(uint32_t vni, uint32_t first, uint32_t last);
   void unreserve(uint32_t vni, uint32_t ip);
   // Another namespace than `ns` holding addresses of `vni`; `waiter` is then requeued
