@@ -90,7 +90,8 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
         return o;
       }()),
       controller_("agent", opts_.workers, kMaxBatch,
-                  [this](const std::vector<std::string>& keys) { return reconcile_batch(keys); }) {
+                  [this](const std::vector<std::string>& keys) { return reconcile_batch(keys); },
+                  metrics::Registry::global(), opts_.clock) {
   // Exported from the start (0 is the figure that matters for this one).
   agent_metrics().irrelevant.get();
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
@@ -165,7 +166,7 @@ void Agent::update_relevance() {
   std::optional<std::chrono::steady_clock::duration> recheck;
   {
     std::lock_guard lk(mu_);
-    const auto now = std::chrono::steady_clock::now();
+    const auto now = (opts_.clock ? *opts_.clock : RealClock::instance()).steady_now();
     for (auto it = vni_informers_.begin(); it != vni_informers_.end();) {
       if (want.count(it->first)) {
         leaving_.erase(it->first);

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "client/informer.h"
+#include "common/clock.h"
 #include "controllers/controller.h"
 #include "fabric/fabric.h"
 
@@ -59,6 +60,9 @@ struct AgentOptions {
   // A VNI whose last local attachment went keeps its informer (and its remote mappings)
   // this long, so one that flaps in and out of relevance is not relisted each time.
   std::chrono::milliseconds relevance_grace{5000};
+  // Times the relevance grace and the work queue's delays and backoffs (null: the real
+  // clock). Must outlive the agent.
+  const Clock* clock = nullptr;
   std::function<void(const Implemented&)> on_implemented;  // optional
 };
 

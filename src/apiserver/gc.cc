@@ -16,8 +16,8 @@ bool has(const std::vector<std::string>& v, std::string_view s) {
 }
 }  // namespace
 
-GarbageCollector::GarbageCollector(std::vector<Registry*> registries)
-    : registries_(std::move(registries)) {}
+GarbageCollector::GarbageCollector(std::vector<Registry*> registries, const Clock& clock)
+    : registries_(std::move(registries)), clock_(clock) {}
 
 GarbageCollector::~GarbageCollector() { stop(); }
 
@@ -80,7 +80,7 @@ void GarbageCollector::retry(const Item& item) {
   int& n = failures_[item];
   n = std::min(n + 1, 8);
   auto backoff = std::min<std::chrono::milliseconds>(kFirstRetry * (1 << (n - 1)), kMaxRetry);
-  delayed_.emplace(std::chrono::steady_clock::now() + backoff, item);
+  delayed_.emplace(clock_.steady_now() + backoff, item);
   cv_.notify_one();
 }
 
@@ -92,7 +92,7 @@ void GarbageCollector::run() {
       while (true) {
         if (stopping_) return;
         // Retries that are due join the queue.
-        const auto now = std::chrono::steady_clock::now();
+        const auto now = clock_.steady_now();
         while (!delayed_.empty() && delayed_.begin()->first <= now) {
           Item due = delayed_.begin()->second;
           delayed_.erase(delayed_.begin());
@@ -101,7 +101,7 @@ void GarbageCollector::run() {
         }
         if (!queue_.empty()) break;
         if (delayed_.empty()) cv_.wait(lk);
-        else cv_.wait_until(lk, delayed_.begin()->first);
+        else clock_.wait_until(cv_, lk, delayed_.begin()->first);
       }
       item = std::move(queue_.front());
       queue_.pop_front();

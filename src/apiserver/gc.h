@@ -5,7 +5,7 @@
 // workers examine them against live state (one worker per object at a time). A cache
 // that relists (its store watch broke) reports what changed meanwhile as events, deletes
 // included. An examination that fails (a read or write the store refused) is retried
-// with backoff (100 ms doubling to 10 s), never dropped.
+// with backoff (100 ms doubling to 10 s, on the Clock seam), never dropped.
 #pragma once
 
 #include <condition_variable>
@@ -19,12 +19,14 @@
 #include <vector>
 
 #include "apiserver/registry.h"
+#include "common/clock.h"
 
 namespace kos::apiserver {
 
 class GarbageCollector {
  public:
-  explicit GarbageCollector(std::vector<Registry*> registries);
+  // `clock` times the retries' backoff; it must outlive the collector.
+  explicit GarbageCollector(std::vector<Registry*> registries, const Clock& clock = RealClock::instance());
   ~GarbageCollector();
   void start();
   void stop();
@@ -51,6 +53,7 @@ class GarbageCollector {
   Result<void> remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
 
   std::vector<Registry*> registries_;
+  const Clock& clock_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;

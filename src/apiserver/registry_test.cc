@@ -75,7 +75,7 @@ class RegistryTest : public ::testing::Test {
   void start_gc() {
     std::vector<Registry*> regs;
     for (auto& r : registries_) regs.push_back(r.get());
-    gc_ = std::make_unique<GarbageCollector>(regs);
+    gc_ = std::make_unique<GarbageCollector>(regs, clock_);
     gc_->start();
   }
   bool exists(Registry& r, const std::string& name) {
@@ -244,11 +244,24 @@ TEST_F(RegistryTest, GarbageCollectorRetriesFailedReadsAndDeletes) {
   start_gc();
   const Error down{Errc::kUnavailable, "injected: store unavailable", {}};
   // The owner is not in the cache, so the collector reads it live: that read fails 3 times.
+  // Each retry waits its backoff (100 ms, then 200 ms) on the collector's clock, and not
+  // a moment less; real time does not count.
   fault_->inject({store::StoreOp::kGet, strategies_[1]->info().key_prefix(), 3, 0ms, down, false});
   CachedObject owner;
   owner.name = "ghost";
   owner.uid = "6f1c1fd0-5a0e-4c43-9d43-2f4a1f0c0a01";  // never existed
   make_lock("v1-5-10-1-0-11", owner);
+  ASSERT_TRUE(eventually([&] { return fault_->fired() == 1; }));
+  for (auto [backoff, failures] : {std::pair{100ms, 2u}, std::pair{200ms, 3u}}) {
+    std::this_thread::sleep_for(300ms);  // real time, past the backoff: no retry may come
+    EXPECT_EQ(fault_->fired(), failures - 1) << "retried before its backoff passed on the clock";
+    clock_.advance(backoff - 1ms);
+    std::this_thread::sleep_for(20ms);  // the collector sees the clock within a millisecond
+    EXPECT_EQ(fault_->fired(), failures - 1) << "retried before its backoff passed on the clock";
+    clock_.advance(1ms);
+    EXPECT_TRUE(eventually([&] { return fault_->fired() == failures; })) << "no retry after " << backoff.count() << " ms";
+  }
+  clock_.advance(400ms);
   EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-11"); }));
   EXPECT_EQ(fault_->fired(), 3u);
 
@@ -257,6 +270,10 @@ TEST_F(RegistryTest, GarbageCollectorRetriesFailedReadsAndDeletes) {
   make_lock("v1-5-10-1-0-12", *na);
   fault_->inject({store::StoreOp::kRemove, strategies_[2]->info().key_prefix(), 2, 0ms, down, false});
   ASSERT_TRUE(nas().remove("ns", "a", {}).has_value());
+  ASSERT_TRUE(eventually([&] { return fault_->fired() == 4; }));
+  clock_.advance(100ms);
+  ASSERT_TRUE(eventually([&] { return fault_->fired() == 5; }));
+  clock_.advance(200ms);
   EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-12"); }));
   EXPECT_EQ(fault_->fired(), 5u);
 }

@@ -316,7 +316,7 @@ Result<void> ApiServer::init() {
   malloc_trim(0);
   std::vector<Registry*> registries;
   for (auto& r : resources_) registries.push_back(r->registry.get());
-  gc_ = std::make_unique<GarbageCollector>(registries);
+  gc_ = std::make_unique<GarbageCollector>(registries, clock_);
   gc_->start();
 
   http::ServerOptions ho;

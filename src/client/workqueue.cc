@@ -241,14 +241,10 @@ void WorkQueue::delay_loop() {
   std::unique_lock lk(mu_);
   while (!shutting_down_) {
     std::optional<SteadyTime> next = process_delayed_locked();
-    // Sleep until the earliest deadline, or until add_after() sets an earlier one or the
-    // queue shuts down. The deadline is on the injected clock; the wait is in real time for
-    // the time the clock still lacks.
-    if (!next) {
-      delayed_cv_.wait(lk);
-    } else if (nanoseconds left = *next - clock_.steady_now(); left > nanoseconds(0)) {
-      delayed_cv_.wait_for(lk, left);
-    }
+    // Sleep until the earliest deadline (on the injected clock), or until add_after() sets
+    // an earlier one or the queue shuts down.
+    if (!next) delayed_cv_.wait(lk);
+    else clock_.wait_until(delayed_cv_, lk, *next);
   }
 }
 

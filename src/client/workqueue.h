@@ -111,9 +111,8 @@ struct WorkQueueOptions {
   // Used by add_rate_limited(); null: default_controller_rate_limiter(*clock, limits).
   std::unique_ptr<RateLimiter> rate_limiter;
   RateLimits limits;
-  // true: an internal thread moves delayed keys to the queue when they fall due (it waits
-  // in real time for the clock's remaining delay, so it suits a RealClock). false: the
-  // owner calls process_delayed().
+  // true: an internal thread moves delayed keys to the queue when they fall due on the
+  // clock (a FakeClock's advance() included). false: the owner calls process_delayed().
   bool delay_thread = true;
 };
 

@@ -419,3 +419,23 @@ TEST(WorkQueueRealClockTest, DelayThreadReleasesDueKeys) {
 
 }  // namespace
 }  // namespace kos::client
+
+namespace kos::client {
+namespace {
+
+// The delay thread waits on the queue's clock: a FakeClock's advance() releases a delayed
+// key at once (it used to wait out the delay in real time).
+TEST(WorkQueueDelayThread, FollowsAFakeClock) {
+  FakeClock clock;
+  metrics::Registry registry;
+  WorkQueue::Options o;
+  o.clock = &clock;
+  WorkQueue q("delay-thread", registry, std::move(o));
+  q.add_after("a", std::chrono::seconds(60));
+  EXPECT_EQ(q.get_for(std::chrono::milliseconds(100)), std::nullopt) << "released before its time came";
+  clock.advance(std::chrono::seconds(60));
+  EXPECT_EQ(q.get_for(std::chrono::seconds(5)), "a");
+}
+
+}  // namespace
+}  // namespace kos::client

@@ -16,27 +16,33 @@ Controller::Reconcile counted(Controller::Reconcile reconcile, metrics::Gauge& a
   };
 }
 
+client::WorkQueue::Options queue_options(const Clock* clock) {
+  client::WorkQueue::Options o;
+  if (clock) o.clock = clock;
+  return o;
+}
+
 }  // namespace
 
 Controller::Controller(std::string name, int workers, Reconcile reconcile,
-                       metrics::Registry& registry)
+                       metrics::Registry& registry, const Clock* clock)
     : name_(std::move(name)), workers_(std::max(1, workers)),
       reconcile_(counted(std::move(reconcile),
                          registry.gauge("kos_controller_active_workers",
                                         "Workers running a reconcile now (busy workers).",
                                         {"controller"}).with({name_}))),
-      queue_(name_, registry),
+      queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
 
 Controller::Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
-                       metrics::Registry& registry)
+                       metrics::Registry& registry, const Clock* clock)
     : name_(std::move(name)), workers_(std::max(1, workers)), max_batch_(std::max<size_t>(1, max_batch)),
       reconcile_batch_(std::move(reconcile)),
       active_(&registry.gauge("kos_controller_active_workers",
                               "Workers running a reconcile now (busy workers).", {"controller"})
                    .with({name_})),
-      queue_(name_, registry),
+      queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "client/workqueue.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/metrics.h"
 
@@ -28,10 +29,12 @@ class Controller {
   using Reconcile = std::function<Result<Requeue>(const std::string& key)>;
   // Result i is keys[i]'s.
   using ReconcileBatch = std::function<std::vector<Result<Requeue>>(const std::vector<std::string>& keys)>;
+  // `clock` (null: the real one) times the queue's delays and backoffs; it must outlive
+  // the controller.
   Controller(std::string name, int workers, Reconcile reconcile,
-             metrics::Registry& registry = metrics::Registry::global());
+             metrics::Registry& registry = metrics::Registry::global(), const Clock* clock = nullptr);
   Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
-             metrics::Registry& registry = metrics::Registry::global());
+             metrics::Registry& registry = metrics::Registry::global(), const Clock* clock = nullptr);
   ~Controller();
 
   client::WorkQueue& queue() { return queue_; }

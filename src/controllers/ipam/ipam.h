@@ -34,7 +34,7 @@ struct IpamOptions {
   // A picked address whose lock the informer has not shown after this long is free again
   // in the IPAM's view (the store still refuses a second lock if it exists after all).
   std::chrono::milliseconds reservation_ttl = std::chrono::seconds(30);
-  const Clock* clock = nullptr;  // RealClock when unset
+  const Clock* clock = nullptr;  // reservations and the queue's delays; RealClock when unset
 };
 
 class Ipam {
