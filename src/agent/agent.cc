@@ -362,28 +362,55 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
   }
   if (!obj) {
     if (auto r = remove_local(key); !r) return fail(r.error());
-    if (auto r = remove_remote(key); !r) return fail(r.error());
+    if (auto r = program_remote(key, nullptr); !r) return fail(r.error());
     return controllers::Requeue{};
   }
-  const auto& na = std::get<api::NetworkAttachment>(*obj);
   if (where == kLocal) {
-    if (auto r = remove_remote(key); !r) return fail(r.error());
-    return ensure_local(key, na);
+    if (auto r = program_remote(key, nullptr); !r) return fail(r.error());
+    return ensure_local(key, std::get<api::NetworkAttachment>(*obj));
   }
   if (auto r = remove_local(key); !r) return fail(r.error());
-  return ensure_remote(key, na);
+  if (auto r = program_remote(key, obj); !r) return fail(r.error());
+  return controllers::Requeue{};
+}
+
+std::optional<Agent::RemoteWork> Agent::take_remote(const std::string& key, client::ObjectPtr obj) {
+  RemoteWork w{key, std::nullopt, std::nullopt, std::move(obj)};
+  if (w.obj) {
+    const auto& na = std::get<api::NetworkAttachment>(*w.obj);
+    auto ip = api::parse_ipv4(na.status.ipv4);
+    auto host = api::parse_ipv4(na.status.host_ip);
+    // Without an address and a host IP its node has not implemented it yet: no mapping.
+    if (ip && host && na.status.address_vni != 0)
+      w.want = fabric::RemoteIfc{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
+  }
+  if (auto r = remotes_.find(key); r != remotes_.end()) {
+    if (w.want && r->second == *w.want) return std::nullopt;  // as wanted
+    w.old = r->second;
+    // The entry is this worker's while it holds the key (the queue never gives a key to
+    // two workers) until apply_remotes writes it back; mu_ is never held across a fabric
+    // call (informer handlers take it on the client transport's thread).
+    remotes_.erase(r);
+  }
+  if (!w.want && !w.old) return std::nullopt;
+  return w;
+}
+
+Result<void> Agent::program_remote(const std::string& key, client::ObjectPtr obj) {
+  std::vector<RemoteWork> work;
+  {
+    std::lock_guard lk(mu_);
+    if (auto w = take_remote(key, std::move(obj))) work.push_back(std::move(*w));
+    else return {};
+    publish_counts();
+  }
+  return std::move(apply_remotes(work)[0]);
 }
 
 std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vector<std::string>& keys) {
   std::vector<Result<controllers::Requeue>> out(keys.size(), controllers::Requeue{});
-  // A remote mapping to program (want set) or to remove (want unset); `old` is what the
-  // fabric has for the key.
-  struct Item {
-    size_t index;
-    std::optional<fabric::RemoteIfc> want, old;
-    client::ObjectPtr obj;
-  };
-  std::vector<Item> items;
+  std::vector<RemoteWork> work;
+  std::vector<size_t> work_of;  // work[n] is keys[work_of[n]]'s
   std::vector<size_t> singles;  // keys for reconcile()
   {
     std::lock_guard lk(mu_);
@@ -404,79 +431,74 @@ std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vect
         if (auto inf = vni_informers_.find(*h->second.begin()); inf != vni_informers_.end())
           obj = inf->second->indexer().get(key);
       }
-      Item it{i, std::nullopt, std::nullopt, obj};
-      if (obj) {
-        const auto& na = std::get<api::NetworkAttachment>(*obj);
-        auto ip = api::parse_ipv4(na.status.ipv4);
-        auto host = api::parse_ipv4(na.status.host_ip);
-        if (ip && host && na.status.address_vni != 0)
-          it.want = fabric::RemoteIfc{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
+      if (auto w = take_remote(key, std::move(obj))) {
+        work.push_back(std::move(*w));
+        work_of.push_back(i);
       }
-      if (auto r = remotes_.find(key); r != remotes_.end()) {
-        if (it.want && r->second == *it.want) continue;  // as wanted
-        it.old = r->second;
-        remotes_.erase(r);  // this worker's until it writes it back (as in ensure_remote)
-      }
-      if (it.want || it.old) items.push_back(std::move(it));
     }
-    if (!items.empty()) publish_counts();
+    if (!work.empty()) publish_counts();
   }
   for (size_t i : singles) out[i] = reconcile(keys[i]);
-  if (items.empty()) return out;
+  if (work.empty()) return out;
+  auto rs = apply_remotes(work);
+  for (size_t n = 0; n < work.size(); ++n)
+    if (!rs[n]) out[work_of[n]] = fail(rs[n].error());
+  return out;
+}
 
-  // Deletes first (an old mapping that a create would not replace: another guest IP or
-  // VNI), then creates, one batch each.
+// Deletes first (an old mapping that a create would not replace: another guest IP or
+// VNI), then creates, one Fabric::apply each.
+std::vector<Result<void>> Agent::apply_remotes(const std::vector<RemoteWork>& work) {
+  std::vector<Result<void>> out(work.size());
   std::vector<fabric::Change> deletes;
   std::vector<size_t> delete_of;
-  for (size_t n = 0; n < items.size(); ++n) {
-    const Item& it = items[n];
-    if (it.old && !(it.want && it.want->vni == it.old->vni && it.want->guest_ip == it.old->guest_ip)) {
-      deletes.push_back(fabric::Change::remove(*it.old));
+  auto replaced_by_create = [](const RemoteWork& w) {
+    return w.want && w.old && w.want->vni == w.old->vni && w.want->guest_ip == w.old->guest_ip;
+  };
+  for (size_t n = 0; n < work.size(); ++n)
+    if (work[n].old && !replaced_by_create(work[n])) {
+      deletes.push_back(fabric::Change::remove(*work[n].old));
       delete_of.push_back(n);
     }
-  }
-  std::vector<bool> failed(items.size(), false);
+  std::vector<bool> delete_failed(work.size(), false);
   if (!deletes.empty()) {
     auto rs = timed("delete_remote", [&] { return fabric_.apply(deletes); });
     for (size_t d = 0; d < rs.size(); ++d)
       if (!rs[d]) {
-        failed[delete_of[d]] = true;
-        out[items[delete_of[d]].index] = fail(rs[d].error());
+        delete_failed[delete_of[d]] = true;
+        out[delete_of[d]] = fail(rs[d].error());
       }
   }
   std::vector<fabric::Change> creates;
   std::vector<size_t> create_of;
-  for (size_t n = 0; n < items.size(); ++n)
-    if (!failed[n] && items[n].want) {
-      creates.push_back(fabric::Change::create(*items[n].want));
+  for (size_t n = 0; n < work.size(); ++n)
+    if (!delete_failed[n] && work[n].want) {
+      creates.push_back(fabric::Change::create(*work[n].want));
       create_of.push_back(n);
     }
-  std::vector<bool> created(items.size(), false);
+  std::vector<bool> created(work.size(), false);
   if (!creates.empty()) {
     auto rs = timed("create_remote", [&] { return fabric_.apply(creates); });
     for (size_t c = 0; c < rs.size(); ++c) {
       if (rs[c]) created[create_of[c]] = true;
-      else out[items[create_of[c]].index] = fail(rs[c].error());
+      else out[create_of[c]] = fail(rs[c].error());
     }
   }
   {
     std::lock_guard lk(mu_);
-    for (size_t n = 0; n < items.size(); ++n) {
-      const Item& it = items[n];
-      const std::string& key = keys[it.index];
-      if (created[n]) remotes_[key] = *it.want;
-      else if (failed[n] || (it.want && it.old && !created[n] && it.want->vni == it.old->vni &&
-                             it.want->guest_ip == it.old->guest_ip))
-        remotes_[key] = *it.old;  // still in the fabric: tried again later
+    for (size_t n = 0; n < work.size(); ++n) {
+      const RemoteWork& w = work[n];
+      if (created[n]) remotes_[w.key] = *w.want;
+      else if (delete_failed[n] || replaced_by_create(w)) remotes_[w.key] = *w.old;  // still there: tried again later
     }
     publish_counts();
   }
-  for (size_t n = 0; n < items.size(); ++n) {
+  for (size_t n = 0; n < work.size(); ++n) {
     if (!created[n]) continue;
-    const auto& na = std::get<api::NetworkAttachment>(*items[n].obj);
+    const auto& na = std::get<api::NetworkAttachment>(*work[n].obj);
     if (auto t = na.extended_metadata.write_time(api::section::kImpl))
       agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
-    implemented(Implemented::Kind::kRemote, keys[items[n].index], na);
+    implemented(Implemented::Kind::kRemote, work[n].key, na);
   }
   return out;
 }
@@ -569,46 +591,6 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   return controllers::Requeue{};
 }
 
-Result<controllers::Requeue> Agent::ensure_remote(const std::string& key, const api::NetworkAttachment& na) {
-  auto ip = api::parse_ipv4(na.status.ipv4);
-  auto host = api::parse_ipv4(na.status.host_ip);
-  if (!ip || !host || na.status.address_vni == 0) {
-    if (auto r = remove_remote(key); !r) return fail(r.error());
-    return controllers::Requeue{};  // its node has not implemented it yet
-  }
-  fabric::RemoteIfc want{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
-  std::optional<fabric::RemoteIfc> old;
-  {
-    // As in ensure_local: the entry is this worker's while it holds the key; mu_ is never
-    // held across a fabric call.
-    std::lock_guard lk(mu_);
-    auto it = remotes_.find(key);
-    if (it != remotes_.end() && it->second == want) return controllers::Requeue{};
-    if (it != remotes_.end()) {
-      old = it->second;
-      remotes_.erase(it);
-      publish_counts();
-    }
-  }
-  if (old)
-    if (auto r = timed("delete_remote", [&] { return fabric_.delete_remote(*old); }); !r) {
-      std::lock_guard lk(mu_);
-      remotes_[key] = *old;
-      publish_counts();
-      return fail(r.error());
-    }
-  if (auto r = timed("create_remote", [&] { return fabric_.create_remote(want); }); !r) return fail(r.error());
-  {
-    std::lock_guard lk(mu_);
-    remotes_[key] = want;
-    publish_counts();
-  }
-  if (auto t = na.extended_metadata.write_time(api::section::kImpl))
-    agent_metrics().write_to_remote.get().observe(std::chrono::system_clock::now() - *t);
-  implemented(Implemented::Kind::kRemote, key, na);
-  return controllers::Requeue{};
-}
-
 void Agent::implemented(Implemented::Kind kind, const std::string& key, const api::NetworkAttachment& na) {
   if (!opts_.on_implemented) return;
   opts_.on_implemented(Implemented{kind, opts_.node, key, na.metadata.uid, na.status.address_vni,
@@ -633,24 +615,6 @@ Result<void> Agent::remove_local(const std::string& key) {
   if (!st.post_delete_exec.empty()) {
     auto report = run_exec("postDeleteExec", st.post_delete_exec, st.ifc);
     spdlog::info("agent: postDeleteExec for {} exited {}", key, report.exit_status);
-  }
-  return {};
-}
-
-Result<void> Agent::remove_remote(const std::string& key) {
-  fabric::RemoteIfc r;
-  {
-    std::lock_guard lk(mu_);
-    auto it = remotes_.find(key);
-    if (it == remotes_.end()) return {};
-    r = it->second;
-    remotes_.erase(it);
-    publish_counts();
-  }
-  if (auto d = timed("delete_remote", [&] { return fabric_.delete_remote(r); }); !d) {
-    std::lock_guard lk(mu_);
-    remotes_[key] = r;
-    return d;
   }
   return {};
 }

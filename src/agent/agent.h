@@ -106,9 +106,21 @@ class Agent {
   void update_relevance();  // starts/stops VNI informers to match the local attachments
   Result<void> adopt();
   Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);
-  Result<controllers::Requeue> ensure_remote(const std::string& key, const api::NetworkAttachment& na);
   Result<void> remove_local(const std::string& key);
-  Result<void> remove_remote(const std::string& key);
+  // A remote mapping to program (want set) or remove (want unset) for `key`; `old` is what
+  // the fabric has for it (taken out of remotes_ until apply_remotes writes it back).
+  struct RemoteWork {
+    std::string key;
+    std::optional<fabric::RemoteIfc> want, old;
+    client::ObjectPtr obj;  // the attachment (null: gone, or not remote any more)
+  };
+  // mu_ held. The work that makes the fabric's mapping for `key` match `obj`, if any.
+  std::optional<RemoteWork> take_remote(const std::string& key, client::ObjectPtr obj);
+  // Without mu_: the fabric calls for all of `work` (one apply for the deletes, one for the
+  // creates), remotes_ updated; result n is work[n]'s.
+  std::vector<Result<void>> apply_remotes(const std::vector<RemoteWork>& work);
+  // take_remote + apply_remotes for one key (obj null: remove its mapping).
+  Result<void> program_remote(const std::string& key, client::ObjectPtr obj);
   void publish_counts();  // mu_ held
   api::ExecReport run_exec(const char* kind, const std::vector<std::string>& command, const fabric::LocalIfc& ifc);
   void implemented(Implemented::Kind kind, const std::string& key, const api::NetworkAttachment& na);
