@@ -336,6 +336,7 @@ class AgentTestPeer {
   static void deliver(Agent& a, uint32_t vni, const client::Informer* from, const client::ObjectPtr& obj) {
     a.on_object(vni, from, obj, true);
   }
+  static bool idle(Agent& a) { return a.controller_.queue().idle(); }
   static std::set<uint32_t> holders(Agent& a, const std::string& key) {
     std::lock_guard lk(a.mu_);
     auto it = a.holders_.find(key);
@@ -369,7 +370,8 @@ TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
   // The departed informer's late event (its object outlives it here: `stale` holds it).
   AgentTestPeer::deliver(agent, 36, old, stale);
   EXPECT_TRUE(AgentTestPeer::holders(agent, remote_key).empty()) << "a holder that never goes away";
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let a reconcile it queued run
+  // A reconcile it queued has run once the agent's queue is idle.
+  ASSERT_TRUE(eventually([&] { return AgentTestPeer::idle(agent); }));
   EXPECT_TRUE(f.remotes().empty());
 }
 

@@ -321,7 +321,9 @@ TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
   // The next GETs of x answer what the store has, 1.5 s late.
   faults().inject({store::StoreOp::kGet, key, 3, 1500ms, std::nullopt, false, true});
   ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "x").has_value());
-  std::this_thread::sleep_for(200ms);  // the IPAM's release_all is now in its slow GET
+  // A slow GET of x is in flight (the IPAM's release_all, or the garbage collector's read
+  // of the lock's owner: both come when the cache shows the delete).
+  ASSERT_TRUE(eventually([&] { return faults().delaying() > 0; }));
   auto second = c_->create(api::NetworkAttachment{[] {
     api::NetworkAttachment a;
     a.metadata.namespace_ = "ns";
@@ -345,8 +347,13 @@ TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
   auto got = wait_na("x", [&](const auto& a) {
     return a.metadata.uid == second->metadata.uid && !a.status.ipv4.empty();
   });
-  std::this_thread::sleep_for(2000ms);  // past the slow GETs: release_all has finished
   ASSERT_TRUE(got.has_value());
+  // The slow answers have all come back; release_all acts on its at once (a delete).
+  ASSERT_TRUE(eventually([&] { return faults().delaying() == 0; }));
+  for (int i = 0; i < 20; ++i) {  // 200 ms in which the lock must stay
+    ASSERT_TRUE(c_->get<api::IPLock>("ns", lock.metadata.name).has_value()) << "the next incarnation's lock was deleted";
+    std::this_thread::sleep_for(10ms);
+  }
   auto still = c_->get<api::IPLock>("ns", lock.metadata.name);
   ASSERT_TRUE(still.has_value()) << "the next incarnation's lock was deleted";
   EXPECT_EQ(still->metadata.uid, made->metadata.uid);

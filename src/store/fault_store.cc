@@ -15,6 +15,7 @@ struct FaultStore::State {
   mutable std::mutex mu;
   std::vector<Fault> faults;
   uint64_t fired = 0;
+  int delaying = 0;  // calls sleeping a fault's delay now
   std::chrono::milliseconds watch_delay{0};
   bool held = false;
   uint64_t break_epoch = 0;
@@ -100,6 +101,23 @@ uint64_t FaultStore::fired() const {
   return state_->fired;
 }
 
+int FaultStore::delaying() const {
+  std::lock_guard lk(state_->mu);
+  return state_->delaying;
+}
+
+namespace {
+void sleep_counted(FaultStore::State& st, std::chrono::milliseconds d) {
+  {
+    std::lock_guard lk(st.mu);
+    ++st.delaying;
+  }
+  std::this_thread::sleep_for(d);
+  std::lock_guard lk(st.mu);
+  --st.delaying;
+}
+}  // namespace
+
 void FaultStore::set_watch_delay(std::chrono::milliseconds d) {
   std::lock_guard lk(state_->mu);
   state_->watch_delay = d;
@@ -128,16 +146,13 @@ std::optional<Fault> FaultStore::hit(StoreOp op, const std::string& key) {
       break;
     }
   }
-  if (f && f->delay.count() > 0 && !f->delay_after) std::this_thread::sleep_for(f->delay);
+  if (f && f->delay.count() > 0 && !f->delay_after) sleep_counted(*state_, f->delay);
   return f;
 }
 
-namespace {
-// Sleeps a fault's delay when it comes after the call.
-void delay_after(const std::optional<Fault>& f) {
-  if (f && f->delay_after && f->delay.count() > 0) std::this_thread::sleep_for(f->delay);
+void FaultStore::delay_after(const std::optional<Fault>& f) {
+  if (f && f->delay_after && f->delay.count() > 0) sleep_counted(*state_, f->delay);
 }
-}  // namespace
 
 Result<KeyValue> FaultStore::get(const std::string& key, Revision rev) {
   auto f = hit(StoreOp::kGet, key);

@@ -43,6 +43,8 @@ class FaultStore final : public Store {
   void clear();  // removes every injected fault (watch settings stay)
   // Faults that fired so far.
   uint64_t fired() const;
+  // Calls inside a fault's delay now (before or after the call they delay).
+  int delaying() const;
 
   // Every watch holds each event back this long after it arrives (a lagging watch).
   void set_watch_delay(std::chrono::milliseconds d);
@@ -70,6 +72,8 @@ class FaultStore final : public Store {
  private:
   // The fault that hits this call, if any (counted), after its delay.
   std::optional<Fault> hit(StoreOp op, const std::string& key);
+  // Sleeps a fault's delay when it comes after the call.
+  void delay_after(const std::optional<Fault>& f);
 
   std::unique_ptr<Store> inner_;
   std::shared_ptr<State> state_;
