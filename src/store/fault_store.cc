@@ -106,18 +106,6 @@ int FaultStore::delaying() const {
   return state_->delaying;
 }
 
-namespace {
-void sleep_counted(FaultStore::State& st, std::chrono::milliseconds d) {
-  {
-    std::lock_guard lk(st.mu);
-    ++st.delaying;
-  }
-  std::this_thread::sleep_for(d);
-  std::lock_guard lk(st.mu);
-  --st.delaying;
-}
-}  // namespace
-
 void FaultStore::set_watch_delay(std::chrono::milliseconds d) {
   std::lock_guard lk(state_->mu);
   state_->watch_delay = d;
@@ -142,16 +130,30 @@ std::optional<Fault> FaultStore::hit(StoreOp op, const std::string& key) {
       if (it->op != op || !key.starts_with(it->key_prefix)) continue;
       f = *it;
       ++state_->fired;
+      // Counted as delaying from here (under the lock that counts it as fired) until its
+      // delay is over; a delay after the call applies to reads that call through.
+      const bool after = it->delay_after;
+      if (it->delay.count() > 0 && (!after || ((op == StoreOp::kGet || op == StoreOp::kList) && !it->error)))
+        ++state_->delaying;
+      else
+        f->delay = std::chrono::milliseconds(0);
       if (it->times > 0 && --it->times == 0) state_->faults.erase(it);
       break;
     }
   }
-  if (f && f->delay.count() > 0 && !f->delay_after) sleep_counted(*state_, f->delay);
+  if (f && f->delay.count() > 0 && !f->delay_after) {
+    std::this_thread::sleep_for(f->delay);
+    std::lock_guard lk(state_->mu);
+    --state_->delaying;
+  }
   return f;
 }
 
 void FaultStore::delay_after(const std::optional<Fault>& f) {
-  if (f && f->delay_after && f->delay.count() > 0) sleep_counted(*state_, f->delay);
+  if (!f || !f->delay_after || f->delay.count() == 0) return;
+  std::this_thread::sleep_for(f->delay);
+  std::lock_guard lk(state_->mu);
+  --state_->delaying;
 }
 
 Result<KeyValue> FaultStore::get(const std::string& key, Revision rev) {

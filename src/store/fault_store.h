@@ -30,7 +30,8 @@ struct Fault {
   // commit: the caller cannot know the write happened).
   bool after_applying = false;
   // Sleep the delay after the call instead of before it (a reply that is slow to come
-  // back: what it says may be stale by the time it arrives).
+  // back: what it says may be stale by the time it arrives). Reads only (get, list) that
+  // call through; other calls get no delay.
   bool delay_after = false;
 };
 
