@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -69,7 +70,7 @@ api::MicroTime micro_now() {
   return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
 }
 
-std::string expand(std::string s, const fabric::LocalIfc& ifc) {
+std::string expand(std::string s, const fabric::LocalIfc& ifc, const AgentOptions& opts) {
   auto replace = [&](const std::string& from, const std::string& to) {
     for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
       s.replace(p, from.size(), to);
@@ -77,6 +78,8 @@ std::string expand(std::string s, const fabric::LocalIfc& ifc) {
   replace("${ifname}", ifc.name);
   replace("${ipv4}", api::format_ipv4(ifc.guest_ip));
   replace("${mac}", api::format_mac(ifc.mac));
+  replace("${node}", opts.node);
+  replace("${netns}", opts.netns);
   return s;
 }
 
@@ -566,9 +569,12 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   std::string exec_key = na.metadata.uid + "/" + want.name;
   bool run = false;
   {
+    // Once per interface: an interface this agent has just created (again, after a node
+    // lost it) gets its postCreateExec again, even if the status reports an earlier run.
     std::lock_guard lk(mu_);
+    if (!have) execs_done_.erase(exec_key);
     run = !na.spec.post_create_exec.empty() && !execs_done_.count(exec_key) &&
-          !na.status.post_create_exec_report;
+          (!have || !na.status.post_create_exec_report);
   }
   if (run) {
     next.status.post_create_exec_report = run_exec("postCreateExec", na.spec.post_create_exec, want);
@@ -620,11 +626,12 @@ Result<void> Agent::remove_local(const std::string& key) {
 }
 
 // Runs an allow-listed program (in the node's network namespace when --netns is set) with
-// ${ifname}, ${ipv4} and ${mac} expanded; never through a shell.
+// ${ifname}, ${ipv4}, ${mac}, ${node} and ${netns} expanded; never through a shell. A
+// program named without a '/' is the allow-listed program of that file name.
 api::ExecReport Agent::run_exec(const char* kind, const std::vector<std::string>& command,
                                 const fabric::LocalIfc& ifc) {
   api::ExecReport rep;
-  for (const auto& a : command) rep.command.push_back(expand(a, ifc));
+  for (const auto& a : command) rep.command.push_back(expand(a, ifc, opts_));
   rep.start_time = micro_now();
   auto finish = [&](int status, std::string err) {
     rep.exit_status = status;
@@ -635,9 +642,12 @@ api::ExecReport Agent::run_exec(const char* kind, const std::vector<std::string>
     return rep;
   };
   if (rep.command.empty()) return finish(-1, "empty command");
-  if (std::find(opts_.allowed_programs.begin(), opts_.allowed_programs.end(), rep.command[0]) ==
-      opts_.allowed_programs.end())
-    return finish(-1, "program " + rep.command[0] + " is not on this agent's allow-list");
+  std::string program;
+  for (const auto& allowed : opts_.allowed_programs)
+    if (allowed == rep.command[0] ||
+        (rep.command[0].find('/') == std::string::npos && std::filesystem::path(allowed).filename() == rep.command[0]))
+      program = allowed;
+  if (program.empty()) return finish(-1, "program " + rep.command[0] + " is not on this agent's allow-list");
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) return finish(-1, "pipe failed");
   if (pipe2(err, O_CLOEXEC) != 0) {
@@ -645,8 +655,10 @@ api::ExecReport Agent::run_exec(const char* kind, const std::vector<std::string>
     close(out[1]);
     return finish(-1, "pipe failed");
   }
+  std::vector<std::string> args = rep.command;
+  args[0] = program;
   std::vector<char*> argv;
-  for (auto& a : rep.command) argv.push_back(a.data());
+  for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::string netns_path = opts_.netns.empty() ? "" : "/var/run/netns/" + opts_.netns;
   pid_t pid = fork();
