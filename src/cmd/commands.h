@@ -19,6 +19,8 @@ void add_simulate_command(CLI::App& app, std::function<int()>& run);
 void add_driver_command(CLI::App& app, std::function<int()>& run);
 // `kos controller-manager`.
 void add_controller_manager_command(CLI::App& app, std::function<int()>& run);
+// `kos up` (the whole system on this machine) and `kos down` (what a killed one left).
+void add_up_commands(CLI::App& app, std::function<int()>& run);
 // `kos ipam-check`: report (and with --repair, fix) IPAM inconsistencies.
 void add_ipam_check_command(CLI::App& app, std::function<int()>& run);
 

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   auto* version = app.add_subcommand("version", "Print the KOS version");
   version->callback([&] { run = [] { return std::printf("kos %s\n", KOS_VERSION) < 0; }; });
 
+  kos::cmd::add_up_commands(app, run);
   kos::cmd::add_apiserver_command(app, run);
   kos::cmd::add_controller_manager_command(app, run);
   kos::cmd::add_agent_command(app, run);
