@@ -1,15 +1,21 @@
 // kos store revision|get|list|compact --store URL: look inside a store and maintain it.
+// kos store backup|restore FILE: copy the embedded store while a server runs, and put a
+// copy back into a stopped data dir.
 #include <cstdio>
 #include <memory>
 
 #include "cmd/commands.h"
 #include "store/open.h"
+#include "store/sqlite/backup.h"
 
 namespace kos::cmd {
 namespace {
 
 struct StoreFlags {
   std::string url;
+  std::string data_dir = "/var/lib/kos";
+  std::string file;
+  bool force = false;
   std::string key;
   int64_t revision = 0;
   int64_t limit = 0;
@@ -43,6 +49,19 @@ void print_kv(const store::KeyValue& kv, bool keys_only) {
               static_cast<long long>(kv.create_revision), static_cast<long long>(kv.mod_revision),
               static_cast<long long>(kv.version));
   if (!keys_only) std::printf("%s\n", kv.value.c_str());
+}
+
+// The embedded store's file from --store sqlite:PATH or --data-dir D; an error for etcd.
+Result<std::string> sqlite_path(const StoreFlags& f, const char* verb) {
+  if (f.url.empty()) return f.data_dir + "/kos.db";
+  if (f.url.starts_with("sqlite:")) return f.url.substr(7);
+  if (f.url.starts_with("etcd:"))
+    return fail(Errc::kUnsupported,
+                std::string("an etcd store is ") + (std::string(verb) == "backup" ? "backed up" : "restored") +
+                    " with etcd's own tool: ETCDCTL_API=3 etcdctl --endpoints " + f.url.substr(5) + " snapshot " +
+                    (std::string(verb) == "backup" ? "save FILE" : "restore FILE --data-dir DIR") +
+                    " (see the README, Operations)");
+  return fail(Errc::kInvalid, "--store " + f.url + ": sqlite:PATH or etcd:URL");
 }
 
 }  // namespace
@@ -96,6 +115,46 @@ void add_store_commands(CLI::App& app, std::function<int()>& run) {
                      static_cast<long long>(l->revision), l->more ? " (more follow)" : "");
         return {};
       });
+    };
+  });
+
+  auto* backup = store->add_subcommand(
+      "backup", "Copy the embedded store to FILE, consistently, while a server runs (SQLite's online backup)");
+  backup->add_option("file", flags->file, "the new file to write")->required();
+  auto* bstore = backup->add_option("--store", flags->url, "the store: sqlite:PATH");
+  backup->add_option("--data-dir", flags->data_dir, "the store in DIR/kos.db")->capture_default_str()->excludes(bstore);
+  backup->callback([&run, flags] {
+    run = [flags] {
+      auto path = sqlite_path(*flags, "backup");
+      auto info = path ? store::backup_sqlite(*path, flags->file) : Result<store::BackupInfo>(fail(path.error()));
+      if (!info) {
+        std::fprintf(stderr, "kos store backup: %s\n", info.error().message.c_str());
+        return 1;
+      }
+      std::printf("backed up %s to %s: revision %lld, %llu bytes\n", path->c_str(), flags->file.c_str(),
+                  static_cast<long long>(info->revision), static_cast<unsigned long long>(info->bytes));
+      return 0;
+    };
+  });
+
+  auto* restore = store->add_subcommand(
+      "restore", "Put a backup made by `kos store backup` in place of the embedded store of a stopped server");
+  restore->add_option("file", flags->file, "the backup")->required();
+  auto* rstore = restore->add_option("--store", flags->url, "the store: sqlite:PATH");
+  restore->add_option("--data-dir", flags->data_dir, "the store in DIR/kos.db")->capture_default_str()->excludes(rstore);
+  restore->add_flag("--force", flags->force, "replace a store that exists there");
+  restore->callback([&run, flags] {
+    run = [flags] {
+      auto path = sqlite_path(*flags, "restore");
+      auto info = path ? store::restore_sqlite(flags->file, *path, flags->force)
+                       : Result<store::BackupInfo>(fail(path.error()));
+      if (!info) {
+        std::fprintf(stderr, "kos store restore: %s\n", info.error().message.c_str());
+        return 1;
+      }
+      std::printf("restored %s into %s: revision %lld; start the server on it\n", flags->file.c_str(), path->c_str(),
+                  static_cast<long long>(info->revision));
+      return 0;
     };
   });
 
