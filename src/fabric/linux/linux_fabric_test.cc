@@ -9,10 +9,13 @@
 #include <gtest/gtest.h>
 
 #include "fabric/testing.h"
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <filesystem>
 #include <boost/json.hpp>
 #include <set>
 #include <thread>
@@ -58,10 +61,24 @@ using Entry = std::pair<std::string, std::string>;
 
 bool succeeds(const std::vector<std::string>& argv) { return run(argv).exit_code == 0; }
 
-// A network namespace for the life of the object.
+// A network namespace for the life of the object. The first one of a test process also
+// deletes those left by earlier test processes that were killed (their pid is gone), which
+// no destructor removed.
 class Netns {
  public:
   Netns() : name_("kos-t-" + std::to_string(getpid()) + "-" + std::to_string(counter_++)) {
+    static const bool swept = [] {
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
+        const std::string n = e.path().filename().string();
+        if (!n.starts_with("kos-t-")) continue;
+        const std::string pid = n.substr(6, n.find('-', 6) == std::string::npos ? 0 : n.find('-', 6) - 6);
+        if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+        if (kill(std::stoi(pid), 0) != 0 && errno == ESRCH) run({"ip", "netns", "del", n});
+      }
+      return true;
+    }();
+    (void)swept;
     auto r = run({"ip", "netns", "add", name_});
     ok_ = r.exit_code == 0;
     if (!ok_) {
