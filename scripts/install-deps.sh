@@ -13,6 +13,7 @@ PACKAGES=(
   libmnl-dev libnl-3-dev libnl-route-3-dev
   etcd-server etcd-client prometheus
   iproute2 iputils-ping procps python3-kubernetes
+  systemd util-linux
 )
 
 missing=()
