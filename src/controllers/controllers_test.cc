@@ -371,31 +371,47 @@ namespace {
 
 // An IPAM took a lock for an attachment, then the attachment's Subnet was deleted before
 // the status write that names the lock (or the write failed, and the retry found no
-// Subnet). The lock is here created by hand, as that IPAM left it. Nothing shows the
-// address, yet it holds the VNI bound to the namespace for as long as the attachment
-// lives: the IPAM must release it.
-TEST_F(ControllersTest, WithoutItsSubnetAnAttachmentReleasesTheLocksItsStatusDoesNotName) {
+// Subnet). The lock is here created by hand, as that IPAM left it. It holds an address,
+// and the VNI with it, so the status must show it (it did not: the VNI stayed bound for as
+// long as the attachment lived, with no attachment showing why); a second such lock goes.
+// Deleting the attachment then frees the VNI.
+TEST_F(ControllersTest, WithoutItsSubnetAnAttachmentShowsTheLockItHolds) {
   start();
   auto x = na("x", "gone");
   ASSERT_TRUE(wait_na("x", [](const auto& a) {
     return a.status.errors.ipam == std::vector<std::string>{"Subnet gone does not exist"};
   }));
-  api::IPLock lock;
-  lock.metadata.namespace_ = "ns";
-  lock.metadata.name = api::format_iplock_name(31, *api::parse_ipv4("10.31.0.7"));
-  lock.metadata.owner_references.push_back(
-      api::OwnerReference{std::string(api::kApiVersion), "NetworkAttachment", "x", x.metadata.uid, true, true});
-  lock.spec.subnet_name = "gone";
-  ASSERT_TRUE(c_->create(lock).has_value());
+  auto make_lock = [&](const std::string& ip) {
+    api::IPLock lock;
+    lock.metadata.namespace_ = "ns";
+    lock.metadata.name = api::format_iplock_name(31, *api::parse_ipv4(ip));
+    lock.metadata.owner_references.push_back(
+        api::OwnerReference{std::string(api::kApiVersion), "NetworkAttachment", "x", x.metadata.uid, true, true});
+    lock.spec.subnet_name = "gone";
+    auto made = c_->create(lock);
+    EXPECT_TRUE(made.has_value()) << made.error().message;
+    return made.value_or(lock);
+  };
+  auto first = make_lock("10.31.0.7");
+  auto shown = wait_na("x", [](const auto& a) { return !a.status.ipv4.empty(); });
+  ASSERT_TRUE(shown.has_value()) << "a lock nobody's status shows is held";
+  EXPECT_EQ(shown->status.ipv4, "10.31.0.7");
+  EXPECT_EQ(shown->status.address_vni, 31u);
+  EXPECT_EQ(shown->status.lock_uid, first.metadata.uid);
+  EXPECT_EQ(shown->status.errors.ipam, std::vector<std::string>{"Subnet gone does not exist"});
+  // A second lock of the same incarnation: the status names the first, the second goes.
+  auto second = make_lock("10.31.0.8");
   EXPECT_TRUE(eventually([&] {
-    auto l = c_->get<api::IPLock>("ns", lock.metadata.name);
+    auto l = c_->get<api::IPLock>("ns", second.metadata.name);
     return !l && l.error().code == Errc::kNotFound;
-  })) << "the lock nobody's status names is still held";
-  auto now = c_->get<api::NetworkAttachment>("ns", "x");
-  ASSERT_TRUE(now.has_value());
-  EXPECT_TRUE(now->status.ipv4.empty());
-  EXPECT_EQ(now->status.errors.ipam, std::vector<std::string>{"Subnet gone does not exist"});
-  // The VNI is free: a Subnet on it is admitted in another namespace.
+  })) << "the lock the status does not name is still held";
+  EXPECT_EQ(c_->get<api::NetworkAttachment>("ns", "x")->status.lock_uid, first.metadata.uid);
+  // The attachment goes: so do its lock and the VNI's binding.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "x").has_value());
+  EXPECT_TRUE(eventually([&] {
+    auto l = c_->get<api::IPLock>("ns", first.metadata.name);
+    return !l && l.error().code == Errc::kNotFound;
+  }));
   api::Subnet t;
   t.metadata.namespace_ = "other";
   t.metadata.name = "t";

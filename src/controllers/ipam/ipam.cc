@@ -230,17 +230,19 @@ Result<Requeue> Ipam::reconcile(const std::string& key) {
   return assign(na, subnet);
 }
 
-// The attachment's Subnet is gone (or not validated): it gets no new address. The lock its
-// status names stays, with the address (a deleted Subnet's attachments keep theirs, and
-// the VNI stays bound to the namespace). Other locks of this incarnation go: an attempt
-// that took a lock just before the Subnet went, and never wrote it into the status, would
-// otherwise hold an address nobody shows, and the VNI with it, for as long as the
-// attachment lives. An address whose lock is gone leaves the status: nobody holds it, so no
-// node may implement it.
+// The attachment's Subnet is gone (or not validated): it gets no new address, and keeps
+// the one it holds (a deleted Subnet's attachments keep theirs, and the VNI stays bound to
+// the namespace while they do). What it holds must show in its status: the lock the status
+// names if it is live; else a live lock of this incarnation, taken by an attempt that did
+// not get to write it into the status before the Subnet went (it would otherwise hold an
+// address, and the VNI, that nothing shows); else nothing, and an address the status names
+// without a live lock behind it leaves the status (nobody holds it: no node may implement
+// it). Its other locks are deleted after the status write.
 //
-// As in assign, the decision is made on the attachment as the store has it, and locks are
-// deleted only after the status write; the index is read before the live GET (a lock taken
-// after it, by an IPAM that still sees the Subnet, is not touched).
+// Never delete a lock the status does not name while the status names nothing: another
+// IPAM whose cache still shows the Subnet may be about to write that lock into the status
+// (the race test caught exactly that). Once the status names a live lock, every IPAM keeps
+// that one (assign does), so the others are safe to delete, as in assign.
 Result<Requeue> Ipam::without_subnet(const api::NetworkAttachment& cached, std::string msg) {
   auto mine = locks_.indexer().by_index("owner-uid", cached.metadata.uid);
   auto live = client_->get<api::NetworkAttachment>(cached.metadata.namespace_, cached.metadata.name);
@@ -250,36 +252,57 @@ Result<Requeue> Ipam::without_subnet(const api::NetworkAttachment& cached, std::
   }
   if (live->metadata.uid != cached.metadata.uid) return Requeue{};  // replaced: its events come
   const api::NetworkAttachment& na = *live;
+  // The lock of this name as the store has it, if this incarnation owns it.
+  auto owned = [&](const std::string& name) -> Result<std::optional<api::IPLock>> {
+    auto l = client_->get<api::IPLock>(na.metadata.namespace_, name);
+    if (!l) {
+      if (l.error().code == Errc::kNotFound) return std::optional<api::IPLock>{};
+      return fail(l.error());
+    }
+    const auto* r = controller_ref(*l);
+    if (!r || r->uid != na.metadata.uid) return std::optional<api::IPLock>{};
+    return std::optional<api::IPLock>(*l);
+  };
 
   api::NetworkAttachmentStatus st = na.status;
   st.errors.ipam = {std::move(msg)};
   st.address_contention = false;
-  if (!st.lock_uid.empty() || !st.ipv4.empty()) {
-    bool held = false;
-    if (auto ip = api::parse_ipv4(st.ipv4); ip && !st.lock_uid.empty()) {
-      auto l = client_->get<api::IPLock>(na.metadata.namespace_, api::format_iplock_name(st.address_vni, *ip));
-      if (l) {
-        const auto* r = controller_ref(*l);
-        held = r && r->uid == na.metadata.uid && l->metadata.uid == st.lock_uid;
-      } else if (l.error().code != Errc::kNotFound) {
-        return fail(l.error());
-      }
+  bool held = false;
+  if (auto ip = api::parse_ipv4(st.ipv4); ip && !st.lock_uid.empty()) {
+    auto l = owned(api::format_iplock_name(st.address_vni, *ip));
+    if (!l) return fail(l.error());
+    held = *l && (*l)->metadata.uid == st.lock_uid;
+  }
+  if (!held)
+    for (const auto& o : mine) {
+      auto l = owned(std::get<api::IPLock>(*o).metadata.name);
+      if (!l) return fail(l.error());
+      if (!*l) continue;
+      auto name = api::parse_iplock_name((*l)->metadata.name);
+      if (!name) continue;
+      spdlog::info("ipam: attachment={} holds lock {} that its status did not show ({}): the status shows it now",
+                   key_of(na.metadata), (*l)->metadata.name, st.errors.ipam[0]);
+      st.ipv4 = api::format_ipv4(name->ipv4);
+      st.address_vni = name->vni;
+      st.lock_uid = (*l)->metadata.uid;
+      held = true;
+      break;
     }
-    if (!held) {
-      spdlog::warn("ipam: attachment={} showed ipv4={} vni={} but holds no lock for it ({}): the address "
-                   "leaves its status",
-                   key_of(na.metadata), st.ipv4, st.address_vni, st.errors.ipam[0]);
-      st.ipv4.clear();
-      st.address_vni = 0;
-      st.lock_uid.clear();
-    }
+  if (!held && (!st.ipv4.empty() || !st.lock_uid.empty())) {
+    spdlog::warn("ipam: attachment={} showed ipv4={} vni={} but holds no lock for it ({}): the address "
+                 "leaves its status",
+                 key_of(na.metadata), st.ipv4, st.address_vni, st.errors.ipam[0]);
+    st.ipv4.clear();
+    st.address_vni = 0;
+    st.lock_uid.clear();
   }
   if (auto w = write_status(na, st); !w) return w;
+  if (!held) return Requeue{};  // nothing named: nothing of this incarnation is deleted
   for (const auto& o : mine) {
     const auto& lock = std::get<api::IPLock>(*o);
     if (lock.metadata.uid == st.lock_uid) continue;
-    spdlog::info("ipam: releasing lock {}/{} of attachment={}, which its status does not name ({})",
-                 lock.metadata.namespace_, lock.metadata.name, key_of(na.metadata), st.errors.ipam[0]);
+    spdlog::info("ipam: releasing lock {}/{} of attachment={}: its status names {}", lock.metadata.namespace_,
+                 lock.metadata.name, key_of(na.metadata), st.ipv4);
     if (auto d = delete_lock(lock); !d) return fail(d.error());
   }
   return Requeue{};

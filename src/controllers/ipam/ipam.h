@@ -10,8 +10,8 @@
 // pick a free address, create the lock with a controller ownerReference to the attachment
 // (its UID), then write status.ipv4/addressVNI/lockUID through the status subresource.
 // A full subnet sets addressContention and retries with backoff. Without a (validated)
-// Subnet an attachment keeps the address its status names, if it still holds that lock,
-// and its other locks are released. Deleting an attachment
+// Subnet an attachment gets no new address and keeps the one it holds, which its status
+// then shows (see without_subnet). Deleting an attachment
 // releases its locks (UID preconditions, so a newer incarnation's lock is never removed;
 // the API server's garbage collector does the same).
 #pragma once
