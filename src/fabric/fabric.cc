@@ -12,12 +12,26 @@ std::optional<Error> check_common(uint32_t vni, const api::MacAddress& mac, uint
   if (guest_ip == 0) return Error{Errc::kInvalid, "guest IP 0.0.0.0 is not an address", {}};
   return std::nullopt;
 }
+bool valid_ifname(const std::string& n) {
+  return !n.empty() && n.size() <= 15 && n != "." && n != ".." && n.find_first_of("/ \t\n\r:") == std::string::npos;
+}
 }  // namespace
 
 std::optional<Error> check(const LocalIfc& ifc) {
   if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
-  if (ifc.name.empty() || ifc.name.size() > 15 || ifc.name.find_first_of("/ \t\n:") != std::string::npos)
+  if (!valid_ifname(ifc.name))
     return Error{Errc::kInvalid, "interface name \"" + ifc.name + "\" is not a valid Linux interface name", {}};
+  return std::nullopt;
+}
+
+std::optional<Error> check(const Plug& plug) {
+  if (plug.netns.empty() || plug.netns.front() != '/')
+    return Error{Errc::kInvalid, "network namespace \"" + plug.netns + "\" is not an absolute path", {}};
+  if (!valid_ifname(plug.ifname))
+    return Error{Errc::kInvalid, "interface name \"" + plug.ifname + "\" is not a valid Linux interface name", {}};
+  if (plug.ipv4 == 0) return Error{Errc::kInvalid, "the address 0.0.0.0 cannot be set", {}};
+  if (plug.prefix_len < 0 || plug.prefix_len > 32)
+    return Error{Errc::kInvalid, "prefix length " + std::to_string(plug.prefix_len) + " is out of range 0..32", {}};
   return std::nullopt;
 }
 

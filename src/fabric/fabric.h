@@ -44,6 +44,33 @@ struct RemoteIfc {
   bool operator==(const RemoteIfc&) const = default;
 };
 
+// Plugging: a workload (a container, through the CNI plugin) takes a local interface into
+// its own network namespace. plug() moves the interface's guest end there under the name
+// `ifname` and configures it: up, the guest MAC, `ipv4`/`prefix_len`, and lo up. It is
+// idempotent (a guest end already there as asked is configured again, which changes
+// nothing). kNotFound: the namespace does not exist, or the local interface is not in this
+// fabric; kConflict: the namespace has another interface named `ifname`. The interface
+// leaves the workload's namespace with delete_local (the pair is deleted; a namespace
+// that is gone took it already).
+struct Plug {
+  std::string netns;   // path of the workload's network namespace (e.g. /var/run/netns/X)
+  std::string ifname;  // the interface's name in it (1..15 characters)
+  uint32_t ipv4 = 0;
+  int prefix_len = 0;
+};
+
+// What a workload's namespace has under one name, read back (the CNI CHECK).
+struct Plugged {
+  std::string ifname;
+  int ifindex = 0;
+  api::MacAddress mac{};
+  bool up = false;
+  std::vector<std::pair<uint32_t, int>> ipv4;  // (address, prefix length)
+  bool operator==(const Plugged&) const = default;
+};
+
+std::optional<Error> check(const Plug& plug);
+
 // Why an interface cannot be programmed (VNI out of range, a MAC that is not unicast, a
 // zero address, an invalid Linux interface name), or nullopt. Every implementation checks
 // its arguments with these, so all fabrics refuse the same things.
@@ -77,6 +104,11 @@ class Fabric {
   virtual Result<void> delete_local(const LocalIfc& ifc) = 0;
   virtual Result<void> create_remote(const RemoteIfc& ifc) = 0;
   virtual Result<void> delete_remote(const RemoteIfc& ifc) = 0;
+
+  // See Plug above. plug() returns what the namespace has once it is done; inspect() reads
+  // it (kNotFound: no such namespace or no interface of that name in it).
+  virtual Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) = 0;
+  virtual Result<Plugged> inspect(const std::string& netns, const std::string& ifname) = 0;
 
   // What exists now (read back from the kernel for linux), for adoption at start-up.
   virtual Result<std::vector<LocalIfc>> list_local() = 0;

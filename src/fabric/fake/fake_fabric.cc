@@ -37,10 +37,45 @@ Result<void> FakeFabric::do_create_local(const LocalIfc& ifc) {
   std::lock_guard lk(mu_);
   auto [it, inserted] = locals_.try_emplace({ifc.vni, ifc.mac}, ifc);
   if (inserted || it->second != ifc) {
+    if (!inserted) unplug(ifc.vni, ifc.mac);  // replaced: a new pair, not in any namespace
     it->second = ifc;
     ++counts_.changes;
   }
   return {};
+}
+
+void FakeFabric::unplug(uint32_t vni, const api::MacAddress& mac) {
+  std::erase_if(plugs_, [&](const auto& p) { return p.second.vni == vni && p.second.plugged.mac == mac; });
+}
+
+Result<Plugged> FakeFabric::plug(const LocalIfc& ifc, const Plug& plug) {
+  if (auto e = begin(Op::kPlug, &Counts::plug)) return fail(*e);
+  if (auto e = check(ifc)) return fail(*e);
+  if (auto e = check(plug)) return fail(*e);
+  std::lock_guard lk(mu_);
+  auto it = locals_.find({ifc.vni, ifc.mac});
+  if (it == locals_.end() || it->second.name != ifc.name)
+    return fail(Errc::kNotFound, "interface " + ifc.name + " is not in this fabric");
+  const std::pair key{plug.netns, plug.ifname};
+  if (auto p = plugs_.find(key); p != plugs_.end() && (p->second.vni != ifc.vni || p->second.plugged.mac != ifc.mac))
+    return fail(Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname);
+  unplug(ifc.vni, ifc.mac);  // a guest end is in one namespace at a time
+  Plugged out;
+  out.ifname = plug.ifname;
+  out.ifindex = 2;  // after lo, as in a fresh namespace
+  out.mac = ifc.mac;
+  out.up = true;
+  out.ipv4 = {{plug.ipv4, plug.prefix_len}};
+  plugs_[key] = PlugState{ifc.vni, out};
+  ++counts_.changes;
+  return out;
+}
+
+Result<Plugged> FakeFabric::inspect(const std::string& netns, const std::string& ifname) {
+  std::lock_guard lk(mu_);
+  auto p = plugs_.find({netns, ifname});
+  if (p == plugs_.end()) return fail(Errc::kNotFound, "network namespace " + netns + " has no interface " + ifname);
+  return p->second.plugged;
 }
 
 Result<void> FakeFabric::delete_local(const LocalIfc& ifc) {
@@ -51,7 +86,10 @@ Result<void> FakeFabric::delete_local(const LocalIfc& ifc) {
 Result<void> FakeFabric::do_delete_local(const LocalIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
-  if (locals_.erase({ifc.vni, ifc.mac}) > 0) ++counts_.changes;
+  if (locals_.erase({ifc.vni, ifc.mac}) > 0) {
+    unplug(ifc.vni, ifc.mac);
+    ++counts_.changes;
+  }
   return {};
 }
 

@@ -9,6 +9,9 @@
 //  - a remote interface is identified by (vni, guest_ip): creating one that exists with
 //    another MAC or host IP replaces it; delete_remote removes it only if its MAC and host
 //    IP are the ones given (a stale delete does not remove a newer mapping);
+//  - plug() records (netns, ifname) -> the interface; it needs the local to exist and
+//    refuses an (netns, ifname) that holds another MAC; deleting or replacing the local
+//    unplugs it. The fake cannot see namespaces: any absolute path is one;
 //  - the same argument checks: VNI 1..api::kMaxVni, a unicast non-zero MAC, a local name
 //    of 1..15 characters, a non-zero guest IP and (remote) host IP; else kInvalid.
 //
@@ -36,7 +39,7 @@ struct FakeFabricOptions {
 
 class FakeFabric final : public Fabric {
  public:
-  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
+  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote, kPlug };
 
   // Calls by kind (failed and no-op calls included), and how many calls changed the state.
   struct Counts {
@@ -46,6 +49,7 @@ class FakeFabric final : public Fabric {
     uint64_t delete_remote = 0;
     uint64_t list_local = 0;
     uint64_t list_remote = 0;
+    uint64_t plug = 0;
     uint64_t changes = 0;  // creates and deletes that added, replaced or removed something
     uint64_t batches = 0;  // apply() calls
     uint64_t mutations() const { return create_local + delete_local + create_remote + delete_remote; }
@@ -62,6 +66,8 @@ class FakeFabric final : public Fabric {
   Result<void> delete_remote(const RemoteIfc& ifc) override;
   Result<std::vector<LocalIfc>> list_local() override;
   Result<std::vector<RemoteIfc>> list_remote() override;
+  Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
+  Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
   // One latency for the whole batch (a batched kernel operation), each change counted as
   // its call.
   std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
@@ -92,6 +98,12 @@ class FakeFabric final : public Fabric {
   std::map<Op, std::pair<int, Error>> failures_;
   std::map<std::pair<uint32_t, api::MacAddress>, LocalIfc> locals_;
   std::map<std::pair<uint32_t, uint32_t>, RemoteIfc> remotes_;
+  struct PlugState {
+    uint32_t vni;
+    Plugged plugged;
+  };
+  std::map<std::pair<std::string, std::string>, PlugState> plugs_;  // (netns, ifname) ->
+  void unplug(uint32_t vni, const api::MacAddress& mac);             // mu_ held
 };
 
 }  // namespace kos::fabric

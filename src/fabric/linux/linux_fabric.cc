@@ -402,6 +402,8 @@ std::optional<uint32_t> get_ipv4(const nlattr* a) {  // host byte order
 
 struct Link {
   int index = 0;
+  unsigned flags = 0;
+  std::optional<api::MacAddress> mac;
   std::string name, kind, alias;
   int master = 0;
   uint32_t mtu = 0;
@@ -417,6 +419,8 @@ std::optional<Link> parse_link(const nlmsghdr* nlh) {
   AttrTable tb = attrs(nlh, sizeof(ifinfomsg), IFLA_MAX);
   Link l;
   l.index = ifi->ifi_index;
+  l.flags = ifi->ifi_flags;
+  l.mac = get_mac(tb[IFLA_ADDRESS]);
   l.name = get_str(tb[IFLA_IFNAME]);
   l.alias = get_str(tb[IFLA_IFALIAS]);
   l.master = static_cast<int>(get_u32(tb[IFLA_MASTER]));
@@ -704,9 +708,13 @@ struct Plan {
 struct LinuxFabric::Impl {
   explicit Impl(LinuxFabricOptions o)
       : opts(std::move(o)), where(opts.netns.empty() ? std::string() : " in netns " + opts.netns) {}
-  ~Impl() { stop(); }
+  ~Impl() {
+    stop();
+    if (node_ns >= 0) ::close(node_ns);
+  }
 
   const LinuxFabricOptions opts;
+  int node_ns = -1;  // the fabric's network namespace (plug() moves guest ends out of it)
   const std::string where;  // for messages
 
   std::mutex mu;
@@ -1233,6 +1241,201 @@ struct LinuxFabric::Impl {
 };
 
 // ---------------------------------------------------------------------------------------
+// Plugging. It runs on a thread of its own that enters the fabric's namespace to move the
+// guest end, then the workload's to configure it, with a netlink socket opened in each (a
+// socket stays in the namespace it was opened in). The worker's cache is not involved: it
+// knows locals by their host end, which does not move.
+
+namespace {
+
+Request msg_move_link(int index, int netns_fd, const std::string& new_name, const std::string& what) {
+  MsgBuilder m(RTM_SETLINK, 0);
+  link_header(m, false)->ifi_index = index;
+  m.u32(IFLA_NET_NS_FD, static_cast<uint32_t>(netns_fd));
+  m.str(IFLA_IFNAME, new_name);
+  return m.done(what);
+}
+
+Request msg_set_up(int index, const std::string& name) {
+  MsgBuilder m(RTM_SETLINK, 0);
+  link_header(m, true)->ifi_index = index;
+  return m.done("set " + name + " up");
+}
+
+Request msg_set_addr(int index, uint32_t ip, int prefix_len, const std::string& name) {
+  MsgBuilder m(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE);
+  auto* ifa = m.header<ifaddrmsg>();
+  ifa->ifa_family = AF_INET;
+  ifa->ifa_prefixlen = static_cast<uint8_t>(prefix_len);
+  ifa->ifa_index = static_cast<uint32_t>(index);
+  const uint32_t be = htonl(ip);
+  m.bytes(IFA_LOCAL, &be, 4);
+  m.bytes(IFA_ADDRESS, &be, 4);
+  return m.done("set address " + api::format_ipv4(ip) + "/" + std::to_string(prefix_len) + " on " + name);
+}
+
+// One request; its error (kNotFound for ENOENT/ENODEV) with `where`, or its data.
+Result<std::vector<std::vector<uint8_t>>> one(NetlinkSocket& sock, Request req, const std::string& where) {
+  auto r = sock.transact({req}, nullptr);
+  if (!r) return fail(r.error());
+  const auto& reply = (*r)[0];
+  if (reply.error) return fail(sys_error(req.what + where, reply.error, reply.extack));
+  return reply.data;
+}
+
+Result<std::optional<Link>> find_link(NetlinkSocket& sock, const std::string& name, const std::string& where) {
+  auto r = one(sock, msg_get_link(name), where);
+  if (!r) {
+    if (r.error().code == Errc::kNotFound) return std::optional<Link>{};
+    return fail(r.error());
+  }
+  for (const auto& d : *r)
+    if (auto l = parse_link(reinterpret_cast<const nlmsghdr*>(d.data()))) return std::optional<Link>{*l};
+  return std::optional<Link>{};
+}
+
+Result<Plugged> read_plugged(NetlinkSocket& sock, const std::string& ifname, const std::string& where) {
+  auto l = find_link(sock, ifname, where);
+  if (!l) return fail(l.error());
+  if (!*l) return fail(Errc::kNotFound, "no interface " + ifname + where);
+  Plugged p;
+  p.ifname = ifname;
+  p.ifindex = (*l)->index;
+  p.mac = (*l)->mac.value_or(api::MacAddress{});
+  p.up = ((*l)->flags & IFF_UP) != 0;
+  MsgBuilder m(RTM_GETADDR, NLM_F_DUMP);
+  m.header<ifaddrmsg>()->ifa_family = AF_INET;
+  for (int attempt = 0;; ++attempt) {
+    p.ipv4.clear();
+    auto r = sock.dump(m.done("").bytes, [&](const nlmsghdr* nlh) {
+      if (nlh->nlmsg_type != RTM_NEWADDR || mnl_nlmsg_get_payload_len(nlh) < sizeof(ifaddrmsg)) return;
+      const auto* ifa = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
+      if (static_cast<int>(ifa->ifa_index) != p.ifindex) return;
+      AttrTable tb = attrs(nlh, sizeof(ifaddrmsg), IFA_MAX);
+      auto ip = get_ipv4(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS]);
+      if (ip) p.ipv4.emplace_back(*ip, ifa->ifa_prefixlen);
+    });
+    if (r) break;
+    if (r.error().code != Errc::kUnavailable || attempt >= 3) return fail(r.error());
+  }
+  return p;
+}
+
+// Runs fn on a new thread that has entered the namespace of `netns_path` (or of the fd
+// `netns_fd` when the path is empty), with a netlink socket opened there.
+template <class T>
+Result<T> in_netns(int netns_fd, const std::string& netns_path, const std::function<Result<T>(NetlinkSocket&)>& fn) {
+  std::optional<Result<T>> out;
+  std::thread t([&] {
+    int fd = netns_fd;
+    if (!netns_path.empty()) {
+      fd = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        const int err = errno;
+        out = fail(err == ENOENT ? Error{Errc::kNotFound, "network namespace " + netns_path + " does not exist", {}}
+                                 : sys_error("cannot open network namespace " + netns_path, err));
+        return;
+      }
+    }
+    const int rc = setns(fd, CLONE_NEWNET);
+    const int err = errno;
+    if (!netns_path.empty()) ::close(fd);
+    if (rc != 0) {
+      out = fail(sys_error("cannot enter network namespace " + (netns_path.empty() ? "of the fabric" : netns_path), err));
+      return;
+    }
+    NetlinkSocket sock;
+    if (auto r = sock.open(); !r) {
+      out = fail(r.error());
+      return;
+    }
+    out = fn(sock);
+  });
+  t.join();
+  return std::move(*out);
+}
+
+}  // namespace
+
+Result<Plugged> LinuxFabric::plug(const LocalIfc& ifc, const Plug& plug) {
+  if (auto e = check(ifc)) return fail(*e);
+  if (auto e = check(plug)) return fail(*e);
+  const std::string there = " in network namespace " + plug.netns;
+  const int target = ::open(plug.netns.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    const int err = errno;
+    if (err == ENOENT) return fail(Errc::kNotFound, "network namespace " + plug.netns + " does not exist");
+    return fail(sys_error("cannot open network namespace " + plug.netns, err));
+  }
+  // 1. In the workload's namespace: the name must be free or ours already. (The kernel
+  // moves a device before it renames it, so a taken name would strand the guest end there
+  // under its fabric name.) A guest end stranded so by an earlier attempt is renamed.
+  auto present = in_netns<bool>(-1, plug.netns, [&](NetlinkSocket& sock) -> Result<bool> {
+    auto l = find_link(sock, plug.ifname, there);
+    if (!l) return fail(l.error());
+    if (*l) {
+      if ((*l)->mac == ifc.mac) return true;
+      return fail(Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname +
+                                       " (MAC " + ((*l)->mac ? api::format_mac(*(*l)->mac) : std::string("none")) + ")");
+    }
+    auto k = find_link(sock, ifc.name, there);
+    if (!k) return fail(k.error());
+    if (!*k || (*k)->mac != ifc.mac) return false;
+    MsgBuilder m(RTM_SETLINK, 0);
+    link_header(m, false)->ifi_index = (*k)->index;
+    m.str(IFLA_IFNAME, plug.ifname);
+    if (auto r = one(sock, m.done("rename " + ifc.name + " to " + plug.ifname), there); !r) return fail(r.error());
+    return true;
+  });
+  if (!present) {
+    ::close(target);
+    return fail(present.error());
+  }
+  // 2. In the fabric's namespace: the guest end moves out, renamed on the way.
+  auto moved = *present ? Result<bool>(true) : in_netns<bool>(impl_->node_ns, "", [&](NetlinkSocket& sock) -> Result<bool> {
+    const std::string here = impl_->where;
+    auto host = find_link(sock, host_end_name(ifc.mac), here);
+    if (!host) return fail(host.error());
+    if (!*host) return fail(Errc::kNotFound, "interface " + ifc.name + " is not in this fabric" + here);
+    auto guest = find_link(sock, ifc.name, here);
+    if (!guest) return fail(guest.error());
+    if (!*guest)
+      return fail(Errc::kNotFound, "the guest end " + ifc.name + " is neither in this fabric's namespace" + here +
+                                       " nor" + there + " (moved elsewhere?)");
+    if ((*guest)->mac != ifc.mac)
+      return fail(Errc::kConflict, "interface " + ifc.name + here + " does not carry the guest MAC " + api::format_mac(ifc.mac));
+    auto r = one(sock, msg_move_link((*guest)->index, target, plug.ifname,
+                                     "move " + ifc.name + " to" + there + " as " + plug.ifname), here);
+    if (!r) return fail(r.error());
+    return true;
+  });
+  ::close(target);
+  if (!moved) return fail(moved.error());
+  // 2. In the workload's namespace: the interface must be ours (its MAC), then configured.
+  return in_netns<Plugged>(-1, plug.netns, [&](NetlinkSocket& sock) -> Result<Plugged> {
+    auto l = find_link(sock, plug.ifname, there);
+    if (!l) return fail(l.error());
+    if (!*l) return fail(Errc::kNotFound, "interface " + plug.ifname + " vanished from" + there);
+    if ((*l)->mac != ifc.mac)
+      return fail(Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname +
+                                       " (MAC " + ((*l)->mac ? api::format_mac(*(*l)->mac) : std::string("none")) + ")");
+    const int index = (*l)->index;
+    if (auto lo = find_link(sock, "lo", there); lo && *lo && !((*lo)->flags & IFF_UP))
+      if (auto r = one(sock, msg_set_up((*lo)->index, "lo"), there); !r) return fail(r.error());
+    if (auto r = one(sock, msg_set_addr(index, plug.ipv4, plug.prefix_len, plug.ifname), there); !r) return fail(r.error());
+    if (!((*l)->flags & IFF_UP))
+      if (auto r = one(sock, msg_set_up(index, plug.ifname), there); !r) return fail(r.error());
+    return read_plugged(sock, plug.ifname, there);
+  });
+}
+
+Result<Plugged> LinuxFabric::inspect(const std::string& netns, const std::string& ifname) {
+  if (netns.empty() || netns.front() != '/')
+    return fail(Errc::kInvalid, "network namespace \"" + netns + "\" is not an absolute path");
+  return in_netns<Plugged>(-1, netns, [&](NetlinkSocket& sock) { return read_plugged(sock, ifname, " in network namespace " + netns); });
+}
+
+// ---------------------------------------------------------------------------------------
 // LinuxFabric
 
 LinuxFabric::LinuxFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1246,7 +1449,10 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
   if (opts.underlay_dev.size() > 15)
     return fail(Errc::kInvalid, "linux fabric: underlay device name " + opts.underlay_dev + " is too long");
   int fd = -1;
-  if (!opts.netns.empty()) {
+  if (opts.netns.empty()) {
+    fd = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail(sys_error("linux fabric: cannot open this thread's network namespace", errno));
+  } else {
     std::string path = opts.netns;
     if (path.front() != '/') {
       if (path == "." || path == ".." || path.find('/') != std::string::npos)
@@ -1263,7 +1469,8 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
     }
   }
   auto impl = std::make_unique<Impl>(opts);
-  if (auto r = impl->start(fd); !r) return fail(r.error());  // the worker closes fd
+  impl->node_ns = fd;  // kept for plug(); closed by ~Impl
+  if (auto r = impl->start(fcntl(fd, F_DUPFD_CLOEXEC, 0)); !r) return fail(r.error());  // the worker closes the dup
   return std::unique_ptr<Fabric>(new LinuxFabric(std::move(impl)));
 }
 

@@ -106,6 +106,12 @@ class LinuxFabric final : public Fabric {
   // only) 0, so that it matches nothing and gets deleted or re-created.
   Result<std::vector<LocalIfc>> list_local() override;
   Result<std::vector<RemoteIfc>> list_remote() override;
+  // On a thread of its own (see Plug in fabric.h): moves the guest end into plug.netns as
+  // plug.ifname (one RTM_SETLINK with IFLA_NET_NS_FD and the new name), sets lo and it up
+  // and the address (replacing one of the same address). kNotFound when the host end is
+  // not here, kConflict when the workload already has another interface of that name.
+  Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
+  Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
 
   LinuxFabricStats stats() const;
 

@@ -488,6 +488,57 @@ TEST_F(LinuxFabricTest, MovedGuestEndIsStillListed) {
   EXPECT_EQ(link_names(ns()), std::set<std::string>{"lo"});
 }
 
+// What the CNI plugin asks of the fabric: the guest end moves into the workload's
+// namespace under the runtime's name, configured; again is harmless; a name taken there by
+// another interface is a conflict; delete_local takes it out again.
+TEST_F(LinuxFabricTest, PlugMovesTheGuestEndIntoAWorkloadNamespaceConfigured) {
+  Netns workload;
+  ASSERT_TRUE(workload.ok()) << workload.error();
+  const std::string path = "/var/run/netns/" + workload.name();
+  auto f = open(ns());
+  ASSERT_TRUE(f);
+  const LocalIfc l = local(100, "10.1.0.2");
+  Plug p{path, "eth0", ip("10.1.0.2"), 24};
+  EXPECT_EQ(f->plug(l, p).error().code, Errc::kNotFound);  // not created yet
+  ASSERT_TRUE(f->create_local(l));
+  sh({"ip", "-n", workload.name(), "link", "set", "lo", "down"});
+  auto r = f->plug(l, p);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->ifname, "eth0");
+  EXPECT_EQ(r->mac, l.mac);
+  EXPECT_TRUE(r->up);
+  EXPECT_EQ(r->ipv4, (std::vector<std::pair<uint32_t, int>>{{ip("10.1.0.2"), 24}}));
+  EXPECT_FALSE(link_names(ns()).contains(l.name));
+  auto g = links(workload.name());
+  ASSERT_TRUE(g.contains("eth0"));
+  EXPECT_EQ(str(g["eth0"], "address"), api::format_mac(l.mac));
+  EXPECT_TRUE(has_flag(g["eth0"], "UP"));
+  EXPECT_TRUE(has_flag(g["lo"], "UP"));
+  EXPECT_NE(sh({"ip", "-n", workload.name(), "-4", "addr", "show", "dev", "eth0"}).find("10.1.0.2/24"), std::string::npos);
+
+  auto again = f->plug(l, p);  // idempotent
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again, *r);
+  auto seen = f->inspect(path, "eth0");
+  ASSERT_TRUE(seen) << seen.error().message;
+  EXPECT_EQ(*seen, *r);
+  EXPECT_EQ(f->inspect(path, "eth9").error().code, Errc::kNotFound);
+  EXPECT_EQ(f->inspect("/var/run/netns/kos-t-none-such", "eth0").error().code, Errc::kNotFound);
+
+  // Another attachment cannot take a name the workload already uses.
+  const LocalIfc l2 = local(100, "10.1.0.3");
+  ASSERT_TRUE(f->create_local(l2));
+  auto clash = f->plug(l2, Plug{path, "eth0", ip("10.1.0.3"), 24});
+  EXPECT_EQ(clash.error().code, Errc::kConflict) << clash.error().message;
+  EXPECT_TRUE(link_names(ns()).contains(l2.name)) << "a refused plug leaves the guest end where it was";
+  EXPECT_EQ(f->plug(l2, Plug{"/var/run/netns/kos-t-none-such", "eth1", ip("10.1.0.3"), 24}).error().code,
+            Errc::kNotFound);
+
+  ASSERT_TRUE(f->delete_local(l));
+  EXPECT_FALSE(link_names(workload.name()).contains("eth0"));
+  EXPECT_EQ(f->list_local().value(), std::vector<LocalIfc>{l2});
+}
+
 TEST_F(LinuxFabricTest, AnotherHostIpRecreatesTheVxlanDevices) {
   const LocalIfc l = local(100, "10.1.0.2");
   const RemoteIfc r = remote(100, "10.1.0.3", "10.99.0.2");
