@@ -251,6 +251,7 @@ Result<void> Agent::start() {
 // The gauges are process-wide and several agents may share a process (kos simulate):
 // each agent adds the change of its own counts. mu_ held.
 void Agent::publish_counts() {
+  locals_changed_.notify_all();  // every change of locals_ ends here
   auto move = [](metrics::Family<metrics::Gauge>& g, double& published, size_t now) {
     g.get().inc(static_cast<double>(now) - published);
     published = static_cast<double>(now);
@@ -258,6 +259,33 @@ void Agent::publish_counts() {
   move(agent_metrics().locals, published_.locals, locals_.size());
   move(agent_metrics().remotes, published_.remotes, remotes_.size());
   move(agent_metrics().vnis, published_.vnis, vni_informers_.size());
+}
+
+std::optional<fabric::LocalIfc> Agent::local(const std::string& key, const std::string& uid) const {
+  std::lock_guard lk(mu_);
+  auto it = locals_.find(key);
+  if (it == locals_.end() || it->second.uid != uid) return std::nullopt;
+  return it->second.ifc;
+}
+
+Result<std::optional<fabric::LocalIfc>> Agent::wait_local(const std::string& key, const std::string& uid, bool gone,
+                                                          std::chrono::steady_clock::time_point deadline,
+                                                          const std::function<bool()>& cancelled) const {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    auto it = locals_.find(key);
+    const bool have = it != locals_.end() && it->second.uid == uid;
+    if (have != gone) return have ? std::optional<fabric::LocalIfc>(it->second.ifc) : std::nullopt;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return fail(Errc::kTimeout, "timed out");
+    if (cancelled) {
+      lk.unlock();
+      const bool stop = cancelled();
+      lk.lock();
+      if (stop) return fail(Errc::kCancelled, "cancelled");
+    }
+    locals_changed_.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(50)));
+  }
 }
 
 void Agent::stop() {

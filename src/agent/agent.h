@@ -23,6 +23,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -84,6 +85,17 @@ class Agent {
   };
   Counts counts() const;
 
+  // For the local API (CNI): the interface of attachment `key` (namespace/name) of
+  // incarnation `uid`, if this agent has implemented it.
+  std::optional<fabric::LocalIfc> local(const std::string& key, const std::string& uid) const;
+  // Waits until local(key, uid) has a value (or, with `gone`, until it has none), until
+  // `deadline` (kTimeout) or until `cancelled` returns true (kCancelled; polled every 50 ms).
+  Result<std::optional<fabric::LocalIfc>> wait_local(const std::string& key, const std::string& uid, bool gone,
+                                                     std::chrono::steady_clock::time_point deadline,
+                                                     const std::function<bool()>& cancelled = {}) const;
+  const std::string& node() const { return opts_.node; }
+  uint32_t host_ip() const { return opts_.host_ip; }
+
   Result<controllers::Requeue> reconcile(const std::string& key);
   // Several keys at once (what the workers call): the remote mappings among them, the bulk
   // of a node's work (every attachment of its VNIs on other nodes), are programmed with
@@ -132,6 +144,7 @@ class Agent {
   controllers::Controller controller_;
 
   mutable std::mutex mu_;
+  mutable std::condition_variable locals_changed_;  // notified by publish_counts()
   std::map<uint32_t, std::unique_ptr<client::Informer>> vni_informers_;
   std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it

@@ -12,6 +12,7 @@
 
 #include "agent/agent.h"
 #include "agent/implementation_log.h"
+#include "agent/local_api.h"
 #include "api/cidr.h"
 #include "cmd/commands.h"
 #include "cmd/metrics_listen.h"
@@ -33,6 +34,7 @@ struct Flags {
   int workers = 4;
   std::string metrics_listen;
   std::string state_dir = "/var/lib/kos/agent";
+  std::string cni_socket;  // default: <state dir>/cni.sock; "none": not served
 };
 
 int run(const Flags& f) {
@@ -111,9 +113,23 @@ int run(const Flags& f) {
     std::fprintf(stderr, "kos agent: %s\n", r.error().message.c_str());
     return 1;
   }
+  // The local API for kos-cni, once the agent has adopted what exists (a plugin's ADD then
+  // waits only for new work).
+  std::unique_ptr<agent::LocalApi> local_api;
+  if (f.cni_socket != "none") {
+    agent::LocalApiOptions lo;
+    lo.socket_path = f.cni_socket.empty() ? f.state_dir + "/cni.sock" : f.cni_socket;
+    local_api = std::make_unique<agent::LocalApi>(*client, a, *fab, lo);
+    if (auto r = local_api->start(); !r) {
+      std::fprintf(stderr, "kos agent: --cni-socket: %s\n", r.error().message.c_str());
+      a.stop();
+      return 1;
+    }
+  }
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("agent: stopping signal={}", sig);
+  if (local_api) local_api->stop();
   a.stop();
   return 0;
 }
@@ -132,7 +148,11 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run");
   c->add_option("--workers", f->workers, "reconcile workers")->capture_default_str();
   c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics, /healthz and /debug/implementations on HOST:PORT");
-  c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock")->capture_default_str();
+  c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock and the CNI socket")
+      ->capture_default_str();
+  c->add_option("--cni-socket", f->cni_socket,
+                "unix socket of the local API that kos-cni calls (mode 0600; default STATE_DIR/cni.sock; "
+                "\"none\": not served)");
   c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
 }
 

@@ -1,0 +1,234 @@
+// The agent's local API (what kos-cni calls) over its real unix socket, with an agent on
+// the fake fabric, a real API server, the subnet validator and the IPAM, in process.
+#include "agent/local_api.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+
+#include <gtest/gtest.h>
+
+#include "api/cidr.h"
+#include "client/test_server.h"
+#include "controllers/ipam/ipam.h"
+#include "controllers/subnet_validator/validator.h"
+#include "fabric/fake/fake_fabric.h"
+
+namespace kos::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using cni::Request;
+using cni::Response;
+
+class LocalApiTest : public client::testing::ApiServerTest {
+ protected:
+  void SetUp() override {
+    ApiServerTest::SetUp();
+    c_ = client();
+    validator_ = std::make_unique<controllers::SubnetValidator>(c_);
+    ASSERT_TRUE(validator_->start().has_value());
+    ipam_ = std::make_unique<controllers::Ipam>(c_);
+    ASSERT_TRUE(ipam_->start().has_value());
+    AgentOptions o;
+    o.node = "node-a";
+    o.host_ip = 0x0a090001;
+    o.workers = 2;
+    agent_ = std::make_unique<Agent>(c_, fabric_, o);
+    ASSERT_TRUE(agent_->start().has_value());
+    dir_ = std::filesystem::temp_directory_path() / ("kos-localapi-" + std::to_string(getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    socket_ = (dir_ / "cni.sock").string();
+    api_ = std::make_unique<LocalApi>(c_, *agent_, fabric_, LocalApiOptions{socket_});
+    ASSERT_TRUE(api_->start().has_value());
+    api::Subnet s;
+    s.metadata.namespace_ = "ns1";
+    s.metadata.name = "s1";
+    s.spec.vni = 7;
+    s.spec.ipv4 = "10.10.0.0/24";
+    ASSERT_TRUE(c_->create(s).has_value());
+  }
+  void TearDown() override {
+    if (api_) api_->stop();
+    if (agent_) agent_->stop();
+    if (ipam_) ipam_->stop();
+    if (validator_) validator_->stop();
+    std::filesystem::remove_all(dir_);
+    ApiServerTest::TearDown();
+  }
+
+  Request req(const std::string& op, const std::string& container = "c1", const std::string& ifname = "eth0") {
+    Request r;
+    r.op = op;
+    r.container_id = container;
+    r.ifname = ifname;
+    r.netns = "/proc/self/ns/net";  // the fake fabric plugs into any path; the agent checks it exists
+    r.network = "tenant-a";
+    r.ns = "ns1";
+    r.subnet = "s1";
+    r.timeout_ms = 10000;
+    return r;
+  }
+  Response call(const Request& r) {
+    auto a = cni::call(socket_, r, 30s);
+    EXPECT_TRUE(a) << a.error().message;
+    return a ? *a : Response::error(-1, a.error().message);
+  }
+  std::vector<api::NetworkAttachment> attachments() { return c_->list<api::NetworkAttachment>("ns1").value(); }
+
+  std::shared_ptr<client::RestClient> c_;
+  std::unique_ptr<controllers::SubnetValidator> validator_;
+  std::unique_ptr<controllers::Ipam> ipam_;
+  fabric::FakeFabric fabric_;
+  std::unique_ptr<Agent> agent_;
+  std::filesystem::path dir_;
+  std::string socket_;
+  std::unique_ptr<LocalApi> api_;
+};
+
+TEST_F(LocalApiTest, AddAttachesThePluggedInterfaceAndIsIdempotent) {
+  struct stat st{};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "only root may use the local API";
+
+  auto r = call(req("add"));
+  ASSERT_EQ(r.code, 0) << r.msg;
+  const std::string name = cni_attachment_name("node-a", "c1", "eth0");
+  EXPECT_EQ(r.attachment, "ns1/" + name);
+  EXPECT_EQ(r.ifname, "eth0");
+  EXPECT_EQ(r.sandbox, "/proc/self/ns/net");
+  EXPECT_EQ(r.gateway, "10.10.0.1");
+  EXPECT_EQ(r.routes, std::vector<std::string>{"10.10.0.0/24"});
+  ASSERT_TRUE(r.address.starts_with("10.10.0.") && r.address.ends_with("/24")) << r.address;
+
+  auto na = c_->get<api::NetworkAttachment>("ns1", name).value();
+  EXPECT_EQ(na.spec.node, "node-a");
+  EXPECT_EQ(na.spec.subnet, "s1");
+  EXPECT_EQ(na.metadata.labels.at(kCniPluginLabel), "kos-cni");
+  EXPECT_EQ(na.metadata.annotations.at(kCniContainerAnnotation), "c1");
+  EXPECT_EQ(na.metadata.annotations.at(kCniIfnameAnnotation), "eth0");
+  EXPECT_EQ(na.metadata.annotations.at(kCniNetworkAnnotation), "tenant-a");
+  EXPECT_EQ(na.status.ipv4 + "/24", r.address);
+  auto seen = fabric_.inspect("/proc/self/ns/net", "eth0");
+  ASSERT_TRUE(seen) << seen.error().message;
+  EXPECT_EQ(api::format_mac(seen->mac), r.mac);
+  EXPECT_EQ(r.mac, api::format_mac(api::guest_mac(api::parse_ipv4(na.status.ipv4).value(), 7)));
+
+  auto again = call(req("add"));
+  EXPECT_EQ(again, r) << "a second ADD answers the same";
+  EXPECT_EQ(attachments().size(), 1u);
+
+  auto chk = call(req("check"));
+  EXPECT_EQ(chk.code, 0) << chk.msg;
+  auto bad = req("check");
+  bad.prev_address = "10.10.0.250/24";
+  EXPECT_EQ(call(bad).code, cni::kMismatch);
+}
+
+TEST_F(LocalApiTest, DelRemovesTheAttachmentAndItsInterfaceAndSucceedsWhenGone) {
+  auto r = call(req("add"));
+  ASSERT_EQ(r.code, 0) << r.msg;
+  auto d = req("del");
+  d.netns.clear();  // the container's namespace may be gone by now
+  auto del = call(d);
+  ASSERT_EQ(del.code, 0) << del.msg;
+  EXPECT_TRUE(attachments().empty());
+  EXPECT_TRUE(fabric_.locals().empty()) << "DEL returns once the node has removed the interface";
+  EXPECT_FALSE(fabric_.inspect("/proc/self/ns/net", "eth0"));
+  EXPECT_EQ(call(d).code, 0) << "DEL of what is gone succeeds";
+  EXPECT_EQ(call(req("del", "never-added")).code, 0);
+  EXPECT_EQ(call(req("check")).code, cni::kUnknownContainer);
+}
+
+TEST_F(LocalApiTest, AnAddThatCannotCompleteSaysWhyAndLeavesNothing) {
+  auto missing = req("add");
+  missing.subnet = "s9";
+  auto m = call(missing);
+  EXPECT_EQ(m.code, cni::kTryAgainLater);
+  EXPECT_NE(m.msg.find("Subnet ns1/s9 does not exist"), std::string::npos) << m.msg;
+  EXPECT_TRUE(attachments().empty());
+
+  ipam_->stop();  // nobody hands out addresses
+  auto q = req("add");
+  q.timeout_ms = 500;
+  auto r = call(q);
+  EXPECT_EQ(r.code, cni::kTryAgainLater);
+  EXPECT_NE(r.msg.find("no address yet"), std::string::npos) << r.msg;
+  EXPECT_TRUE(attachments().empty()) << "the failed ADD deleted the attachment it made";
+
+  auto gone = req("add");
+  gone.netns = "/var/run/netns/kos-localapi-none-such";
+  EXPECT_EQ(call(gone).code, cni::kUnknownContainer);
+  auto bad = req("add", "c1", "a-name-too-long-for-linux");
+  EXPECT_EQ(call(bad).code, cni::kInvalidEnvironment);
+  auto badns = req("add");
+  badns.ns = "Not_A_Namespace";
+  EXPECT_EQ(call(badns).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(req("spin")).code, cni::kDecodeFailure);
+  EXPECT_TRUE(attachments().empty());
+}
+
+TEST_F(LocalApiTest, ADelCancelsAnAddInProgress) {
+  ipam_->stop();
+  auto q = req("add");
+  q.timeout_ms = 60000;
+  auto pending = std::async(std::launch::async, [&] { return cni::call(socket_, q, 90s); });
+  // The ADD has made its attachment and waits for an address.
+  auto t0 = std::chrono::steady_clock::now();
+  while (attachments().empty() && std::chrono::steady_clock::now() - t0 < 10s) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(attachments().size(), 1u);
+  auto del = call(req("del"));
+  EXPECT_EQ(del.code, 0) << del.msg;
+  ASSERT_EQ(pending.wait_for(10s), std::future_status::ready) << "the ADD gave up";
+  auto add = pending.get();
+  ASSERT_TRUE(add);
+  EXPECT_EQ(add->code, cni::kTryAgainLater);
+  EXPECT_NE(add->msg.find("DEL"), std::string::npos) << add->msg;
+  EXPECT_TRUE(attachments().empty());
+}
+
+TEST_F(LocalApiTest, GcDeletesThisNetworksAttachmentsThatAreNotValid) {
+  // One namespace for all (the fake fabric's), so each container has its own interface name.
+  ASSERT_EQ(call(req("add", "c1", "eth1")).code, 0);
+  ASSERT_EQ(call(req("add", "c2", "eth2")).code, 0);
+  auto other = req("add", "c3", "eth3");
+  other.network = "tenant-b";
+  ASSERT_EQ(call(other).code, 0);
+  Request gc;
+  gc.op = "gc";
+  gc.network = "tenant-a";
+  gc.valid = {{"c1", "eth1"}, {"c2", "eth0"}};  // c2's eth0 is not its eth2
+  auto r = call(gc);
+  ASSERT_EQ(r.code, 0) << r.msg;
+  EXPECT_EQ(r.deleted, std::vector<std::string>{"ns1/" + cni_attachment_name("node-a", "c2", "eth2")});
+  std::set<std::string> left;
+  for (const auto& na : attachments()) left.insert(na.metadata.annotations.at(kCniContainerAnnotation));
+  EXPECT_EQ(left, (std::set<std::string>{"c1", "c3"}));
+  Request status;
+  status.op = "status";
+  EXPECT_EQ(call(status).code, 0);
+}
+
+TEST_F(LocalApiTest, ASecondServerOnALiveSocketIsRefusedAndAStaleOneReplaced) {
+  LocalApi second(c_, *agent_, fabric_, LocalApiOptions{socket_});
+  auto r = second.start();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("another process serves"), std::string::npos) << r.error().message;
+  api_->stop();
+  // A socket file whose server is gone (as after kill -9) is replaced.
+  ASSERT_EQ(::mknod(socket_.c_str(), S_IFSOCK | 0600, 0), 0);
+  LocalApi third(c_, *agent_, fabric_, LocalApiOptions{socket_});
+  ASSERT_TRUE(third.start()) ;
+  Request status;
+  status.op = "status";
+  auto a = cni::call(socket_, status, 10s);
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->code, 0);
+  third.stop();
+}
+
+}  // namespace
+}  // namespace kos::agent
