@@ -14,6 +14,7 @@ PACKAGES=(
   etcd-server etcd-client prometheus
   iproute2 iputils-ping procps python3-kubernetes
   systemd util-linux
+  containernetworking-plugins golang-go golang-github-appc-cni-dev
 )
 
 missing=()

@@ -140,6 +140,10 @@ std::string Cluster::start() {
   return "";
 }
 
+std::string Cluster::cni_socket(int i) const {
+  return (server_->dir() / ("agent-" + std::to_string(i)) / "cni.sock").string();
+}
+
 int Cluster::node_index(const std::string& name) const {
   for (int i = 0; i < nodes(); ++i)
     if (node_name(i) == name) return i;

@@ -61,6 +61,8 @@ class Cluster {
   const std::string& node_ns(int i) const { return nodes_[static_cast<size_t>(i)].ns; }
   std::string host_ip(int i) const { return "10.253.0." + std::to_string(i + 1); }
   int node_index(const std::string& node_name) const;
+  // Node i's agent serves kos-cni here (the default: its state dir's cni.sock).
+  std::string cni_socket(int i) const;
   ctltest::KosProcess& agent(int i) { return *nodes_[static_cast<size_t>(i)].agent; }
   ctltest::KosProcess& controllers() { return *controllers_; }
   ctltest::ApiServer& server() { return *server_; }
