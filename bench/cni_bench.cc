@@ -4,6 +4,9 @@
 // reference plugins (bridge + host-local from Debian's containernetworking-plugins) in the
 // same run, on the same machine, rounds interleaved.
 //
+// Warm by default: one more container of the network stays on the node throughout, as on a
+// node that already has the network; --cold measures the network's first container.
+//
 // Setup: the 1-node cluster of the end-to-end tests (test/e2e/cluster.h: API server,
 // controller-manager and `kos agent --fabric linux --netns <node>` as processes). Both
 // plugins run in the node's network namespace (nsenter --net), where the reference bridge
@@ -62,7 +65,9 @@ std::pair<double, std::string> exec(const std::string& node_ns, const Plugin& p,
 int main(int argc, char** argv) {
   CLI::App app{"kos-bench-cni: ADD/DEL latency of kos-cni against bridge + host-local"};
   int rounds = 200;
+  bool cold = false;
   app.add_option("--rounds", rounds, "ADD+DEL rounds per plugin")->capture_default_str();
+  app.add_flag("--cold", cold, "no other container of the network on the node (its devices made and deleted per round)");
   CLI11_PARSE(app, argc, argv);
   if (geteuid() != 0) {
     std::fprintf(stderr, "kos-bench-cni: needs root (network namespaces)\n");
@@ -88,7 +93,20 @@ int main(int argc, char** argv) {
                  {"ipam", json::object{{"type", "host-local"}, {"subnet", "10.72.0.0/16"},
                                        {"dataDir", (dir.path() / "host-local").string()}}}})};
   const std::string node_ns = cluster.node_ns(0);
-  std::printf("kos-bench-cni: %d rounds per plugin, interleaved, 1 node (%s)\n", rounds, node_ns.c_str());
+  std::printf("kos-bench-cni: %d rounds per plugin, interleaved, 1 node (%s)%s\n", rounds, node_ns.c_str(),
+              cold ? ", cold: the network's only container on the node" : "");
+  // Warm (the default): the node already has a container on the network, as a node usually
+  // does, so its VXLAN device and bridge exist (as the reference's bridge does). Cold: each
+  // ADD is the network's first container on the node, and each DEL its last, so the VNI's
+  // devices are made and deleted every round (the kernel needs ~75 ms to delete them).
+  const std::string resident = cluster.prefix() + "-res";
+  if (!cold) {
+    if (run({"ip", "netns", "add", resident}).exit_code != 0) return 1;
+    if (auto [_, err] = exec(node_ns, kos, "ADD", "bench-resident", "/var/run/netns/" + resident); !err.empty()) {
+      std::fprintf(stderr, "kos-bench-cni: %s\n", err.c_str());
+      return 1;
+    }
+  }
   // A warm-up round each (the first kos ADD makes the VNI's bridge and VXLAN device).
   for (int i = -1; i < rounds; ++i) {
     for (Plugin* p : {&kos, &ref}) {
@@ -111,6 +129,10 @@ int main(int argc, char** argv) {
         p->del_ms.push_back(del);
       }
     }
+  }
+  if (!cold) {
+    exec(node_ns, kos, "DEL", "bench-resident", "/var/run/netns/" + resident);
+    run({"ip", "netns", "del", resident});
   }
   std::printf("%-20s %-4s %9s %9s %9s %9s\n", "plugin", "op", "p50 ms", "p90 ms", "p99 ms", "max ms");
   for (const Plugin* p : {&kos, &ref})

@@ -1,4 +1,5 @@
 #include "agent/agent.h"
+#include "agent/local_api.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -545,6 +546,16 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   want.guest_ip = *ip;
   want.mac = api::guest_mac(*ip, want.vni);
   want.name = api::interface_name(want.mac);
+  // An attachment of the CNI plugin (local_api.h) gets its guest end made in the
+  // container's namespace, under the runtime's name, rather than moved there later.
+  if (auto l = na.metadata.labels.find(kCniPluginLabel); l != na.metadata.labels.end() && l->second == "kos-cni") {
+    const auto& an = na.metadata.annotations;
+    auto netns = an.find(kCniNetnsAnnotation), ifname = an.find(kCniIfnameAnnotation);
+    if (netns != an.end() && ifname != an.end()) {
+      want.guest_netns = netns->second;
+      want.guest_ifname = ifname->second;
+    }
+  }
   // Only the worker holding `key` changes locals_[key] (the queue never gives a key to two
   // workers), so the entry can be read, the fabric called without mu_, and the entry
   // written back. No mutex is held across a fabric or an API call: informer handlers take

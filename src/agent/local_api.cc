@@ -262,6 +262,7 @@ Response LocalApi::add(const Request& req) {
   auto cidr = api::parse_cidr(subnet->spec.ipv4);
   if (!cidr) return Response::error(cni::kInvalidConfig, "Subnet " + req.ns + "/" + req.subnet + " has no valid CIDR");
 
+  const auto t_start = Steady::now();
   // Get or create the attachment.
   bool created = false;
   api::NetworkAttachment na;
@@ -327,8 +328,10 @@ Response LocalApi::add(const Request& req) {
     return r;
   };
 
+  const auto t_made = Steady::now();
   for (int attempt = 0;; ++attempt) {
     auto ifc = agent_.wait_local(key, na.metadata.uid, false, deadline, cancelled);
+    const auto t_ready = Steady::now();
     if (!ifc) {
       if (ifc.error().code == Errc::kCancelled)
         return failed(Response::error(cni::kTryAgainLater, stopping_ ? "the KOS agent is stopping"
@@ -355,6 +358,10 @@ Response LocalApi::add(const Request& req) {
       return failed(Response::error(cni::kIoFailure, "cannot move the interface into the container: " +
                                                          plugged.error().message));
     }
+    spdlog::debug("cni: add {} subnet+attachment_ms={} implemented_ms={} plug_ms={}", key,
+                  std::chrono::duration<double, std::milli>(t_made - t_start).count(),
+                  std::chrono::duration<double, std::milli>(t_ready - t_made).count(),
+                  std::chrono::duration<double, std::milli>(Steady::now() - t_ready).count());
     Response r;
     r.attachment = key;
     r.ifname = plugged->ifname;

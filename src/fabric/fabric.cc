@@ -21,6 +21,9 @@ std::optional<Error> check(const LocalIfc& ifc) {
   if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
   if (!valid_ifname(ifc.name))
     return Error{Errc::kInvalid, "interface name \"" + ifc.name + "\" is not a valid Linux interface name", {}};
+  if (!ifc.guest_netns.empty() && (ifc.guest_netns.front() != '/' || !valid_ifname(ifc.guest_ifname)))
+    return Error{Errc::kInvalid, "a guest end in network namespace \"" + ifc.guest_netns +
+                                     "\" needs an absolute path and a valid interface name (\"" + ifc.guest_ifname + "\")", {}};
   return std::nullopt;
 }
 

@@ -33,7 +33,17 @@ struct LocalIfc {
   api::MacAddress mac{};
   uint32_t guest_ip = 0;
   std::string name;  // "kos" + 12 hex digits of the MAC
-  bool operator==(const LocalIfc&) const = default;
+  // Where a new guest end is made: in the fabric's namespace (empty), or directly in a
+  // workload's network namespace (a path) under guest_ifname, for an attachment made by
+  // the CNI plugin whose namespace is known. Moving a device between namespaces costs the
+  // kernel an RCU grace period (15-20 ms here); creating it there costs nothing extra. If
+  // the namespace cannot be opened, the guest end is made in the fabric's namespace. Not
+  // part of the identity (==): the fabric cannot read it back, and a guest end that exists
+  // is never moved by create_local.
+  std::string guest_netns, guest_ifname;
+  bool operator==(const LocalIfc& o) const {
+    return vni == o.vni && mac == o.mac && guest_ip == o.guest_ip && name == o.name;
+  }
 };
 
 struct RemoteIfc {

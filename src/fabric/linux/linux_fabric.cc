@@ -264,7 +264,7 @@ Request msg_new_vxlan(const std::string& name, uint32_t vni, const VxlanConfig& 
 // The host end is the primary device (the kernel applies IFLA_MASTER only to it); the
 // guest end is the peer, with the guest MAC.
 Request msg_new_veth(const std::string& host, const std::string& guest, const api::MacAddress& mac, uint32_t mtu,
-                     int master) {
+                     int master, int guest_netns_fd = -1) {
   MsgBuilder m(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   link_header(m, true);
   m.str(IFLA_IFNAME, host);
@@ -278,6 +278,7 @@ Request msg_new_veth(const std::string& host, const std::string& guest, const ap
   m.str(IFLA_IFNAME, guest);
   m.bytes(IFLA_ADDRESS, mac.data(), mac.size());
   m.u32(IFLA_MTU, mtu);
+  if (guest_netns_fd >= 0) m.u32(IFLA_NET_NS_FD, static_cast<uint32_t>(guest_netns_fd));
   m.end(peer);
   m.end(data);
   m.end(li);
@@ -694,6 +695,13 @@ struct VniState {
 struct Plan {
   std::vector<Request> reqs;
   std::vector<Op*> owners;
+  std::vector<int> fds;  // namespaces the requests name (IFLA_NET_NS_FD), open until sent
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    for (int fd : fds) ::close(fd);
+  }
   void add(Op* op, Request r) {
     reqs.push_back(std::move(r));
     owners.push_back(op);
@@ -1009,7 +1017,14 @@ struct LinuxFabric::Impl {
           vnis[found->first].locals.erase(l.mac);
         }
         VniState& v = vnis[l.vni];
-        plan.add(&op, msg_new_veth(host, l.name, l.mac, opts.mtu, v.bridge));
+        int ns_fd = -1;  // the guest end made in the workload's namespace, if it can be opened
+        if (!l.guest_netns.empty()) {
+          ns_fd = ::open(l.guest_netns.c_str(), O_RDONLY | O_CLOEXEC);
+          if (ns_fd >= 0) plan.fds.push_back(ns_fd);
+          else spdlog::info("linux fabric: {} cannot be opened ({}); guest end {} made here", l.guest_netns,
+                            std::strerror(errno), l.name);
+        }
+        plan.add(&op, msg_new_veth(host, ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, opts.mtu, v.bridge, ns_fd));
         plan.add(&op, msg_set_alias(host, format_alias(l)));
         v.locals[l.mac] = LocalState{l.name, l.guest_ip, v.bridge};
         return;

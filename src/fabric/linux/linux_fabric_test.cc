@@ -539,6 +539,35 @@ TEST_F(LinuxFabricTest, PlugMovesTheGuestEndIntoAWorkloadNamespaceConfigured) {
   EXPECT_EQ(f->list_local().value(), std::vector<LocalIfc>{l2});
 }
 
+// A CNI attachment's guest end is made directly in the workload's namespace (no move); if
+// that namespace cannot be opened, in the fabric's.
+TEST_F(LinuxFabricTest, AGuestEndIsMadeInTheWorkloadNamespaceItNames) {
+  Netns workload;
+  ASSERT_TRUE(workload.ok()) << workload.error();
+  auto f = open(ns());
+  ASSERT_TRUE(f);
+  LocalIfc l = local(100, "10.1.0.2");
+  l.guest_netns = "/var/run/netns/" + workload.name();
+  l.guest_ifname = "net1";
+  ASSERT_TRUE(f->create_local(l));
+  EXPECT_FALSE(link_names(ns()).contains(l.name));
+  auto g = links(workload.name());
+  ASSERT_TRUE(g.contains("net1"));
+  EXPECT_EQ(str(g["net1"], "address"), api::format_mac(l.mac));
+  EXPECT_EQ(f->list_local().value(), std::vector<LocalIfc>{l}) << "listed by its host end";
+  auto p = f->plug(l, Plug{l.guest_netns, "net1", ip("10.1.0.2"), 24});
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_TRUE(p->up);
+
+  LocalIfc lost = local(100, "10.1.0.3");
+  lost.guest_netns = "/var/run/netns/kos-t-none-such";
+  lost.guest_ifname = "net1";
+  ASSERT_TRUE(f->create_local(lost));
+  EXPECT_TRUE(link_names(ns()).contains(lost.name));
+  ASSERT_TRUE(f->delete_local(l));
+  EXPECT_FALSE(link_names(workload.name()).contains("net1"));
+}
+
 TEST_F(LinuxFabricTest, AnotherHostIpRecreatesTheVxlanDevices) {
   const LocalIfc l = local(100, "10.1.0.2");
   const RemoteIfc r = remote(100, "10.1.0.3", "10.99.0.2");
