@@ -8,6 +8,7 @@
 
 #include "api/cidr.h"
 #include "api/names.h"
+#include "cni/protocol.h"
 
 namespace kos::e2e {
 
@@ -136,6 +137,17 @@ std::string Cluster::start() {
     nodes_[static_cast<size_t>(i)].agent = std::make_unique<ctltest::KosProcess>(
         "agent-" + std::to_string(i), args, server_->dir() / ("agent-" + std::to_string(i) + ".log"));
     nodes_[static_cast<size_t>(i)].agent->start();
+  }
+  // Started: each agent serves its CNI socket once it has synced and adopted.
+  for (int i = 0; i < nodes(); ++i) {
+    cni::Request status;
+    status.op = "status";
+    auto serving = [&] {
+      auto r = cni::call(cni_socket(i), status, std::chrono::seconds(5));
+      return r && r->code == 0;
+    };
+    if (!ctltest::poll_until(serving, std::chrono::seconds(30)))
+      return "agent " + std::to_string(i) + " does not serve " + cni_socket(i) + " after 30 s";
   }
   return "";
 }

@@ -53,7 +53,8 @@ class Cluster {
   Cluster& operator=(const Cluster&) = delete;
 
   // Builds the namespaces and starts the API server, the controller-manager and one agent
-  // per node. An error message, empty on success. Call on the test's main thread.
+  // per node, and returns once every agent serves its CNI socket (it has synced). An error
+  // message, empty on success. Call on the test's main thread.
   std::string start();
 
   int nodes() const { return static_cast<int>(nodes_.size()); }
