@@ -5,7 +5,7 @@
 // same run, on the same machine, rounds interleaved.
 //
 // Warm by default: one more container of the network stays on the node throughout, as on a
-// node that already has the network; --cold measures the network's first container.
+// node that already has the network; --cold: the network's only container, replaced.
 //
 // Setup: the 1-node cluster of the end-to-end tests (test/e2e/cluster.h: API server,
 // controller-manager and `kos agent --fabric linux --netns <node>` as processes). Both
@@ -67,13 +67,15 @@ int main(int argc, char** argv) {
   int rounds = 200;
   bool cold = false;
   app.add_option("--rounds", rounds, "ADD+DEL rounds per plugin")->capture_default_str();
-  app.add_flag("--cold", cold, "no other container of the network on the node (its devices made and deleted per round)");
+  app.add_flag("--cold", cold, "no other container of the network on the node (each round replaces its only one)");
   CLI11_PARSE(app, argc, argv);
   if (geteuid() != 0) {
     std::fprintf(stderr, "kos-bench-cni: needs root (network namespaces)\n");
     return 2;
   }
-  kos::e2e::Cluster cluster(kos::e2e::Cluster::Options{.nodes = 1, .agent_workers = 4, .agent_log_level = "warn"});
+  // The agent's defaults, --vni-linger 5s included.
+  kos::e2e::Cluster cluster(
+      kos::e2e::Cluster::Options{.nodes = 1, .agent_workers = 4, .agent_log_level = "warn", .vni_linger = "5s"});
   if (auto e = cluster.start(); !e.empty()) {
     std::fprintf(stderr, "kos-bench-cni: %s\n", e.c_str());
     return 1;
@@ -97,8 +99,9 @@ int main(int argc, char** argv) {
               cold ? ", cold: the network's only container on the node" : "");
   // Warm (the default): the node already has a container on the network, as a node usually
   // does, so its VXLAN device and bridge exist (as the reference's bridge does). Cold: each
-  // ADD is the network's first container on the node, and each DEL its last, so the VNI's
-  // devices are made and deleted every round (the kernel needs ~75 ms to delete them).
+  // ADD is the network's only container on the node, and each DEL leaves the network
+  // without one there (its devices then linger 5 s, --vni-linger; with 0 they would be
+  // deleted and made again every round, ~75 + 12 ms of the kernel's time under its rtnl lock).
   const std::string resident = cluster.prefix() + "-res";
   if (!cold) {
     if (run({"ip", "netns", "add", resident}).exit_code != 0) return 1;

@@ -16,6 +16,7 @@
 #include "api/cidr.h"
 #include "cmd/commands.h"
 #include "cmd/metrics_listen.h"
+#include "common/duration.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "fabric/fake/fake_fabric.h"
@@ -35,6 +36,7 @@ struct Flags {
   std::string metrics_listen;
   std::string state_dir = "/var/lib/kos/agent";
   std::string cni_socket;  // default: <state dir>/cni.sock; "none": not served
+  std::string vni_linger = "5s";
 };
 
 int run(const Flags& f) {
@@ -64,6 +66,12 @@ int run(const Flags& f) {
     fabric::LinuxFabricOptions lo;
     lo.host_ip = *host;
     lo.netns = f.netns;
+    auto linger = parse_duration(f.vni_linger);
+    if (!linger) {
+      std::fprintf(stderr, "kos agent: --vni-linger %s: %s\n", f.vni_linger.c_str(), linger.error().message.c_str());
+      return 2;
+    }
+    lo.vni_linger = std::chrono::duration_cast<std::chrono::milliseconds>(*linger);
     auto l = fabric::LinuxFabric::open(lo);
     if (!l) {
       std::fprintf(stderr, "kos agent: %s\n", l.error().message.c_str());
@@ -147,6 +155,10 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--allowed-programs", f->allowed_programs,
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run");
   c->add_option("--workers", f->workers, "reconcile workers")->capture_default_str();
+  c->add_option("--vni-linger", f->vni_linger,
+                "linux fabric: keep a VNI's VXLAN device and bridge this long after its last attachment "
+                "(0: delete them at once)")
+      ->capture_default_str();
   c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics, /healthz and /debug/implementations on HOST:PORT");
   c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock and the CNI socket")
       ->capture_default_str();

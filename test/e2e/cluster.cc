@@ -133,6 +133,7 @@ std::string Cluster::start() {
                                      "--fabric", "linux", "--netns", node_ns(i),
                                      "--allowed-programs", kGuestScript,
                                      "--workers", std::to_string(opts_.agent_workers),
+                                     "--vni-linger", opts_.vni_linger,
                                      "--state-dir", (server_->dir() / ("agent-" + std::to_string(i))).string()};
     nodes_[static_cast<size_t>(i)].agent = std::make_unique<ctltest::KosProcess>(
         "agent-" + std::to_string(i), args, server_->dir() / ("agent-" + std::to_string(i) + ".log"));

@@ -46,6 +46,9 @@ class Cluster {
     int nodes = 3;
     int agent_workers = 4;
     std::string agent_log_level = "info";
+    // kos agent --vni-linger: 0 in tests, which check that a VNI's devices go with its last
+    // attachment (the agent's default is 5s).
+    std::string vni_linger = "0";
   };
   explicit Cluster(Options o);
   ~Cluster();

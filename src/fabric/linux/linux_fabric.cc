@@ -849,16 +849,51 @@ struct LinuxFabric::Impl {
 
   void loop() {
     for (;;) {
+      const auto due = opts.vni_linger.count() > 0 ? expire_idle() : std::nullopt;
       std::vector<Op*> batch;
       {
         std::unique_lock lk(mu);
-        cv.wait(lk, [&] { return stopping || !queue.empty(); });
+        auto ready = [&] { return stopping || !queue.empty(); };
+        if (due) cv.wait_until(lk, *due, ready);
+        else cv.wait(lk, ready);
         if (stopping) return;
+        if (queue.empty()) continue;  // a lingering VNI is due
         batch.assign(queue.begin(), queue.end());
         queue.clear();
       }
       process(batch);
     }
+  }
+
+  // With a linger: VNIs without attachments, since when (their devices stay meanwhile).
+  std::map<uint32_t, std::chrono::steady_clock::time_point> idle;
+
+  // Deletes the devices of VNIs unused for opts.vni_linger; when the next one is due.
+  std::optional<std::chrono::steady_clock::time_point> expire_idle() {
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [vni, v] : vnis)
+      if (v.unused()) idle.try_emplace(vni, now);
+    std::optional<std::chrono::steady_clock::time_point> next;
+    for (auto it = idle.begin(); it != idle.end();) {
+      auto v = vnis.find(it->first);
+      if (v == vnis.end() || !v->second.unused()) {
+        it = idle.erase(it);
+        continue;
+      }
+      const auto due = it->second + opts.vni_linger;
+      if (due > now) {
+        next = next ? std::min(*next, due) : due;
+        ++it;
+        continue;
+      }
+      if (auto r = gc_vni(it->first); !r) {
+        spdlog::warn("linux fabric: deleting the devices of idle VNI {}{}: {}", it->first, where, r.error().message);
+        (void)resync();
+        next = now + opts.vni_linger;  // try again later
+      }
+      it = idle.erase(it);
+    }
+    return next;
   }
 
   // Lists are barriers: the mutations queued before one are applied before it reads.
@@ -971,7 +1006,7 @@ struct LinuxFabric::Impl {
       }
     }
     if (failed) (void)resync();  // the optimistic cache updates of failed requests are undone
-    if (cache_valid) {
+    if (cache_valid && opts.vni_linger.count() == 0) {  // else expire_idle() deletes them later
       for (uint32_t vni : touched) {
         if (auto r = gc_vni(vni); !r) {
           for (Op* op : work)

@@ -14,7 +14,7 @@
 //    permanent) and a permanent neighbour entry guest IP -> guest MAC, which the VXLAN ARP
 //    proxy answers from (ARP never crosses the underlay);
 //  - a VNI's devices are created with its first attachment (local or remote) and deleted
-//    with its last.
+//    with its last, or options.vni_linger after it if no attachment came back meanwhile.
 //
 // State. The fabric reads the kernel's state at open() (links, neighbours, FDB) and keeps it
 // cached; a call that finds the kernel already as asked sends nothing. list_local() and
@@ -36,6 +36,7 @@
 // opens its socket; all kernel work happens there. No other thread changes namespace.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -52,6 +53,11 @@ struct LinuxFabricOptions {
   uint16_t vxlan_port = 4789;
   uint32_t mtu = 1450;       // of the VXLAN devices, bridges and both veth ends
   std::string underlay_dev;  // optional: the VXLAN devices' underlay link (must exist)
+  // A VNI's devices outlive its last attachment this long, so a network whose only
+  // container on the node is replaced finds them in place: deleting a VXLAN device and its
+  // bridge holds the kernel's rtnl lock ~75 ms here (every netlink call of the node waits),
+  // making them again ~12 ms. 0: deleted with the last attachment.
+  std::chrono::milliseconds vni_linger{0};
 };
 
 // Device names (all at most 15 characters).

@@ -568,6 +568,33 @@ TEST_F(LinuxFabricTest, AGuestEndIsMadeInTheWorkloadNamespaceItNames) {
   EXPECT_FALSE(link_names(workload.name()).contains("net1"));
 }
 
+// With a linger, a VNI's devices outlive its last attachment: one that comes back meanwhile
+// finds them in place; then they go.
+TEST_F(LinuxFabricTest, WithALingerVniDevicesOutliveTheirLastAttachmentForAWhile) {
+  LinuxFabricOptions o;
+  o.host_ip = ip("10.99.0.1");
+  o.netns = ns();
+  o.vni_linger = std::chrono::milliseconds(300);
+  auto opened = LinuxFabric::open(o);
+  ASSERT_TRUE(opened) << opened.error().message;
+  auto& f = *opened;
+  const LocalIfc l = local(100, "10.1.0.2");
+  ASSERT_TRUE(f->create_local(l));
+  ASSERT_TRUE(f->delete_local(l));
+  EXPECT_TRUE(link_names(ns()).contains(vxlan_device_name(100))) << "kept for the linger";
+  EXPECT_TRUE(link_names(ns()).contains(bridge_device_name(100)));
+  const auto made = stats(f).vnis_created;
+  ASSERT_TRUE(f->create_local(l));  // back within the linger: nothing to make
+  EXPECT_EQ(stats(f).vnis_created, made);
+  ASSERT_TRUE(f->delete_local(l));
+  const auto t0 = std::chrono::steady_clock::now();
+  while ((link_names(ns()).size() > 1 || stats(f).vnis_deleted == 0) &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling the kernel
+  EXPECT_EQ(link_names(ns()), std::set<std::string>{"lo"}) << "gone after the linger";
+  EXPECT_EQ(stats(f).vnis_deleted, 1u);
+}
+
 TEST_F(LinuxFabricTest, AnotherHostIpRecreatesTheVxlanDevices) {
   const LocalIfc l = local(100, "10.1.0.2");
   const RemoteIfc r = remote(100, "10.1.0.3", "10.99.0.2");
