@@ -84,6 +84,11 @@ std::string holder_of(const fs::path& dir) {
   return "pid " + boost::json::serialize(v.as_object().at("pid"));
 }
 
+// Node i's socket for kos-cni (a plugin config's agentSocket).
+std::string cni_socket(const fs::path& dir, int i) {
+  return (fs::absolute(dir) / "agents" / (LocalNetwork::node_name(i) + ".cni.sock")).string();
+}
+
 void write_state(const fs::path& dir, const std::string& prefix, const std::vector<pid_t>& children) {
   boost::json::object o;
   o["pid"] = getpid();
@@ -236,7 +241,8 @@ int run_up(const UpFlags& f) {
   for (int i = 0; i < f.nodes; ++i) {
     std::vector<std::string> argv = {exe, "agent", "--kubeconfig", kubeconfig, "--node", LocalNetwork::node_name(i),
                                      "--host-ip", LocalNetwork::host_ip(i), "--fabric", f.fabric,
-                                     "--state-dir", (dir / "agents").string()};
+                                     "--state-dir", (dir / "agents").string(),
+                                     "--cni-socket", cni_socket(dir, i)};
     if (linux_fabric) {
       argv.insert(argv.end(), {"--netns", LocalNetwork::node_ns(prefix, i), "--allowed-programs", script});
     }
@@ -257,7 +263,7 @@ int run_up(const UpFlags& f) {
            << "agent" << (linux_fabric ? ", network namespace " + LocalNetwork::node_ns(prefix, i) +
                                              ", underlay " + LocalNetwork::host_ip(i)
                                        : ", fake fabric")
-           << "\n";
+           << ", CNI socket " << cni_socket(dir, i) << "\n";
   screen << "\n  Try, in another shell:\n"
          << "    export KUBECONFIG=" << kubeconfig << "\n"
          << "    kubectl apply -f " << (f.examples_dir.empty() ? std::string("examples/") : f.examples_dir) << "\n"

@@ -176,6 +176,43 @@ TEST_F(UpTest, ExamplesPingAsExpectedAndCtrlCLeavesNothing) {
   expect_nothing_left(p);
 }
 
+// The README's kos-cni walkthrough: a "container" (a namespace of this test) attached to
+// tenant-a on node-1 through kos-cni and node-1's socket reaches a1 on node-0; DEL removes it.
+TEST_F(UpTest, AContainerAttachesThroughKosCniToAnExampleNetwork) {
+  up_ = std::make_unique<kos::testing::ChildProcess>(up_argv(true));
+  ASSERT_TRUE(read_until("ping checks as expected|not ready|exited|stopped", 180s).has_value()) << output();
+  const std::string ctr = "kos-up-test-ctr-" + std::to_string(getpid());
+  ASSERT_TRUE(run_command({"ip", "netns", "add", ctr}));
+  struct Cleanup {
+    std::string ns;
+    ~Cleanup() { (void)run_command({"ip", "netns", "del", ns}); }
+  } cleanup{ctr};
+  const std::string socket = data_dir() + "/agents/node-1.cni.sock";
+  EXPECT_NE(output().find("CNI socket " + socket), std::string::npos) << "kos up names the socket: " << output();
+  const std::string conf = R"({"cniVersion":"1.0.0","name":"tenant-a","type":"kos-cni","namespace":"tenant-a",)"
+                           R"("subnet":"net","agentSocket":")" + socket + R"("})";
+  auto cni = [&](const std::string& command) {
+    kos::testing::RunOptions o;
+    o.env = {{"CNI_COMMAND", command}, {"CNI_CONTAINERID", "ctr1"}, {"CNI_IFNAME", "eth0"},
+             {"CNI_NETNS", "/var/run/netns/" + ctr}, {"CNI_PATH", "/usr/lib/cni"}};
+    o.stdin_data = conf;
+    return kos::testing::run({KOS_CNI_PLUGIN}, o);
+  };
+  auto add = cni("ADD");
+  ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
+  EXPECT_NE(add.out.find("\"sandbox\":\"/var/run/netns/" + ctr + "\""), std::string::npos) << add.out;
+  auto a1 = attachment("tenant-a", "a1");
+  ASSERT_TRUE(a1.has_value());
+  EXPECT_TRUE(ping(ctr, a1->status.ipv4)) << "container on node-1 -> a1 on node-0 " << a1->status.ipv4;
+  auto del = cni("DEL");
+  EXPECT_EQ(del.exit_code, 0) << del.out << del.err;
+  auto c = client::RestClient::from_kubeconfig(data_dir() + "/kubeconfig");
+  ASSERT_TRUE(c);
+  auto left = (*c)->list<api::NetworkAttachment>("tenant-a", {.label_selector = "cni.network.example.com/plugin=kos-cni"});
+  ASSERT_TRUE(left);
+  EXPECT_TRUE(left->empty());
+}
+
 TEST_F(UpTest, KilledUpIsCleanedByDownAndARestartConverges) {
   up_ = std::make_unique<kos::testing::ChildProcess>(up_argv(true));
   ASSERT_TRUE(read_until("all \\d+ attachments are ready", 180s).has_value()) << output();
