@@ -169,6 +169,16 @@ TEST_F(LocalApiTest, AnAddThatCannotCompleteSaysWhyAndLeavesNothing) {
   EXPECT_EQ(call(badns).code, cni::kInvalidConfig);
   EXPECT_EQ(call(req("spin")).code, cni::kDecodeFailure);
   EXPECT_TRUE(attachments().empty());
+
+  // A name the container already uses for another interface: refused, and undone.
+  ipam_ = std::make_unique<controllers::Ipam>(c_);
+  ASSERT_TRUE(ipam_->start().has_value());
+  ASSERT_EQ(call(req("add", "c1", "eth0")).code, 0);
+  auto clash = call(req("add", "c2", "eth0"));
+  EXPECT_EQ(clash.code, cni::kInvalidEnvironment);
+  EXPECT_NE(clash.msg.find("already has an interface eth0"), std::string::npos) << clash.msg;
+  EXPECT_EQ(attachments().size(), 1u) << "the refused ADD deleted the attachment it made";
+  EXPECT_EQ(fabric_.locals().size(), 1u);
 }
 
 TEST_F(LocalApiTest, ADelCancelsAnAddInProgress) {
