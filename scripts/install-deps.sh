@@ -15,6 +15,7 @@ PACKAGES=(
   iproute2 iputils-ping procps python3-kubernetes
   systemd util-linux
   containernetworking-plugins golang-go golang-github-appc-cni-dev
+  openvswitch-switch
 )
 
 missing=()
@@ -34,11 +35,14 @@ else
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # Debian starts etcd and Prometheus as system services on install (Prometheus on :9090,
-  # the port deploy/prometheus suggests); KOS's tests start their own on free ports when
-  # they need them, so the packaged services are stopped and disabled.
+  # Debian starts etcd, Prometheus and Open vSwitch as system services on install
+  # (Prometheus on :9090, the port deploy/prometheus suggests); KOS's tests start their own
+  # (free ports, their own run dirs) when they need them, so a service this script has
+  # just installed is stopped and disabled. One that was there before is left alone.
   if command -v systemctl >/dev/null 2>&1; then
-    for svc in etcd prometheus; do
+    for pair in etcd-server:etcd prometheus:prometheus openvswitch-switch:openvswitch-switch; do
+      pkg=${pair%%:*} svc=${pair#*:}
+      [[ " ${missing[*]} " == *" $pkg "* ]] || continue
       if systemctl is-enabled "$svc" >/dev/null 2>&1; then
         $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
       fi

@@ -1,0 +1,252 @@
+#include "fabric/ovs/ovsdb_client.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace kos::fabric::ovs {
+namespace json = boost::json;
+
+namespace {
+
+Result<int> dial(const std::string& target) {
+  if (target.starts_with("unix:")) {
+    const std::string path = target.substr(5);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof addr.sun_path)
+      return fail(Errc::kInvalid, "OVSDB target " + target + ": the socket path is empty or too long");
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(Errc::kInternal, std::string("socket: ") + std::strerror(errno));
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::kUnavailable, "cannot connect to ovsdb-server at " + target + ": " + std::strerror(err));
+    }
+    return fd;
+  }
+  if (target.starts_with("tcp:")) {
+    const std::string hp = target.substr(4);
+    const auto colon = hp.rfind(':');
+    if (colon == std::string::npos) return fail(Errc::kInvalid, "OVSDB target " + target + " needs tcp:HOST:PORT");
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (int rc = ::getaddrinfo(hp.substr(0, colon).c_str(), hp.substr(colon + 1).c_str(), &hints, &res); rc != 0)
+      return fail(Errc::kInvalid, "OVSDB target " + target + ": " + gai_strerror(rc));
+    int fd = -1, err = 0;
+    for (auto* a = res; a && fd < 0; a = a->ai_next) {
+      fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+        err = errno;
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    ::freeaddrinfo(res);
+    if (fd < 0) return fail(Errc::kUnavailable, "cannot connect to ovsdb-server at " + target + ": " + std::strerror(err));
+    return fd;
+  }
+  return fail(Errc::kInvalid, "OVSDB target \"" + target + "\" must be unix:PATH or tcp:HOST:PORT");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<OvsdbClient>> OvsdbClient::connect(const std::string& target, std::chrono::milliseconds timeout) {
+  auto fd = dial(target);
+  if (!fd) return fail(fd.error());
+  std::unique_ptr<OvsdbClient> c(new OvsdbClient(*fd));
+  // The server answers before we rely on it.
+  if (auto r = c->call("echo", json::array{"kos"}, timeout); !r) return fail(r.error());
+  return c;
+}
+
+OvsdbClient::OvsdbClient(int fd) : fd_(fd) { reader_ = std::thread([this] { read_loop(); }); }
+
+OvsdbClient::~OvsdbClient() {
+  closing_ = true;
+  ::shutdown(fd_, SHUT_RDWR);  // wakes the reader
+  if (reader_.joinable()) reader_.join();
+  ::close(fd_);
+  fail_all(Errc::kCancelled, "the OVSDB client is closing");
+}
+
+void OvsdbClient::on_disconnect(std::function<void()> fn) {
+  std::lock_guard lk(mu_);
+  on_disconnect_ = std::move(fn);
+}
+
+bool OvsdbClient::send(const json::object& msg) {
+  const std::string text = json::serialize(msg);
+  std::lock_guard lk(write_mu_);
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void OvsdbClient::fail_all(Errc code, const std::string& why) {
+  std::lock_guard lk(mu_);
+  for (auto& [_, p] : pending_)
+    if (!p->reply) p->reply = fail(code, why);
+  cv_.notify_all();
+}
+
+void OvsdbClient::read_loop() {
+  json::stream_parser parser;
+  std::vector<char> buf(1 << 16);
+  std::string why = "ovsdb-server closed the connection";
+  for (;;) {
+    ssize_t n = ::read(fd_, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) why = std::string("reading from ovsdb-server: ") + std::strerror(errno);
+    if (n <= 0) break;
+    size_t off = 0;
+    bool bad = false;
+    while (off < static_cast<size_t>(n)) {
+      boost::system::error_code ec;
+      off += parser.write_some(buf.data() + off, static_cast<size_t>(n) - off, ec);
+      if (ec) {
+        why = "ovsdb-server sent malformed JSON: " + ec.message();
+        bad = true;
+        break;
+      }
+      if (parser.done()) {
+        handle(parser.release());
+        parser.reset();
+      }
+    }
+    if (bad) break;
+  }
+  connected_ = false;
+  if (closing_) return;
+  spdlog::warn("ovsdb: {}", why);
+  fail_all(Errc::kUnavailable, why);
+  std::function<void()> cb;
+  {
+    std::lock_guard lk(mu_);
+    why_closed_ = why;
+    cb = on_disconnect_;
+  }
+  if (cb) cb();
+}
+
+void OvsdbClient::handle(json::value v) {
+  if (!v.is_object()) return;
+  auto& msg = v.as_object();
+  if (const auto* m = msg.if_contains("method"); m && m->is_string()) {
+    const json::value* params = msg.if_contains("params");
+    if (m->as_string() == "echo") {
+      json::object reply{{"result", params ? *params : json::value(json::array{})}, {"error", nullptr}};
+      reply["id"] = msg.contains("id") ? msg.at("id") : json::value(nullptr);
+      (void)send(reply);
+    } else if (m->as_string() == "update" && params && params->is_array() && params->as_array().size() == 2 &&
+               params->as_array()[1].is_object()) {
+      Updates fn;
+      {
+        std::lock_guard lk(mu_);
+        if (auto it = monitors_.find(json::serialize(params->as_array()[0])); it != monitors_.end()) fn = it->second;
+      }
+      if (fn) fn(params->as_array()[1].as_object());
+    }
+    return;
+  }
+  const auto* id = msg.if_contains("id");
+  if (!id || !id->is_int64()) return;
+  std::lock_guard lk(mu_);
+  auto it = pending_.find(id->as_int64());
+  if (it == pending_.end()) return;  // its caller gave up
+  const auto* err = msg.if_contains("error");
+  if (err && !err->is_null())
+    it->second->reply = fail(Errc::kInternal, "ovsdb-server: " + json::serialize(*err));
+  else
+    it->second->reply = msg.contains("result") ? msg.at("result") : json::value(nullptr);
+  cv_.notify_all();
+}
+
+Result<json::value> OvsdbClient::call(const std::string& method, json::array params, std::chrono::milliseconds timeout) {
+  auto p = std::make_shared<Pending>();
+  int64_t id;
+  {
+    std::lock_guard lk(mu_);
+    if (!connected_) return fail(Errc::kUnavailable, why_closed_.empty() ? "not connected to ovsdb-server" : why_closed_);
+    id = next_id_++;
+    pending_[id] = p;
+  }
+  json::object msg{{"method", method}, {"params", std::move(params)}, {"id", id}};
+  if (!send(msg)) {
+    std::lock_guard lk(mu_);
+    pending_.erase(id);
+    return fail(Errc::kUnavailable, "cannot write to ovsdb-server");
+  }
+  std::unique_lock lk(mu_);
+  const bool answered = cv_.wait_for(lk, timeout, [&] { return p->reply.has_value(); });
+  pending_.erase(id);
+  if (!answered)
+    return fail(Errc::kTimeout, "ovsdb-server did not answer " + method + " within " + std::to_string(timeout.count()) + " ms");
+  return std::move(*p->reply);
+}
+
+Result<std::vector<std::string>> OvsdbClient::list_dbs(std::chrono::milliseconds timeout) {
+  auto r = call("list_dbs", {}, timeout);
+  if (!r) return fail(r.error());
+  std::vector<std::string> out;
+  if (r->is_array())
+    for (const auto& d : r->as_array())
+      if (d.is_string()) out.emplace_back(d.as_string());
+  return out;
+}
+
+Result<json::array> OvsdbClient::transact(const std::string& db, json::array ops, std::chrono::milliseconds timeout) {
+  json::array params{db};
+  for (auto& op : ops) params.push_back(std::move(op));
+  auto r = call("transact", std::move(params), timeout);
+  if (!r) return fail(r.error());
+  if (!r->is_array()) return fail(Errc::kInternal, "ovsdb-server answered transact with " + json::serialize(*r));
+  auto& results = r->as_array();
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].is_object()) continue;
+    const auto& o = results[i].as_object();
+    const auto* e = o.if_contains("error");
+    if (!e || e->is_null()) continue;
+    const std::string error = e->is_string() ? std::string(e->as_string()) : json::serialize(*e);
+    std::string details;
+    if (const auto* d = o.if_contains("details"); d && d->is_string()) details = std::string(d->as_string());
+    const Errc code = error == "timed out" || error == "constraint violation" || error == "referential integrity violation"
+                          ? Errc::kConflict
+                          : Errc::kInvalid;
+    return fail(code, "OVSDB transaction failed at operation " + std::to_string(i) + ": " + error +
+                          (details.empty() ? "" : " (" + details + ")"));
+  }
+  return std::move(results);
+}
+
+Result<json::object> OvsdbClient::monitor(const std::string& db, const std::string& id, json::object requests,
+                                          Updates fn, std::chrono::milliseconds timeout) {
+  const std::string key = json::serialize(json::value(id));
+  {
+    std::lock_guard lk(mu_);
+    monitors_[key] = std::move(fn);  // before the call: updates may follow its reply at once
+  }
+  auto r = call("monitor", json::array{db, id, std::move(requests)}, timeout);
+  if (!r || !r->is_object()) {
+    std::lock_guard lk(mu_);
+    monitors_.erase(key);
+    if (!r) return fail(r.error());
+    return fail(Errc::kInternal, "ovsdb-server answered monitor with " + json::serialize(*r));
+  }
+  return std::move(r->as_object());
+}
+
+}  // namespace kos::fabric::ovs
