@@ -1,0 +1,450 @@
+#include "fabric/ovs/openflow.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace kos::fabric::ovs::of {
+
+namespace {
+
+enum Type : uint8_t {
+  kHello = 0, kError = 1, kEchoRequest = 2, kEchoReply = 3, kFlowMod = 14, kMultipartRequest = 18,
+  kMultipartReply = 19, kBarrierRequest = 20, kBarrierReply = 21, kBundleControlMsg = 33, kBundleAdd = 34,
+};
+constexpr uint16_t kMultipartFlow = 1;
+constexpr uint16_t kBundleFlags = 0x3;  // OFPBF_ATOMIC | OFPBF_ORDERED
+
+// Big-endian writer.
+struct W {
+  std::vector<uint8_t> b;
+  void u8(uint8_t v) { b.push_back(v); }
+  void u16(uint16_t v) { u8(static_cast<uint8_t>(v >> 8)), u8(static_cast<uint8_t>(v)); }
+  void u32(uint32_t v) { u16(static_cast<uint16_t>(v >> 16)), u16(static_cast<uint16_t>(v)); }
+  void u64(uint64_t v) { u32(static_cast<uint32_t>(v >> 32)), u32(static_cast<uint32_t>(v)); }
+  void raw(const uint8_t* p, size_t n) { b.insert(b.end(), p, p + n); }
+  void zeros(size_t n) { b.insert(b.end(), n, 0); }
+  void pad8(size_t from) {
+    while ((b.size() - from) % 8) u8(0);
+  }
+  void set_u16(size_t at, uint16_t v) {
+    b[at] = static_cast<uint8_t>(v >> 8);
+    b[at + 1] = static_cast<uint8_t>(v);
+  }
+};
+
+uint16_t get_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+uint32_t get_u32(const uint8_t* p) { return static_cast<uint32_t>(get_u16(p)) << 16 | get_u16(p + 2); }
+uint64_t get_u64(const uint8_t* p) { return static_cast<uint64_t>(get_u32(p)) << 32 | get_u32(p + 4); }
+
+// A message: header (length fixed by done()).
+W header(uint8_t type, uint32_t xid) {
+  W w;
+  w.u8(kVersion);
+  w.u8(type);
+  w.u16(0);
+  w.u32(xid);
+  return w;
+}
+std::vector<uint8_t> done(W& w) {
+  w.set_u16(2, static_cast<uint16_t>(w.b.size()));
+  return std::move(w.b);
+}
+
+constexpr uint32_t oxm(uint16_t cls, uint8_t field, uint8_t len) {
+  return static_cast<uint32_t>(cls) << 16 | static_cast<uint32_t>(field) << 9 | len;
+}
+constexpr uint16_t kBasic = 0x8000, kNxm1 = 0x0001;
+constexpr uint32_t kOxmInPort = oxm(kBasic, 0, 4), kOxmEthDst = oxm(kBasic, 3, 6), kOxmEthType = oxm(kBasic, 5, 2),
+                   kOxmArpTpa = oxm(kBasic, 23, 4), kOxmTunId = oxm(kBasic, 38, 8),
+                   kNxmTunIpv4Dst = oxm(kNxm1, 32, 4);
+
+void match(W& w, const Match& m) {
+  const size_t start = w.b.size();
+  w.u16(1);  // OFPMT_OXM
+  w.u16(0);  // length, below
+  if (m.in_port) w.u32(kOxmInPort), w.u32(*m.in_port);
+  if (m.eth_dst) w.u32(kOxmEthDst), w.raw(m.eth_dst->data(), 6);
+  if (m.eth_type || m.arp_tpa) w.u32(kOxmEthType), w.u16(m.eth_type.value_or(0x0806));
+  if (m.arp_tpa) w.u32(kOxmArpTpa), w.u32(*m.arp_tpa);
+  if (m.tun_id) w.u32(kOxmTunId), w.u64(*m.tun_id);
+  w.set_u16(start + 2, static_cast<uint16_t>(w.b.size() - start));
+  w.pad8(start);
+}
+
+void instructions(W& w, const Flow& f) {
+  if (!f.actions.empty()) {
+    const size_t start = w.b.size();
+    w.u16(4);  // OFPIT_APPLY_ACTIONS
+    w.u16(0);
+    w.zeros(4);
+    for (const auto& a : f.actions) {
+      switch (a.kind) {
+        case Action::Kind::kOutput:
+          w.u16(0), w.u16(16), w.u32(static_cast<uint32_t>(a.value)), w.u16(0xffff), w.zeros(6);
+          break;
+        case Action::Kind::kSetTunId:
+          w.u16(25), w.u16(16), w.u32(kOxmTunId), w.u64(a.value), w.zeros(0);
+          break;
+        case Action::Kind::kSetTunDst:
+          w.u16(25), w.u16(16), w.u32(kNxmTunIpv4Dst), w.u32(static_cast<uint32_t>(a.value)), w.zeros(4);
+          break;
+      }
+    }
+    w.set_u16(start + 2, static_cast<uint16_t>(w.b.size() - start));
+  }
+  if (f.goto_table) w.u16(1), w.u16(8), w.u8(*f.goto_table), w.zeros(3);
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_hello(uint32_t xid) {
+  W w = header(kHello, xid);
+  w.u16(1);  // OFPHET_VERSIONBITMAP
+  w.u16(8);
+  w.u32(1u << kVersion);
+  return done(w);
+}
+
+std::vector<uint8_t> encode_flow_mod(const FlowMod& mod, uint32_t xid) {
+  W w = header(kFlowMod, xid);
+  const bool add = mod.op == FlowMod::Op::kAdd;
+  w.u64(add ? mod.flow.cookie : mod.cookie);
+  w.u64(add ? 0 : ~uint64_t{0});                 // cookie mask
+  w.u8(add ? mod.flow.table : 0xff);             // OFPTT_ALL for the delete
+  w.u8(add ? 0 : 3);                             // OFPFC_ADD / OFPFC_DELETE
+  w.u16(0), w.u16(0);                            // idle and hard timeouts
+  w.u16(add ? mod.flow.priority : 0);
+  w.u32(0xffffffff);                             // OFP_NO_BUFFER
+  w.u32(kPortAny), w.u32(0xffffffff);            // out_port, out_group: any
+  w.u16(0), w.u16(0);                            // flags, importance
+  match(w, add ? mod.flow.match : Match{});
+  if (add) instructions(w, mod.flow);
+  return done(w);
+}
+
+std::vector<uint8_t> encode_barrier(uint32_t xid) {
+  W w = header(kBarrierRequest, xid);
+  return done(w);
+}
+
+std::vector<uint8_t> encode_bundle_control(uint32_t bundle, uint16_t type, uint32_t xid) {
+  W w = header(kBundleControlMsg, xid);
+  w.u32(bundle), w.u16(type), w.u16(kBundleFlags);
+  return done(w);
+}
+
+std::vector<uint8_t> encode_bundle_add(uint32_t bundle, const std::vector<uint8_t>& msg, uint32_t xid) {
+  W w = header(kBundleAdd, xid);
+  w.u32(bundle), w.u16(0), w.u16(kBundleFlags);
+  w.raw(msg.data(), msg.size());
+  return done(w);
+}
+
+std::vector<uint8_t> encode_flow_stats_request(uint32_t xid) {
+  W w = header(kMultipartRequest, xid);
+  w.u16(kMultipartFlow), w.u16(0), w.zeros(4);
+  w.u8(0xff), w.zeros(3);              // all tables
+  w.u32(kPortAny), w.u32(0xffffffff);  // any out_port / out_group
+  w.zeros(4);
+  w.u64(0), w.u64(0);  // cookie, mask: all
+  match(w, Match{});
+  return done(w);
+}
+
+Result<std::vector<FlowEntry>> decode_flow_stats(const uint8_t* p, size_t len) {
+  std::vector<FlowEntry> out;
+  size_t off = 0;
+  while (off < len) {
+    if (len - off < 48) return fail(Errc::kInternal, "OpenFlow flow stats: truncated entry");
+    const uint16_t n = get_u16(p + off);
+    if (n < 48 || n > len - off) return fail(Errc::kInternal, "OpenFlow flow stats: bad entry length " + std::to_string(n));
+    out.push_back(FlowEntry{p[off + 2], get_u16(p + off + 12), get_u64(p + off + 24)});
+    off += n;
+  }
+  return out;
+}
+
+std::string describe_error(uint16_t type, uint16_t code) {
+  static const char* types[] = {"HELLO_FAILED", "BAD_REQUEST", "BAD_ACTION", "BAD_INSTRUCTION", "BAD_MATCH",
+                                "FLOW_MOD_FAILED", "GROUP_MOD_FAILED", "PORT_MOD_FAILED", "TABLE_MOD_FAILED",
+                                "QUEUE_OP_FAILED", "SWITCH_CONFIG_FAILED", "ROLE_REQUEST_FAILED", "METER_MOD_FAILED",
+                                "TABLE_FEATURES_FAILED", "BAD_PROPERTY", "ASYNC_CONFIG_FAILED", "FLOW_MONITOR_FAILED",
+                                "BUNDLE_FAILED"};
+  std::string t = type < std::size(types) ? types[type] : "type " + std::to_string(type);
+  return "OpenFlow error " + t + " code " + std::to_string(code);
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection
+
+Result<std::unique_ptr<Connection>> Connection::connect(const std::string& path, std::chrono::milliseconds timeout) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    return fail(Errc::kInvalid, "OpenFlow socket path \"" + path + "\" is empty or too long");
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(Errc::kInternal, std::string("socket: ") + std::strerror(errno));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return fail(Errc::kUnavailable, "cannot connect to the bridge's OpenFlow socket " + path + ": " + std::strerror(err));
+  }
+  // Hello both ways before the reader starts: the switch's hello says what it speaks.
+  auto h = encode_hello(0);
+  if (::send(fd, h.data(), h.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(h.size())) {
+    ::close(fd);
+    return fail(Errc::kUnavailable, "cannot write to " + path);
+  }
+  uint8_t hdr[8];
+  size_t got = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<uint8_t> body;
+  while (got < 8) {
+    pollfd pf{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0 || ::poll(&pf, 1, static_cast<int>(left)) <= 0) {
+      ::close(fd);
+      return fail(Errc::kTimeout, "the switch at " + path + " sent no OpenFlow hello");
+    }
+    ssize_t n = ::read(fd, hdr + got, 8 - got);
+    if (n <= 0) {
+      ::close(fd);
+      return fail(Errc::kUnavailable, "the switch at " + path + " closed the connection during the hello");
+    }
+    got += static_cast<size_t>(n);
+  }
+  const uint16_t len = get_u16(hdr + 2);
+  body.resize(len > 8 ? len - 8 : 0);
+  for (size_t off = 0; off < body.size();) {
+    ssize_t n = ::read(fd, body.data() + off, body.size() - off);
+    if (n <= 0) {
+      ::close(fd);
+      return fail(Errc::kUnavailable, "the switch at " + path + " closed the connection during the hello");
+    }
+    off += static_cast<size_t>(n);
+  }
+  // Negotiation: with a version bitmap, 1.4 must be in it; without one, the lower of the two
+  // hellos' versions is used, so the switch's must be 1.4 or later (OVS sends 1.5, bare).
+  bool speaks = hdr[0] >= kVersion;
+  if (body.size() >= 8 && get_u16(body.data()) == 1) speaks = (get_u32(body.data() + 4) & (1u << kVersion)) != 0;
+  if (hdr[1] != kHello || !speaks) {
+    ::close(fd);
+    return fail(Errc::kUnsupported, "the switch at " + path + " does not speak OpenFlow 1.4 (its hello: version " +
+                                        std::to_string(hdr[0]) + "); allow OpenFlow14 in the bridge's protocols");
+  }
+  return std::unique_ptr<Connection>(new Connection(fd));
+}
+
+Connection::Connection(int fd) : fd_(fd) { reader_ = std::thread([this] { read_loop(); }); }
+
+Connection::~Connection() {
+  ::shutdown(fd_, SHUT_RDWR);
+  if (reader_.joinable()) reader_.join();
+  ::close(fd_);
+}
+
+bool Connection::connected() const {
+  std::lock_guard lk(mu_);
+  return connected_;
+}
+
+uint64_t Connection::bundles_committed() const {
+  std::lock_guard lk(mu_);
+  return committed_;
+}
+
+uint32_t Connection::next_xid() {
+  std::lock_guard lk(mu_);
+  if (xid_ == 0) xid_ = 1;  // 0 is the hello's
+  return xid_++;
+}
+
+bool Connection::send(const std::vector<uint8_t>& bytes) {
+  std::lock_guard lk(write_mu_);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+void Connection::expect(uint32_t xid) {
+  std::lock_guard lk(mu_);
+  replies_[xid];
+}
+
+void Connection::forget(uint32_t xid) {
+  std::lock_guard lk(mu_);
+  replies_.erase(xid);
+}
+
+void Connection::read_loop() {
+  std::vector<uint8_t> buf;
+  auto read_n = [&](size_t n) {
+    buf.resize(n);
+    for (size_t off = 0; off < n;) {
+      ssize_t r = ::read(fd_, buf.data() + off, n - off);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      off += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  for (;;) {
+    if (!read_n(8)) break;
+    const uint8_t type = buf[1];
+    const uint16_t len = get_u16(buf.data() + 2);
+    const uint32_t xid = get_u32(buf.data() + 4);
+    std::vector<uint8_t> msg(buf.begin(), buf.end());
+    if (len < 8) break;
+    if (len > 8) {
+      if (!read_n(len - 8u)) break;
+      msg.insert(msg.end(), buf.begin(), buf.end());
+    }
+    if (type == kEchoRequest) {
+      msg[1] = kEchoReply;
+      (void)send(msg);
+      continue;
+    }
+    std::lock_guard lk(mu_);
+    if (auto it = replies_.find(xid); it != replies_.end()) {
+      it->second.push_back(Reply{type, std::move(msg)});
+      cv_.notify_all();
+    }
+  }
+  std::lock_guard lk(mu_);
+  connected_ = false;
+  why_closed_ = "the switch closed the OpenFlow connection";
+  cv_.notify_all();
+}
+
+Result<std::vector<Connection::Reply>> Connection::await(uint32_t xid, uint8_t until,
+                                                         std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lk(mu_);
+  auto finished = [&] {
+    auto& v = replies_[xid];
+    for (const auto& r : v) {
+      if (r.type == until || r.type == kError) {
+        if (r.type != kMultipartReply) return true;
+        if (r.msg.size() >= 12 && !(get_u16(r.msg.data() + 10) & 1)) return true;  // no REPLY_MORE
+      }
+    }
+    return !connected_;
+  };
+  const bool ok = cv_.wait_until(lk, deadline, finished);
+  std::vector<Reply> out = std::move(replies_[xid]);
+  replies_.erase(xid);
+  for (const auto& r : out)
+    if (r.type == kError) {
+      const uint16_t et = r.msg.size() >= 12 ? get_u16(r.msg.data() + 8) : 0, ec = r.msg.size() >= 12 ? get_u16(r.msg.data() + 10) : 0;
+      return fail(Errc::kInvalid, describe_error(et, ec));
+    }
+  if (!ok) return fail(Errc::kTimeout, "the switch did not answer in time");
+  bool complete = false;
+  for (const auto& r : out) complete = complete || r.type == until;
+  if (!complete) return fail(Errc::kUnavailable, why_closed_.empty() ? "the OpenFlow connection is closed" : why_closed_);
+  return out;
+}
+
+Result<void> Connection::bundle(const std::vector<FlowMod>& mods, std::chrono::milliseconds timeout) {
+  if (mods.empty()) return {};
+  std::lock_guard serial(bundle_mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  uint32_t bid;
+  {
+    std::lock_guard lk(mu_);
+    bid = bundle_id_++;
+  }
+  // Open, every add and a barrier in one write: the barrier's reply comes after any
+  // refusal of an add (the switch answers in order).
+  const uint32_t x_open = next_xid();
+  expect(x_open);
+  std::vector<uint8_t> bytes = encode_bundle_control(bid, kOpenRequest, x_open);
+  std::vector<uint32_t> adds;
+  adds.reserve(mods.size());
+  for (const auto& m : mods) {
+    const uint32_t x = next_xid();
+    expect(x);
+    adds.push_back(x);
+    auto add = encode_bundle_add(bid, encode_flow_mod(m, x), x);
+    bytes.insert(bytes.end(), add.begin(), add.end());
+  }
+  const uint32_t x_bar = next_xid();
+  expect(x_bar);
+  auto bar = encode_barrier(x_bar);
+  bytes.insert(bytes.end(), bar.begin(), bar.end());
+  auto cleanup = [&] {
+    for (uint32_t x : adds) forget(x);
+    forget(x_open);
+    forget(x_bar);
+  };
+  if (!send(bytes)) {
+    cleanup();
+    return fail(Errc::kUnavailable, "cannot write to the OpenFlow connection");
+  }
+  if (auto r = await(x_open, kBundleControlMsg, deadline); !r) {
+    cleanup();
+    return fail(r.error());
+  }
+  if (auto r = await(x_bar, kBarrierReply, deadline); !r) {
+    cleanup();
+    return fail(r.error());
+  }
+  std::optional<Error> refused;
+  {
+    std::lock_guard lk(mu_);
+    for (size_t i = 0; i < adds.size() && !refused; ++i)
+      for (const auto& r : replies_[adds[i]])
+        if (r.type == kError && r.msg.size() >= 12)
+          refused = Error{Errc::kInvalid,
+                          describe_error(get_u16(r.msg.data() + 8), get_u16(r.msg.data() + 10)) + " for change " +
+                              std::to_string(i) + " of the bundle",
+                          {}};
+  }
+  for (uint32_t x : adds) forget(x);
+  const uint32_t x_end = next_xid();
+  expect(x_end);
+  if (!send(encode_bundle_control(bid, refused ? kDiscardRequest : kCommitRequest, x_end))) {
+    forget(x_end);
+    return fail(Errc::kUnavailable, "cannot write to the OpenFlow connection");
+  }
+  auto end = await(x_end, kBundleControlMsg, deadline);
+  if (refused) return fail(*refused);
+  if (!end) return fail(end.error());
+  std::lock_guard lk(mu_);
+  ++committed_;
+  return {};
+}
+
+Result<std::vector<FlowEntry>> Connection::dump_flows(std::chrono::milliseconds timeout) {
+  const uint32_t x = next_xid();
+  expect(x);
+  if (!send(encode_flow_stats_request(x))) {
+    forget(x);
+    return fail(Errc::kUnavailable, "cannot write to the OpenFlow connection");
+  }
+  auto replies = await(x, kMultipartReply, std::chrono::steady_clock::now() + timeout);
+  if (!replies) return fail(replies.error());
+  std::vector<FlowEntry> out;
+  for (const auto& r : *replies) {
+    if (r.type != kMultipartReply || r.msg.size() < 16) continue;
+    auto e = decode_flow_stats(r.msg.data() + 16, r.msg.size() - 16);
+    if (!e) return fail(e.error());
+    out.insert(out.end(), e->begin(), e->end());
+  }
+  return out;
+}
+
+}  // namespace kos::fabric::ovs::of
