@@ -1,5 +1,4 @@
 #include "agent/agent.h"
-#include "agent/local_api.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -262,6 +261,16 @@ void Agent::publish_counts() {
   move(agent_metrics().vnis, published_.vnis, vni_informers_.size());
 }
 
+void Agent::place_guest(const std::string& key, const std::string& netns, const std::string& ifname) {
+  std::lock_guard lk(mu_);
+  placements_[key] = {netns, ifname};
+}
+
+void Agent::forget_placement(const std::string& key) {
+  std::lock_guard lk(mu_);
+  placements_.erase(key);
+}
+
 std::optional<fabric::LocalIfc> Agent::local(const std::string& key, const std::string& uid) const {
   std::lock_guard lk(mu_);
   auto it = locals_.find(key);
@@ -393,6 +402,7 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
     }
   }
   if (!obj) {
+    forget_placement(key);  // deleted (a placement outlives only its attachment's unaddressed start)
     if (auto r = remove_local(key); !r) return fail(r.error());
     if (auto r = program_remote(key, nullptr); !r) return fail(r.error());
     return controllers::Requeue{};
@@ -401,6 +411,7 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
     if (auto r = program_remote(key, nullptr); !r) return fail(r.error());
     return ensure_local(key, std::get<api::NetworkAttachment>(*obj));
   }
+  forget_placement(key);  // on another node now
   if (auto r = remove_local(key); !r) return fail(r.error());
   if (auto r = program_remote(key, obj); !r) return fail(r.error());
   return controllers::Requeue{};
@@ -546,14 +557,12 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   want.guest_ip = *ip;
   want.mac = api::guest_mac(*ip, want.vni);
   want.name = api::interface_name(want.mac);
-  // An attachment of the CNI plugin (local_api.h) gets its guest end made in the
-  // container's namespace, under the runtime's name, rather than moved there later.
-  if (auto l = na.metadata.labels.find(kCniPluginLabel); l != na.metadata.labels.end() && l->second == "kos-cni") {
-    const auto& an = na.metadata.annotations;
-    auto netns = an.find(kCniNetnsAnnotation), ifname = an.find(kCniIfnameAnnotation);
-    if (netns != an.end() && ifname != an.end()) {
-      want.guest_netns = netns->second;
-      want.guest_ifname = ifname->second;
+  {
+    // A CNI ADD in progress for it: the guest end is made in the container's namespace.
+    std::lock_guard lk(mu_);
+    if (auto p = placements_.find(key); p != placements_.end()) {
+      want.guest_netns = p->second.first;
+      want.guest_ifname = p->second.second;
     }
   }
   // Only the worker holding `key` changes locals_[key] (the queue never gives a key to two

@@ -93,6 +93,12 @@ class Agent {
   Result<std::optional<fabric::LocalIfc>> wait_local(const std::string& key, const std::string& uid, bool gone,
                                                      std::chrono::steady_clock::time_point deadline,
                                                      const std::function<bool()>& cancelled = {}) const;
+  // Where the local API (CNI ADD) wants the guest end of attachment `key` made: directly in
+  // the container's namespace `netns` as `ifname` (moving it there later costs the kernel an
+  // RCU grace period). Only the local API says so, never the attachment itself: whoever may
+  // write attachments must not choose namespaces on the node. Forgotten with the interface.
+  void place_guest(const std::string& key, const std::string& netns, const std::string& ifname);
+  void forget_placement(const std::string& key);
   const std::string& node() const { return opts_.node; }
   uint32_t host_ip() const { return opts_.host_ip; }
 
@@ -156,6 +162,7 @@ class Agent {
   std::map<std::string, LocalState> locals_;          // what the fabric has, per attachment
   std::map<std::string, fabric::RemoteIfc> remotes_;
   std::set<std::string> execs_done_;                  // uid + ifc name: postCreateExec ran
+  std::map<std::string, std::pair<std::string, std::string>> placements_;  // key -> (netns, ifname)
   Counts counts_;
   struct {
     double locals = 0, remotes = 0, vnis = 0;

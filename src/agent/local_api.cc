@@ -263,6 +263,17 @@ Response LocalApi::add(const Request& req) {
   if (!cidr) return Response::error(cni::kInvalidConfig, "Subnet " + req.ns + "/" + req.subnet + " has no valid CIDR");
 
   const auto t_start = Steady::now();
+  // The agent makes the guest end right in the container (this request's CNI_NETNS: the
+  // runtime's word, not the attachment's).
+  agent_.place_guest(key, req.netns, req.ifname);
+  struct Placement {  // forgotten unless the ADD succeeds
+    Agent& agent;
+    const std::string& key;
+    bool keep = false;
+    ~Placement() {
+      if (!keep) agent.forget_placement(key);
+    }
+  } placement{agent_, key};
   // Get or create the attachment.
   bool created = false;
   api::NetworkAttachment na;
@@ -362,6 +373,7 @@ Response LocalApi::add(const Request& req) {
                   std::chrono::duration<double, std::milli>(t_made - t_start).count(),
                   std::chrono::duration<double, std::milli>(t_ready - t_made).count(),
                   std::chrono::duration<double, std::milli>(Steady::now() - t_ready).count());
+    placement.keep = true;
     Response r;
     r.attachment = key;
     r.ifname = plugged->ifname;

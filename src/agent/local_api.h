@@ -6,7 +6,11 @@
 // container id and interface name, so a repeated ADD finds it), on this node, labelled
 // cni.network.example.com/plugin=kos-cni, with the container id, interface name, network
 // name, network namespace and pod (if given) in cni.network.example.com/* annotations: GC
-// and adoption read everything from the API after any crash.
+// and adoption read everything from the API after any crash. The agent never takes a
+// namespace from an attachment (whoever may write attachments must not choose namespaces
+// on the node): ADD tells it the runtime's CNI_NETNS (Agent::place_guest) so that it makes
+// the guest end right there; without that (an agent restarted meanwhile) it makes it in
+// its own namespace and ADD moves it.
 //
 //  add    gets or creates the attachment, waits (up to the request's timeout) until the IPAM
 //         has addressed it and this agent has implemented it, then has the fabric plug its

@@ -222,6 +222,34 @@ TEST_F(LocalApiTest, GcDeletesThisNetworksAttachmentsThatAreNotValid) {
   EXPECT_EQ(call(status).code, 0);
 }
 
+// The guest end is made in the namespace the runtime named in the ADD, and never in one an
+// attachment's annotations name: whoever may write attachments must not choose namespaces
+// on the node.
+TEST_F(LocalApiTest, OnlyTheRuntimesAddChoosesTheGuestNamespace) {
+  ASSERT_EQ(call(req("add", "c1")).code, 0);
+  api::NetworkAttachment forged;
+  forged.metadata.namespace_ = "ns1";
+  forged.metadata.name = "forged";
+  forged.metadata.labels[kCniPluginLabel] = "kos-cni";
+  forged.metadata.annotations[kCniNetnsAnnotation] = "/proc/1/ns/net";
+  forged.metadata.annotations[kCniIfnameAnnotation] = "eth9";
+  forged.spec.node = "node-a";
+  forged.spec.subnet = "s1";
+  ASSERT_TRUE(c_->create(forged));
+  std::vector<fabric::LocalIfc> locals;
+  for (int i = 0; i < 500 && locals.size() < 2; ++i) {
+    std::this_thread::sleep_for(10ms);  // polling the agent's effect
+    locals = fabric_.locals();
+  }
+  ASSERT_EQ(locals.size(), 2u);
+  int in_container = 0;
+  for (const auto& l : locals) {
+    EXPECT_NE(l.guest_netns, "/proc/1/ns/net") << "an annotation chose the namespace";
+    if (l.guest_netns == "/proc/self/ns/net" && l.guest_ifname == "eth0") ++in_container;
+  }
+  EXPECT_EQ(in_container, 1) << "the ADD's own attachment is made in its CNI_NETNS";
+}
+
 TEST_F(LocalApiTest, ASecondServerOnALiveSocketIsRefusedAndAStaleOneReplaced) {
   LocalApi second(c_, *agent_, fabric_, LocalApiOptions{socket_});
   auto r = second.start();
