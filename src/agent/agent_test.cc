@@ -5,9 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "api/cidr.h"
-#include "client/test_server.h"
-#include "controllers/ipam/ipam.h"
-#include "controllers/subnet_validator/validator.h"
+#include "agent/testing.h"
 #include "fabric/fake/fake_fabric.h"
 
 namespace kos::agent {
@@ -15,22 +13,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class AgentTest : public client::testing::ApiServerTest {
+class AgentTest : public testing::ControllersTest {
  protected:
-  void SetUp() override {
-    ApiServerTest::SetUp();
-    c_ = client();
-    validator_ = std::make_unique<controllers::SubnetValidator>(c_);
-    ASSERT_TRUE(validator_->start().has_value());
-    ipam_ = std::make_unique<controllers::Ipam>(c_);
-    ASSERT_TRUE(ipam_->start().has_value());
-  }
   void TearDown() override {
     for (auto& a : agents_) a->stop();
     agents_.clear();
-    ipam_->stop();
-    validator_->stop();
-    ApiServerTest::TearDown();
+    ControllersTest::TearDown();
   }
   // With `clock`, the agent's grace period and its queue's delays run on it: eventually()
   // moves it as fast as real time while it polls, and a test that wants time to stand
@@ -61,9 +49,6 @@ class AgentTest : public client::testing::ApiServerTest {
   }
   FakeClock* ticking_ = nullptr;
 
-  std::shared_ptr<client::RestClient> c_;
-  std::unique_ptr<controllers::SubnetValidator> validator_;
-  std::unique_ptr<controllers::Ipam> ipam_;
   std::vector<std::unique_ptr<fabric::FakeFabric>> fabrics_;
   std::vector<std::unique_ptr<Agent>> agents_;
 };

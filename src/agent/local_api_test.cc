@@ -11,9 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "api/cidr.h"
-#include "client/test_server.h"
-#include "controllers/ipam/ipam.h"
-#include "controllers/subnet_validator/validator.h"
+#include "agent/testing.h"
 #include "fabric/fake/fake_fabric.h"
 
 namespace kos::agent {
@@ -23,15 +21,11 @@ using namespace std::chrono_literals;
 using cni::Request;
 using cni::Response;
 
-class LocalApiTest : public client::testing::ApiServerTest {
+class LocalApiTest : public testing::ControllersTest {
  protected:
   void SetUp() override {
-    ApiServerTest::SetUp();
-    c_ = client();
-    validator_ = std::make_unique<controllers::SubnetValidator>(c_);
-    ASSERT_TRUE(validator_->start().has_value());
-    ipam_ = std::make_unique<controllers::Ipam>(c_);
-    ASSERT_TRUE(ipam_->start().has_value());
+    ControllersTest::SetUp();
+    if (HasFatalFailure()) return;
     AgentOptions o;
     o.node = "node-a";
     o.host_ip = 0x0a090001;
@@ -54,10 +48,8 @@ class LocalApiTest : public client::testing::ApiServerTest {
   void TearDown() override {
     if (api_) api_->stop();
     if (agent_) agent_->stop();
-    if (ipam_) ipam_->stop();
-    if (validator_) validator_->stop();
     std::filesystem::remove_all(dir_);
-    ApiServerTest::TearDown();
+    ControllersTest::TearDown();
   }
 
   Request req(const std::string& op, const std::string& container = "c1", const std::string& ifname = "eth0") {
@@ -79,9 +71,6 @@ class LocalApiTest : public client::testing::ApiServerTest {
   }
   std::vector<api::NetworkAttachment> attachments() { return c_->list<api::NetworkAttachment>("ns1").value(); }
 
-  std::shared_ptr<client::RestClient> c_;
-  std::unique_ptr<controllers::SubnetValidator> validator_;
-  std::unique_ptr<controllers::Ipam> ipam_;
   fabric::FakeFabric fabric_;
   std::unique_ptr<Agent> agent_;
   std::filesystem::path dir_;

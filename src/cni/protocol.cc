@@ -10,6 +10,8 @@
 
 #include <boost/json.hpp>
 
+#include "common/unix_socket.h"
+
 namespace kos::cni {
 namespace json = boost::json;
 
@@ -62,16 +64,6 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
     if (n == 0) return false;
     if (errno != EINTR) return true;  // let the read/write report it
   }
-}
-
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
 }
 
 // Reads to EOF within the deadline.
@@ -177,22 +169,17 @@ Result<Response> decode_response(std::string_view text) {
 
 Result<Response> call(const std::string& socket_path, const Request& req, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.empty() || socket_path.size() >= sizeof addr.sun_path)
-    return fail(Errc::kInvalid, "agent socket path \"" + socket_path + "\" is empty or too long");
-  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return fail(Errc::kInternal, std::string("socket: ") + std::strerror(errno));
+  auto conn = connect_unix(socket_path, "the KOS agent");
+  if (!conn) {
+    Error e = conn.error();
+    if (e.code == Errc::kUnavailable) e.message += " (is `kos agent` running on this node?)";
+    return fail(std::move(e));
+  }
+  const int fd = *conn;
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    const int err = errno;
-    return fail(Errc::kUnavailable, "cannot connect to the KOS agent at " + socket_path + ": " + std::strerror(err) +
-                                        (err == ENOENT || err == ECONNREFUSED ? " (is `kos agent` running on this node?)" : ""));
-  }
   if (!write_all(fd, encode(req)) || ::shutdown(fd, SHUT_WR) != 0)
     return fail(Errc::kUnavailable, "the KOS agent at " + socket_path + " closed the connection");
   auto text = read_all(fd, deadline, "agent's answer");

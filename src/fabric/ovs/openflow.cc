@@ -11,6 +11,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/unix_socket.h"
+
 namespace kos::fabric::ovs::of {
 
 namespace {
@@ -186,18 +188,9 @@ std::string describe_error(uint16_t type, uint16_t code) {
 // The connection
 
 Result<std::unique_ptr<Connection>> Connection::connect(const std::string& path, std::chrono::milliseconds timeout) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return fail(Errc::kInvalid, "OpenFlow socket path \"" + path + "\" is empty or too long");
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return fail(Errc::kInternal, std::string("socket: ") + std::strerror(errno));
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return fail(Errc::kUnavailable, "cannot connect to the bridge's OpenFlow socket " + path + ": " + std::strerror(err));
-  }
+  auto conn = connect_unix(path, "the bridge's OpenFlow socket");
+  if (!conn) return fail(conn.error());
+  const int fd = *conn;
   // Hello both ways before the reader starts: the switch's hello says what it speaks.
   auto h = encode_hello(0);
   if (::send(fd, h.data(), h.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(h.size())) {
@@ -270,14 +263,7 @@ uint32_t Connection::next_xid() {
 
 bool Connection::send(const std::vector<uint8_t>& bytes) {
   std::lock_guard lk(write_mu_);
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
+  return write_all(fd_, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 void Connection::expect(uint32_t xid) {

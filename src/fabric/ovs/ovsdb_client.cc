@@ -10,28 +10,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/unix_socket.h"
+
 namespace kos::fabric::ovs {
 namespace json = boost::json;
 
 namespace {
 
 Result<int> dial(const std::string& target) {
-  if (target.starts_with("unix:")) {
-    const std::string path = target.substr(5);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof addr.sun_path)
-      return fail(Errc::kInvalid, "OVSDB target " + target + ": the socket path is empty or too long");
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail(Errc::kInternal, std::string("socket: ") + std::strerror(errno));
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      const int err = errno;
-      ::close(fd);
-      return fail(Errc::kUnavailable, "cannot connect to ovsdb-server at " + target + ": " + std::strerror(err));
-    }
-    return fd;
-  }
+  if (target.starts_with("unix:")) return connect_unix(target.substr(5), "ovsdb-server");
   if (target.starts_with("tcp:")) {
     const std::string hp = target.substr(4);
     const auto colon = hp.rfind(':');
@@ -86,14 +73,7 @@ void OvsdbClient::on_disconnect(std::function<void()> fn) {
 bool OvsdbClient::send(const json::object& msg) {
   const std::string text = json::serialize(msg);
   std::lock_guard lk(write_mu_);
-  std::string_view rest = text;
-  while (!rest.empty()) {
-    ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
+  return write_all(fd_, text);
 }
 
 void OvsdbClient::fail_all(Errc code, const std::string& why) {
