@@ -325,7 +325,7 @@ TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
   // read of the lock's owner (both come when the caches show the delete). Waiting for one
   // only was a race: if it was the collector's, the IPAM could see the next incarnation
   // before the delete, address it itself, and then rightly delete the lock made below as
-  // an extra (the test failed 1 in ~400 full runs).
+  // an extra (it failed so in one full ctest run).
   ASSERT_TRUE(eventually([&] { return faults().delaying() >= 2; }));
   auto second = c_->create(api::NetworkAttachment{[] {
     api::NetworkAttachment a;
