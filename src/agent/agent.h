@@ -100,7 +100,6 @@ class Agent {
   void place_guest(const std::string& key, const std::string& netns, const std::string& ifname);
   void forget_placement(const std::string& key);
   const std::string& node() const { return opts_.node; }
-  uint32_t host_ip() const { return opts_.host_ip; }
 
   Result<controllers::Requeue> reconcile(const std::string& key);
   // Several keys at once (what the workers call): the remote mappings among them, the bulk

@@ -16,6 +16,7 @@
 
 #include "api/cidr.h"
 #include "api/names.h"
+#include "common/unix_socket.h"
 
 namespace kos::agent {
 
@@ -54,12 +55,7 @@ std::optional<std::string> container_id_error(const std::string& id) {
 }
 
 std::optional<std::string> ifname_error(const std::string& n) {
-  if (n.empty()) return "CNI_IFNAME is empty";
-  if (n.size() > 15) return "CNI_IFNAME \"" + n + "\" is longer than 15 characters";
-  if (n == "." || n == "..") return "CNI_IFNAME \"" + n + "\" is not an interface name";
-  for (char c : n)
-    if (c == '/' || c == ':' || std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c)))
-      return "CNI_IFNAME \"" + n + "\" contains '/', ':', whitespace or a control character";
+  if (auto e = api::linux_ifname_error(n)) return "CNI_IFNAME \"" + n + "\" " + *e;
   return std::nullopt;
 }
 
@@ -99,10 +95,10 @@ Result<void> LocalApi::start() {
   // A socket file left by an agent that died is replaced; one that answers is another agent's.
   if (std::filesystem::exists(path, ec)) {
     if (!std::filesystem::is_socket(path, ec)) return fail(Errc::kAlreadyExists, path + " exists and is not a socket");
-    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-    if (probe >= 0) ::close(probe);
-    if (live) return fail(Errc::kAlreadyExists, "another process serves the CNI socket " + path);
+    if (auto probe = connect_unix(path, "the CNI socket")) {
+      ::close(*probe);
+      return fail(Errc::kAlreadyExists, "another process serves the CNI socket " + path);
+    }
     ::unlink(path.c_str());
   }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -157,10 +153,7 @@ void LocalApi::accept_loop() {
 }
 
 void LocalApi::serve(int fd) {
-  // Only root may connect (the socket's mode); the peer's credentials are logged.
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  (void)::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+  // Only root may connect: the socket's mode is 0600.
   auto req = cni::read_request(fd, std::chrono::seconds(10));
   if (!req) {
     cni::write_response(fd, Response::error(cni::kDecodeFailure, "cannot read the request: " + req.error().message));
@@ -210,7 +203,7 @@ Response LocalApi::handle(const Request& req) {
     if (req.op == "del") ++ks->dels;  // an ADD of this key in progress gives up
     {
       std::lock_guard serial(ks->mu);
-      r = req.op == "add" ? add(req) : req.op == "del" ? del(req) : check(req);
+      r = req.op == "add" ? add(req, *ks) : req.op == "del" ? del(req) : check(req);
     }
     release_key(name);
   } else {
@@ -237,7 +230,7 @@ std::string waiting_for(const api::NetworkAttachment& na, const std::string& nod
 
 }  // namespace
 
-Response LocalApi::add(const Request& req) {
+Response LocalApi::add(const Request& req, KeyState& ks) {
   const auto deadline = Steady::now() + timeout_of(req);
   const std::string name = cni_attachment_name(agent_.node(), req.container_id, req.ifname);
   const std::string key = key_of(req.ns, name);
@@ -245,12 +238,8 @@ Response LocalApi::add(const Request& req) {
   struct stat st{};
   if (::stat(req.netns.c_str(), &st) != 0)
     return Response::error(cni::kUnknownContainer, "CNI_NETNS " + req.netns + ": " + std::strerror(errno));
-  auto ks = [&] {
-    std::lock_guard lk(keys_mu_);
-    return keys_[name];
-  }();
-  const uint64_t dels = ks->dels.load();
-  auto cancelled = [&] { return stopping_.load() || ks->dels.load() != dels; };
+  const uint64_t dels = ks.dels.load();
+  auto cancelled = [&] { return stopping_.load() || ks.dels.load() != dels; };
 
   // The subnet first: without it nothing can be addressed, so nothing is made.
   auto subnet = client_->get<api::Subnet>(req.ns, req.subnet);

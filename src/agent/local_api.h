@@ -74,7 +74,8 @@ class LocalApi {
   static constexpr int kMaxInFlight = 64;
 
  private:
-  cni::Response add(const cni::Request& req);
+  struct KeyState;
+  cni::Response add(const cni::Request& req, KeyState& ks);  // ks: its key's, held
   cni::Response del(const cni::Request& req);
   cni::Response check(const cni::Request& req);
   cni::Response status();

@@ -1,5 +1,7 @@
 #include "api/names.h"
 
+#include <cctype>
+
 #include <algorithm>
 
 #include "api/cidr.h"
@@ -109,6 +111,16 @@ Result<MacAddress> parse_mac(std::string_view s) {
                                     "\": want xx:xx:xx:xx:xx:xx");
   }
   return mac;
+}
+
+std::optional<std::string> linux_ifname_error(std::string_view n) {
+  if (n.empty()) return "is empty";
+  if (n.size() > 15) return "is longer than 15 characters";
+  if (n == "." || n == "..") return "is not an interface name";
+  for (char c : n)
+    if (c == '/' || c == ':' || std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c)))
+      return "contains '/', ':', whitespace or a control character";
+  return std::nullopt;
 }
 
 std::string interface_name(const MacAddress& mac) {

@@ -37,6 +37,9 @@ MacAddress guest_mac(std::uint32_t ipv4, std::uint32_t vni);
 std::string format_mac(const MacAddress& mac);      // "0a:0b:0c:0d:0e:0f"
 Result<MacAddress> parse_mac(std::string_view s);   // that form, either case; kInvalid
 std::string interface_name(const MacAddress& mac);  // "kos" + 12 hex digits
+// Why s cannot be a Linux interface name (empty, over 15 characters, "." or "..", or with
+// '/', ':', whitespace or a control character), or nullopt.
+std::optional<std::string> linux_ifname_error(std::string_view s);
 
 // Kubernetes name syntax. Each *_error returns why s is invalid, or nullopt if valid;
 // the messages are Kubernetes' own so that kubectl users see familiar text.

@@ -12,9 +12,7 @@ std::optional<Error> check_common(uint32_t vni, const api::MacAddress& mac, uint
   if (guest_ip == 0) return Error{Errc::kInvalid, "guest IP 0.0.0.0 is not an address", {}};
   return std::nullopt;
 }
-bool valid_ifname(const std::string& n) {
-  return !n.empty() && n.size() <= 15 && n != "." && n != ".." && n.find_first_of("/ \t\n\r:") == std::string::npos;
-}
+bool valid_ifname(const std::string& n) { return !api::linux_ifname_error(n); }
 }  // namespace
 
 std::optional<Error> check(const LocalIfc& ifc) {

@@ -868,11 +868,10 @@ struct LinuxFabric::Impl {
   // With a linger: VNIs without attachments, since when (their devices stay meanwhile).
   std::map<uint32_t, std::chrono::steady_clock::time_point> idle;
 
-  // Deletes the devices of VNIs unused for opts.vni_linger; when the next one is due.
+  // Deletes the devices of VNIs unused for opts.vni_linger (apply() enters VNIs it left
+  // unused in `idle`); when the next one is due.
   std::optional<std::chrono::steady_clock::time_point> expire_idle() {
     const auto now = std::chrono::steady_clock::now();
-    for (const auto& [vni, v] : vnis)
-      if (v.unused()) idle.try_emplace(vni, now);
     std::optional<std::chrono::steady_clock::time_point> next;
     for (auto it = idle.begin(); it != idle.end();) {
       auto v = vnis.find(it->first);
@@ -1006,7 +1005,11 @@ struct LinuxFabric::Impl {
       }
     }
     if (failed) (void)resync();  // the optimistic cache updates of failed requests are undone
-    if (cache_valid && opts.vni_linger.count() == 0) {  // else expire_idle() deletes them later
+    if (cache_valid && opts.vni_linger.count() > 0) {  // expire_idle() deletes them later
+      const auto now = std::chrono::steady_clock::now();
+      for (uint32_t vni : touched)
+        if (auto v = vnis.find(vni); v != vnis.end() && v->second.unused()) idle.try_emplace(vni, now);
+    } else if (cache_valid) {
       for (uint32_t vni : touched) {
         if (auto r = gc_vni(vni); !r) {
           for (Op* op : work)
@@ -1371,27 +1374,23 @@ Result<Plugged> read_plugged(NetlinkSocket& sock, const std::string& ifname, con
   return p;
 }
 
-// Runs fn on a new thread that has entered the namespace of `netns_path` (or of the fd
-// `netns_fd` when the path is empty), with a netlink socket opened there.
+// A network namespace by path, open (close-on-exec); kNotFound if there is none.
+Result<int> open_netns(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) return fd;
+  const int err = errno;
+  if (err == ENOENT) return fail(Errc::kNotFound, "network namespace " + path + " does not exist");
+  return fail(sys_error("cannot open network namespace " + path, err));
+}
+
+// Runs fn on a new thread that has entered the namespace `netns_fd` (named `what` in
+// errors), with a netlink socket opened there.
 template <class T>
-Result<T> in_netns(int netns_fd, const std::string& netns_path, const std::function<Result<T>(NetlinkSocket&)>& fn) {
+Result<T> in_netns(int netns_fd, const std::string& what, const std::function<Result<T>(NetlinkSocket&)>& fn) {
   std::optional<Result<T>> out;
   std::thread t([&] {
-    int fd = netns_fd;
-    if (!netns_path.empty()) {
-      fd = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) {
-        const int err = errno;
-        out = fail(err == ENOENT ? Error{Errc::kNotFound, "network namespace " + netns_path + " does not exist", {}}
-                                 : sys_error("cannot open network namespace " + netns_path, err));
-        return;
-      }
-    }
-    const int rc = setns(fd, CLONE_NEWNET);
-    const int err = errno;
-    if (!netns_path.empty()) ::close(fd);
-    if (rc != 0) {
-      out = fail(sys_error("cannot enter network namespace " + (netns_path.empty() ? "of the fabric" : netns_path), err));
+    if (setns(netns_fd, CLONE_NEWNET) != 0) {
+      out = fail(sys_error("cannot enter network namespace " + what, errno));
       return;
     }
     NetlinkSocket sock;
@@ -1411,22 +1410,25 @@ Result<Plugged> LinuxFabric::plug(const LocalIfc& ifc, const Plug& plug) {
   if (auto e = check(ifc)) return fail(*e);
   if (auto e = check(plug)) return fail(*e);
   const std::string there = " in network namespace " + plug.netns;
-  const int target = ::open(plug.netns.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    const int err = errno;
-    if (err == ENOENT) return fail(Errc::kNotFound, "network namespace " + plug.netns + " does not exist");
-    return fail(sys_error("cannot open network namespace " + plug.netns, err));
-  }
+  auto target = open_netns(plug.netns);
+  if (!target) return fail(target.error());
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{*target};
+  auto taken = [&](const Link& l) {
+    return Error{Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname +
+                                      " (MAC " + (l.mac ? api::format_mac(*l.mac) : std::string("none")) + ")", {}};
+  };
   // 1. In the workload's namespace: the name must be free or ours already. (The kernel
   // moves a device before it renames it, so a taken name would strand the guest end there
   // under its fabric name.) A guest end stranded so by an earlier attempt is renamed.
-  auto present = in_netns<bool>(-1, plug.netns, [&](NetlinkSocket& sock) -> Result<bool> {
+  auto present = in_netns<bool>(*target, plug.netns, [&](NetlinkSocket& sock) -> Result<bool> {
     auto l = find_link(sock, plug.ifname, there);
     if (!l) return fail(l.error());
     if (*l) {
       if ((*l)->mac == ifc.mac) return true;
-      return fail(Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname +
-                                       " (MAC " + ((*l)->mac ? api::format_mac(*(*l)->mac) : std::string("none")) + ")");
+      return fail(taken(**l));
     }
     auto k = find_link(sock, ifc.name, there);
     if (!k) return fail(k.error());
@@ -1437,38 +1439,34 @@ Result<Plugged> LinuxFabric::plug(const LocalIfc& ifc, const Plug& plug) {
     if (auto r = one(sock, m.done("rename " + ifc.name + " to " + plug.ifname), there); !r) return fail(r.error());
     return true;
   });
-  if (!present) {
-    ::close(target);
-    return fail(present.error());
-  }
+  if (!present) return fail(present.error());
   // 2. In the fabric's namespace: the guest end moves out, renamed on the way.
-  auto moved = *present ? Result<bool>(true) : in_netns<bool>(impl_->node_ns, "", [&](NetlinkSocket& sock) -> Result<bool> {
-    const std::string here = impl_->where;
-    auto host = find_link(sock, host_end_name(ifc.mac), here);
-    if (!host) return fail(host.error());
-    if (!*host) return fail(Errc::kNotFound, "interface " + ifc.name + " is not in this fabric" + here);
-    auto guest = find_link(sock, ifc.name, here);
-    if (!guest) return fail(guest.error());
-    if (!*guest)
-      return fail(Errc::kNotFound, "the guest end " + ifc.name + " is neither in this fabric's namespace" + here +
-                                       " nor" + there + " (moved elsewhere?)");
-    if ((*guest)->mac != ifc.mac)
-      return fail(Errc::kConflict, "interface " + ifc.name + here + " does not carry the guest MAC " + api::format_mac(ifc.mac));
-    auto r = one(sock, msg_move_link((*guest)->index, target, plug.ifname,
-                                     "move " + ifc.name + " to" + there + " as " + plug.ifname), here);
-    if (!r) return fail(r.error());
-    return true;
-  });
-  ::close(target);
-  if (!moved) return fail(moved.error());
-  // 2. In the workload's namespace: the interface must be ours (its MAC), then configured.
-  return in_netns<Plugged>(-1, plug.netns, [&](NetlinkSocket& sock) -> Result<Plugged> {
+  if (!*present) {
+    auto moved = in_netns<bool>(impl_->node_ns, "of the fabric", [&](NetlinkSocket& sock) -> Result<bool> {
+      const std::string here = impl_->where;
+      auto host = find_link(sock, host_end_name(ifc.mac), here);
+      if (!host) return fail(host.error());
+      if (!*host) return fail(Errc::kNotFound, "interface " + ifc.name + " is not in this fabric" + here);
+      auto guest = find_link(sock, ifc.name, here);
+      if (!guest) return fail(guest.error());
+      if (!*guest)
+        return fail(Errc::kNotFound, "the guest end " + ifc.name + " is neither in this fabric's namespace" + here +
+                                         " nor" + there + " (moved elsewhere?)");
+      if ((*guest)->mac != ifc.mac)
+        return fail(Errc::kConflict, "interface " + ifc.name + here + " does not carry the guest MAC " + api::format_mac(ifc.mac));
+      auto r = one(sock, msg_move_link((*guest)->index, *target, plug.ifname,
+                                       "move " + ifc.name + " to" + there + " as " + plug.ifname), here);
+      if (!r) return fail(r.error());
+      return true;
+    });
+    if (!moved) return fail(moved.error());
+  }
+  // 3. In the workload's namespace: the interface must be ours (its MAC), then configured.
+  return in_netns<Plugged>(*target, plug.netns, [&](NetlinkSocket& sock) -> Result<Plugged> {
     auto l = find_link(sock, plug.ifname, there);
     if (!l) return fail(l.error());
     if (!*l) return fail(Errc::kNotFound, "interface " + plug.ifname + " vanished from" + there);
-    if ((*l)->mac != ifc.mac)
-      return fail(Errc::kConflict, "network namespace " + plug.netns + " already has an interface " + plug.ifname +
-                                       " (MAC " + ((*l)->mac ? api::format_mac(*(*l)->mac) : std::string("none")) + ")");
+    if ((*l)->mac != ifc.mac) return fail(taken(**l));
     const int index = (*l)->index;
     if (auto lo = find_link(sock, "lo", there); lo && *lo && !((*lo)->flags & IFF_UP))
       if (auto r = one(sock, msg_set_up((*lo)->index, "lo"), there); !r) return fail(r.error());
@@ -1482,7 +1480,13 @@ Result<Plugged> LinuxFabric::plug(const LocalIfc& ifc, const Plug& plug) {
 Result<Plugged> LinuxFabric::inspect(const std::string& netns, const std::string& ifname) {
   if (netns.empty() || netns.front() != '/')
     return fail(Errc::kInvalid, "network namespace \"" + netns + "\" is not an absolute path");
-  return in_netns<Plugged>(-1, netns, [&](NetlinkSocket& sock) { return read_plugged(sock, ifname, " in network namespace " + netns); });
+  auto fd = open_netns(netns);
+  if (!fd) return fail(fd.error());
+  auto r = in_netns<Plugged>(*fd, netns, [&](NetlinkSocket& sock) {
+    return read_plugged(sock, ifname, " in network namespace " + netns);
+  });
+  ::close(*fd);
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1520,7 +1524,9 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
   }
   auto impl = std::make_unique<Impl>(opts);
   impl->node_ns = fd;  // kept for plug(); closed by ~Impl
-  if (auto r = impl->start(fcntl(fd, F_DUPFD_CLOEXEC, 0)); !r) return fail(r.error());  // the worker closes the dup
+  const int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return fail(sys_error("linux fabric: cannot duplicate the namespace descriptor", errno));
+  if (auto r = impl->start(dup); !r) return fail(r.error());  // the worker closes the dup
   return std::unique_ptr<Fabric>(new LinuxFabric(std::move(impl)));
 }
 

@@ -93,7 +93,7 @@ void instructions(W& w, const Flow& f) {
           w.u16(0), w.u16(16), w.u32(static_cast<uint32_t>(a.value)), w.u16(0xffff), w.zeros(6);
           break;
         case Action::Kind::kSetTunId:
-          w.u16(25), w.u16(16), w.u32(kOxmTunId), w.u64(a.value), w.zeros(0);
+          w.u16(25), w.u16(16), w.u32(kOxmTunId), w.u64(a.value);
           break;
         case Action::Kind::kSetTunDst:
           w.u16(25), w.u16(16), w.u32(kNxmTunIpv4Dst), w.u32(static_cast<uint32_t>(a.value)), w.zeros(4);

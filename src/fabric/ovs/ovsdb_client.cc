@@ -1,6 +1,5 @@
 #include "fabric/ovs/ovsdb_client.h"
 
-#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -15,39 +14,10 @@
 namespace kos::fabric::ovs {
 namespace json = boost::json;
 
-namespace {
-
-Result<int> dial(const std::string& target) {
-  if (target.starts_with("unix:")) return connect_unix(target.substr(5), "ovsdb-server");
-  if (target.starts_with("tcp:")) {
-    const std::string hp = target.substr(4);
-    const auto colon = hp.rfind(':');
-    if (colon == std::string::npos) return fail(Errc::kInvalid, "OVSDB target " + target + " needs tcp:HOST:PORT");
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (int rc = ::getaddrinfo(hp.substr(0, colon).c_str(), hp.substr(colon + 1).c_str(), &hints, &res); rc != 0)
-      return fail(Errc::kInvalid, "OVSDB target " + target + ": " + gai_strerror(rc));
-    int fd = -1, err = 0;
-    for (auto* a = res; a && fd < 0; a = a->ai_next) {
-      fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-      if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
-        err = errno;
-        ::close(fd);
-        fd = -1;
-      }
-    }
-    ::freeaddrinfo(res);
-    if (fd < 0) return fail(Errc::kUnavailable, "cannot connect to ovsdb-server at " + target + ": " + std::strerror(err));
-    return fd;
-  }
-  return fail(Errc::kInvalid, "OVSDB target \"" + target + "\" must be unix:PATH or tcp:HOST:PORT");
-}
-
-}  // namespace
-
 Result<std::unique_ptr<OvsdbClient>> OvsdbClient::connect(const std::string& target, std::chrono::milliseconds timeout) {
-  auto fd = dial(target);
+  if (!target.starts_with("unix:"))
+    return fail(Errc::kInvalid, "OVSDB target \"" + target + "\" must be unix:PATH (ovsdb-server's socket)");
+  auto fd = connect_unix(target.substr(5), "ovsdb-server");
   if (!fd) return fail(fd.error());
   std::unique_ptr<OvsdbClient> c(new OvsdbClient(*fd));
   // The server answers before we rely on it.

@@ -2,7 +2,7 @@
 // creates the bridge and ports and watches them. Its own code, not OVS's C library (Debian
 // ships no OVS development package, and OVS's headers are not C++-clean).
 //
-// One connection to ovsdb-server (target "unix:PATH" or "tcp:HOST:PORT"). A reader thread
+// One connection to ovsdb-server (target "unix:PATH", its database socket). A reader thread
 // parses the stream of JSON values (OVSDB sends them back to back, unframed), answers the
 // server's "echo" keepalives, matches replies to calls by id and hands "update"
 // notifications to the monitor's callback. Calls may come from any thread; each waits for
