@@ -161,6 +161,63 @@ std::vector<uint8_t> encode_flow_stats_request(uint32_t xid) {
   return done(w);
 }
 
+namespace {
+
+// OXM fields into m; false if any is outside this encoder's vocabulary (or masked).
+bool decode_match(const uint8_t* p, size_t len, Match& m) {
+  bool ok = true;
+  for (size_t off = 0; off + 4 <= len;) {
+    const uint32_t h = get_u32(p + off);
+    const size_t n = h & 0xff;
+    if (off + 4 + n > len) return false;
+    const uint8_t* v = p + off + 4;
+    if (h == kOxmInPort) m.in_port = get_u32(v);
+    else if (h == kOxmEthDst) m.eth_dst.emplace(), std::memcpy(m.eth_dst->data(), v, 6);
+    else if (h == kOxmEthType) m.eth_type = get_u16(v);
+    else if (h == kOxmArpTpa) m.arp_tpa = get_u32(v);
+    else if (h == kOxmTunId) m.tun_id = get_u64(v);
+    else ok = false;
+    off += 4 + n;
+  }
+  return ok;
+}
+
+bool decode_actions(const uint8_t* p, size_t len, std::vector<Action>& out) {
+  bool ok = true;
+  for (size_t off = 0; off + 4 <= len;) {
+    const uint16_t type = get_u16(p + off), n = get_u16(p + off + 2);
+    if (n < 8 || off + n > len) return false;
+    const uint8_t* a = p + off + 4;
+    if (type == 0 && n >= 16) {
+      out.push_back(Action::output(get_u32(a)));
+    } else if (type == 25 && n >= 8) {
+      const uint32_t h = get_u32(a);
+      if (h == kOxmTunId && n >= 16) out.push_back(Action::set_tun_id(get_u64(a + 4)));
+      else if (h == kNxmTunIpv4Dst && n >= 12) out.push_back(Action::set_tun_dst(get_u32(a + 4)));
+      else ok = false;
+    } else {
+      ok = false;
+    }
+    off += n;
+  }
+  return ok;
+}
+
+bool decode_instructions(const uint8_t* p, size_t len, Flow& f) {
+  bool ok = true;
+  for (size_t off = 0; off + 4 <= len;) {
+    const uint16_t type = get_u16(p + off), n = get_u16(p + off + 2);
+    if (n < 8 || off + n > len) return false;
+    if (type == 4) ok = decode_actions(p + off + 8, n - 8u, f.actions) && ok;  // APPLY_ACTIONS
+    else if (type == 1) f.goto_table = p[off + 4];                             // GOTO_TABLE
+    else ok = false;
+    off += n;
+  }
+  return ok;
+}
+
+}  // namespace
+
 Result<std::vector<FlowEntry>> decode_flow_stats(const uint8_t* p, size_t len) {
   std::vector<FlowEntry> out;
   size_t off = 0;
@@ -168,7 +225,19 @@ Result<std::vector<FlowEntry>> decode_flow_stats(const uint8_t* p, size_t len) {
     if (len - off < 48) return fail(Errc::kInternal, "OpenFlow flow stats: truncated entry");
     const uint16_t n = get_u16(p + off);
     if (n < 48 || n > len - off) return fail(Errc::kInternal, "OpenFlow flow stats: bad entry length " + std::to_string(n));
-    out.push_back(FlowEntry{p[off + 2], get_u16(p + off + 12), get_u64(p + off + 24)});
+    FlowEntry e{p[off + 2], get_u16(p + off + 12), get_u64(p + off + 24), {}, true};
+    e.flow.table = e.table, e.flow.priority = e.priority, e.flow.cookie = e.cookie;
+    // ofp_match at 48: type, length (without padding), OXM fields; then the instructions.
+    const uint8_t* q = p + off + 48;
+    const size_t rest = n - 48u;
+    if (rest < 4 || get_u16(q) != 1) return fail(Errc::kInternal, "OpenFlow flow stats: not an OXM match");
+    const size_t mlen = get_u16(q + 2);
+    if (mlen < 4 || mlen > rest) return fail(Errc::kInternal, "OpenFlow flow stats: bad match length");
+    e.understood = decode_match(q + 4, mlen - 4, e.flow.match);
+    const size_t ioff = (mlen + 7) / 8 * 8;
+    if (ioff > rest) return fail(Errc::kInternal, "OpenFlow flow stats: bad match padding");
+    e.understood = decode_instructions(q + ioff, rest - ioff, e.flow) && e.understood;
+    out.push_back(std::move(e));
     off += n;
   }
   return out;
