@@ -21,6 +21,7 @@
 #include "common/metrics.h"
 #include "fabric/fake/fake_fabric.h"
 #include "fabric/linux/linux_fabric.h"
+#include "fabric/ovs/ovs_fabric.h"
 
 namespace kos::cmd {
 namespace {
@@ -37,6 +38,7 @@ struct Flags {
   std::string state_dir = "/var/lib/kos/agent";
   std::string cni_socket;  // default: <state dir>/cni.sock; "none": not served
   std::string vni_linger = "5s";
+  fabric::OvsFabricOptions ovs;
 };
 
 int run(const Flags& f) {
@@ -78,8 +80,17 @@ int run(const Flags& f) {
       return 1;
     }
     fab = std::move(*l);
+  } else if (f.fabric == "ovs") {
+    fabric::OvsFabricOptions oo = f.ovs;
+    oo.netns = f.netns;
+    auto o = fabric::OvsFabric::open(oo);
+    if (!o) {
+      std::fprintf(stderr, "kos agent: %s\n", o.error().message.c_str());
+      return 1;
+    }
+    fab = std::move(*o);
   } else {
-    std::fprintf(stderr, "kos agent: --fabric must be linux or fake\n");
+    std::fprintf(stderr, "kos agent: --fabric must be linux, ovs or fake, not \"%s\"\n", f.fabric.c_str());
     return 2;
   }
   auto client = client::RestClient::from_kubeconfig(f.kubeconfig);
@@ -150,7 +161,18 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--kubeconfig", f->kubeconfig, "kubeconfig of the API server");
   c->add_option("--node", f->node, "this node's name (attachments with spec.node = NAME)")->required();
   c->add_option("--host-ip", f->host_ip, "this node's underlay IPv4 address (VXLAN endpoint)")->required();
-  c->add_option("--fabric", f->fabric, "linux (kernel VXLAN) or fake (in memory)")->capture_default_str();
+  c->add_option("--fabric", f->fabric,
+                "linux (kernel VXLAN devices and bridges), ovs (Open vSwitch: bridge, ports and OpenFlow "
+                "flows) or fake (in memory)")
+      ->capture_default_str();
+  c->add_option("--ovs-db", f->ovs.db, "ovs fabric: ovsdb-server's socket, unix:PATH")->capture_default_str();
+  c->add_option("--ovs-bridge", f->ovs.bridge, "ovs fabric: the bridge KOS owns (made if missing)")->capture_default_str();
+  c->add_option("--ovs-datapath", f->ovs.datapath_type,
+                "ovs fabric: the bridge's datapath, system (kernel module) or netdev (userspace); default: "
+                "system where the openvswitch module is loaded, else netdev")
+      ->check(CLI::IsMember({"system", "netdev"}));
+  c->add_option("--ovs-rundir", f->ovs.rundir,
+                "ovs fabric: ovs-vswitchd's run dir, where it makes BRIDGE.mgmt (default: the --ovs-db socket's folder)");
   c->add_option("--netns", f->netns, "do all kernel work (interfaces, execs) in network namespace NAME");
   c->add_option("--allowed-programs", f->allowed_programs,
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run");

@@ -1,6 +1,11 @@
 #include "test/support/ovs.h"
 
+#include <cstdio>
+#include "api/cidr.h"
+
+#include <algorithm>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 namespace kos::testing {
@@ -69,6 +74,66 @@ RunResult OvsInstance::ofctl(std::vector<std::string> args) const {
   std::vector<std::string> argv = {"ovs-ofctl", "-O", "OpenFlow14"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
+}
+
+std::vector<std::string> OvsInstance::flows(const std::string& bridge) const {
+  auto r = ofctl({"dump-flows", mgmt(bridge)});
+  if (r.exit_code != 0) return {"ovs-ofctl dump-flows failed: " + r.err};
+  std::vector<std::string> out;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("cookie=") == std::string::npos) continue;  // the reply's header
+    std::string kept;
+    std::istringstream fields(line);
+    // "cookie=0x.., duration=1.2s, table=0, n_packets=0, n_bytes=0, priority=..,match actions=.."
+    for (std::string f; std::getline(fields, f, ' ');) {
+      if (f.empty() || f.starts_with("duration=") || f.starts_with("n_packets=") || f.starts_with("n_bytes=") ||
+          f.starts_with("idle_age=") || f.starts_with("hard_age="))
+        continue;
+      if (!kept.empty()) kept += ' ';
+      kept += f;
+    }
+    out.push_back(kept);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+std::string hex(uint64_t v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+}  // namespace
+
+std::vector<std::string> expected_flows(const std::vector<std::pair<fabric::LocalIfc, int>>& locals,
+                                        const std::vector<fabric::RemoteIfc>& remotes, int vtep) {
+  std::vector<std::string> out = {"table=0, priority=0 actions=goto_table:1", "table=1, priority=0 actions=drop"};
+  for (const auto& [l, port] : locals) {
+    const std::string p = std::to_string(port), vni = hex(l.vni);
+    out.push_back("table=0, priority=100,in_port=" + p + " actions=set_field:" + vni + "->tun_id,goto_table:1");
+    out.push_back("table=1, priority=100,tun_id=" + vni + ",dl_dst=" + api::format_mac(l.mac) + " actions=output:" + p);
+    out.push_back("table=1, priority=100,arp,tun_id=" + vni + ",arp_tpa=" + api::format_ipv4(l.guest_ip) +
+                  " actions=output:" + p);
+  }
+  for (const auto& r : remotes) {
+    const std::string to = " actions=set_field:" + api::format_ipv4(r.host_ip) + "->tun_dst,output:" + std::to_string(vtep);
+    out.push_back("table=1, priority=100,tun_id=" + hex(r.vni) + ",dl_dst=" + api::format_mac(r.mac) + to);
+    out.push_back("table=1, priority=100,arp,tun_id=" + hex(r.vni) + ",arp_tpa=" + api::format_ipv4(r.guest_ip) + to);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uint64_t flow_cookie(const std::string& line) {
+  if (!line.starts_with("cookie=")) return 0;
+  return std::stoull(line.substr(7), nullptr, 16);
+}
+
+std::string without_cookie(const std::string& line) {
+  const auto sp = line.find(' ');
+  return line.starts_with("cookie=") && sp != std::string::npos ? line.substr(sp + 1) : line;
 }
 
 }  // namespace kos::testing

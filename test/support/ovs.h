@@ -6,8 +6,11 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <vector>
 
+#include "fabric/fabric.h"
 #include "test/support/process.h"
 
 namespace kos::testing {
@@ -30,6 +33,11 @@ class OvsInstance {
   // `ovs-vsctl --db=... ARGS`, `ovs-ofctl -O OpenFlow14 ARGS` against this instance.
   RunResult vsctl(std::vector<std::string> args) const;
   RunResult ofctl(std::vector<std::string> args) const;
+  // The bridge's flows as `ovs-ofctl dump-flows` prints them (OVS's own decoder, not KOS's),
+  // one line each, sorted, without the counters that change (duration, n_packets, n_bytes,
+  // idle_age): "cookie=0x1..., table=1, priority=100,tun_id=0x65,dl_dst=... actions=...".
+  // Empty with an error line if ovs-ofctl fails.
+  std::vector<std::string> flows(const std::string& bridge) const;
 
  private:
   std::string start_vswitchd();
@@ -39,5 +47,15 @@ class OvsInstance {
 };
 
 bool ovs_installed();
+
+// The flows kos-api.md gives for a bridge with these locals (each with its OpenFlow port)
+// and remotes (through port vtep), in ovs-ofctl's words as OvsInstance::flows prints them,
+// without cookies, sorted. Written from the design, not from the fabric's code.
+std::vector<std::string> expected_flows(const std::vector<std::pair<fabric::LocalIfc, int>>& locals,
+                                        const std::vector<fabric::RemoteIfc>& remotes, int vtep);
+
+// The cookie of a line of OvsInstance::flows ("cookie=0x1f..., ..."), and the line without it.
+uint64_t flow_cookie(const std::string& line);
+std::string without_cookie(const std::string& line);
 
 }  // namespace kos::testing

@@ -1,0 +1,942 @@
+// The OVS fabric. See ovs_fabric.h for what it makes; flows.h for the OpenFlow program.
+//
+// Structure: the OVSDB view (kept by a monitor on the client's reader thread); the worker
+// (queue, cache, batches, restoration), which owns the connections, the netlink socket and
+// the cache; the Fabric calls, which queue requests for it.
+#include "fabric/ovs/ovs_fabric.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "api/cidr.h"
+#include "common/metrics.h"
+#include "fabric/linux/linux_fabric.h"
+#include "fabric/linux/netlink.h"
+#include "fabric/ovs/bridge.h"
+#include "fabric/ovs/flows.h"
+#include "fabric/ovs/openflow.h"
+#include "fabric/ovs/ovsdb_client.h"
+
+namespace kos::fabric {
+namespace json = boost::json;
+using namespace nl;  // NOLINT
+
+namespace {
+
+constexpr const char* kDb = "Open_vSwitch";
+constexpr auto kReconnectEvery = std::chrono::milliseconds(500);
+
+// external_ids of a local's Interface row.
+constexpr const char* kExtVni = "kos-vni";
+constexpr const char* kExtIp = "kos-ip";
+constexpr const char* kExtName = "kos-ifname";
+constexpr const char* kExtMac = "attached-mac";
+
+struct Metrics {
+  metrics::Counter& bundles = metrics::Registry::global()
+                                  .counter("kos_fabric_ovs_bundles_total", "OpenFlow bundles committed by the OVS fabric.")
+                                  .get();
+  metrics::Counter& flow_mods = metrics::Registry::global()
+                                    .counter("kos_fabric_ovs_flow_mods_total", "Flow adds and deletes sent in bundles.")
+                                    .get();
+  metrics::Counter& transactions =
+      metrics::Registry::global().counter("kos_fabric_ovs_transactions_total", "OVSDB transactions of the OVS fabric.").get();
+  metrics::Counter& restores =
+      metrics::Registry::global()
+          .counter("kos_fabric_ovs_restores_total", "Full reconciliations of the OVS bridge, ports and flows.")
+          .get();
+  metrics::Counter& reconnects =
+      metrics::Registry::global().counter("kos_fabric_ovs_reconnects_total", "Connections to OVS made again.").get();
+};
+Metrics& ovs_metrics() {
+  static Metrics m;
+  return m;
+}
+
+enum class Kind { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
+
+struct Op {
+  Kind kind = Kind::kCreateLocal;
+  LocalIfc local;
+  RemoteIfc remote;
+  std::optional<Error> error;
+  std::vector<LocalIfc> locals;
+  std::vector<RemoteIfc> remotes;
+  std::promise<void> done;
+  bool is_list() const { return kind == Kind::kListLocal || kind == Kind::kListRemote; }
+  bool is_local() const { return kind == Kind::kCreateLocal || kind == Kind::kDeleteLocal; }
+};
+
+// What the OVSDB monitor shows of an Interface or Port row.
+struct IfaceRow {
+  std::string name;
+  int64_t ofport = 0;  // 0: not yet assigned; -1: ovs-vswitchd could not open it
+  std::map<std::string, std::string> ext;
+  std::string error;
+};
+struct PortRow {
+  std::string name;
+};
+
+std::string str_of(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : std::string(); }
+
+// OVSDB's ["map", [[k, v], ...]].
+std::map<std::string, std::string> map_of(const json::value& v) {
+  std::map<std::string, std::string> out;
+  if (!v.is_array() || v.as_array().size() != 2 || v.as_array()[0] != "map") return out;
+  for (const auto& kv : v.as_array()[1].as_array())
+    if (kv.is_array() && kv.as_array().size() == 2) out[str_of(kv.as_array()[0])] = str_of(kv.as_array()[1]);
+  return out;
+}
+
+json::value ovsdb_map(const std::map<std::string, std::string>& m) {
+  json::array pairs;
+  for (const auto& [k, v] : m) pairs.push_back(json::array{json::string(k), json::string(v)});
+  return json::array{"map", std::move(pairs)};
+}
+
+std::map<std::string, std::string> ext_of(const LocalIfc& l) {
+  return {{kExtVni, std::to_string(l.vni)}, {kExtIp, api::format_ipv4(l.guest_ip)}, {kExtName, l.name},
+          {kExtMac, api::format_mac(l.mac)}};
+}
+
+// The local an Interface row describes (its name a host end, its external_ids complete).
+std::optional<LocalIfc> local_of(const IfaceRow& row) {
+  auto mac = parse_host_end_name(row.name);
+  if (!mac) return std::nullopt;
+  auto get = [&](const char* k) -> std::string {
+    auto it = row.ext.find(k);
+    return it == row.ext.end() ? std::string() : it->second;
+  };
+  auto vni = api::parse_decimal(get(kExtVni), api::kMaxVni);
+  auto ip = api::parse_ipv4(get(kExtIp));
+  if (!vni || !ip || get(kExtName).empty() || get(kExtMac) != api::format_mac(*mac)) return std::nullopt;
+  LocalIfc l{*vni, *mac, *ip, get(kExtName), {}, {}};
+  if (check(l)) return std::nullopt;
+  return l;
+}
+
+using RemoteKey = std::pair<uint32_t, uint32_t>;  // (vni, guest IP)
+RemoteKey key_of(const RemoteIfc& r) { return {r.vni, r.guest_ip}; }
+
+// A set of flows compared regardless of order.
+std::vector<ovs::of::Flow> sorted_flows(std::vector<ovs::of::Flow> v) {
+  std::ranges::sort(v, [](const ovs::of::Flow& a, const ovs::of::Flow& b) {
+    return std::tie(a.table, a.priority, a.match.in_port, a.match.eth_type, a.match.arp_tpa, a.match.eth_dst) <
+           std::tie(b.table, b.priority, b.match.in_port, b.match.eth_type, b.match.arp_tpa, b.match.eth_dst);
+  });
+  return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+
+struct OvsFabric::Impl {
+  explicit Impl(OvsFabricOptions o) : opts(std::move(o)), where(opts.netns.empty() ? "" : " in netns " + opts.netns) {}
+  ~Impl() {
+    stop();
+    if (node_ns >= 0) ::close(node_ns);
+  }
+
+  const OvsFabricOptions opts;
+  const std::string where;
+  std::string mgmt;   // the bridge's OpenFlow socket
+  int node_ns = -1;  // the fabric's namespace (plug() moves guest ends out of it)
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Op*> queue;
+  bool stopping = false;
+  std::thread worker;
+
+  mutable std::mutex stats_mu;
+  OvsFabricStats stats;
+  void bump(uint64_t OvsFabricStats::*field, uint64_t n = 1) {
+    std::lock_guard lk(stats_mu);
+    stats.*field += n;
+  }
+
+  // The OVSDB view: written by the monitor callback (the client's reader thread).
+  std::mutex view_mu;
+  std::condition_variable view_cv;
+  std::map<std::string, IfaceRow> ifaces;  // by row UUID
+  std::map<std::string, PortRow> ports;
+
+  // Owned by the worker thread.
+  NetlinkSocket sock;
+  std::unique_ptr<ovs::OvsdbClient> db;
+  std::unique_ptr<ovs::of::Connection> of;
+  uint32_t vtep = 0;
+  struct LocalState {
+    LocalIfc ifc;
+    uint32_t ofport = 0;
+  };
+  std::map<api::MacAddress, LocalState> locals;
+  std::map<RemoteKey, RemoteIfc> remotes;
+  bool dirty = true;           // OVS may differ from the cache: restore before the next batch
+  bool reported_down = false;  // "lost OVS" logged
+  std::optional<Error> last_restore_error;
+
+  // --- the calling side
+
+  Result<void> start(int netns_fd) {
+    std::promise<Result<void>> ready;
+    auto f = ready.get_future();
+    worker = std::thread([this, netns_fd, &ready] {
+      auto r = init(netns_fd);
+      const bool ok = r.has_value();
+      ready.set_value(std::move(r));
+      if (ok) loop();
+    });
+    auto r = f.get();
+    if (!r) {
+      worker.join();
+      return r;
+    }
+    return {};
+  }
+
+  void stop() {
+    {
+      std::lock_guard lk(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    if (worker.joinable()) worker.join();
+    std::deque<Op*> left;
+    {
+      std::lock_guard lk(mu);
+      left.swap(queue);
+    }
+    for (Op* op : left) {
+      op->error = Error{Errc::kCancelled, "the ovs fabric is shutting down", {}};
+      op->done.set_value();
+    }
+    of.reset();
+    db.reset();
+  }
+
+  void submit_all(std::vector<Op>& ops) {
+    std::vector<std::future<void>> fs;
+    fs.reserve(ops.size());
+    for (auto& op : ops) fs.push_back(op.done.get_future());
+    {
+      std::lock_guard lk(mu);
+      if (stopping) {
+        for (auto& op : ops) op.error = Error{Errc::kCancelled, "the ovs fabric is shutting down", {}};
+        return;
+      }
+      for (auto& op : ops) queue.push_back(&op);
+    }
+    cv.notify_one();
+    for (auto& f : fs) f.wait();
+  }
+
+  Result<void> submit(Op& op) {
+    std::vector<Op> one(1);
+    one[0].kind = op.kind;
+    one[0].local = op.local;
+    one[0].remote = op.remote;
+    submit_all(one);
+    op.locals = std::move(one[0].locals);
+    op.remotes = std::move(one[0].remotes);
+    if (one[0].error) return fail(*one[0].error);
+    return {};
+  }
+
+  // --- the worker thread
+
+  Result<void> init(int netns_fd) {
+    if (netns_fd >= 0) {
+      auto r = enter_netns(netns_fd, opts.netns);
+      ::close(netns_fd);
+      if (!r) return r;
+    }
+    if (auto r = sock.open(); !r) return r;
+    if (auto r = restore(true); !r) return r;
+    spdlog::info("ovs fabric: opened bridge={} db={} netns={} vtep_ofport={} locals={} remotes={}", opts.bridge, opts.db,
+                 opts.netns.empty() ? "(current)" : opts.netns, vtep, locals.size(), remotes.size());
+    return {};
+  }
+
+  bool healthy() const { return !dirty && db && db->connected() && of && of->connected(); }
+
+  void loop() {
+    auto last_try = std::chrono::steady_clock::time_point{};
+    for (;;) {
+      std::vector<Op*> batch;
+      {
+        std::unique_lock lk(mu);
+        cv.wait_for(lk, kReconnectEvery, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;
+        batch.assign(queue.begin(), queue.end());
+        queue.clear();
+      }
+      // Restoration: at once for a batch, else every kReconnectEvery while OVS is away.
+      if (!healthy() && (!batch.empty() || std::chrono::steady_clock::now() - last_try >= kReconnectEvery)) {
+        last_try = std::chrono::steady_clock::now();
+        if (auto r = restore(false); !r) {
+          if (!last_restore_error || last_restore_error->message != r.error().message)
+            spdlog::warn("ovs fabric: cannot restore bridge {}{}: {} (retrying every {} ms)", opts.bridge, where,
+                         r.error().message, kReconnectEvery.count());
+          last_restore_error = r.error();
+        } else if (last_restore_error) {
+          spdlog::info("ovs fabric: bridge {}{} restored: locals={} remotes={}", opts.bridge, where, locals.size(),
+                       remotes.size());
+          last_restore_error.reset();
+        }
+      }
+      if (!batch.empty()) process(batch);
+    }
+  }
+
+  // Lists are barriers: the mutations queued before one are applied before it reads.
+  void process(const std::vector<Op*>& batch) {
+    std::vector<Op*> group;
+    auto flush = [&] {
+      if (group.empty()) return;
+      apply(group);
+      for (Op* op : group) op->done.set_value();
+      group.clear();
+    };
+    for (Op* op : batch) {
+      if (!op->is_list()) {
+        group.push_back(op);
+        continue;
+      }
+      flush();
+      if (op->kind == Kind::kListLocal)
+        for (const auto& [_, st] : locals) op->locals.push_back(st.ifc);
+      else
+        for (const auto& [_, r] : remotes) op->remotes.push_back(r);
+      std::ranges::sort(op->locals, [](const LocalIfc& a, const LocalIfc& b) {
+        return std::tie(a.vni, a.mac) < std::tie(b.vni, b.mac);
+      });
+      op->done.set_value();
+    }
+    flush();
+  }
+
+  // --- OVSDB
+
+  void on_updates(const json::object& tables) {
+    std::lock_guard lk(view_mu);
+    auto each = [&](const char* table, auto&& fn) {
+      const auto* t = tables.if_contains(table);
+      if (!t || !t->is_object()) return;
+      for (const auto& [uuid, upd] : t->as_object()) {
+        const auto* nw = upd.as_object().if_contains("new");
+        fn(std::string(uuid), nw && nw->is_object() ? &nw->as_object() : nullptr);
+      }
+    };
+    each("Interface", [&](const std::string& uuid, const json::object* row) {
+      if (!row) {
+        ifaces.erase(uuid);
+        return;
+      }
+      IfaceRow& r = ifaces[uuid];
+      if (const auto* v = row->if_contains("name")) r.name = str_of(*v);
+      if (const auto* v = row->if_contains("ofport")) r.ofport = v->is_int64() ? v->as_int64() : 0;
+      if (const auto* v = row->if_contains("external_ids")) r.ext = map_of(*v);
+      if (const auto* v = row->if_contains("error")) r.error = str_of(*v);
+    });
+    each("Port", [&](const std::string& uuid, const json::object* row) {
+      if (!row) {
+        ports.erase(uuid);
+        return;
+      }
+      if (const auto* v = row->if_contains("name")) ports[uuid].name = str_of(*v);
+    });
+    view_cv.notify_all();
+  }
+
+  Result<void> connect() {
+    of.reset();
+    db.reset();
+    {
+      std::lock_guard lk(view_mu);
+      ifaces.clear();
+      ports.clear();
+    }
+    auto c = ovs::OvsdbClient::connect(opts.db, opts.timeout);
+    if (!c) return fail(c.error().code, "ovsdb-server at " + opts.db + ": " + c.error().message);
+    db = std::move(*c);
+    db->on_disconnect([this] { cv.notify_all(); });
+    ovs::BridgeOptions bo;
+    bo.name = opts.bridge;
+    bo.datapath_type = opts.datapath_type;
+    auto br = ovs::ensure_bridge(*db, bo, opts.timeout);
+    if (!br) return fail(br.error());
+    vtep = static_cast<uint32_t>(br->vtep_ofport);
+    const json::object req{
+        {"Interface", json::object{{"columns", json::array{"name", "ofport", "external_ids", "error"}}}},
+        {"Port", json::object{{"columns", json::array{"name"}}}},
+    };
+    auto initial = db->monitor(kDb, "kos-ovs-fabric", req, [this](const json::object& u) { on_updates(u); }, opts.timeout);
+    if (!initial) return fail(initial.error());
+    on_updates(*initial);
+    // ovs-vswitchd makes the management socket once it has configured the bridge.
+    const auto deadline = std::chrono::steady_clock::now() + opts.timeout;
+    for (;;) {
+      auto conn = ovs::of::Connection::connect(mgmt, opts.timeout);
+      if (conn) {
+        of = std::move(*conn);
+        return {};
+      }
+      if (conn.error().code != Errc::kUnavailable || std::chrono::steady_clock::now() >= deadline)
+        return fail(conn.error().code, "bridge " + opts.bridge + "'s OpenFlow socket " + mgmt + ": " + conn.error().message);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // ovs-vswitchd creates it shortly
+    }
+  }
+
+  Result<json::array> transact(json::array ops) {
+    if (ops.empty()) return json::array{};
+    bump(&OvsFabricStats::transactions);
+    ovs_metrics().transactions.inc();
+    return db->transact(kDb, std::move(ops), opts.timeout);
+  }
+
+  // Our ports (host-end names) in the view: name -> (port UUID, its Interface row).
+  struct OurPort {
+    std::string port_uuid, iface_uuid;
+    IfaceRow iface;
+  };
+  std::map<std::string, OurPort> our_ports() {
+    std::lock_guard lk(view_mu);
+    std::map<std::string, OurPort> out;
+    for (const auto& [uuid, p] : ports)
+      if (parse_host_end_name(p.name)) out[p.name].port_uuid = uuid;
+    for (const auto& [uuid, i] : ifaces)
+      if (auto it = out.find(i.name); it != out.end()) {
+        it->second.iface_uuid = uuid;
+        it->second.iface = i;
+      }
+    return out;
+  }
+
+  json::array remove_ports_ops(const std::vector<std::string>& port_uuids) {
+    if (port_uuids.empty()) return {};
+    json::array set;
+    for (const auto& u : port_uuids) set.push_back(json::array{"uuid", json::string(u)});
+    // Ports are not root rows: one no bridge refers to any more is deleted with its Interface.
+    return json::array{json::object{{"op", "mutate"},
+                                    {"table", "Bridge"},
+                                    {"where", json::array{json::array{"name", "==", json::string(opts.bridge)}}},
+                                    {"mutations", json::array{json::array{"ports", "delete", json::array{"set", set}}}}}};
+  }
+
+  // Inserts the ports of `ls` (one transaction); their Interface UUIDs in order.
+  Result<std::vector<std::string>> add_ports(const std::vector<LocalIfc>& ls) {
+    if (ls.empty()) return std::vector<std::string>{};
+    json::array ops, named;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      const std::string host = host_end_name(ls[i].mac), in = "i" + std::to_string(i), pn = "p" + std::to_string(i);
+      ops.push_back(json::object{{"op", "insert"},
+                                 {"table", "Interface"},
+                                 {"row", json::object{{"name", host}, {"external_ids", ovsdb_map(ext_of(ls[i]))}}},
+                                 {"uuid-name", in}});
+      ops.push_back(json::object{{"op", "insert"},
+                                 {"table", "Port"},
+                                 {"row", json::object{{"name", host}, {"interfaces", json::array{"named-uuid", json::string(in)}}}},
+                                 {"uuid-name", pn}});
+      named.push_back(json::array{"named-uuid", json::string(pn)});
+    }
+    ops.push_back(json::object{{"op", "mutate"},
+                               {"table", "Bridge"},
+                               {"where", json::array{json::array{"name", "==", json::string(opts.bridge)}}},
+                               {"mutations", json::array{json::array{"ports", "insert", json::array{"set", named}}}}});
+    auto r = transact(std::move(ops));
+    if (!r) return fail(r.error());
+    std::vector<std::string> uuids;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      const auto& res = r->at(2 * i).as_object();
+      const auto* u = res.if_contains("uuid");
+      if (!u || !u->is_array() || u->as_array().size() != 2) return fail(Errc::kInternal, "ovsdb-server's insert gave no uuid");
+      uuids.push_back(str_of(u->as_array()[1]));
+    }
+    return uuids;
+  }
+
+  // Waits until ovs-vswitchd has given each of these Interface rows an OpenFlow port.
+  // One result per row: its number, or why not.
+  std::vector<Result<uint32_t>> wait_ofports(const std::vector<std::string>& iface_uuids) {
+    const auto deadline = std::chrono::steady_clock::now() + opts.timeout;
+    std::unique_lock lk(view_mu);
+    auto settled = [&] {
+      if (!db || !db->connected()) return true;
+      for (const auto& u : iface_uuids) {
+        auto it = ifaces.find(u);
+        if (it == ifaces.end() || it->second.ofport == 0) return false;
+      }
+      return true;
+    };
+    view_cv.wait_until(lk, deadline, settled);
+    std::vector<Result<uint32_t>> out;
+    for (const auto& u : iface_uuids) {
+      auto it = ifaces.find(u);
+      if (it != ifaces.end() && it->second.ofport > 0) {
+        out.push_back(static_cast<uint32_t>(it->second.ofport));
+      } else if (it != ifaces.end() && it->second.ofport < 0) {
+        out.push_back(fail(Errc::kInternal, "ovs-vswitchd cannot use port " + it->second.name + ": " + it->second.error));
+      } else {
+        const std::string name = it == ifaces.end() ? u : it->second.name;
+        out.push_back(fail(db && db->connected() ? Errc::kTimeout : Errc::kUnavailable,
+                           "ovs-vswitchd gave port " + name + " no OpenFlow port number in time (is it running?)"));
+      }
+    }
+    return out;
+  }
+
+  Result<void> bundle(const std::vector<ovs::of::FlowMod>& mods) {
+    if (mods.empty()) return {};
+    auto r = of->bundle(mods, opts.timeout);
+    if (!r) return r;
+    bump(&OvsFabricStats::bundles);
+    bump(&OvsFabricStats::flow_mods, mods.size());
+    ovs_metrics().bundles.inc();
+    ovs_metrics().flow_mods.inc(static_cast<double>(mods.size()));
+    return {};
+  }
+
+  // --- veths
+
+  // The netlink requests creating the veths of `ls` (guest ends in the workload's namespace
+  // where one is named and can be opened); fds to close after sending.
+  std::vector<Request> veth_creates(const std::vector<LocalIfc>& ls, std::vector<int>& fds) {
+    std::vector<Request> reqs;
+    for (const auto& l : ls) {
+      int ns_fd = -1;
+      if (!l.guest_netns.empty()) {
+        ns_fd = ::open(l.guest_netns.c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns_fd >= 0) fds.push_back(ns_fd);
+        else spdlog::info("ovs fabric: {} cannot be opened ({}); guest end {} made here", l.guest_netns, std::strerror(errno), l.name);
+      }
+      reqs.push_back(msg_new_veth(host_end_name(l.mac), ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, opts.mtu, 0, ns_fd));
+    }
+    return reqs;
+  }
+
+  // The host ends (kh<MAC>) of veths in the fabric's namespace.
+  Result<std::set<std::string>> host_ends() {
+    for (int attempt = 0;; ++attempt) {
+      std::set<std::string> out;
+      auto r = sock.dump(msg_dump_links(), [&](const nlmsghdr* nlh) {
+        if (auto l = parse_link(nlh); l && l->kind == "veth" && parse_host_end_name(l->name)) out.insert(l->name);
+      });
+      if (r) return out;
+      if (r.error().code != Errc::kUnavailable || attempt >= 3) return fail(r.error());
+    }
+  }
+
+  // --- restoration
+
+  // Makes OVS and the kernel match the cache (adopt: first fills the cache from what is
+  // there). Reconnects if a connection is down.
+  Result<void> restore(bool adopt) {
+    bump(&OvsFabricStats::restores);
+    ovs_metrics().restores.inc();
+    dirty = true;
+    if (!db || !db->connected() || !of || !of->connected()) {
+      const bool again = db != nullptr;
+      if (again && !reported_down) {
+        spdlog::warn("ovs fabric: lost the connection to OVS (bridge {}{}); reconnecting", opts.bridge, where);
+        reported_down = true;
+      }
+      if (auto r = connect(); !r) return r;
+      if (again) {
+        bump(&OvsFabricStats::reconnects);
+        ovs_metrics().reconnects.inc();
+      }
+      reported_down = false;
+    }
+    auto kernel = host_ends();
+    if (!kernel) return fail(kernel.error());
+    auto flows = of->dump_flows(opts.timeout);
+    if (!flows) return fail(flows.error());
+    std::map<uint64_t, std::vector<ovs::of::Flow>> by_cookie;
+    std::set<uint64_t> foreign;  // cookies with a flow this fabric does not understand
+    for (auto& e : *flows) {
+      if (!e.understood) foreign.insert(e.cookie);
+      by_cookie[e.cookie].push_back(std::move(e.flow));
+    }
+    auto ours = our_ports();
+
+    if (adopt) {
+      locals.clear();
+      remotes.clear();
+      for (const auto& [name, p] : ours) {
+        auto l = local_of(p.iface);
+        if (!l || !kernel->contains(name) || p.iface.ofport <= 0) continue;
+        locals[l->mac] = LocalState{*l, static_cast<uint32_t>(p.iface.ofport)};
+      }
+      for (const auto& [cookie, fs] : by_cookie) {
+        if (ovs::cookie_kind(cookie) != ovs::CookieKind::kRemote || foreign.contains(cookie)) continue;
+        auto r = ovs::parse_remote(fs, vtep);
+        if (!r || ovs::remote_cookie(*r) != cookie || check(*r) || remotes.contains(key_of(*r))) continue;
+        remotes[key_of(*r)] = *r;
+      }
+    }
+
+    // Ports and veths: remove what the cache does not have, make what it has.
+    std::vector<std::string> stale_ports;
+    std::vector<Request> link_reqs;
+    std::vector<LocalIfc> need_port;
+    for (const auto& [name, p] : ours) {
+      auto mac = parse_host_end_name(name);
+      auto it = locals.find(*mac);
+      const bool wanted = it != locals.end() && p.iface.ext == ext_of(it->second.ifc) && kernel->contains(name);
+      if (!wanted) stale_ports.push_back(p.port_uuid);
+    }
+    for (const auto& name : *kernel)
+      if (!locals.contains(*parse_host_end_name(name))) link_reqs.push_back(msg_del_link(name));
+    std::vector<LocalIfc> need_veth;
+    for (const auto& [mac, st] : locals) {
+      const std::string name = host_end_name(mac);
+      if (!kernel->contains(name)) need_veth.push_back(st.ifc);
+      auto p = ours.find(name);
+      if (p == ours.end() || p->second.iface.ext != ext_of(st.ifc) || !kernel->contains(name)) need_port.push_back(st.ifc);
+    }
+    if (auto r = transact(remove_ports_ops(stale_ports)); !r) return fail(r.error());
+    std::vector<int> fds;
+    for (auto& q : veth_creates(need_veth, fds)) link_reqs.push_back(std::move(q));
+    if (!link_reqs.empty()) {
+      auto rep = sock.transact(link_reqs, nullptr);
+      for (int fd : fds) ::close(fd);
+      if (!rep) return fail(rep.error());
+      for (size_t k = 0; k < rep->size(); ++k) {
+        const auto& x = (*rep)[k];
+        if (x.error && !(link_reqs[k].absent_ok && (x.error == ENOENT || x.error == ENODEV)))
+          return fail(sys_error(link_reqs[k].what + where, x.error, x.extack));
+      }
+    }
+    auto added = add_ports(need_port);
+    if (!added) return fail(added.error());
+    // Every cached local's port number, new or kept (a restarted ovs-vswitchd may renumber).
+    std::vector<std::string> iface_uuids;
+    std::vector<api::MacAddress> macs;
+    for (size_t i = 0; i < need_port.size(); ++i) {
+      iface_uuids.push_back((*added)[i]);
+      macs.push_back(need_port[i].mac);
+    }
+    for (const auto& [mac, st] : locals) {
+      auto p = ours.find(host_end_name(mac));
+      if (std::ranges::find(macs, mac) != macs.end() || p == ours.end()) continue;
+      iface_uuids.push_back(p->second.iface_uuid);
+      macs.push_back(mac);
+    }
+    auto ofports = wait_ofports(iface_uuids);
+    for (size_t i = 0; i < macs.size(); ++i) {
+      if (!ofports[i]) return fail(ofports[i].error());
+      locals[macs[i]].ofport = *ofports[i];
+    }
+
+    // Flows: keep each expected cookie whose flows are exactly as expected; delete every
+    // other cookie; add what is missing. One bundle.
+    std::map<uint64_t, std::vector<ovs::of::Flow>> want;
+    want[ovs::kDefaultsCookie] = ovs::default_flows();
+    for (const auto& [_, st] : locals) want[ovs::local_cookie(st.ifc, st.ofport)] = ovs::local_flows(st.ifc, st.ofport);
+    for (const auto& [_, r] : remotes) want[ovs::remote_cookie(r)] = ovs::remote_flows(r, vtep);
+    std::vector<ovs::of::FlowMod> mods;
+    std::set<uint64_t> intact;
+    for (const auto& [cookie, fs] : by_cookie) {
+      auto w = want.find(cookie);
+      if (w != want.end() && !foreign.contains(cookie) && sorted_flows(fs) == sorted_flows(w->second)) intact.insert(cookie);
+      else mods.push_back(ovs::of::FlowMod::remove(cookie));
+    }
+    for (const auto& [cookie, fs] : want)
+      if (!intact.contains(cookie))
+        for (const auto& f : fs) mods.push_back(ovs::of::FlowMod::add(f));
+    if (auto r = bundle(mods); !r) return r;
+    if (!adopt || !mods.empty() || !stale_ports.empty() || !need_port.empty())
+      spdlog::info("ovs fabric: bridge {}{} reconciled: {} stale ports removed, {} ports added, {} flow changes, {} "
+                   "attachments' flows intact",
+                   opts.bridge, where, stale_ports.size(), need_port.size(), mods.size(), intact.size());
+    dirty = false;
+    return {};
+  }
+
+  // --- batches
+
+  // Plans a group of creates and deletes by final state per interface, then carries it out
+  // in the steps the header lists. A failed step fails the calls it served and leaves the
+  // fabric dirty: the next batch restores first.
+  void apply(const std::vector<Op*>& ops) {
+    bump(&OvsFabricStats::calls, ops.size());
+    bump(&OvsFabricStats::batches);
+    std::map<api::MacAddress, std::optional<LocalIfc>> want_local;
+    std::map<RemoteKey, std::optional<RemoteIfc>> want_remote;
+    std::map<api::MacAddress, std::vector<Op*>> local_ops;
+    std::map<RemoteKey, std::vector<Op*>> remote_ops;
+    for (Op* op : ops) {
+      if (auto e = op->is_local() ? check(op->local) : check(op->remote)) {
+        op->error = std::move(e);
+        continue;
+      }
+      switch (op->kind) {
+        case Kind::kCreateLocal: want_local[op->local.mac] = op->local; break;
+        case Kind::kDeleteLocal: want_local[op->local.mac] = std::nullopt; break;
+        case Kind::kCreateRemote: want_remote[key_of(op->remote)] = op->remote; break;
+        case Kind::kDeleteRemote: {
+          const RemoteKey k = key_of(op->remote);
+          std::optional<RemoteIfc> cur;
+          if (auto w = want_remote.find(k); w != want_remote.end()) cur = w->second;
+          else if (auto c = remotes.find(k); c != remotes.end()) cur = c->second;
+          if (cur && cur->mac == op->remote.mac && cur->host_ip == op->remote.host_ip) want_remote[k] = std::nullopt;
+          else if (!want_remote.contains(k)) want_remote[k] = cur;
+          break;
+        }
+        default: break;
+      }
+      if (op->is_local()) local_ops[op->local.mac].push_back(op);
+      else remote_ops[key_of(op->remote)].push_back(op);
+    }
+    if (!healthy()) {
+      const Error e = last_restore_error.value_or(Error{Errc::kUnavailable, "OVS is not reachable", {}});
+      for (auto& [_, v] : local_ops)
+        for (Op* op : v) op->error = e;
+      for (auto& [_, v] : remote_ops)
+        for (Op* op : v) op->error = e;
+      return;
+    }
+
+    // The differences.
+    std::vector<std::pair<api::MacAddress, LocalState>> gone;  // removed or replaced: the old
+    std::vector<LocalIfc> made;                                // added or replaced: the new
+    std::map<api::MacAddress, std::optional<Error>> local_err;
+    for (const auto& [mac, w] : want_local) {
+      auto cur = locals.find(mac);
+      const bool has = cur != locals.end();
+      if (has && w && cur->second.ifc == *w) continue;
+      if (!has && !w) continue;
+      if (has) gone.emplace_back(mac, cur->second);
+      if (w) made.push_back(*w);
+      local_err[mac];
+    }
+    std::vector<RemoteIfc> remote_gone, remote_made;
+    std::map<RemoteKey, std::optional<Error>> remote_err;
+    for (const auto& [k, w] : want_remote) {
+      auto cur = remotes.find(k);
+      const bool has = cur != remotes.end();
+      if (has && w && cur->second == *w) continue;
+      if (!has && !w) continue;
+      if (has) remote_gone.push_back(cur->second);
+      if (w) remote_made.push_back(*w);
+      remote_err[k];
+    }
+    const size_t changed = local_err.size() + remote_err.size();
+    bump(&OvsFabricStats::unchanged, local_ops.size() + remote_ops.size() - changed);
+    auto fail_local = [&](const api::MacAddress& mac, const Error& e) {
+      if (!local_err[mac]) local_err[mac] = e;
+      dirty = true;
+    };
+
+    // 1. Ports of removed or replaced locals leave the bridge.
+    if (!gone.empty()) {
+      auto ours = our_ports();
+      std::vector<std::string> uuids;
+      for (const auto& [mac, _] : gone)
+        if (auto p = ours.find(host_end_name(mac)); p != ours.end()) uuids.push_back(p->second.port_uuid);
+      if (auto r = transact(remove_ports_ops(uuids)); !r)
+        for (const auto& [mac, _] : gone) fail_local(mac, r.error());
+    }
+    // 2. Their veths go, the new ones come: one sendmsg.
+    {
+      std::vector<Request> reqs;
+      std::vector<api::MacAddress> owner;
+      for (const auto& [mac, _] : gone) {
+        if (local_err[mac]) continue;
+        reqs.push_back(msg_del_link(host_end_name(mac)));
+        owner.push_back(mac);
+      }
+      std::vector<LocalIfc> creating;
+      for (const auto& l : made)
+        if (!local_err[l.mac]) creating.push_back(l);
+      std::vector<int> fds;
+      for (auto& q : veth_creates(creating, fds)) reqs.push_back(std::move(q));
+      for (const auto& l : creating) owner.push_back(l.mac);
+      if (!reqs.empty()) {
+        auto rep = sock.transact(reqs, nullptr);
+        for (int fd : fds) ::close(fd);
+        for (size_t k = 0; k < reqs.size(); ++k) {
+          if (!rep) {
+            fail_local(owner[k], rep.error());
+            continue;
+          }
+          const auto& x = (*rep)[k];
+          if (x.error && !(reqs[k].absent_ok && (x.error == ENOENT || x.error == ENODEV)))
+            fail_local(owner[k], sys_error(reqs[k].what + where, x.error, x.extack));
+        }
+      }
+    }
+    // 3. Their ports join the bridge; 4. ovs-vswitchd numbers them.
+    std::map<api::MacAddress, uint32_t> ofport;
+    {
+      std::vector<LocalIfc> adding;
+      for (const auto& l : made)
+        if (!local_err[l.mac]) adding.push_back(l);
+      auto added = add_ports(adding);
+      if (!added) {
+        for (const auto& l : adding) fail_local(l.mac, added.error());
+      } else {
+        auto nums = wait_ofports(*added);
+        for (size_t i = 0; i < adding.size(); ++i) {
+          if (nums[i]) ofport[adding[i].mac] = *nums[i];
+          else fail_local(adding[i].mac, nums[i].error());
+        }
+      }
+    }
+    // 5. One bundle: the old flows out, the new in.
+    std::vector<ovs::of::FlowMod> mods;
+    std::vector<api::MacAddress> in_bundle;
+    for (const auto& [mac, st] : gone)
+      if (!local_err[mac]) mods.push_back(ovs::of::FlowMod::remove(ovs::local_cookie(st.ifc, st.ofport)));
+    for (const auto& r : remote_gone) mods.push_back(ovs::of::FlowMod::remove(ovs::remote_cookie(r)));
+    for (const auto& l : made)
+      if (!local_err[l.mac])
+        for (auto& f : ovs::local_flows(l, ofport[l.mac])) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    for (const auto& r : remote_made)
+      for (auto& f : ovs::remote_flows(r, vtep)) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    if (auto r = bundle(mods); !r) {
+      for (auto& [mac, e] : local_err)
+        if (!e) fail_local(mac, r.error());
+      for (auto& [k, e] : remote_err)
+        if (!e) e = r.error();
+      dirty = true;
+    }
+
+    // The cache follows what succeeded; each call gets its interface's outcome.
+    for (const auto& [mac, st] : gone)
+      if (!local_err[mac]) locals.erase(mac);
+    for (const auto& l : made)
+      if (!local_err[l.mac]) locals[l.mac] = LocalState{l, ofport[l.mac]};
+    for (const auto& r : remote_gone)
+      if (!remote_err[key_of(r)]) remotes.erase(key_of(r));
+    for (const auto& r : remote_made)
+      if (!remote_err[key_of(r)]) remotes[key_of(r)] = r;
+    for (auto& [mac, v] : local_ops)
+      if (auto it = local_err.find(mac); it != local_err.end() && it->second)
+        for (Op* op : v) op->error = it->second;
+    for (auto& [k, v] : remote_ops)
+      if (auto it = remote_err.find(k); it != remote_err.end() && it->second)
+        for (Op* op : v) op->error = it->second;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+
+OvsFabric::OvsFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+OvsFabric::~OvsFabric() = default;
+
+Result<std::unique_ptr<Fabric>> OvsFabric::open(const OvsFabricOptions& opts) {
+  if (!opts.db.starts_with("unix:") || opts.db.size() <= 5)
+    return fail(Errc::kInvalid, "ovs fabric: --ovs-db must be unix:PATH (ovsdb-server's socket), not \"" + opts.db + "\"");
+  if (opts.bridge.empty() || opts.bridge.size() > 15 || opts.bridge.find('/') != std::string::npos)
+    return fail(Errc::kInvalid, "ovs fabric: bad bridge name \"" + opts.bridge + "\" (1..15 characters, no '/')");
+  if (!opts.datapath_type.empty() && opts.datapath_type != "system" && opts.datapath_type != "netdev")
+    return fail(Errc::kInvalid, "ovs fabric: datapath type must be system or netdev, not \"" + opts.datapath_type + "\"");
+  if (opts.mtu < 68 || opts.mtu > 65535)
+    return fail(Errc::kInvalid, "ovs fabric: MTU " + std::to_string(opts.mtu) + " is out of range 68..65535");
+  auto ns = open_fabric_netns(opts.netns, "ovs fabric");
+  if (!ns) return fail(ns.error());
+  auto impl = std::make_unique<Impl>(opts);
+  impl->node_ns = *ns;
+  const std::string rundir =
+      opts.rundir.empty() ? std::filesystem::path(opts.db.substr(5)).parent_path().string() : opts.rundir;
+  impl->mgmt = (std::filesystem::path(rundir) / (opts.bridge + ".mgmt")).string();
+  const int dup = fcntl(*ns, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return fail(sys_error("ovs fabric: cannot duplicate the namespace descriptor", errno));
+  if (auto r = impl->start(dup); !r) return fail(r.error());
+  return std::unique_ptr<Fabric>(new OvsFabric(std::move(impl)));
+}
+
+namespace {
+Op op_of(Kind k, const LocalIfc& l, const RemoteIfc& r) {
+  Op op;
+  op.kind = k;
+  op.local = l;
+  op.remote = r;
+  return op;
+}
+}  // namespace
+
+Result<void> OvsFabric::create_local(const LocalIfc& ifc) {
+  Op op = op_of(Kind::kCreateLocal, ifc, {});
+  return impl_->submit(op);
+}
+Result<void> OvsFabric::delete_local(const LocalIfc& ifc) {
+  Op op = op_of(Kind::kDeleteLocal, ifc, {});
+  return impl_->submit(op);
+}
+Result<void> OvsFabric::create_remote(const RemoteIfc& ifc) {
+  Op op = op_of(Kind::kCreateRemote, {}, ifc);
+  return impl_->submit(op);
+}
+Result<void> OvsFabric::delete_remote(const RemoteIfc& ifc) {
+  Op op = op_of(Kind::kDeleteRemote, {}, ifc);
+  return impl_->submit(op);
+}
+
+std::vector<Result<void>> OvsFabric::apply(const std::vector<Change>& changes) {
+  std::vector<Op> ops(changes.size());
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const Change& c = changes[i];
+    switch (c.op) {
+      case Change::Op::kCreateLocal: ops[i].kind = Kind::kCreateLocal; break;
+      case Change::Op::kDeleteLocal: ops[i].kind = Kind::kDeleteLocal; break;
+      case Change::Op::kCreateRemote: ops[i].kind = Kind::kCreateRemote; break;
+      case Change::Op::kDeleteRemote: ops[i].kind = Kind::kDeleteRemote; break;
+    }
+    ops[i].local = c.local;
+    ops[i].remote = c.remote;
+  }
+  impl_->submit_all(ops);
+  std::vector<Result<void>> out;
+  out.reserve(ops.size());
+  for (auto& op : ops) {
+    if (op.error) out.push_back(fail(*op.error));
+    else out.push_back({});
+  }
+  return out;
+}
+
+Result<std::vector<LocalIfc>> OvsFabric::list_local() {
+  Op op = op_of(Kind::kListLocal, {}, {});
+  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  return std::move(op.locals);
+}
+
+Result<std::vector<RemoteIfc>> OvsFabric::list_remote() {
+  Op op = op_of(Kind::kListRemote, {}, {});
+  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  return std::move(op.remotes);
+}
+
+Result<Plugged> OvsFabric::plug(const LocalIfc& ifc, const Plug& plug) {
+  return plug_guest_end(impl_->node_ns, impl_->where, ifc, plug);
+}
+
+Result<Plugged> OvsFabric::inspect(const std::string& netns, const std::string& ifname) {
+  return inspect_netns(netns, ifname);
+}
+
+OvsFabricStats OvsFabric::stats() const {
+  std::lock_guard lk(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace kos::fabric
