@@ -25,6 +25,7 @@
 #include "cmd/commands.h"
 #include "up/examples.h"
 #include "up/local_network.h"
+#include "up/node_ovs.h"
 #include "up/supervisor.h"
 
 namespace kos::cmd {
@@ -141,11 +142,15 @@ int run_up(const UpFlags& f) {
   };
   if (f.nodes < 1 || f.nodes > LocalNetwork::kMaxNodes)
     return err("--nodes " + std::to_string(f.nodes) + ": between 1 and " + std::to_string(LocalNetwork::kMaxNodes));
-  if (f.fabric != "linux" && f.fabric != "fake") return err("--fabric " + f.fabric + ": linux or fake");
-  const bool linux_fabric = f.fabric == "linux";
-  if (linux_fabric && geteuid() != 0)
-    return err("the linux fabric builds network namespaces, which needs root: run it as root (sudo), or use "
+  if (f.fabric != "linux" && f.fabric != "ovs" && f.fabric != "fake")
+    return err("--fabric " + f.fabric + ": linux, ovs or fake");
+  const bool real_fabric = f.fabric != "fake";  // linux or ovs: node namespaces, real interfaces
+  if (real_fabric && geteuid() != 0)
+    return err("the " + f.fabric + " fabric builds network namespaces, which needs root: run it as root (sudo), or use "
                "--fabric fake to run without (no kernel networking, no pings)");
+  if (f.fabric == "ovs" && !up::ovs_installed())
+    return err("--fabric ovs needs Open vSwitch's ovsdb-server, ovs-vswitchd and ovs-vsctl (Debian package "
+               "openvswitch-switch; scripts/install-deps.sh installs it)");
   if (f.examples && f.nodes < 2) return err("--examples places attachments on node-0 and node-1: use --nodes 2 or more");
 
   const fs::path dir = absolute_dir(f.data_dir);
@@ -174,7 +179,7 @@ int run_up(const UpFlags& f) {
   }
   std::string script = f.guest_script.empty() ? find_resource("lib/kos/kos-guest-netns", "scripts/kos-guest-netns")
                                               : absolute_dir(f.guest_script).string();
-  if (linux_fabric && (script.empty() || access(script.c_str(), X_OK) != 0))
+  if (real_fabric && (script.empty() || access(script.c_str(), X_OK) != 0))
     return err("kos-guest-netns not found or not executable (" + (script.empty() ? "searched" : script) +
                "); give it with --guest-script");
 
@@ -202,7 +207,7 @@ int run_up(const UpFlags& f) {
     return code;
   };
   const auto nodes_made = std::chrono::system_clock::now();  // every guest interface is made after this
-  if (linux_fabric) {
+  if (real_fabric) {
     sup.say("making " + std::to_string(f.nodes) + " node namespaces " + LocalNetwork::node_ns(prefix, 0) +
             (f.nodes > 1 ? ".." + LocalNetwork::node_ns(prefix, f.nodes - 1) : "") + " on underlay " +
             LocalNetwork::underlay_ns(prefix));
@@ -238,14 +243,28 @@ int run_up(const UpFlags& f) {
     sup.say(r.error().message);
     return cleanup(1);
   }
+  // With --fabric ovs, each node's own ovsdb-server and ovs-vswitchd, in its namespace.
+  std::vector<std::string> ovs_dbs;
+  if (f.fabric == "ovs") {
+    for (int i = 0; i < f.nodes; ++i) {
+      auto o = up::start_node_ovs(sup, LocalNetwork::node_name(i), LocalNetwork::node_ns(prefix, i),
+                                  dir / "ovs" / LocalNetwork::node_name(i), LocalNetwork::host_ip(i) + "/24");
+      if (!o) {
+        sup.say("Open vSwitch of " + LocalNetwork::node_name(i) + ": " + o.error().message);
+        return cleanup(1);
+      }
+      ovs_dbs.push_back(o->db);
+    }
+  }
   for (int i = 0; i < f.nodes; ++i) {
     std::vector<std::string> argv = {exe, "agent", "--kubeconfig", kubeconfig, "--node", LocalNetwork::node_name(i),
                                      "--host-ip", LocalNetwork::host_ip(i), "--fabric", f.fabric,
                                      "--state-dir", (dir / "agents").string(),
                                      "--cni-socket", cni_socket(dir, i)};
-    if (linux_fabric) {
+    if (real_fabric) {
       argv.insert(argv.end(), {"--netns", LocalNetwork::node_ns(prefix, i), "--allowed-programs", script});
     }
+    if (f.fabric == "ovs") argv.insert(argv.end(), {"--ovs-db", ovs_dbs[static_cast<size_t>(i)], "--ovs-datapath", "netdev"});
     if (auto r = sup.spawn("agent " + LocalNetwork::node_name(i), argv); !r) {
       sup.say(r.error().message);
       return cleanup(1);
@@ -255,12 +274,13 @@ int run_up(const UpFlags& f) {
 
   std::ostringstream screen;
   screen << "\n  KOS is up: " << f.nodes << " node" << (f.nodes > 1 ? "s" : "") << " on the "
-         << (linux_fabric ? "kernel VXLAN" : "fake (in-memory)") << " fabric; data in " << dir.string() << "\n"
+         << (f.fabric == "linux" ? "kernel VXLAN" : f.fabric == "ovs" ? "Open vSwitch" : "fake (in-memory)")
+         << " fabric; data in " << dir.string() << "\n"
          << "    API server    http://" << f.listen << ", embedded store " << (dir / "kos.db").string() << "\n"
          << "    controllers   subnet validator, IPAM\n";
   for (int i = 0; i < f.nodes; ++i)
     screen << "    " << LocalNetwork::node_name(i) << std::string(14 - LocalNetwork::node_name(i).size(), ' ')
-           << "agent" << (linux_fabric ? ", network namespace " + LocalNetwork::node_ns(prefix, i) +
+           << "agent" << (real_fabric ? ", network namespace " + LocalNetwork::node_ns(prefix, i) +
                                              ", underlay " + LocalNetwork::host_ip(i)
                                        : ", fake fabric")
            << ", CNI socket " << cni_socket(dir, i) << "\n";
@@ -284,14 +304,14 @@ int run_up(const UpFlags& f) {
       sup.say("cannot read " + kubeconfig + ": " + c.error().message);
       return cleanup(1);
     }
-    auto made = up::apply_examples(**c, examples, !linux_fabric);
+    auto made = up::apply_examples(**c, examples, !real_fabric);
     if (!made) {
       sup.say("applying the examples: " + made.error().message);
       return cleanup(1);
     }
     sup.say("examples: " + std::to_string(*made) + " objects created, " + std::to_string(examples.size() - static_cast<size_t>(*made)) +
             " were there already; waiting for the attachments to be ready");
-    auto ready = up::wait_ready(**c, examples, linux_fabric ? nodes_made : std::chrono::system_clock::time_point{},
+    auto ready = up::wait_ready(**c, examples, real_fabric ? nodes_made : std::chrono::system_clock::time_point{},
                                 std::chrono::seconds(120), [&] {
       if (auto gone = sup.exited()) {
         sup.say(*gone);
@@ -307,7 +327,7 @@ int run_up(const UpFlags& f) {
       return cleanup(code);
     }
     sup.say("examples: all " + std::to_string(ready->size()) + " attachments are ready");
-    if (linux_fabric) {
+    if (real_fabric) {
       auto checks = up::plan_pings(*ready);
       up::run_pings(checks);
       size_t good = 0;
@@ -406,7 +426,9 @@ void add_up_commands(CLI::App& app, std::function<int()>& run) {
   c->add_option("--nodes", f->nodes, "simulated nodes, 1..64")->capture_default_str();
   c->add_option("--data-dir", f->data_dir, "the store, kubeconfig and state of this cluster")->capture_default_str();
   c->add_option("--listen", f->listen, "the API server's HOST:PORT")->capture_default_str();
-  c->add_option("--fabric", f->fabric, "linux (kernel VXLAN in network namespaces; root) or fake (in memory)")
+  c->add_option("--fabric", f->fabric,
+                "linux (kernel VXLAN in network namespaces; root), ovs (Open vSwitch in network namespaces, each "
+                "node its own ovsdb-server and userspace ovs-vswitchd; root) or fake (in memory)")
       ->capture_default_str();
   c->add_flag("--examples", f->examples,
               "apply the examples (a seed Subnet, two tenants with the same CIDR), wait until they are ready, "

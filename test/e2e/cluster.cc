@@ -3,12 +3,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "api/cidr.h"
 #include "api/names.h"
 #include "cni/protocol.h"
+#include "fabric/linux/linux_fabric.h"
 
 namespace kos::e2e {
 
@@ -87,8 +90,10 @@ Cluster::Cluster(Options o) : opts_(o), prefix_("kos-e2e-" + std::to_string(getp
 }
 
 Cluster::~Cluster() {
-  for (auto& n : nodes_)
+  for (auto& n : nodes_) {
     if (n.agent) n.agent->kill9();
+    n.ovs.reset();  // kills ovs-vswitchd and ovsdb-server
+  }
   if (controllers_) controllers_->kill9();
   client_.reset();
   server_.reset();
@@ -116,8 +121,21 @@ std::string Cluster::start() {
     for (const auto& step : std::vector<std::vector<std::string>>{
              {"ip", "-n", underlay_ns_, "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", ns},
              {"ip", "-n", underlay_ns_, "link", "set", port, "master", "ulbr", "up"},
-             {"ip", "-n", ns, "addr", "add", host_ip(i) + "/24", "dev", "ul0"},
              {"ip", "-n", ns, "link", "set", "ul0", "up"}})
+      if (auto e = must(step); !e.empty()) return e;
+    std::string addr_dev = "ul0";
+    if (opts_.fabric == "ovs") {
+      auto& ovs = nodes_[static_cast<size_t>(i)].ovs;
+      ovs = std::make_unique<kos::testing::OvsInstance>(ns);
+      if (auto e = ovs->start(); !e.empty()) return node_name(i) + "'s OVS: " + e;
+      auto r = ovs->vsctl({"add-br", "brul", "--", "set", "bridge", "brul", "datapath_type=netdev", "--", "add-port",
+                           "brul", "ul0"});
+      if (r.exit_code != 0) return "ovs-vsctl add-br brul: " + r.err;
+      addr_dev = "brul";
+    }
+    for (const auto& step : std::vector<std::vector<std::string>>{
+             {"ip", "-n", ns, "addr", "add", host_ip(i) + "/24", "dev", addr_dev},
+             {"ip", "-n", ns, "link", "set", addr_dev, "up"}})
       if (auto e = must(step); !e.empty()) return e;
   }
 
@@ -130,11 +148,13 @@ std::string Cluster::start() {
     std::vector<std::string> args = {"--log-level", opts_.agent_log_level, "agent",
                                      "--kubeconfig", server_->kubeconfig().string(),
                                      "--node", node_name(i), "--host-ip", host_ip(i),
-                                     "--fabric", "linux", "--netns", node_ns(i),
+                                     "--fabric", opts_.fabric, "--netns", node_ns(i),
                                      "--allowed-programs", kGuestScript,
                                      "--workers", std::to_string(opts_.agent_workers),
                                      "--vni-linger", opts_.vni_linger,
                                      "--state-dir", (server_->dir() / ("agent-" + std::to_string(i))).string()};
+    if (opts_.fabric == "ovs")
+      args.insert(args.end(), {"--ovs-db", ovs(i).db(), "--ovs-datapath", "netdev"});
     nodes_[static_cast<size_t>(i)].agent = std::make_unique<ctltest::KosProcess>(
         "agent-" + std::to_string(i), args, server_->dir() / ("agent-" + std::to_string(i) + ".log"));
     nodes_[static_cast<size_t>(i)].agent->start();
@@ -278,6 +298,58 @@ std::string Cluster::compare_with_desired() const {
     std::erase_if(have.neigh, [](const auto& e) { return e.second.empty(); });
     if (have == want[static_cast<size_t>(i)]) continue;
     out += node_name(i) + ":\n  have " + describe(have) + "\n  want " + describe(want[static_cast<size_t>(i)]) + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> Cluster::desired_flows(int i) {
+  auto nas = client_->list<api::NetworkAttachment>("");
+  if (!nas) return {"cannot list attachments: " + nas.error().message};
+  struct Ready {
+    int home;
+    uint32_t vni, ip;
+    std::string host;
+  };
+  std::vector<Ready> ready;
+  std::set<uint32_t> vnis_here;
+  for (const auto& na : *nas) {
+    auto ip = api::parse_ipv4(na.status.ipv4);
+    const int home = node_index(na.spec.node);
+    if (home < 0 || !ip || na.status.address_vni == 0 || na.status.host_ip.empty()) continue;
+    ready.push_back({home, na.status.address_vni, *ip, na.status.host_ip});
+    if (home == i) vnis_here.insert(na.status.address_vni);
+  }
+  auto ofport = [&](const std::string& iface) {
+    auto r = ovs(i).vsctl({"get", "interface", iface, "ofport"});
+    return r.exit_code == 0 ? std::atoi(r.out.c_str()) : -1;
+  };
+  std::vector<std::pair<fabric::LocalIfc, int>> locals;
+  std::vector<fabric::RemoteIfc> remotes;
+  for (const auto& r : ready) {
+    const auto mac = api::guest_mac(r.ip, r.vni);
+    if (r.home == i) {
+      locals.emplace_back(fabric::LocalIfc{r.vni, mac, r.ip, api::interface_name(mac), {}, {}},
+                          ofport(fabric::host_end_name(mac)));
+    } else if (vnis_here.contains(r.vni)) {
+      remotes.push_back(fabric::RemoteIfc{r.vni, mac, r.ip, *api::parse_ipv4(r.host)});
+    }
+  }
+  return kos::testing::expected_flows(locals, remotes, ofport("vtep"));
+}
+
+std::string Cluster::compare_flows_with_desired() {
+  std::string out;
+  for (int i = 0; i < nodes(); ++i) {
+    auto want = desired_flows(i);
+    std::vector<std::string> have;
+    for (const auto& l : ovs(i).flows("kos")) have.push_back(kos::testing::without_cookie(l));
+    std::sort(have.begin(), have.end());
+    if (have == want) continue;
+    out += node_name(i) + ":\n";
+    for (const auto& l : have)
+      if (!std::binary_search(want.begin(), want.end(), l)) out += "  extra   " + l + "\n";
+    for (const auto& l : want)
+      if (!std::binary_search(have.begin(), have.end(), l)) out += "  missing " + l + "\n";
   }
   return out;
 }

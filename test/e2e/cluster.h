@@ -23,6 +23,7 @@
 
 #include "api/types.h"
 #include "test/controllers/harness.h"
+#include "test/support/ovs.h"
 
 namespace kos::e2e {
 
@@ -49,6 +50,11 @@ class Cluster {
     // kos agent --vni-linger: 0 in tests, which check that a VNI's devices go with its last
     // attachment (the agent's default is 5s).
     std::string vni_linger = "0";
+    // "linux", or "ovs": each node runs its own ovsdb-server and userspace ovs-vswitchd
+    // (test/support/ovs.h) in its namespace, its underlay address on an OVS bridge "brul"
+    // that holds ul0 (OVS's userspace tunnelling sends and receives VXLAN through the
+    // bridge that has the address), and its agent runs --fabric ovs on them.
+    std::string fabric = "linux";
   };
   explicit Cluster(Options o);
   ~Cluster();
@@ -68,6 +74,14 @@ class Cluster {
   // Node i's agent serves kos-cni here (the default: its state dir's cni.sock).
   std::string cni_socket(int i) const;
   ctltest::KosProcess& agent(int i) { return *nodes_[static_cast<size_t>(i)].agent; }
+  // Node i's Open vSwitch (fabric "ovs" only).
+  kos::testing::OvsInstance& ovs(int i) { return *nodes_[static_cast<size_t>(i)].ovs; }
+  // With fabric "ovs": what node i's bridge kos should hold for the attachments in the API
+  // now (ready ones: addressed, implemented on their node), in ovs-ofctl's words without
+  // cookies (test/support/ovs.h expected_flows); and "" if every node's flows, as
+  // `ovs-ofctl dump-flows` shows them, are exactly that, else the differences.
+  std::vector<std::string> desired_flows(int i);
+  std::string compare_flows_with_desired();
   ctltest::KosProcess& controllers() { return *controllers_; }
   ctltest::ApiServer& server() { return *server_; }
   std::shared_ptr<client::RestClient> client() { return client_; }
@@ -94,6 +108,7 @@ class Cluster {
   struct Node {
     std::string ns;
     std::unique_ptr<ctltest::KosProcess> agent;
+    std::unique_ptr<kos::testing::OvsInstance> ovs;
   };
   Options opts_;
   std::string prefix_;

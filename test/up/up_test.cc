@@ -75,9 +75,9 @@ class UpTest : public ::testing::Test {
     (void)kos::testing::run({KOS_BINARY, "down", "--data-dir", data_dir()});
   }
   std::string data_dir() const { return (dir_.path() / "data").string(); }
-  std::vector<std::string> up_argv(bool examples) const {
+  std::vector<std::string> up_argv(bool examples, const std::string& fabric = "linux") const {
     std::vector<std::string> a = {KOS_BINARY, "up", "--nodes", "2", "--data-dir", data_dir(), "--listen",
-                                  "127.0.0.1:" + std::to_string(port_)};
+                                  "127.0.0.1:" + std::to_string(port_), "--fabric", fabric};
     if (examples) a.push_back("--examples");
     return a;
   }
@@ -149,14 +149,25 @@ class UpTest : public ::testing::Test {
     EXPECT_EQ(processes_with(data_dir()), std::vector<std::string>{});
   }
 
+  void examples_ping_and_ctrl_c_leaves_nothing(const std::string& fabric);
+
   kos::testing::TempDir dir_{"kos-up-test"};
   int port_ = 0;
   std::unique_ptr<kos::testing::ChildProcess> up_;
   std::vector<std::string> lines_;
 };
 
-TEST_F(UpTest, ExamplesPingAsExpectedAndCtrlCLeavesNothing) {
-  up_ = std::make_unique<kos::testing::ChildProcess>(up_argv(true));
+TEST_F(UpTest, ExamplesPingAsExpectedAndCtrlCLeavesNothing) { examples_ping_and_ctrl_c_leaves_nothing("linux"); }
+
+// The same on Open vSwitch: each node's own ovsdb-server and ovs-vswitchd in its namespace
+// (their processes end with kos up: processes_with(data dir) covers them).
+TEST_F(UpTest, OnOpenVSwitchExamplesPingAsExpectedAndCtrlCLeavesNothing) {
+  examples_ping_and_ctrl_c_leaves_nothing("ovs");
+  EXPECT_NE(output().find("on the Open vSwitch fabric"), std::string::npos) << output();
+}
+
+void UpTest::examples_ping_and_ctrl_c_leaves_nothing(const std::string& fabric) {
+  up_ = std::make_unique<kos::testing::ChildProcess>(up_argv(true, fabric));
   auto summary = read_until("ping checks as expected|not ready|exited|stopped", 180s);
   ASSERT_TRUE(summary.has_value()) << output();
   EXPECT_TRUE(std::regex_search(*summary, std::regex("examples: (\\d+) of \\1 ping checks as expected$"))) << output();
@@ -262,7 +273,7 @@ TEST_F(UpTest, BadInputGetsOneClearLine) {
   };
   expect_refusal({"--nodes", "0"}, "--nodes 0: between 1 and 64");
   expect_refusal({"--nodes", "65"}, "--nodes 65: between 1 and 64");
-  expect_refusal({"--fabric", "ovs"}, "--fabric ovs: linux or fake");
+  expect_refusal({"--fabric", "vpp"}, "--fabric vpp: linux, ovs or fake");
   expect_refusal({"--examples", "--nodes", "1"}, "use --nodes 2 or more");
   {
     auto r = kos::testing::run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KOS_BINARY, "up",
