@@ -155,6 +155,11 @@ std::string Cluster::start() {
                                      "--state-dir", (server_->dir() / ("agent-" + std::to_string(i))).string()};
     if (opts_.fabric == "ovs")
       args.insert(args.end(), {"--ovs-db", ovs(i).db(), "--ovs-datapath", "netdev"});
+    if (opts_.agent_metrics) {
+      const std::string at = "127.0.0.1:" + std::to_string(kos::testing::free_loopback_port());
+      args.insert(args.end(), {"--metrics-listen", at});
+      agent_endpoints_.push_back("http://" + at);
+    }
     nodes_[static_cast<size_t>(i)].agent = std::make_unique<ctltest::KosProcess>(
         "agent-" + std::to_string(i), args, server_->dir() / ("agent-" + std::to_string(i) + ".log"));
     nodes_[static_cast<size_t>(i)].agent->start();

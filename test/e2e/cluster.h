@@ -55,6 +55,9 @@ class Cluster {
     // that holds ul0 (OVS's userspace tunnelling sends and receives VXLAN through the
     // bridge that has the address), and its agent runs --fabric ovs on them.
     std::string fabric = "linux";
+    // Each agent serves --metrics-listen on a free loopback port (for `kos driver
+    // --agent-endpoints`: create -> implemented on every node).
+    bool agent_metrics = false;
   };
   explicit Cluster(Options o);
   ~Cluster();
@@ -74,6 +77,8 @@ class Cluster {
   // Node i's agent serves kos-cni here (the default: its state dir's cni.sock).
   std::string cni_socket(int i) const;
   ctltest::KosProcess& agent(int i) { return *nodes_[static_cast<size_t>(i)].agent; }
+  // http://127.0.0.1:PORT of each agent's --metrics-listen (Options::agent_metrics).
+  std::vector<std::string> agent_endpoints() const { return agent_endpoints_; }
   // Node i's Open vSwitch (fabric "ovs" only).
   kos::testing::OvsInstance& ovs(int i) { return *nodes_[static_cast<size_t>(i)].ovs; }
   // With fabric "ovs": what node i's bridge kos should hold for the attachments in the API
@@ -118,6 +123,7 @@ class Cluster {
   std::vector<Node> nodes_;
   std::shared_ptr<client::RestClient> client_;
   std::vector<std::string> namespaces_;  // made by start(), deleted by the destructor
+  std::vector<std::string> agent_endpoints_;
 };
 
 // Runs a command that must succeed; an error message (with its stderr), empty on success.
