@@ -33,9 +33,23 @@ bool wait_for(const std::filesystem::path& p) {
 }  // namespace
 
 std::string OvsInstance::start() {
+  if (auto e = start_ovsdb(true); !e.empty()) return e;
+  return start_vswitchd();
+}
+
+std::string OvsInstance::restart_ovsdb(bool fresh) {
+  ovsdb_.reset();
+  return start_ovsdb(fresh);
+}
+
+std::string OvsInstance::start_ovsdb(bool create) {
   const auto d = dir_.path();
-  auto made = run({"ovsdb-tool", "create", (d / "conf.db").string(), "/usr/share/openvswitch/vswitch.ovsschema"});
-  if (made.exit_code != 0) return "ovsdb-tool create: " + made.err;
+  if (create) {
+    std::filesystem::remove(d / "conf.db");
+    auto made = run({"ovsdb-tool", "create", (d / "conf.db").string(), "/usr/share/openvswitch/vswitch.ovsschema"});
+    if (made.exit_code != 0) return "ovsdb-tool create: " + made.err;
+  }
+  std::filesystem::remove(d / "db.sock");
   ovsdb_ = std::make_unique<ChildProcess>(
       std::vector<std::string>{"ip", "netns", "exec", netns_, "/usr/sbin/ovsdb-server", (d / "conf.db").string(),
                                "--remote=punix:" + (d / "db.sock").string(), "--unixctl=" + (d / "ovsdb.ctl").string(),
@@ -44,7 +58,7 @@ std::string OvsInstance::start() {
   if (!wait_for(d / "db.sock")) return "ovsdb-server did not create its socket";
   auto init = vsctl({"--no-wait", "init"});
   if (init.exit_code != 0) return "ovs-vsctl init: " + init.err;
-  return start_vswitchd();
+  return "";
 }
 
 std::string OvsInstance::start_vswitchd() {

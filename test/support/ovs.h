@@ -26,6 +26,9 @@ class OvsInstance {
   std::string start();
   // Kills ovs-vswitchd (SIGKILL) and starts it again on the same database.
   std::string restart_vswitchd();
+  // Kills ovsdb-server (SIGKILL) and starts it again: on the same database, or (fresh) on
+  // a new empty one, as if its configuration were lost. ovs-vswitchd stays and reconnects.
+  std::string restart_ovsdb(bool fresh);
 
   std::string db() const { return "unix:" + (dir_.path() / "db.sock").string(); }
   std::string rundir() const { return dir_.path().string(); }
@@ -41,6 +44,7 @@ class OvsInstance {
 
  private:
   std::string start_vswitchd();
+  std::string start_ovsdb(bool create);
   std::string netns_;
   TempDir dir_{"kos-ovs"};
   std::unique_ptr<ChildProcess> ovsdb_, vswitchd_;

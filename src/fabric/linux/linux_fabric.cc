@@ -47,6 +47,7 @@
 #include "api/cidr.h"
 #include "common/metrics.h"
 #include "fabric/linux/netlink.h"
+#include "fabric/worker_queue.h"
 
 namespace kos::fabric {
 
@@ -301,22 +302,9 @@ FabricMetrics& fabric_metrics() {
 // ---------------------------------------------------------------------------------------
 // Calls, as the worker sees them
 
-enum class Kind { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
-
-struct Op {
-  Kind kind = Kind::kCreateLocal;
-  LocalIfc local;
-  RemoteIfc remote;
-  std::optional<Error> error;      // set by the worker
-  std::vector<LocalIfc> locals;    // kListLocal's answer
-  std::vector<RemoteIfc> remotes;  // kListRemote's answer
-  std::promise<void> done;
-
-  bool is_local() const { return kind == Kind::kCreateLocal || kind == Kind::kDeleteLocal; }
-  bool is_create() const { return kind == Kind::kCreateLocal || kind == Kind::kCreateRemote; }
-  bool is_list() const { return kind == Kind::kListLocal || kind == Kind::kListRemote; }
-  uint32_t vni() const { return is_local() ? local.vni : remote.vni; }
-};
+// (worker_queue.h)
+using Op = FabricOp;
+using Kind = FabricOp::Kind;
 
 // What the kernel has, per VNI.
 struct LocalState {
@@ -370,11 +358,7 @@ struct LinuxFabric::Impl {
   int node_ns = -1;  // the fabric's network namespace (plug() moves guest ends out of it)
   const std::string where;  // for messages
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Op*> queue;
-  bool stopping = false;
-  std::thread worker;
+  WorkerQueue queue{"the linux fabric"};
 
   mutable std::mutex stats_mu;
   LinuxFabricStats stats;
@@ -390,72 +374,12 @@ struct LinuxFabric::Impl {
     stats.*field += n;
   }
 
-  // --- the calling side
+  // --- the calling side (worker_queue.h)
 
   Result<void> start(int netns_fd) {
-    std::promise<Result<void>> ready;
-    auto f = ready.get_future();
-    worker = std::thread([this, netns_fd, &ready] {
-      auto r = init(netns_fd);
-      const bool ok = r.has_value();
-      ready.set_value(std::move(r));
-      if (ok) loop();
-    });
-    auto r = f.get();
-    if (!r) {
-      worker.join();
-      return r;
-    }
-    return {};
+    return queue.start([this, netns_fd] { return init(netns_fd); }, [this] { loop(); });
   }
-
-  void stop() {
-    {
-      std::lock_guard lk(mu);
-      stopping = true;
-    }
-    cv.notify_all();
-    if (worker.joinable()) worker.join();
-    std::deque<Op*> left;
-    {
-      std::lock_guard lk(mu);
-      left.swap(queue);
-    }
-    for (Op* op : left) {
-      op->error = Error{Errc::kCancelled, "the linux fabric is shutting down", {}};
-      op->done.set_value();
-    }
-  }
-
-  // Queues all of them together (one batch for the worker), then waits for each.
-  void submit_all(std::vector<Op>& ops) {
-    std::vector<std::future<void>> fs;
-    fs.reserve(ops.size());
-    for (auto& op : ops) fs.push_back(op.done.get_future());
-    {
-      std::lock_guard lk(mu);
-      if (stopping) {
-        for (auto& op : ops) op.error = Error{Errc::kCancelled, "the linux fabric is shutting down", {}};
-        return;
-      }
-      for (auto& op : ops) queue.push_back(&op);
-    }
-    cv.notify_one();
-    for (auto& f : fs) f.wait();
-  }
-
-  Result<void> submit(Op& op) {
-    auto f = op.done.get_future();
-    {
-      std::lock_guard lk(mu);
-      if (stopping) return fail(Errc::kCancelled, "the linux fabric is shutting down");
-      queue.push_back(&op);
-    }
-    cv.notify_one();
-    f.wait();
-    if (op.error) return fail(*op.error);
-    return {};
-  }
+  void stop() { queue.stop(); }
 
   // --- the worker thread
 
@@ -495,18 +419,9 @@ struct LinuxFabric::Impl {
   void loop() {
     for (;;) {
       const auto due = opts.vni_linger.count() > 0 ? expire_idle() : std::nullopt;
-      std::vector<Op*> batch;
-      {
-        std::unique_lock lk(mu);
-        auto ready = [&] { return stopping || !queue.empty(); };
-        if (due) cv.wait_until(lk, *due, ready);
-        else cv.wait(lk, ready);
-        if (stopping) return;
-        if (queue.empty()) continue;  // a lingering VNI is due
-        batch.assign(queue.begin(), queue.end());
-        queue.clear();
-      }
-      process(batch);
+      auto batch = queue.take(due);
+      if (!batch) return;
+      if (!batch->empty()) process(*batch);  // else a lingering VNI is due
     }
   }
 
@@ -974,67 +889,40 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
 }
 
 Result<void> LinuxFabric::create_local(const LocalIfc& ifc) {
-  Op op;
-  op.kind = Kind::kCreateLocal;
-  op.local = ifc;
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kCreateLocal, ifc);
+  return impl_->queue.submit(op);
 }
 
 Result<void> LinuxFabric::delete_local(const LocalIfc& ifc) {
-  Op op;
-  op.kind = Kind::kDeleteLocal;
-  op.local = ifc;
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kDeleteLocal, ifc);
+  return impl_->queue.submit(op);
 }
 
 Result<void> LinuxFabric::create_remote(const RemoteIfc& ifc) {
-  Op op;
-  op.kind = Kind::kCreateRemote;
-  op.remote = ifc;
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kCreateRemote, {}, ifc);
+  return impl_->queue.submit(op);
 }
 
 Result<void> LinuxFabric::delete_remote(const RemoteIfc& ifc) {
-  Op op;
-  op.kind = Kind::kDeleteRemote;
-  op.remote = ifc;
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kDeleteRemote, {}, ifc);
+  return impl_->queue.submit(op);
 }
 
 std::vector<Result<void>> LinuxFabric::apply(const std::vector<Change>& changes) {
-  std::vector<Op> ops(changes.size());
-  for (size_t i = 0; i < changes.size(); ++i) {
-    const Change& c = changes[i];
-    switch (c.op) {
-      case Change::Op::kCreateLocal: ops[i].kind = Kind::kCreateLocal; break;
-      case Change::Op::kDeleteLocal: ops[i].kind = Kind::kDeleteLocal; break;
-      case Change::Op::kCreateRemote: ops[i].kind = Kind::kCreateRemote; break;
-      case Change::Op::kDeleteRemote: ops[i].kind = Kind::kDeleteRemote; break;
-    }
-    ops[i].local = c.local;
-    ops[i].remote = c.remote;
-  }
-  impl_->submit_all(ops);
-  std::vector<Result<void>> out;
-  out.reserve(ops.size());
-  for (auto& op : ops) {
-    if (op.error) out.push_back(fail(*op.error));
-    else out.push_back({});
-  }
-  return out;
+  auto ops = ops_of(changes);
+  impl_->queue.submit_all(ops);
+  return results_of(ops);
 }
 
 Result<std::vector<LocalIfc>> LinuxFabric::list_local() {
-  Op op;
-  op.kind = Kind::kListLocal;
-  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  auto op = Op::of(Kind::kListLocal);
+  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
   return std::move(op.locals);
 }
 
 Result<std::vector<RemoteIfc>> LinuxFabric::list_remote() {
-  Op op;
-  op.kind = Kind::kListRemote;
-  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  auto op = Op::of(Kind::kListRemote);
+  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
   return std::move(op.remotes);
 }
 

@@ -309,6 +309,10 @@ Result<std::unique_ptr<Connection>> Connection::connect(const std::string& path,
 Connection::Connection(int fd) : fd_(fd) { reader_ = std::thread([this] { read_loop(); }); }
 
 Connection::~Connection() {
+  {
+    std::lock_guard lk(mu_);
+    closing_ = true;
+  }
   ::shutdown(fd_, SHUT_RDWR);
   if (reader_.joinable()) reader_.join();
   ::close(fd_);
@@ -379,10 +383,20 @@ void Connection::read_loop() {
       cv_.notify_all();
     }
   }
+  std::function<void()> notify;
+  {
+    std::lock_guard lk(mu_);
+    connected_ = false;
+    why_closed_ = "the switch closed the OpenFlow connection";
+    cv_.notify_all();
+    if (!closing_) notify = std::move(on_disconnect_);
+  }
+  if (notify) notify();
+}
+
+void Connection::on_disconnect(std::function<void()> fn) {
   std::lock_guard lk(mu_);
-  connected_ = false;
-  why_closed_ = "the switch closed the OpenFlow connection";
-  cv_.notify_all();
+  on_disconnect_ = std::move(fn);
 }
 
 Result<std::vector<Connection::Reply>> Connection::await(uint32_t xid, uint8_t until,

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -110,6 +111,9 @@ class Connection {
   Result<std::vector<FlowEntry>> dump_flows(std::chrono::milliseconds timeout);
   bool connected() const;
   uint64_t bundles_committed() const;
+  // Runs once, on the reader thread, when the switch closes the connection (not on
+  // destruction). Set it before the connection can drop; it must not call back in.
+  void on_disconnect(std::function<void()> fn);
 
  private:
   explicit Connection(int fd);
@@ -132,11 +136,13 @@ class Connection {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool connected_ = true;
+  bool closing_ = false;  // the destructor shut the socket: no disconnect callback
   std::string why_closed_;
   uint32_t xid_ = 1;
   uint32_t bundle_id_ = 1;
   uint64_t committed_ = 0;
   std::map<uint32_t, std::vector<Reply>> replies_;  // xids being waited for
+  std::function<void()> on_disconnect_;
 };
 
 // "OFPET 4 code 9" -> a readable name where known.

@@ -30,6 +30,7 @@
 #include "fabric/ovs/flows.h"
 #include "fabric/ovs/openflow.h"
 #include "fabric/ovs/ovsdb_client.h"
+#include "fabric/worker_queue.h"
 
 namespace kos::fabric {
 namespace json = boost::json;
@@ -67,19 +68,8 @@ Metrics& ovs_metrics() {
   return m;
 }
 
-enum class Kind { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote };
-
-struct Op {
-  Kind kind = Kind::kCreateLocal;
-  LocalIfc local;
-  RemoteIfc remote;
-  std::optional<Error> error;
-  std::vector<LocalIfc> locals;
-  std::vector<RemoteIfc> remotes;
-  std::promise<void> done;
-  bool is_list() const { return kind == Kind::kListLocal || kind == Kind::kListRemote; }
-  bool is_local() const { return kind == Kind::kCreateLocal || kind == Kind::kDeleteLocal; }
-};
+using Op = FabricOp;  // worker_queue.h
+using Kind = FabricOp::Kind;
 
 // What the OVSDB monitor shows of an Interface or Port row.
 struct IfaceRow {
@@ -158,11 +148,7 @@ struct OvsFabric::Impl {
   std::string mgmt;   // the bridge's OpenFlow socket
   int node_ns = -1;  // the fabric's namespace (plug() moves guest ends out of it)
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Op*> queue;
-  bool stopping = false;
-  std::thread worker;
+  WorkerQueue queue{"the ovs fabric"};
 
   mutable std::mutex stats_mu;
   OvsFabricStats stats;
@@ -190,73 +176,18 @@ struct OvsFabric::Impl {
   std::map<RemoteKey, RemoteIfc> remotes;
   bool dirty = true;           // OVS may differ from the cache: restore before the next batch
   bool reported_down = false;  // "lost OVS" logged
+  bool connected_once = false;  // a connection now is a reconnection
   std::optional<Error> last_restore_error;
 
-  // --- the calling side
+  // --- the calling side (worker_queue.h)
 
   Result<void> start(int netns_fd) {
-    std::promise<Result<void>> ready;
-    auto f = ready.get_future();
-    worker = std::thread([this, netns_fd, &ready] {
-      auto r = init(netns_fd);
-      const bool ok = r.has_value();
-      ready.set_value(std::move(r));
-      if (ok) loop();
-    });
-    auto r = f.get();
-    if (!r) {
-      worker.join();
-      return r;
-    }
-    return {};
+    return queue.start([this, netns_fd] { return init(netns_fd); }, [this] { loop(); });
   }
-
   void stop() {
-    {
-      std::lock_guard lk(mu);
-      stopping = true;
-    }
-    cv.notify_all();
-    if (worker.joinable()) worker.join();
-    std::deque<Op*> left;
-    {
-      std::lock_guard lk(mu);
-      left.swap(queue);
-    }
-    for (Op* op : left) {
-      op->error = Error{Errc::kCancelled, "the ovs fabric is shutting down", {}};
-      op->done.set_value();
-    }
+    queue.stop();
     of.reset();
     db.reset();
-  }
-
-  void submit_all(std::vector<Op>& ops) {
-    std::vector<std::future<void>> fs;
-    fs.reserve(ops.size());
-    for (auto& op : ops) fs.push_back(op.done.get_future());
-    {
-      std::lock_guard lk(mu);
-      if (stopping) {
-        for (auto& op : ops) op.error = Error{Errc::kCancelled, "the ovs fabric is shutting down", {}};
-        return;
-      }
-      for (auto& op : ops) queue.push_back(&op);
-    }
-    cv.notify_one();
-    for (auto& f : fs) f.wait();
-  }
-
-  Result<void> submit(Op& op) {
-    std::vector<Op> one(1);
-    one[0].kind = op.kind;
-    one[0].local = op.local;
-    one[0].remote = op.remote;
-    submit_all(one);
-    op.locals = std::move(one[0].locals);
-    op.remotes = std::move(one[0].remotes);
-    if (one[0].error) return fail(*one[0].error);
-    return {};
   }
 
   // --- the worker thread
@@ -279,14 +210,9 @@ struct OvsFabric::Impl {
   void loop() {
     auto last_try = std::chrono::steady_clock::time_point{};
     for (;;) {
-      std::vector<Op*> batch;
-      {
-        std::unique_lock lk(mu);
-        cv.wait_for(lk, kReconnectEvery, [&] { return stopping || !queue.empty(); });
-        if (stopping) return;
-        batch.assign(queue.begin(), queue.end());
-        queue.clear();
-      }
+      auto taken = queue.take(std::chrono::steady_clock::now() + kReconnectEvery);
+      if (!taken) return;
+      const std::vector<Op*> batch = std::move(*taken);
       // Restoration: at once for a batch, else every kReconnectEvery while OVS is away.
       if (!healthy() && (!batch.empty() || std::chrono::steady_clock::now() - last_try >= kReconnectEvery)) {
         last_try = std::chrono::steady_clock::now();
@@ -376,7 +302,7 @@ struct OvsFabric::Impl {
     auto c = ovs::OvsdbClient::connect(opts.db, opts.timeout);
     if (!c) return fail(c.error().code, "ovsdb-server at " + opts.db + ": " + c.error().message);
     db = std::move(*c);
-    db->on_disconnect([this] { cv.notify_all(); });
+    db->on_disconnect([this] { queue.wake(); });
     ovs::BridgeOptions bo;
     bo.name = opts.bridge;
     bo.datapath_type = opts.datapath_type;
@@ -396,6 +322,7 @@ struct OvsFabric::Impl {
       auto conn = ovs::of::Connection::connect(mgmt, opts.timeout);
       if (conn) {
         of = std::move(*conn);
+        of->on_disconnect([this] { queue.wake(); });
         return {};
       }
       if (conn.error().code != Errc::kUnavailable || std::chrono::steady_clock::now() >= deadline)
@@ -552,7 +479,7 @@ struct OvsFabric::Impl {
     ovs_metrics().restores.inc();
     dirty = true;
     if (!db || !db->connected() || !of || !of->connected()) {
-      const bool again = db != nullptr;
+      const bool again = connected_once;
       if (again && !reported_down) {
         spdlog::warn("ovs fabric: lost the connection to OVS (bridge {}{}); reconnecting", opts.bridge, where);
         reported_down = true;
@@ -562,6 +489,7 @@ struct OvsFabric::Impl {
         bump(&OvsFabricStats::reconnects);
         ovs_metrics().reconnects.inc();
       }
+      connected_once = true;
       reported_down = false;
     }
     auto kernel = host_ends();
@@ -667,6 +595,7 @@ struct OvsFabric::Impl {
                    "attachments' flows intact",
                    opts.bridge, where, stale_ports.size(), need_port.size(), mods.size(), intact.size());
     dirty = false;
+    bump(&OvsFabricStats::restored);
     return {};
   }
 
@@ -864,65 +793,38 @@ Result<std::unique_ptr<Fabric>> OvsFabric::open(const OvsFabricOptions& opts) {
   return std::unique_ptr<Fabric>(new OvsFabric(std::move(impl)));
 }
 
-namespace {
-Op op_of(Kind k, const LocalIfc& l, const RemoteIfc& r) {
-  Op op;
-  op.kind = k;
-  op.local = l;
-  op.remote = r;
-  return op;
-}
-}  // namespace
-
 Result<void> OvsFabric::create_local(const LocalIfc& ifc) {
-  Op op = op_of(Kind::kCreateLocal, ifc, {});
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kCreateLocal, ifc);
+  return impl_->queue.submit(op);
 }
 Result<void> OvsFabric::delete_local(const LocalIfc& ifc) {
-  Op op = op_of(Kind::kDeleteLocal, ifc, {});
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kDeleteLocal, ifc);
+  return impl_->queue.submit(op);
 }
 Result<void> OvsFabric::create_remote(const RemoteIfc& ifc) {
-  Op op = op_of(Kind::kCreateRemote, {}, ifc);
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kCreateRemote, {}, ifc);
+  return impl_->queue.submit(op);
 }
 Result<void> OvsFabric::delete_remote(const RemoteIfc& ifc) {
-  Op op = op_of(Kind::kDeleteRemote, {}, ifc);
-  return impl_->submit(op);
+  auto op = Op::of(Kind::kDeleteRemote, {}, ifc);
+  return impl_->queue.submit(op);
 }
 
 std::vector<Result<void>> OvsFabric::apply(const std::vector<Change>& changes) {
-  std::vector<Op> ops(changes.size());
-  for (size_t i = 0; i < changes.size(); ++i) {
-    const Change& c = changes[i];
-    switch (c.op) {
-      case Change::Op::kCreateLocal: ops[i].kind = Kind::kCreateLocal; break;
-      case Change::Op::kDeleteLocal: ops[i].kind = Kind::kDeleteLocal; break;
-      case Change::Op::kCreateRemote: ops[i].kind = Kind::kCreateRemote; break;
-      case Change::Op::kDeleteRemote: ops[i].kind = Kind::kDeleteRemote; break;
-    }
-    ops[i].local = c.local;
-    ops[i].remote = c.remote;
-  }
-  impl_->submit_all(ops);
-  std::vector<Result<void>> out;
-  out.reserve(ops.size());
-  for (auto& op : ops) {
-    if (op.error) out.push_back(fail(*op.error));
-    else out.push_back({});
-  }
-  return out;
+  auto ops = ops_of(changes);
+  impl_->queue.submit_all(ops);
+  return results_of(ops);
 }
 
 Result<std::vector<LocalIfc>> OvsFabric::list_local() {
-  Op op = op_of(Kind::kListLocal, {}, {});
-  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  auto op = Op::of(Kind::kListLocal);
+  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
   return std::move(op.locals);
 }
 
 Result<std::vector<RemoteIfc>> OvsFabric::list_remote() {
-  Op op = op_of(Kind::kListRemote, {}, {});
-  if (auto r = impl_->submit(op); !r) return fail(r.error());
+  auto op = Op::of(Kind::kListRemote);
+  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
   return std::move(op.remotes);
 }
 

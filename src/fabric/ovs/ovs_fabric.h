@@ -31,7 +31,7 @@
 // veth, a veth without its port, a flow whose cookie no adopted attachment has) is removed,
 // and missing flows are added, in one bundle. A live attachment's flows are never touched.
 // When either connection drops (ovs-vswitchd or ovsdb-server restarted), the worker
-// reconnects (every 500 ms) and restores the bridge, the ports, the veths and the flows of
+// reconnects (at once, then every 500 ms until OVS answers) and restores the bridge, the ports, the veths and the flows of
 // everything in its cache the same way, without the agent restarting. Calls made while OVS
 // is away fail with kUnavailable (the agent retries them).
 #pragma once
@@ -65,7 +65,8 @@ struct OvsFabricStats {
   uint64_t bundles = 0;       // OpenFlow bundles committed
   uint64_t flow_mods = 0;     // flow adds and deletes in them
   uint64_t transactions = 0;  // OVSDB transactions
-  uint64_t restores = 0;      // full reconciliations (open, reconnects, after a failure)
+  uint64_t restores = 0;      // full reconciliations begun (open, reconnects, after a failure)
+  uint64_t restored = 0;      // and completed
   uint64_t reconnects = 0;    // connections to OVS made again after one dropped
 };
 

@@ -212,6 +212,45 @@ TEST_F(OvsFabricTest, ARestartedVswitchdGetsItsFlowsBackWithoutTheAgent) {
   EXPECT_EQ(flows_without_cookies(), expected({l1, l2}, {r1}));
 }
 
+// ovsdb-server restarts on its database: the fabric reconnects and finds everything in
+// place (no flow changes). Then it restarts on an empty database (the configuration lost,
+// so ovs-vswitchd drops the bridge and its flows): the fabric makes the bridge, the ports
+// and the flows again from what it holds, and the guest end is the same device.
+TEST_F(OvsFabricTest, ARestartedOvsdbServerIsReconnectedAndALostConfigurationRestored) {
+  const auto l1 = local(101, "10.0.0.1");
+  const auto r1 = remote(101, "10.0.0.2", "10.253.0.2");
+  ASSERT_TRUE(fabric_->create_local(l1));
+  ASSERT_TRUE(fabric_->create_remote(r1));
+  const auto want = expected({l1}, {r1});
+  const auto guest = ip_link(l1.name);
+  auto wait_for = [&](auto done) {
+    for (int i = 0; i < 200; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(50ms);  // polling what other processes do
+    }
+    return false;
+  };
+
+  const auto before = ovs_fabric().stats();
+  const auto mods = before.flow_mods;
+  ASSERT_EQ(ovs_->restart_ovsdb(false), "");
+  EXPECT_TRUE(wait_for([&] {
+    const auto s = ovs_fabric().stats();
+    return s.reconnects > before.reconnects && s.restored > before.restored;
+  }));
+  EXPECT_EQ(ovs_fabric().stats().flow_mods, mods);
+  EXPECT_EQ(flows_without_cookies(), want);
+
+  ASSERT_EQ(ovs_->restart_ovsdb(true), "");
+  EXPECT_TRUE(wait_for([&] {
+    return ovs_->vsctl({"list-ports", "kos"}).out == host_end_name(l1.mac) + "\nvtep\n" && flows_without_cookies() == expected({l1}, {r1});
+  })) << ovs_->vsctl({"show"}).out << ::testing::PrintToString(ovs_->flows("kos"));
+  EXPECT_EQ(ip_link(l1.name), guest);
+  const auto l2 = local(101, "10.0.0.7");
+  ASSERT_TRUE(fabric_->create_local(l2));
+  EXPECT_EQ(flows_without_cookies(), expected({l1, l2}, {r1}));
+}
+
 TEST_F(OvsFabricTest, GuestsOnOneNodeReachEachOtherOnTheirVniOnly) {
   // Three guests: two on VNI 101, one on VNI 102 with the first one's address.
   struct Guest {
