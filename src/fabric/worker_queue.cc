@@ -120,4 +120,44 @@ std::optional<std::vector<FabricOp*>> WorkerQueue::take(std::optional<Clock::tim
   return batch;
 }
 
+using Kind = FabricOp::Kind;
+
+Result<void> QueuedFabric::create_local(const LocalIfc& ifc) {
+  auto op = FabricOp::of(Kind::kCreateLocal, ifc);
+  return queue().submit(op);
+}
+
+Result<void> QueuedFabric::delete_local(const LocalIfc& ifc) {
+  auto op = FabricOp::of(Kind::kDeleteLocal, ifc);
+  return queue().submit(op);
+}
+
+Result<void> QueuedFabric::create_remote(const RemoteIfc& ifc) {
+  auto op = FabricOp::of(Kind::kCreateRemote, {}, ifc);
+  return queue().submit(op);
+}
+
+Result<void> QueuedFabric::delete_remote(const RemoteIfc& ifc) {
+  auto op = FabricOp::of(Kind::kDeleteRemote, {}, ifc);
+  return queue().submit(op);
+}
+
+std::vector<Result<void>> QueuedFabric::apply(const std::vector<Change>& changes) {
+  auto ops = ops_of(changes);
+  queue().submit_all(ops);
+  return results_of(ops);
+}
+
+Result<std::vector<LocalIfc>> QueuedFabric::list_local() {
+  auto op = FabricOp::of(Kind::kListLocal);
+  if (auto r = queue().submit(op); !r) return fail(r.error());
+  return std::move(op.locals);
+}
+
+Result<std::vector<RemoteIfc>> QueuedFabric::list_remote() {
+  auto op = FabricOp::of(Kind::kListRemote);
+  if (auto r = queue().submit(op); !r) return fail(r.error());
+  return std::move(op.remotes);
+}
+
 }  // namespace kos::fabric

@@ -77,4 +77,21 @@ class WorkerQueue {
   std::thread worker_;
 };
 
+// A Fabric whose create, delete, apply and list calls are Ops on its worker's queue: the
+// calls of every fabric with a worker (linux, ovs), defined once. The worker answers them.
+class QueuedFabric : public Fabric {
+ public:
+  Result<void> create_local(const LocalIfc& ifc) final;
+  Result<void> delete_local(const LocalIfc& ifc) final;
+  Result<void> create_remote(const RemoteIfc& ifc) final;
+  Result<void> delete_remote(const RemoteIfc& ifc) final;
+  // Queues every change at once, so the worker plans them together.
+  std::vector<Result<void>> apply(const std::vector<Change>& changes) final;
+  Result<std::vector<LocalIfc>> list_local() final;
+  Result<std::vector<RemoteIfc>> list_remote() final;
+
+ protected:
+  virtual WorkerQueue& queue() = 0;
+};
+
 }  // namespace kos::fabric

@@ -888,43 +888,7 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
   return std::unique_ptr<Fabric>(new LinuxFabric(std::move(impl)));
 }
 
-Result<void> LinuxFabric::create_local(const LocalIfc& ifc) {
-  auto op = Op::of(Kind::kCreateLocal, ifc);
-  return impl_->queue.submit(op);
-}
-
-Result<void> LinuxFabric::delete_local(const LocalIfc& ifc) {
-  auto op = Op::of(Kind::kDeleteLocal, ifc);
-  return impl_->queue.submit(op);
-}
-
-Result<void> LinuxFabric::create_remote(const RemoteIfc& ifc) {
-  auto op = Op::of(Kind::kCreateRemote, {}, ifc);
-  return impl_->queue.submit(op);
-}
-
-Result<void> LinuxFabric::delete_remote(const RemoteIfc& ifc) {
-  auto op = Op::of(Kind::kDeleteRemote, {}, ifc);
-  return impl_->queue.submit(op);
-}
-
-std::vector<Result<void>> LinuxFabric::apply(const std::vector<Change>& changes) {
-  auto ops = ops_of(changes);
-  impl_->queue.submit_all(ops);
-  return results_of(ops);
-}
-
-Result<std::vector<LocalIfc>> LinuxFabric::list_local() {
-  auto op = Op::of(Kind::kListLocal);
-  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
-  return std::move(op.locals);
-}
-
-Result<std::vector<RemoteIfc>> LinuxFabric::list_remote() {
-  auto op = Op::of(Kind::kListRemote);
-  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
-  return std::move(op.remotes);
-}
+WorkerQueue& LinuxFabric::queue() { return impl_->queue; }
 
 LinuxFabricStats LinuxFabric::stats() const {
   std::lock_guard lk(impl_->stats_mu);

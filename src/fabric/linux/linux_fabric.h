@@ -44,6 +44,7 @@
 #include <string_view>
 
 #include "fabric/fabric.h"
+#include "fabric/worker_queue.h"
 
 namespace kos::fabric {
 
@@ -83,7 +84,7 @@ struct LinuxFabricStats {
   uint64_t retries = 0;           // calls retried after a kernel error
 };
 
-class LinuxFabric final : public Fabric {
+class LinuxFabric final : public QueuedFabric {
  public:
   // Enters the namespace (if any), opens the netlink socket, reads the kernel's state and
   // repairs it as described above. kNotFound if the namespace or the underlay device does
@@ -92,26 +93,19 @@ class LinuxFabric final : public Fabric {
   ~LinuxFabric() override;  // stops the worker; calls still queued fail with kCancelled
 
   std::string name() const override { return "linux"; }
-  // Arguments are checked first (kInvalid): VNI 1..api::kMaxVni, a unicast non-zero MAC, a
-  // local name of 1..15 characters, a non-zero guest IP and (remote) host IP.
-  // create_local: replaces a local with the same MAC but another name (another guest IP
-  // only rewrites the alias). delete_local: removes the local with that MAC, whatever its
-  // name. create_remote: adds or replaces the FDB and neighbour entries. delete_remote:
-  // removes the neighbour entry if it maps ifc.guest_ip to ifc.mac and the FDB entry of
-  // ifc.mac if it points at ifc.host_ip; if that FDB entry points at another host (a newer
-  // create moved the guest), it removes nothing: a stale delete cannot undo a newer create.
-  Result<void> create_local(const LocalIfc& ifc) override;
-  Result<void> delete_local(const LocalIfc& ifc) override;
-  Result<void> create_remote(const RemoteIfc& ifc) override;
-  Result<void> delete_remote(const RemoteIfc& ifc) override;
-  // Queues every change at once, so the worker plans them together and sends their
-  // messages in as few sendmsg calls as the batch limits allow.
-  std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
-  // Read back from the kernel, ordered by (vni, mac) and (vni, guest_ip). A remote with
-  // only one of its two entries is listed with guest_ip (FDB only) or host_ip (neighbour
-  // only) 0, so that it matches nothing and gets deleted or re-created.
-  Result<std::vector<LocalIfc>> list_local() override;
-  Result<std::vector<RemoteIfc>> list_remote() override;
+  // The calls (QueuedFabric, worker_queue.h). Arguments are checked first (kInvalid): VNI
+  // 1..api::kMaxVni, a unicast non-zero MAC, a local name of 1..15 characters, a non-zero
+  // guest IP and (remote) host IP. create_local: replaces a local with the same MAC but
+  // another name (another guest IP only rewrites the alias). delete_local: removes the
+  // local with that MAC, whatever its name. create_remote: adds or replaces the FDB and
+  // neighbour entries. delete_remote: removes the neighbour entry if it maps ifc.guest_ip to
+  // ifc.mac and the FDB entry of ifc.mac if it points at ifc.host_ip; if that FDB entry
+  // points at another host (a newer create moved the guest), it removes nothing: a stale
+  // delete cannot undo a newer create. apply: the worker plans a batch together and sends
+  // its messages in as few sendmsg calls as the batch limits allow. list_local and
+  // list_remote read back from the kernel, ordered by (vni, mac) and (vni, guest_ip); a
+  // remote with only one of its two entries is listed with guest_ip (FDB only) or host_ip
+  // (neighbour only) 0, so that it matches nothing and gets deleted or re-created.
   // On a thread of its own (see Plug in fabric.h): moves the guest end into plug.netns as
   // plug.ifname (one RTM_SETLINK with IFLA_NET_NS_FD and the new name), sets lo and it up
   // and the address (replacing one of the same address). kNotFound when the host end is
@@ -120,6 +114,9 @@ class LinuxFabric final : public Fabric {
   Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
 
   LinuxFabricStats stats() const;
+
+ protected:
+  WorkerQueue& queue() override;
 
  private:
   struct Impl;

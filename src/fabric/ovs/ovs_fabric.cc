@@ -793,40 +793,7 @@ Result<std::unique_ptr<Fabric>> OvsFabric::open(const OvsFabricOptions& opts) {
   return std::unique_ptr<Fabric>(new OvsFabric(std::move(impl)));
 }
 
-Result<void> OvsFabric::create_local(const LocalIfc& ifc) {
-  auto op = Op::of(Kind::kCreateLocal, ifc);
-  return impl_->queue.submit(op);
-}
-Result<void> OvsFabric::delete_local(const LocalIfc& ifc) {
-  auto op = Op::of(Kind::kDeleteLocal, ifc);
-  return impl_->queue.submit(op);
-}
-Result<void> OvsFabric::create_remote(const RemoteIfc& ifc) {
-  auto op = Op::of(Kind::kCreateRemote, {}, ifc);
-  return impl_->queue.submit(op);
-}
-Result<void> OvsFabric::delete_remote(const RemoteIfc& ifc) {
-  auto op = Op::of(Kind::kDeleteRemote, {}, ifc);
-  return impl_->queue.submit(op);
-}
-
-std::vector<Result<void>> OvsFabric::apply(const std::vector<Change>& changes) {
-  auto ops = ops_of(changes);
-  impl_->queue.submit_all(ops);
-  return results_of(ops);
-}
-
-Result<std::vector<LocalIfc>> OvsFabric::list_local() {
-  auto op = Op::of(Kind::kListLocal);
-  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
-  return std::move(op.locals);
-}
-
-Result<std::vector<RemoteIfc>> OvsFabric::list_remote() {
-  auto op = Op::of(Kind::kListRemote);
-  if (auto r = impl_->queue.submit(op); !r) return fail(r.error());
-  return std::move(op.remotes);
-}
+WorkerQueue& OvsFabric::queue() { return impl_->queue; }
 
 Result<Plugged> OvsFabric::plug(const LocalIfc& ifc, const Plug& plug) {
   return plug_guest_end(impl_->node_ns, impl_->where, ifc, plug);

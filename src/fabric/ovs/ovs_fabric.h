@@ -42,6 +42,7 @@
 #include <string>
 
 #include "fabric/fabric.h"
+#include "fabric/worker_queue.h"
 
 namespace kos::fabric {
 
@@ -70,7 +71,7 @@ struct OvsFabricStats {
   uint64_t reconnects = 0;    // connections to OVS made again after one dropped
 };
 
-class OvsFabric final : public Fabric {
+class OvsFabric final : public QueuedFabric {
  public:
   // Connects, makes the bridge, adopts what is there and repairs it (see above). kInvalid
   // for bad options, kNotFound for a missing namespace, kUnavailable when ovsdb-server or
@@ -79,22 +80,19 @@ class OvsFabric final : public Fabric {
   ~OvsFabric() override;  // stops the worker; calls still queued fail with kCancelled
 
   std::string name() const override { return "ovs"; }
-  // Arguments are checked as every fabric does (fabric.h). create_local replaces a local
-  // with the same MAC and other settings; delete_local removes the local with that MAC;
-  // create_remote replaces the remote of the same VNI and guest IP; delete_remote removes
-  // it only if it has the same MAC and host (a stale delete cannot undo a newer create).
-  Result<void> create_local(const LocalIfc& ifc) override;
-  Result<void> delete_local(const LocalIfc& ifc) override;
-  Result<void> create_remote(const RemoteIfc& ifc) override;
-  Result<void> delete_remote(const RemoteIfc& ifc) override;
-  std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
-  // The fabric's view (adopted at open, kept since), ordered by (vni, mac) and (vni, guest_ip).
-  Result<std::vector<LocalIfc>> list_local() override;
-  Result<std::vector<RemoteIfc>> list_remote() override;
+  // The calls (QueuedFabric, worker_queue.h). Arguments are checked as every fabric does
+  // (fabric.h). create_local replaces a local with the same MAC and other settings;
+  // delete_local removes the local with that MAC; create_remote replaces the remote of the
+  // same VNI and guest IP; delete_remote removes it only if it has the same MAC and host (a
+  // stale delete cannot undo a newer create). list_local and list_remote give the fabric's
+  // view (adopted at open, kept since), ordered by (vni, mac) and (vni, guest_ip).
   Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
   Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
 
   OvsFabricStats stats() const;
+
+ protected:
+  WorkerQueue& queue() override;
 
  private:
   struct Impl;
