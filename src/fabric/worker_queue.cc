@@ -10,6 +10,27 @@ FabricOp FabricOp::of(Kind k, const LocalIfc& l, const RemoteIfc& r) {
   return op;
 }
 
+void run_batch(const std::vector<FabricOp*>& batch, const std::function<void(const std::vector<FabricOp*>&)>& mutate,
+               const std::function<void(FabricOp&)>& list) {
+  std::vector<FabricOp*> group;
+  auto flush = [&] {
+    if (group.empty()) return;
+    mutate(group);
+    for (FabricOp* op : group) op->done.set_value();
+    group.clear();
+  };
+  for (FabricOp* op : batch) {
+    if (!op->is_list()) {
+      group.push_back(op);
+      continue;
+    }
+    flush();
+    list(*op);
+    op->done.set_value();
+  }
+  flush();
+}
+
 std::vector<FabricOp> ops_of(const std::vector<Change>& changes) {
   std::vector<FabricOp> ops(changes.size());
   for (size_t i = 0; i < changes.size(); ++i) {

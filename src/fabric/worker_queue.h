@@ -38,6 +38,12 @@ struct FabricOp {
   static FabricOp of(Kind k, const LocalIfc& l = {}, const RemoteIfc& r = {});
 };
 
+// How a worker runs a batch it took: consecutive creates and deletes together through
+// `mutate`, each list alone through `list`, a barrier (what was queued before it is applied
+// before it reads); then answers every op.
+void run_batch(const std::vector<FabricOp*>& batch, const std::function<void(const std::vector<FabricOp*>&)>& mutate,
+               const std::function<void(FabricOp&)>& list);
+
 // One op per change, in order; and the results of ops the worker has answered.
 std::vector<FabricOp> ops_of(const std::vector<Change>& changes);
 std::vector<Result<void>> results_of(std::vector<FabricOp>& ops);

@@ -455,25 +455,9 @@ struct LinuxFabric::Impl {
     return next;
   }
 
-  // Lists are barriers: the mutations queued before one are applied before it reads.
+  // Lists are barriers (run_batch): the mutations queued before one are applied first.
   void process(const std::vector<Op*>& batch) {
-    std::vector<Op*> group;
-    auto flush = [&] {
-      if (group.empty()) return;
-      apply(group, true);
-      for (Op* op : group) op->done.set_value();
-      group.clear();
-    };
-    for (Op* op : batch) {
-      if (!op->is_list()) {
-        group.push_back(op);
-        continue;
-      }
-      flush();
-      list(*op);
-      op->done.set_value();
-    }
-    flush();
+    run_batch(batch, [this](const std::vector<Op*>& group) { apply(group, true); }, [this](Op& op) { list(op); });
   }
 
   void list(Op& op) {

@@ -231,31 +231,20 @@ struct OvsFabric::Impl {
     }
   }
 
-  // Lists are barriers: the mutations queued before one are applied before it reads.
+  // Lists are barriers (run_batch): the mutations queued before one are applied first.
   void process(const std::vector<Op*>& batch) {
-    std::vector<Op*> group;
-    auto flush = [&] {
-      if (group.empty()) return;
-      apply(group);
-      for (Op* op : group) op->done.set_value();
-      group.clear();
-    };
-    for (Op* op : batch) {
-      if (!op->is_list()) {
-        group.push_back(op);
-        continue;
-      }
-      flush();
-      if (op->kind == Kind::kListLocal)
-        for (const auto& [_, st] : locals) op->locals.push_back(st.ifc);
-      else
-        for (const auto& [_, r] : remotes) op->remotes.push_back(r);
-      std::ranges::sort(op->locals, [](const LocalIfc& a, const LocalIfc& b) {
+    run_batch(batch, [this](const std::vector<Op*>& group) { apply(group); }, [this](Op& op) { list(op); });
+  }
+
+  void list(Op& op) {
+    if (op.kind == Kind::kListLocal) {
+      for (const auto& [_, st] : locals) op.locals.push_back(st.ifc);
+      std::ranges::sort(op.locals, [](const LocalIfc& a, const LocalIfc& b) {
         return std::tie(a.vni, a.mac) < std::tie(b.vni, b.mac);
       });
-      op->done.set_value();
+    } else {
+      for (const auto& [_, r] : remotes) op.remotes.push_back(r);
     }
-    flush();
   }
 
   // --- OVSDB
