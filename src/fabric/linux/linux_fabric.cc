@@ -155,6 +155,19 @@ uint32_t guest_ip_of_mac(const api::MacAddress& m) {
   return first << 24 | static_cast<uint32_t>(m[1]) << 16 | static_cast<uint32_t>(m[2]) << 8 | m[3];
 }
 
+}  // namespace
+
+std::string host_end_alias(const LocalIfc& l) { return format_alias(l); }
+
+std::optional<LocalIfc> parse_host_end(std::string_view name, std::string_view alias) {
+  auto mac = parse_host_end_name(name);
+  auto a = parse_alias(alias);
+  if (!mac || !a) return std::nullopt;
+  return LocalIfc{a->vni, *mac, a->guest_ip, a->name, {}, {}};
+}
+
+namespace {
+
 // ---------------------------------------------------------------------------------------
 // Messages (the linux fabric's own; the shared ones are in netlink.h)
 
@@ -198,13 +211,6 @@ Request msg_new_vxlan(const std::string& name, uint32_t vni, const VxlanConfig& 
   return m.done("create vxlan " + name);
 }
 
-Request msg_set_alias(const std::string& name, const std::string& alias) {
-  MsgBuilder m(RTM_SETLINK, 0);
-  link_header(m, false);
-  m.str(IFLA_IFNAME, name);
-  m.bytes(IFLA_IFALIAS, alias.data(), alias.size());
-  return m.done("set the alias of " + name);
-}
 
 Request msg_set_master_up(const std::string& name, int master) {
   MsgBuilder m(RTM_SETLINK, 0);

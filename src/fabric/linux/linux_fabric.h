@@ -69,6 +69,12 @@ std::string host_end_name(const api::MacAddress& mac);  // "kh" + 12 lowercase h
 std::optional<uint32_t> parse_vxlan_device_name(std::string_view name);
 std::optional<uint32_t> parse_bridge_device_name(std::string_view name);
 std::optional<api::MacAddress> parse_host_end_name(std::string_view name);
+// The alias a host end carries: what the kernel cannot record of its local (the VNI, the
+// guest IP, and the guest end's name, which may have moved out of sight), so that a fabric
+// can adopt it from the kernel alone: "kos vni=<V> ip=<IP> name=<N>".
+std::string host_end_alias(const LocalIfc& l);
+// The local a host end describes (its name "kh<MAC>", its alias as above), or nullopt.
+std::optional<LocalIfc> parse_host_end(std::string_view name, std::string_view alias);
 
 // Counters of one LinuxFabric, for tests and benchmarks (also exported process-wide as
 // kos_fabric_* metrics).

@@ -113,6 +113,14 @@ Request msg_set_addr(int index, uint32_t ip, int prefix_len, const std::string& 
   return m.done("set address " + api::format_ipv4(ip) + "/" + std::to_string(prefix_len) + " on " + name);
 }
 
+Request msg_set_alias(const std::string& name, const std::string& alias) {
+  MsgBuilder m(RTM_SETLINK, 0);
+  link_header(m, false);
+  m.str(IFLA_IFNAME, name);
+  m.bytes(IFLA_IFALIAS, alias.data(), alias.size());
+  return m.done("set the alias of " + name);
+}
+
 std::vector<uint8_t> msg_dump_links() {
   MsgBuilder m(RTM_GETLINK, NLM_F_DUMP);
   link_header(m, false);

@@ -82,6 +82,7 @@ Request msg_get_link(const std::string& name);
 Request msg_move_link(int index, int netns_fd, const std::string& new_name, const std::string& what);
 Request msg_set_up(int index, const std::string& name);
 Request msg_set_addr(int index, uint32_t ip, int prefix_len, const std::string& name);
+Request msg_set_alias(const std::string& name, const std::string& alias);
 std::vector<uint8_t> msg_dump_links();
 
 // ---------------------------------------------------------------------------------------

@@ -104,22 +104,6 @@ std::map<std::string, std::string> ext_of(const LocalIfc& l) {
           {kExtMac, api::format_mac(l.mac)}};
 }
 
-// The local an Interface row describes (its name a host end, its external_ids complete).
-std::optional<LocalIfc> local_of(const IfaceRow& row) {
-  auto mac = parse_host_end_name(row.name);
-  if (!mac) return std::nullopt;
-  auto get = [&](const char* k) -> std::string {
-    auto it = row.ext.find(k);
-    return it == row.ext.end() ? std::string() : it->second;
-  };
-  auto vni = api::parse_decimal(get(kExtVni), api::kMaxVni);
-  auto ip = api::parse_ipv4(get(kExtIp));
-  if (!vni || !ip || get(kExtName).empty() || get(kExtMac) != api::format_mac(*mac)) return std::nullopt;
-  LocalIfc l{*vni, *mac, *ip, get(kExtName), {}, {}};
-  if (check(l)) return std::nullopt;
-  return l;
-}
-
 using RemoteKey = std::pair<uint32_t, uint32_t>;  // (vni, guest IP)
 RemoteKey key_of(const RemoteIfc& r) { return {r.vni, r.guest_ip}; }
 
@@ -432,8 +416,11 @@ struct OvsFabric::Impl {
   // --- veths
 
   // The netlink requests creating the veths of `ls` (guest ends in the workload's namespace
-  // where one is named and can be opened); fds to close after sending.
-  std::vector<Request> veth_creates(const std::vector<LocalIfc>& ls, std::vector<int>& fds) {
+  // where one is named and can be opened), each host end with its alias (host_end_alias:
+  // the kernel alone then tells what the local is); fds to close after sending. The MAC of
+  // each request's local goes to `owners`.
+  std::vector<Request> veth_creates(const std::vector<LocalIfc>& ls, std::vector<int>& fds,
+                                    std::vector<api::MacAddress>& owners) {
     std::vector<Request> reqs;
     for (const auto& l : ls) {
       int ns_fd = -1;
@@ -443,16 +430,18 @@ struct OvsFabric::Impl {
         else spdlog::info("ovs fabric: {} cannot be opened ({}); guest end {} made here", l.guest_netns, std::strerror(errno), l.name);
       }
       reqs.push_back(msg_new_veth(host_end_name(l.mac), ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, opts.mtu, 0, ns_fd));
+      reqs.push_back(msg_set_alias(host_end_name(l.mac), host_end_alias(l)));
+      owners.insert(owners.end(), 2, l.mac);
     }
     return reqs;
   }
 
-  // The host ends (kh<MAC>) of veths in the fabric's namespace.
-  Result<std::set<std::string>> host_ends() {
+  // The host ends (kh<MAC>) of veths in the fabric's namespace, with their aliases.
+  Result<std::map<std::string, std::string>> host_ends() {
     for (int attempt = 0;; ++attempt) {
-      std::set<std::string> out;
+      std::map<std::string, std::string> out;
       auto r = sock.dump(msg_dump_links(), [&](const nlmsghdr* nlh) {
-        if (auto l = parse_link(nlh); l && l->kind == "veth" && parse_host_end_name(l->name)) out.insert(l->name);
+        if (auto l = parse_link(nlh); l && l->kind == "veth" && parse_host_end_name(l->name)) out[l->name] = l->alias;
       });
       if (r) return out;
       if (r.error().code != Errc::kUnavailable || attempt >= 3) return fail(r.error());
@@ -494,13 +483,12 @@ struct OvsFabric::Impl {
     auto ours = our_ports();
 
     if (adopt) {
+      // Locals from the kernel (the host ends' aliases): a veth outlives a lost database,
+      // and a container's interface must not be replaced for that. Their ports follow.
       locals.clear();
       remotes.clear();
-      for (const auto& [name, p] : ours) {
-        auto l = local_of(p.iface);
-        if (!l || !kernel->contains(name) || p.iface.ofport <= 0) continue;
-        locals[l->mac] = LocalState{*l, static_cast<uint32_t>(p.iface.ofport)};
-      }
+      for (const auto& [name, alias] : *kernel)
+        if (auto l = parse_host_end(name, alias); l && !check(*l)) locals[l->mac] = LocalState{*l, 0};
       for (const auto& [cookie, fs] : by_cookie) {
         if (ovs::cookie_kind(cookie) != ovs::CookieKind::kRemote || foreign.contains(cookie)) continue;
         auto r = ovs::parse_remote(fs, vtep);
@@ -519,7 +507,7 @@ struct OvsFabric::Impl {
       const bool wanted = it != locals.end() && p.iface.ext == ext_of(it->second.ifc) && kernel->contains(name);
       if (!wanted) stale_ports.push_back(p.port_uuid);
     }
-    for (const auto& name : *kernel)
+    for (const auto& [name, _] : *kernel)
       if (!locals.contains(*parse_host_end_name(name))) link_reqs.push_back(msg_del_link(name));
     std::vector<LocalIfc> need_veth;
     for (const auto& [mac, st] : locals) {
@@ -530,7 +518,8 @@ struct OvsFabric::Impl {
     }
     if (auto r = transact(remove_ports_ops(stale_ports)); !r) return fail(r.error());
     std::vector<int> fds;
-    for (auto& q : veth_creates(need_veth, fds)) link_reqs.push_back(std::move(q));
+    std::vector<api::MacAddress> unused;
+    for (auto& q : veth_creates(need_veth, fds, unused)) link_reqs.push_back(std::move(q));
     if (!link_reqs.empty()) {
       auto rep = sock.transact(link_reqs, nullptr);
       for (int fd : fds) ::close(fd);
@@ -685,8 +674,7 @@ struct OvsFabric::Impl {
       for (const auto& l : made)
         if (!local_err[l.mac]) creating.push_back(l);
       std::vector<int> fds;
-      for (auto& q : veth_creates(creating, fds)) reqs.push_back(std::move(q));
-      for (const auto& l : creating) owner.push_back(l.mac);
+      for (auto& q : veth_creates(creating, fds, owner)) reqs.push_back(std::move(q));
       if (!reqs.empty()) {
         auto rep = sock.transact(reqs, nullptr);
         for (int fd : fds) ::close(fd);

@@ -7,8 +7,9 @@
 //  - Per local interface: a veth pair, as in the linux fabric. The guest end is named
 //    LocalIfc::name (status.ifcName) and carries the guest MAC, left down in the fabric's
 //    namespace for the client to move (or made directly in a CNI workload's namespace);
-//    the host end kh<12 hex digits of the MAC> is an OVS port whose Interface row carries
-//    external_ids kos-vni, kos-ip, kos-ifname and attached-mac (the guest MAC). A veth
+//    the host end kh<12 hex digits of the MAC> carries the alias "kos vni=.. ip=.. name=.."
+//    and is an OVS port whose Interface row carries external_ids kos-vni, kos-ip,
+//    kos-ifname and attached-mac (the guest MAC). A veth
 //    rather than an internal port: in the userspace datapath an internal port is a tap
 //    device that ovs-vswitchd addresses by name in its own namespace, so it could not be
 //    handed to a container; a veth's guest end can, and plug() is the linux fabric's.
@@ -25,11 +26,13 @@
 // whole batch. OVS avoids reusing a freed OpenFlow port number at once, so the old flows of
 // a removed port cannot match a new port's traffic in between.
 //
-// Adoption and restoration. open() reads the ports (by their external_ids), the kh* veths
-// and the flows: a local whose port, veth and three flows agree is adopted as it is; a
-// remote is read back from its two flows (parse_remote); anything else (a port without its
-// veth, a veth without its port, a flow whose cookie no adopted attachment has) is removed,
-// and missing flows are added, in one bundle. A live attachment's flows are never touched.
+// Adoption and restoration. open() reads the kh* veths, whose host ends carry their local
+// in an alias as in the linux fabric (so a lost OVS database loses no interface), the
+// ports and the flows: a local keeps its veth, gets its port back if the port is missing
+// or differs, and its flows if they are not exactly its three; a remote is read back from
+// its two flows (parse_remote); anything else (a port or veth of no local, a flow whose
+// cookie no adopted attachment has) is removed, and missing flows are added, in one
+// bundle. A live attachment's flows are never touched.
 // When either connection drops (ovs-vswitchd or ovsdb-server restarted), the worker
 // reconnects (at once, then every 500 ms until OVS answers) and restores the bridge, the ports, the veths and the flows of
 // everything in its cache the same way, without the agent restarting. Calls made while OVS

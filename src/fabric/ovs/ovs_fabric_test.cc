@@ -251,6 +251,24 @@ TEST_F(OvsFabricTest, ARestartedOvsdbServerIsReconnectedAndALostConfigurationRes
   EXPECT_EQ(flows_without_cookies(), expected({l1, l2}, {r1}));
 }
 
+// The agent restarts while the database is lost (ovsdb-server on an empty one): the local
+// is adopted from its veth (the host end's alias), its guest end is the same device, and
+// its port and flows come back.
+TEST_F(OvsFabricTest, AnAgentRestartOverALostDatabaseKeepsTheInterfaces) {
+  const auto l1 = local(101, "10.0.0.1");
+  ASSERT_TRUE(fabric_->create_local(l1));
+  const auto guest = ip_link(l1.name);
+  fabric_.reset();
+  ASSERT_EQ(ovs_->restart_ovsdb(true), "");
+  open_fabric();
+  auto ll = fabric_->list_local();
+  ASSERT_TRUE(ll);
+  EXPECT_EQ(*ll, std::vector<LocalIfc>{l1});
+  EXPECT_EQ(ip_link(l1.name), guest);
+  EXPECT_EQ(ovs_->vsctl({"list-ports", "kos"}).out, host_end_name(l1.mac) + "\nvtep\n");
+  EXPECT_EQ(flows_without_cookies(), expected({l1}, {}));
+}
+
 TEST_F(OvsFabricTest, GuestsOnOneNodeReachEachOtherOnTheirVniOnly) {
   // Three guests: two on VNI 101, one on VNI 102 with the first one's address.
   struct Guest {
