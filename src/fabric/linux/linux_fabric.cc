@@ -112,11 +112,6 @@ struct Alias {
   std::string name;
 };
 
-std::string format_alias(const LocalIfc& l) {
-  return std::string(kAliasPrefix) + "vni=" + std::to_string(l.vni) + " ip=" + api::format_ipv4(l.guest_ip) +
-         " name=" + l.name;
-}
-
 std::optional<Alias> parse_alias(std::string_view s) {
   if (!s.starts_with(kAliasPrefix)) return std::nullopt;
   s.remove_prefix(kAliasPrefix.size());
@@ -157,7 +152,10 @@ uint32_t guest_ip_of_mac(const api::MacAddress& m) {
 
 }  // namespace
 
-std::string host_end_alias(const LocalIfc& l) { return format_alias(l); }
+std::string host_end_alias(const LocalIfc& l) {
+  return std::string(kAliasPrefix) + "vni=" + std::to_string(l.vni) + " ip=" + api::format_ipv4(l.guest_ip) +
+         " name=" + l.name;
+}
 
 std::optional<LocalIfc> parse_host_end(std::string_view name, std::string_view alias) {
   auto mac = parse_host_end_name(name);
@@ -545,11 +543,10 @@ struct LinuxFabric::Impl {
         failed = true;
       } else {
         for (size_t k = 0; k < replies->size(); ++k) {
-          const auto& rep = (*replies)[k];
-          if (!rep.error || (plan.reqs[k].absent_ok && (rep.error == ENOENT || rep.error == ENODEV))) continue;
+          auto e = refusal(plan.reqs[k], (*replies)[k], where);
+          if (!e) continue;
           fabric_metrics().errors.inc();
-          if (!plan.owners[k]->error)
-            plan.owners[k]->error = sys_error(plan.reqs[k].what + where, rep.error, rep.extack);
+          if (!plan.owners[k]->error) plan.owners[k]->error = std::move(e);
           failed = true;
         }
       }
@@ -595,7 +592,7 @@ struct LinuxFabric::Impl {
         auto found = find_local(l.mac);
         if (found && found->first == l.vni && found->second->name == l.name) {
           if (found->second->guest_ip == l.guest_ip) return;  // as asked
-          plan.add(&op, msg_set_alias(host, format_alias(l)));
+          plan.add(&op, msg_set_alias(host, host_end_alias(l)));
           found->second->guest_ip = l.guest_ip;
           return;
         }
@@ -605,15 +602,7 @@ struct LinuxFabric::Impl {
           vnis[found->first].locals.erase(l.mac);
         }
         VniState& v = vnis[l.vni];
-        int ns_fd = -1;  // the guest end made in the workload's namespace, if it can be opened
-        if (!l.guest_netns.empty()) {
-          ns_fd = ::open(l.guest_netns.c_str(), O_RDONLY | O_CLOEXEC);
-          if (ns_fd >= 0) plan.fds.push_back(ns_fd);
-          else spdlog::info("linux fabric: {} cannot be opened ({}); guest end {} made here", l.guest_netns,
-                            std::strerror(errno), l.name);
-        }
-        plan.add(&op, msg_new_veth(host, ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, opts.mtu, v.bridge, ns_fd));
-        plan.add(&op, msg_set_alias(host, format_alias(l)));
+        for (auto& r : msgs_new_local(l, opts.mtu, v.bridge, plan.fds, "linux fabric")) plan.add(&op, std::move(r));
         v.locals[l.mac] = LocalState{l.name, l.guest_ip, v.bridge};
         return;
       }
@@ -678,12 +667,11 @@ struct LinuxFabric::Impl {
   Result<std::vector<NetlinkSocket::Reply>> run(const std::vector<Request>& reqs) {
     auto replies = send(reqs);
     if (!replies) return replies;
-    for (size_t k = 0; k < reqs.size(); ++k) {
-      const auto& rep = (*replies)[k];
-      if (!rep.error || (reqs[k].absent_ok && (rep.error == ENOENT || rep.error == ENODEV))) continue;
-      fabric_metrics().errors.inc();
-      return fail(sys_error(reqs[k].what + where, rep.error, rep.extack));
-    }
+    for (size_t k = 0; k < reqs.size(); ++k)
+      if (auto e = refusal(reqs[k], (*replies)[k], where)) {
+        fabric_metrics().errors.inc();
+        return fail(std::move(*e));
+      }
     return replies;
   }
 

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <system_error>
 
+#include <spdlog/spdlog.h>
+
 #include "api/cidr.h"
 #include "fabric/linux/linux_fabric.h"
 
@@ -334,6 +336,24 @@ void NetlinkSocket::parse_ack(const nlmsghdr* nlh, Reply& r) {
   if (off >= mnl_nlmsg_get_payload_len(nlh)) return;
   AttrTable tb = attrs(nlh, off, NLMSGERR_ATTR_MAX);
   r.extack = get_str(tb[NLMSGERR_ATTR_MSG]);
+}
+
+std::optional<Error> refusal(const Request& req, const NetlinkSocket::Reply& rep, const std::string& where) {
+  if (!rep.error || (req.absent_ok && (rep.error == ENOENT || rep.error == ENODEV))) return std::nullopt;
+  return sys_error(req.what + where, rep.error, rep.extack);
+}
+
+std::vector<Request> msgs_new_local(const LocalIfc& l, uint32_t mtu, int master, std::vector<int>& fds,
+                                    const char* who) {
+  int ns_fd = -1;
+  if (!l.guest_netns.empty()) {
+    ns_fd = ::open(l.guest_netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns_fd >= 0) fds.push_back(ns_fd);
+    else spdlog::info("{}: {} cannot be opened ({}); guest end {} made here", who, l.guest_netns, std::strerror(errno), l.name);
+  }
+  const std::string host = host_end_name(l.mac);
+  return {msg_new_veth(host, ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, mtu, master, ns_fd),
+          msg_set_alias(host, host_end_alias(l))};
 }
 
 // One request; its error (kNotFound for ENOENT/ENODEV) with `where`, or its data.

@@ -150,6 +150,18 @@ class NetlinkSocket {
   std::vector<char> rbuf_ = std::vector<char>(1 << 17);
 };
 
+// A reply's refusal as an error naming the request and `where`, or nullopt: success, or a
+// delete (absent_ok) of something already gone.
+std::optional<Error> refusal(const Request& req, const NetlinkSocket::Reply& rep, const std::string& where);
+
+// The requests that make local `l`'s veth pair (both fabrics' locals): the host end
+// host_end_name(l.mac), up, under `master` unless 0, carrying host_end_alias(l) so that the
+// kernel alone tells what it is; the guest end directly in l.guest_netns as l.guest_ifname
+// where that namespace can be opened (its descriptor goes to `fds`, to close once sent),
+// else in the fabric's namespace as l.name. `who` names the fabric in the log.
+std::vector<Request> msgs_new_local(const LocalIfc& l, uint32_t mtu, int master, std::vector<int>& fds,
+                                    const char* who);
+
 // One request; its error (kNotFound for ENOENT/ENODEV) with `where`, or its data.
 Result<std::vector<std::vector<uint8_t>>> one(NetlinkSocket& sock, Request req, const std::string& where);
 // The link of that name, or nullopt.

@@ -12,15 +12,6 @@ namespace {
 
 constexpr const char* kDb = "Open_vSwitch";
 
-json::array where_name(const std::string& name) { return json::array{json::array{"name", "==", name}}; }
-
-// OVSDB's encoding of a map of strings.
-json::value map_of(std::initializer_list<std::pair<const char*, const char*>> kv) {
-  json::array pairs;
-  for (const auto& [k, v] : kv) pairs.push_back(json::array{k, v});
-  return json::array{"map", std::move(pairs)};
-}
-
 json::value set_of(std::initializer_list<const char*> items) {
   json::array a;
   for (const char* i : items) a.emplace_back(i);
@@ -39,7 +30,7 @@ Result<json::array> select(OvsdbClient& db, const char* table, const std::string
 
 std::string str(const json::object& row, const char* col) {
   const auto* v = row.if_contains(col);
-  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+  return v ? ovsdb_string(*v) : std::string();
 }
 
 }  // namespace
@@ -97,7 +88,7 @@ Result<BridgePorts> ensure_bridge(OvsdbClient& db, const BridgeOptions& o, std::
   }
 
   // The VXLAN port.
-  const json::value options = map_of({{"key", "flow"}, {"remote_ip", "flow"}});
+  const json::value options = ovsdb_map({{"key", "flow"}, {"remote_ip", "flow"}});
   auto ifaces = select(db, "Interface", o.vtep, json::array{"type", "options"}, timeout);
   if (!ifaces) return fail(ifaces.error());
   if (ifaces->empty()) {

@@ -1,7 +1,6 @@
 #include "fabric/ovs/flows.h"
 
 #include <algorithm>
-#include <tuple>
 
 namespace kos::fabric::ovs {
 
@@ -47,11 +46,6 @@ of::Match arp_match(uint32_t vni, uint32_t ip) {
   m.eth_type = kArp;
   m.arp_tpa = ip;
   return m;
-}
-
-bool by_content(const of::Flow& a, const of::Flow& b) {
-  return std::tie(a.table, a.priority, a.match.eth_type, a.match.arp_tpa, a.match.eth_dst) <
-         std::tie(b.table, b.priority, b.match.eth_type, b.match.arp_tpa, b.match.eth_dst);
 }
 
 }  // namespace
@@ -115,12 +109,12 @@ std::optional<RemoteIfc> parse_remote(const std::vector<of::Flow>& flows, uint32
     for (const auto& a : f.actions)
       if (a.kind == of::Action::Kind::kSetTunDst) r.host_ip = static_cast<uint32_t>(a.value);
   }
-  auto want = remote_flows(r, vtep_ofport);
-  auto got = flows;
-  std::ranges::sort(want, by_content);
-  std::ranges::sort(got, by_content);
-  if (got != want) return std::nullopt;
+  if (!same_flows(flows, remote_flows(r, vtep_ofport))) return std::nullopt;
   return r;
+}
+
+bool same_flows(const std::vector<of::Flow>& a, const std::vector<of::Flow>& b) {
+  return a.size() == b.size() && std::ranges::is_permutation(a, b);
 }
 
 }  // namespace kos::fabric::ovs

@@ -46,6 +46,9 @@ std::vector<of::Flow> default_flows();
 std::vector<of::Flow> local_flows(const LocalIfc& l, uint32_t ofport);
 std::vector<of::Flow> remote_flows(const RemoteIfc& r, uint32_t vtep_ofport);
 
+// Whether two sets of flows (as one cookie's, a handful) are the same, in any order.
+bool same_flows(const std::vector<of::Flow>& a, const std::vector<of::Flow>& b);
+
 // A remote attachment read back from the flows of one cookie as the switch reports them:
 // set only if they are exactly remote_flows() of it (and the cookie is its cookie).
 std::optional<RemoteIfc> parse_remote(const std::vector<of::Flow>& flows, uint32_t vtep_ofport);

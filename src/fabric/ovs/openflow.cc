@@ -225,8 +225,10 @@ Result<std::vector<FlowEntry>> decode_flow_stats(const uint8_t* p, size_t len) {
     if (len - off < 48) return fail(Errc::kInternal, "OpenFlow flow stats: truncated entry");
     const uint16_t n = get_u16(p + off);
     if (n < 48 || n > len - off) return fail(Errc::kInternal, "OpenFlow flow stats: bad entry length " + std::to_string(n));
-    FlowEntry e{p[off + 2], get_u16(p + off + 12), get_u64(p + off + 24), {}, true};
-    e.flow.table = e.table, e.flow.priority = e.priority, e.flow.cookie = e.cookie;
+    FlowEntry e;
+    e.flow.table = p[off + 2];
+    e.flow.priority = get_u16(p + off + 12);
+    e.flow.cookie = get_u64(p + off + 24);
     // ofp_match at 48: type, length (without padding), OXM fields; then the instructions.
     const uint8_t* q = p + off + 48;
     const size_t rest = n - 48u;

@@ -66,14 +66,11 @@ struct FlowMod {
   static FlowMod remove(uint64_t cookie) { return {Op::kDeleteCookie, {}, cookie}; }
 };
 
-// What a flow-stats dump says of each flow: its table, priority and cookie, and the flow
-// itself as far as this encoder's vocabulary goes (`flow`, whose table, priority and cookie
-// are the same). `understood` is false when the switch reported a match field, action or
-// instruction outside it: such a flow equals no flow that KOS makes.
+// What a flow-stats dump says of each flow: the flow as far as this encoder's vocabulary
+// goes (table, priority, cookie, match, actions, goto). `understood` is false when the
+// switch reported a match field, action or instruction outside it: such a flow equals no
+// flow that KOS makes.
 struct FlowEntry {
-  uint8_t table = 0;
-  uint16_t priority = 0;
-  uint64_t cookie = 0;
   Flow flow;
   bool understood = true;
   bool operator==(const FlowEntry&) const = default;

@@ -10,10 +10,7 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <cstring>
-#include <deque>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -47,21 +44,17 @@ constexpr const char* kExtIp = "kos-ip";
 constexpr const char* kExtName = "kos-ifname";
 constexpr const char* kExtMac = "attached-mac";
 
+metrics::Counter& counter(const std::string& name, const std::string& help) {
+  return metrics::Registry::global().counter(name, help).get();
+}
+
 struct Metrics {
-  metrics::Counter& bundles = metrics::Registry::global()
-                                  .counter("kos_fabric_ovs_bundles_total", "OpenFlow bundles committed by the OVS fabric.")
-                                  .get();
-  metrics::Counter& flow_mods = metrics::Registry::global()
-                                    .counter("kos_fabric_ovs_flow_mods_total", "Flow adds and deletes sent in bundles.")
-                                    .get();
-  metrics::Counter& transactions =
-      metrics::Registry::global().counter("kos_fabric_ovs_transactions_total", "OVSDB transactions of the OVS fabric.").get();
+  metrics::Counter& bundles = counter("kos_fabric_ovs_bundles_total", "OpenFlow bundles committed by the OVS fabric.");
+  metrics::Counter& flow_mods = counter("kos_fabric_ovs_flow_mods_total", "Flow adds and deletes sent in bundles.");
+  metrics::Counter& transactions = counter("kos_fabric_ovs_transactions_total", "OVSDB transactions of the OVS fabric.");
   metrics::Counter& restores =
-      metrics::Registry::global()
-          .counter("kos_fabric_ovs_restores_total", "Full reconciliations of the OVS bridge, ports and flows.")
-          .get();
-  metrics::Counter& reconnects =
-      metrics::Registry::global().counter("kos_fabric_ovs_reconnects_total", "Connections to OVS made again.").get();
+      counter("kos_fabric_ovs_restores_total", "Full reconciliations of the OVS bridge, ports and flows.");
+  metrics::Counter& reconnects = counter("kos_fabric_ovs_reconnects_total", "Connections to OVS made again.");
 };
 Metrics& ovs_metrics() {
   static Metrics m;
@@ -82,23 +75,6 @@ struct PortRow {
   std::string name;
 };
 
-std::string str_of(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : std::string(); }
-
-// OVSDB's ["map", [[k, v], ...]].
-std::map<std::string, std::string> map_of(const json::value& v) {
-  std::map<std::string, std::string> out;
-  if (!v.is_array() || v.as_array().size() != 2 || v.as_array()[0] != "map") return out;
-  for (const auto& kv : v.as_array()[1].as_array())
-    if (kv.is_array() && kv.as_array().size() == 2) out[str_of(kv.as_array()[0])] = str_of(kv.as_array()[1]);
-  return out;
-}
-
-json::value ovsdb_map(const std::map<std::string, std::string>& m) {
-  json::array pairs;
-  for (const auto& [k, v] : m) pairs.push_back(json::array{json::string(k), json::string(v)});
-  return json::array{"map", std::move(pairs)};
-}
-
 std::map<std::string, std::string> ext_of(const LocalIfc& l) {
   return {{kExtVni, std::to_string(l.vni)}, {kExtIp, api::format_ipv4(l.guest_ip)}, {kExtName, l.name},
           {kExtMac, api::format_mac(l.mac)}};
@@ -106,15 +82,6 @@ std::map<std::string, std::string> ext_of(const LocalIfc& l) {
 
 using RemoteKey = std::pair<uint32_t, uint32_t>;  // (vni, guest IP)
 RemoteKey key_of(const RemoteIfc& r) { return {r.vni, r.guest_ip}; }
-
-// A set of flows compared regardless of order.
-std::vector<ovs::of::Flow> sorted_flows(std::vector<ovs::of::Flow> v) {
-  std::ranges::sort(v, [](const ovs::of::Flow& a, const ovs::of::Flow& b) {
-    return std::tie(a.table, a.priority, a.match.in_port, a.match.eth_type, a.match.arp_tpa, a.match.eth_dst) <
-           std::tie(b.table, b.priority, b.match.in_port, b.match.eth_type, b.match.arp_tpa, b.match.eth_dst);
-  });
-  return v;
-}
 
 }  // namespace
 
@@ -249,17 +216,17 @@ struct OvsFabric::Impl {
         return;
       }
       IfaceRow& r = ifaces[uuid];
-      if (const auto* v = row->if_contains("name")) r.name = str_of(*v);
+      if (const auto* v = row->if_contains("name")) r.name = ovs::ovsdb_string(*v);
       if (const auto* v = row->if_contains("ofport")) r.ofport = v->is_int64() ? v->as_int64() : 0;
-      if (const auto* v = row->if_contains("external_ids")) r.ext = map_of(*v);
-      if (const auto* v = row->if_contains("error")) r.error = str_of(*v);
+      if (const auto* v = row->if_contains("external_ids")) r.ext = ovs::parse_ovsdb_map(*v);
+      if (const auto* v = row->if_contains("error")) r.error = ovs::ovsdb_string(*v);
     });
     each("Port", [&](const std::string& uuid, const json::object* row) {
       if (!row) {
         ports.erase(uuid);
         return;
       }
-      if (const auto* v = row->if_contains("name")) ports[uuid].name = str_of(*v);
+      if (const auto* v = row->if_contains("name")) ports[uuid].name = ovs::ovsdb_string(*v);
     });
     view_cv.notify_all();
   }
@@ -336,7 +303,7 @@ struct OvsFabric::Impl {
     // Ports are not root rows: one no bridge refers to any more is deleted with its Interface.
     return json::array{json::object{{"op", "mutate"},
                                     {"table", "Bridge"},
-                                    {"where", json::array{json::array{"name", "==", json::string(opts.bridge)}}},
+                                    {"where", ovs::where_name(opts.bridge)},
                                     {"mutations", json::array{json::array{"ports", "delete", json::array{"set", set}}}}}};
   }
 
@@ -348,7 +315,7 @@ struct OvsFabric::Impl {
       const std::string host = host_end_name(ls[i].mac), in = "i" + std::to_string(i), pn = "p" + std::to_string(i);
       ops.push_back(json::object{{"op", "insert"},
                                  {"table", "Interface"},
-                                 {"row", json::object{{"name", host}, {"external_ids", ovsdb_map(ext_of(ls[i]))}}},
+                                 {"row", json::object{{"name", host}, {"external_ids", ovs::ovsdb_map(ext_of(ls[i]))}}},
                                  {"uuid-name", in}});
       ops.push_back(json::object{{"op", "insert"},
                                  {"table", "Port"},
@@ -358,7 +325,7 @@ struct OvsFabric::Impl {
     }
     ops.push_back(json::object{{"op", "mutate"},
                                {"table", "Bridge"},
-                               {"where", json::array{json::array{"name", "==", json::string(opts.bridge)}}},
+                               {"where", ovs::where_name(opts.bridge)},
                                {"mutations", json::array{json::array{"ports", "insert", json::array{"set", named}}}}});
     auto r = transact(std::move(ops));
     if (!r) return fail(r.error());
@@ -367,7 +334,7 @@ struct OvsFabric::Impl {
       const auto& res = r->at(2 * i).as_object();
       const auto* u = res.if_contains("uuid");
       if (!u || !u->is_array() || u->as_array().size() != 2) return fail(Errc::kInternal, "ovsdb-server's insert gave no uuid");
-      uuids.push_back(str_of(u->as_array()[1]));
+      uuids.push_back(ovs::ovsdb_string(u->as_array()[1]));
     }
     return uuids;
   }
@@ -415,24 +382,16 @@ struct OvsFabric::Impl {
 
   // --- veths
 
-  // The netlink requests creating the veths of `ls` (guest ends in the workload's namespace
-  // where one is named and can be opened), each host end with its alias (host_end_alias:
-  // the kernel alone then tells what the local is); fds to close after sending. The MAC of
-  // each request's local goes to `owners`.
+  // The netlink requests making the veths of `ls` (msgs_new_local); fds to close once sent.
+  // The MAC of each request's local goes to `owners`.
   std::vector<Request> veth_creates(const std::vector<LocalIfc>& ls, std::vector<int>& fds,
                                     std::vector<api::MacAddress>& owners) {
     std::vector<Request> reqs;
-    for (const auto& l : ls) {
-      int ns_fd = -1;
-      if (!l.guest_netns.empty()) {
-        ns_fd = ::open(l.guest_netns.c_str(), O_RDONLY | O_CLOEXEC);
-        if (ns_fd >= 0) fds.push_back(ns_fd);
-        else spdlog::info("ovs fabric: {} cannot be opened ({}); guest end {} made here", l.guest_netns, std::strerror(errno), l.name);
+    for (const auto& l : ls)
+      for (auto& r : msgs_new_local(l, opts.mtu, 0, fds, "ovs fabric")) {
+        reqs.push_back(std::move(r));
+        owners.push_back(l.mac);
       }
-      reqs.push_back(msg_new_veth(host_end_name(l.mac), ns_fd >= 0 ? l.guest_ifname : l.name, l.mac, opts.mtu, 0, ns_fd));
-      reqs.push_back(msg_set_alias(host_end_name(l.mac), host_end_alias(l)));
-      owners.insert(owners.end(), 2, l.mac);
-    }
     return reqs;
   }
 
@@ -477,8 +436,8 @@ struct OvsFabric::Impl {
     std::map<uint64_t, std::vector<ovs::of::Flow>> by_cookie;
     std::set<uint64_t> foreign;  // cookies with a flow this fabric does not understand
     for (auto& e : *flows) {
-      if (!e.understood) foreign.insert(e.cookie);
-      by_cookie[e.cookie].push_back(std::move(e.flow));
+      if (!e.understood) foreign.insert(e.flow.cookie);
+      by_cookie[e.flow.cookie].push_back(std::move(e.flow));
     }
     auto ours = our_ports();
 
@@ -524,24 +483,23 @@ struct OvsFabric::Impl {
       auto rep = sock.transact(link_reqs, nullptr);
       for (int fd : fds) ::close(fd);
       if (!rep) return fail(rep.error());
-      for (size_t k = 0; k < rep->size(); ++k) {
-        const auto& x = (*rep)[k];
-        if (x.error && !(link_reqs[k].absent_ok && (x.error == ENOENT || x.error == ENODEV)))
-          return fail(sys_error(link_reqs[k].what + where, x.error, x.extack));
-      }
+      for (size_t k = 0; k < rep->size(); ++k)
+        if (auto e = refusal(link_reqs[k], (*rep)[k], where)) return fail(std::move(*e));
     }
     auto added = add_ports(need_port);
     if (!added) return fail(added.error());
     // Every cached local's port number, new or kept (a restarted ovs-vswitchd may renumber).
     std::vector<std::string> iface_uuids;
     std::vector<api::MacAddress> macs;
+    std::set<api::MacAddress> readded;
     for (size_t i = 0; i < need_port.size(); ++i) {
       iface_uuids.push_back((*added)[i]);
       macs.push_back(need_port[i].mac);
+      readded.insert(need_port[i].mac);
     }
     for (const auto& [mac, st] : locals) {
       auto p = ours.find(host_end_name(mac));
-      if (std::ranges::find(macs, mac) != macs.end() || p == ours.end()) continue;
+      if (readded.contains(mac) || p == ours.end()) continue;
       iface_uuids.push_back(p->second.iface_uuid);
       macs.push_back(mac);
     }
@@ -561,7 +519,7 @@ struct OvsFabric::Impl {
     std::set<uint64_t> intact;
     for (const auto& [cookie, fs] : by_cookie) {
       auto w = want.find(cookie);
-      if (w != want.end() && !foreign.contains(cookie) && sorted_flows(fs) == sorted_flows(w->second)) intact.insert(cookie);
+      if (w != want.end() && !foreign.contains(cookie) && ovs::same_flows(fs, w->second)) intact.insert(cookie);
       else mods.push_back(ovs::of::FlowMod::remove(cookie));
     }
     for (const auto& [cookie, fs] : want)
@@ -683,9 +641,7 @@ struct OvsFabric::Impl {
             fail_local(owner[k], rep.error());
             continue;
           }
-          const auto& x = (*rep)[k];
-          if (x.error && !(reqs[k].absent_ok && (x.error == ENOENT || x.error == ENODEV)))
-            fail_local(owner[k], sys_error(reqs[k].what + where, x.error, x.extack));
+          if (auto e = refusal(reqs[k], (*rep)[k], where)) fail_local(owner[k], *e);
         }
       }
     }
@@ -708,7 +664,6 @@ struct OvsFabric::Impl {
     }
     // 5. One bundle: the old flows out, the new in.
     std::vector<ovs::of::FlowMod> mods;
-    std::vector<api::MacAddress> in_bundle;
     for (const auto& [mac, st] : gone)
       if (!local_err[mac]) mods.push_back(ovs::of::FlowMod::remove(ovs::local_cookie(st.ifc, st.ofport)));
     for (const auto& r : remote_gone) mods.push_back(ovs::of::FlowMod::remove(ovs::remote_cookie(r)));

@@ -199,4 +199,22 @@ Result<json::object> OvsdbClient::monitor(const std::string& db, const std::stri
   return std::move(r->as_object());
 }
 
+json::array where_name(const std::string& name) { return json::array{json::array{"name", "==", json::string(name)}}; }
+
+json::value ovsdb_map(const std::map<std::string, std::string>& m) {
+  json::array pairs;
+  for (const auto& [k, v] : m) pairs.push_back(json::array{json::string(k), json::string(v)});
+  return json::array{"map", std::move(pairs)};
+}
+
+std::map<std::string, std::string> parse_ovsdb_map(const json::value& v) {
+  std::map<std::string, std::string> out;
+  if (!v.is_array() || v.as_array().size() != 2 || v.as_array()[0] != "map" || !v.as_array()[1].is_array()) return out;
+  for (const auto& kv : v.as_array()[1].as_array())
+    if (kv.is_array() && kv.as_array().size() == 2) out[ovsdb_string(kv.as_array()[0])] = ovsdb_string(kv.as_array()[1]);
+  return out;
+}
+
+std::string ovsdb_string(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : std::string(); }
+
 }  // namespace kos::fabric::ovs

@@ -82,4 +82,14 @@ class OvsdbClient {
   std::string why_closed_;
 };
 
+// OVSDB's data encoding (RFC 7047 5.1), as the OVS fabric uses it.
+// The condition "name == NAME": [["name", "==", NAME]].
+boost::json::array where_name(const std::string& name);
+// A map of strings: ["map", [[k, v], ...]].
+boost::json::value ovsdb_map(const std::map<std::string, std::string>& m);
+// A map of strings read back; anything else (an empty set, a malformed value) is empty.
+std::map<std::string, std::string> parse_ovsdb_map(const boost::json::value& v);
+// A string column's value; "" for anything else (e.g. the empty set of an unset optional).
+std::string ovsdb_string(const boost::json::value& v);
+
 }  // namespace kos::fabric::ovs
