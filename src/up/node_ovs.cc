@@ -8,8 +8,6 @@ namespace kos::up {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr const char* kSchema = "/usr/share/openvswitch/vswitch.ovsschema";
-
 // Waits for a daemon's socket; false if it did not appear in 10 s.
 bool wait_for(const fs::path& p) {
   for (int i = 0; i < 1000; ++i) {
@@ -24,7 +22,20 @@ bool wait_for(const fs::path& p) {
 bool ovs_installed() {
   std::error_code ec;
   return fs::exists("/usr/sbin/ovsdb-server", ec) && fs::exists("/usr/sbin/ovs-vswitchd", ec) &&
-         fs::exists("/usr/bin/ovs-vsctl", ec) && fs::exists(kSchema, ec);
+         fs::exists("/usr/bin/ovs-vsctl", ec) && fs::exists(kOvsSchema, ec);
+}
+
+std::vector<std::string> ovsdb_server_argv(const std::string& netns, const fs::path& rundir) {
+  return {"/usr/bin/ip", "netns", "exec", netns, "/usr/sbin/ovsdb-server", (rundir / "conf.db").string(),
+          "--remote=punix:" + (rundir / "db.sock").string(), "--unixctl=" + (rundir / "ovsdb.ctl").string(),
+          "--no-chdir", "-vconsole:off", "--log-file=" + (rundir / "ovsdb.log").string()};
+}
+
+std::vector<std::string> ovs_vswitchd_argv(const std::string& netns, const fs::path& rundir) {
+  return {"/usr/bin/env", "OVS_RUNDIR=" + rundir.string(), "/usr/bin/ip", "netns", "exec", netns,
+          "/usr/sbin/ovs-vswitchd", "unix:" + (rundir / "db.sock").string(),
+          "--unixctl=" + (rundir / "vswitchd.ctl").string(), "--no-chdir", "-vconsole:off",
+          "--log-file=" + (rundir / "vswitchd.log").string()};
 }
 
 Result<NodeOvs> start_node_ovs(Supervisor& sup, const std::string& name, const std::string& netns,
@@ -34,12 +45,8 @@ Result<NodeOvs> start_node_ovs(Supervisor& sup, const std::string& name, const s
   fs::create_directories(rundir, ec);
   if (ec) return fail(Errc::kInternal, "cannot make " + rundir.string() + ": " + ec.message());
   const std::string db_file = (rundir / "conf.db").string(), sock = (rundir / "db.sock").string();
-  if (auto r = run_checked({"ovsdb-tool", "create", db_file, kSchema}); !r) return fail(r.error());
-  if (auto r = sup.spawn("ovsdb " + name, {"/usr/bin/ip", "netns", "exec", netns, "/usr/sbin/ovsdb-server", db_file,
-                                           "--remote=punix:" + sock, "--unixctl=" + (rundir / "ovsdb.ctl").string(),
-                                           "--no-chdir", "-vconsole:off", "--log-file=" + (rundir / "ovsdb.log").string()});
-      !r)
-    return fail(r.error());
+  if (auto r = run_checked({"ovsdb-tool", "create", db_file, kOvsSchema}); !r) return fail(r.error());
+  if (auto r = sup.spawn("ovsdb " + name, ovsdb_server_argv(netns, rundir)); !r) return fail(r.error());
   if (!wait_for(sock)) return fail(Errc::kTimeout, "ovsdb-server of " + name + " made no socket " + sock + " in 10 s");
   const std::vector<std::string> vsctl = {"ovs-vsctl", "--db=unix:" + sock, "--timeout=10"};
   auto with = [&](std::vector<std::string> args) {
@@ -48,12 +55,7 @@ Result<NodeOvs> start_node_ovs(Supervisor& sup, const std::string& name, const s
     return argv;
   };
   if (auto r = run_checked(with({"--no-wait", "init"})); !r) return fail(r.error());
-  if (auto r = sup.spawn("vswitchd " + name,
-                         {"/usr/bin/env", "OVS_RUNDIR=" + rundir.string(), "/usr/bin/ip", "netns", "exec", netns,
-                          "/usr/sbin/ovs-vswitchd", "unix:" + sock, "--unixctl=" + (rundir / "vswitchd.ctl").string(),
-                          "--no-chdir", "-vconsole:off", "--log-file=" + (rundir / "vswitchd.log").string()});
-      !r)
-    return fail(r.error());
+  if (auto r = sup.spawn("vswitchd " + name, ovs_vswitchd_argv(netns, rundir)); !r) return fail(r.error());
   // ovs-vsctl waits until ovs-vswitchd has made the bridge.
   if (auto r = run_checked(with({"add-br", "brul", "--", "set", "bridge", "brul", "datapath_type=netdev", "--",
                                  "add-port", "brul", "ul0"}));

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "up/supervisor.h"
@@ -20,6 +21,14 @@ struct NodeOvs {
 
 // Whether this machine has Open vSwitch's programs and schema (package openvswitch-switch).
 bool ovs_installed();
+
+// How the daemons of one namespace's own OVS run (argv, absolute paths), all their files in
+// `rundir`: the database conf.db and its socket db.sock, the control sockets ovsdb.ctl and
+// vswitchd.ctl, the logs, and (ovs-vswitchd's OVS_RUNDIR) the bridges' <bridge>.mgmt.
+// The test support's OVS runs them the same way.
+inline constexpr const char* kOvsSchema = "/usr/share/openvswitch/vswitch.ovsschema";
+std::vector<std::string> ovsdb_server_argv(const std::string& netns, const std::filesystem::path& rundir);
+std::vector<std::string> ovs_vswitchd_argv(const std::string& netns, const std::filesystem::path& rundir);
 
 // name: the node's name (the children are "ovsdb <name>" and "vswitchd <name>").
 // underlay_cidr: the node's underlay address with its prefix, now on ul0.

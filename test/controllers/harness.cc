@@ -199,16 +199,6 @@ void parallel_for(int n, int threads, const std::function<void(int)>& fn) {
   for (auto& t : ts) t.join();
 }
 
-bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds every) {
-  const auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (cond()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);  // bounded polling of converging state
-  }
-}
-
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }

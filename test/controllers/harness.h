@@ -126,10 +126,7 @@ uint32_t usable_addresses(const std::string& cidr);
 // fn(i) for i in [0, n) on `threads` threads; each index once.
 void parallel_for(int n, int threads, const std::function<void(int)>& fn);
 
-// Polls `cond` every `every` until it holds or `timeout` passes; whether it held. For
-// waiting on state that other processes converge to (no event to wait for).
-bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds every = std::chrono::milliseconds(100));
+using kos::testing::poll_until;  // test/support/process.h
 
 // Retries `op` while it fails with kUnavailable or kTimeout (up to `attempts`); other
 // results are returned as they are (a retried create may answer kAlreadyExists).

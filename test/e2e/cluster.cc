@@ -166,16 +166,17 @@ std::string Cluster::start() {
   }
   // Started: each agent serves its CNI socket once it has synced and adopted.
   for (int i = 0; i < nodes(); ++i) {
-    cni::Request status;
-    status.op = "status";
-    auto serving = [&] {
-      auto r = cni::call(cni_socket(i), status, std::chrono::seconds(5));
-      return r && r->code == 0;
-    };
-    if (!ctltest::poll_until(serving, std::chrono::seconds(30)))
+    if (!ctltest::poll_until([&] { return agent_serving(i); }, std::chrono::seconds(30)))
       return "agent " + std::to_string(i) + " does not serve " + cni_socket(i) + " after 30 s";
   }
   return "";
+}
+
+bool Cluster::agent_serving(int i) const {
+  cni::Request status;
+  status.op = "status";
+  auto r = cni::call(cni_socket(i), status, std::chrono::seconds(5));
+  return r && r->code == 0;
 }
 
 std::string Cluster::cni_socket(int i) const {
@@ -346,9 +347,7 @@ std::string Cluster::compare_flows_with_desired() {
   std::string out;
   for (int i = 0; i < nodes(); ++i) {
     auto want = desired_flows(i);
-    std::vector<std::string> have;
-    for (const auto& l : ovs(i).flows("kos")) have.push_back(kos::testing::without_cookie(l));
-    std::sort(have.begin(), have.end());
+    const auto have = ovs(i).flows_without_cookies("kos");
     if (have == want) continue;
     out += node_name(i) + ":\n";
     for (const auto& l : have)

@@ -76,6 +76,8 @@ class Cluster {
   int node_index(const std::string& node_name) const;
   // Node i's agent serves kos-cni here (the default: its state dir's cni.sock).
   std::string cni_socket(int i) const;
+  // Whether node i's agent answers a CNI status call (it has synced and adopted).
+  bool agent_serving(int i) const;
   ctltest::KosProcess& agent(int i) { return *nodes_[static_cast<size_t>(i)].agent; }
   // http://127.0.0.1:PORT of each agent's --metrics-listen (Options::agent_metrics).
   std::vector<std::string> agent_endpoints() const { return agent_endpoints_; }

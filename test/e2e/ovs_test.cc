@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "api/cidr.h"
 #include "test/e2e/cluster.h"
 #include "test/support/ovs.h"
@@ -107,14 +109,13 @@ TEST_F(OvsNodes, GuestsReachTheirVniAcrossNodesAndFlowsStayExactThroughRestarts)
   const auto before = cluster_->ovs(0).flows("kos");
   cluster_->agent(0).kill9();
   cluster_->agent(0).start();
-  ASSERT_TRUE(poll_until([&] { return cluster_->agent(0).log_tail(20000).find("ovs fabric: opened") != std::string::npos; }, 30s));
+  ASSERT_TRUE(poll_until([&] { return cluster_->agent_serving(0); }, 30s)) << cluster_->logs();
   create(kBlueVni, "blue-3", 0);  // and goes on working
   ASSERT_TRUE(poll_until([&] { return ready().size() == 5; }, 60s)) << cluster_->logs();
   expect_flows_as_desired("after node 0's agent restarted");
-  for (const auto& line : before) {
-    const auto now = cluster_->ovs(0).flows("kos");
+  const auto now = cluster_->ovs(0).flows("kos");
+  for (const auto& line : before)
     EXPECT_NE(std::find(now.begin(), now.end(), line), now.end()) << "node 0 lost or changed: " << line;
-  }
 
   // ovs-vswitchd of node 1 restarts (its flows are gone with it): the agent restores them.
   ASSERT_EQ(cluster_->ovs(1).restart_vswitchd(), "");

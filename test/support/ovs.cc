@@ -1,19 +1,16 @@
 #include "test/support/ovs.h"
 
-#include <cstdio>
-#include "api/cidr.h"
-
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
-#include <thread>
+
+#include "api/cidr.h"
+#include "up/node_ovs.h"
 
 namespace kos::testing {
 
-bool ovs_installed() {
-  return std::filesystem::exists("/usr/sbin/ovsdb-server") && std::filesystem::exists("/usr/sbin/ovs-vswitchd") &&
-         std::filesystem::exists("/usr/share/openvswitch/vswitch.ovsschema");
-}
+bool ovs_installed() { return up::ovs_installed(); }
 
 OvsInstance::OvsInstance(std::string netns) : netns_(std::move(netns)) {}
 
@@ -23,12 +20,9 @@ OvsInstance::~OvsInstance() {
 }
 
 namespace {
+// A daemon's socket appears once it serves.
 bool wait_for(const std::filesystem::path& p) {
-  for (int i = 0; i < 500; ++i) {
-    if (std::filesystem::exists(p)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the daemon creates it
-  }
-  return false;
+  return poll_until([&] { return std::filesystem::exists(p); }, std::chrono::seconds(5), std::chrono::milliseconds(10));
 }
 }  // namespace
 
@@ -46,15 +40,11 @@ std::string OvsInstance::start_ovsdb(bool create) {
   const auto d = dir_.path();
   if (create) {
     std::filesystem::remove(d / "conf.db");
-    auto made = run({"ovsdb-tool", "create", (d / "conf.db").string(), "/usr/share/openvswitch/vswitch.ovsschema"});
+    auto made = run({"ovsdb-tool", "create", (d / "conf.db").string(), up::kOvsSchema});
     if (made.exit_code != 0) return "ovsdb-tool create: " + made.err;
   }
   std::filesystem::remove(d / "db.sock");
-  ovsdb_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{"ip", "netns", "exec", netns_, "/usr/sbin/ovsdb-server", (d / "conf.db").string(),
-                               "--remote=punix:" + (d / "db.sock").string(), "--unixctl=" + (d / "ovsdb.ctl").string(),
-                               "--no-chdir", "-vconsole:off", "--log-file=" + (d / "ovsdb.log").string()},
-      false);
+  ovsdb_ = std::make_unique<ChildProcess>(up::ovsdb_server_argv(netns_, d), false);
   if (!wait_for(d / "db.sock")) return "ovsdb-server did not create its socket";
   auto init = vsctl({"--no-wait", "init"});
   if (init.exit_code != 0) return "ovs-vsctl init: " + init.err;
@@ -64,11 +54,7 @@ std::string OvsInstance::start_ovsdb(bool create) {
 std::string OvsInstance::start_vswitchd() {
   const auto d = dir_.path();
   std::filesystem::remove(d / "vswitchd.ctl");
-  vswitchd_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{"env", "OVS_RUNDIR=" + d.string(), "ip", "netns", "exec", netns_, "/usr/sbin/ovs-vswitchd",
-                               db(), "--unixctl=" + (d / "vswitchd.ctl").string(), "--no-chdir",
-                               "-vconsole:off", "--log-file=" + (d / "vswitchd.log").string()},
-      false);
+  vswitchd_ = std::make_unique<ChildProcess>(up::ovs_vswitchd_argv(netns_, d), false);
   if (!wait_for(d / "vswitchd.ctl")) return "ovs-vswitchd did not create its control socket";
   return "";
 }
@@ -136,6 +122,13 @@ std::vector<std::string> expected_flows(const std::vector<std::pair<fabric::Loca
     out.push_back("table=1, priority=100,tun_id=" + hex(r.vni) + ",dl_dst=" + api::format_mac(r.mac) + to);
     out.push_back("table=1, priority=100,arp,tun_id=" + hex(r.vni) + ",arp_tpa=" + api::format_ipv4(r.guest_ip) + to);
   }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> OvsInstance::flows_without_cookies(const std::string& bridge) const {
+  std::vector<std::string> out;
+  for (const auto& l : flows(bridge)) out.push_back(without_cookie(l));
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -39,8 +39,10 @@ class OvsInstance {
   // The bridge's flows as `ovs-ofctl dump-flows` prints them (OVS's own decoder, not KOS's),
   // one line each, sorted, without the counters that change (duration, n_packets, n_bytes,
   // idle_age): "cookie=0x1..., table=1, priority=100,tun_id=0x65,dl_dst=... actions=...".
-  // Empty with an error line if ovs-ofctl fails.
+  // One error line instead if ovs-ofctl fails.
   std::vector<std::string> flows(const std::string& bridge) const;
+  // The same lines without their cookies (as expected_flows writes them), sorted.
+  std::vector<std::string> flows_without_cookies(const std::string& bridge) const;
 
  private:
   std::string start_vswitchd();

@@ -260,6 +260,16 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& opts) {
   return result;
 }
 
+bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds every) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(every);  // bounded polling of converging state
+  }
+}
+
 int free_loopback_port() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket failed");

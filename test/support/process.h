@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -88,5 +89,10 @@ int free_loopback_port();
 
 // The directory holding the running test executable (build tree), to find sibling tools.
 std::filesystem::path self_dir();
+
+// Polls `cond` every `every` until it holds or `timeout` passes; whether it held. For
+// waiting on state that other processes converge to (no event to wait for).
+bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
+                std::chrono::milliseconds every = std::chrono::milliseconds(100));
 
 }  // namespace kos::testing

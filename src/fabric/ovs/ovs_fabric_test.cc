@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <set>
-#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -26,7 +25,7 @@ using namespace std::chrono_literals;
 using testing::local;
 using testing::remote;
 using kos::testing::flow_cookie;
-using kos::testing::without_cookie;
+using kos::testing::poll_until;
 
 using kos::testing::expected_flows;
 
@@ -62,12 +61,7 @@ class OvsFabricTest : public ::testing::Test {
     auto r = ovs_->vsctl({"get", "interface", iface, "ofport"});
     return r.exit_code == 0 ? std::stoi(r.out) : -1;
   }
-  std::vector<std::string> flows_without_cookies() {
-    std::vector<std::string> out;
-    for (const auto& l : ovs_->flows("kos")) out.push_back(without_cookie(l));
-    std::sort(out.begin(), out.end());
-    return out;
-  }
+  std::vector<std::string> flows_without_cookies() { return ovs_->flows_without_cookies("kos"); }
   std::vector<std::string> expected(const std::vector<LocalIfc>& ls, const std::vector<RemoteIfc>& rs) {
     std::vector<std::pair<LocalIfc, int>> with_ports;
     for (const auto& l : ls) with_ports.emplace_back(l, ofport(host_end_name(l.mac)));
@@ -200,12 +194,9 @@ TEST_F(OvsFabricTest, ARestartedVswitchdGetsItsFlowsBackWithoutTheAgent) {
   const auto want = expected({l1}, {r1});
   ASSERT_EQ(ovs_->restart_vswitchd(), "");
   // Nobody calls the fabric: it notices the dropped connection and restores by itself.
-  bool restored = false;
-  for (int i = 0; i < 200 && !restored; ++i) {
-    restored = flows_without_cookies() == want && ovs_fabric().stats().reconnects >= 1;
-    if (!restored) std::this_thread::sleep_for(50ms);  // polling what another process does
-  }
-  EXPECT_TRUE(restored) << ::testing::PrintToString(ovs_->flows("kos"));
+  EXPECT_TRUE(poll_until([&] { return flows_without_cookies() == want && ovs_fabric().stats().reconnects >= 1; }, 10s,
+                         50ms))
+      << ::testing::PrintToString(ovs_->flows("kos"));
   // And it goes on working.
   const auto l2 = local(101, "10.0.0.7");
   ASSERT_TRUE(fabric_->create_local(l2));
@@ -223,28 +214,21 @@ TEST_F(OvsFabricTest, ARestartedOvsdbServerIsReconnectedAndALostConfigurationRes
   ASSERT_TRUE(fabric_->create_remote(r1));
   const auto want = expected({l1}, {r1});
   const auto guest = ip_link(l1.name);
-  auto wait_for = [&](auto done) {
-    for (int i = 0; i < 200; ++i) {
-      if (done()) return true;
-      std::this_thread::sleep_for(50ms);  // polling what other processes do
-    }
-    return false;
-  };
 
   const auto before = ovs_fabric().stats();
   const auto mods = before.flow_mods;
   ASSERT_EQ(ovs_->restart_ovsdb(false), "");
-  EXPECT_TRUE(wait_for([&] {
+  EXPECT_TRUE(poll_until([&] {
     const auto s = ovs_fabric().stats();
     return s.reconnects > before.reconnects && s.restored > before.restored;
-  }));
+  }, 10s, 50ms));
   EXPECT_EQ(ovs_fabric().stats().flow_mods, mods);
   EXPECT_EQ(flows_without_cookies(), want);
 
   ASSERT_EQ(ovs_->restart_ovsdb(true), "");
-  EXPECT_TRUE(wait_for([&] {
-    return ovs_->vsctl({"list-ports", "kos"}).out == host_end_name(l1.mac) + "\nvtep\n" && flows_without_cookies() == expected({l1}, {r1});
-  })) << ovs_->vsctl({"show"}).out << ::testing::PrintToString(ovs_->flows("kos"));
+  EXPECT_TRUE(poll_until([&] {
+    return ovs_->vsctl({"list-ports", "kos"}).out == host_end_name(l1.mac) + "\nvtep\n" && flows_without_cookies() == expected({l1}, {r1});  // its port renumbered
+  }, 10s, 50ms)) << ovs_->vsctl({"show"}).out << ::testing::PrintToString(ovs_->flows("kos"));
   EXPECT_EQ(ip_link(l1.name), guest);
   const auto l2 = local(101, "10.0.0.7");
   ASSERT_TRUE(fabric_->create_local(l2));
