@@ -10,6 +10,7 @@ constexpr const char* kOrphan = "orphan";
 constexpr const char* kForeground = "foregroundDeletion";
 constexpr std::chrono::milliseconds kFirstRetry{100};
 constexpr std::chrono::milliseconds kMaxRetry{10000};
+constexpr std::chrono::milliseconds kCacheWait{5000};
 
 bool has(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -168,11 +169,24 @@ Result<void> GarbageCollector::remove_finalizer(Registry& r, const CachedObject&
   return {};
 }
 
+Result<void> GarbageCollector::caches_reach(store::Revision rv) const {
+  for (auto* r : registries_)
+    if (!r->cache().wait_for(rv, kCacheWait))
+      return fail(Errc::kUnavailable, "the " + r->strategy().info().plural + " cache has not reached revision " +
+                                          std::to_string(rv) + " yet");
+  return {};
+}
+
 Result<void> GarbageCollector::examine(const Item& item) {
   Registry& r = *registries_[item.registry];
   auto obj = r.cache().get(item.ns, item.name);
   if (!obj) return {};
   const auto& kind = r.strategy().info().kind;
+
+  // Orphaning or deleting in the foreground acts on every dependent: first every cache must
+  // show those written before the owner's deletion.
+  if (obj->deleting && (has(obj->finalizers, kOrphan) || has(obj->finalizers, kForeground)))
+    if (auto r = caches_reach(obj->rv); !r) return r;
 
   if (obj->deleting && has(obj->finalizers, kOrphan)) {
     for (auto* dr : registries_)
@@ -221,8 +235,11 @@ Result<void> GarbageCollector::examine(const Item& item) {
     if (!exists) return fail(exists.error());
     if (*exists) return {};
   }
+  // Only the version examined: one changed since (its owner reference removed by an
+  // orphaning the cache has not shown yet) is examined again when its event comes.
   DeleteOptions opts;
   opts.precondition_uid = obj->uid;
+  opts.precondition_resource_version = std::to_string(obj->rv);
   auto res = r.remove(obj->ns, obj->name, opts);
   if (res) {
     ++deleted_;

@@ -51,6 +51,10 @@ class GarbageCollector {
   // Whether the owner exists with that UID (a live read when the cache does not show it).
   Result<bool> owner_exists(const api::OwnerReference& ref, const std::string& ns) const;
   Result<void> remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
+  // Waits until every cache has applied the store up to `rv` (caches lag each other: a
+  // dependent written before an owner's deletion may not be in its cache yet when the
+  // owner's is). kUnavailable if one has not within a while: the item is retried.
+  Result<void> caches_reach(store::Revision rv) const;
 
   std::vector<Registry*> registries_;
   const Clock& clock_;

@@ -307,6 +307,29 @@ TEST_F(RegistryTest, ForegroundDeletionRemovesDependentsFirst) {
   EXPECT_FALSE(exists(locks(), "v1-5-10-1-0-8"));
 }
 
+// The dependents' cache lags the owner's by 1 s: the lock is in the store, with its owner
+// reference, before the owner's orphan deletion, but its cache hears of it (and later of
+// its orphaning) late. The orphaning must wait for that cache to reach the deletion's
+// revision, or it finds no dependent and lets the owner go; and the collector must not
+// delete the lock on the strength of its stale owner reference once the owner is gone.
+TEST_F(RegistryTest, OrphanDeletionWaitsForALaggingDependentsCache) {
+  start_gc();
+  fault_->set_watch_delay(std::chrono::milliseconds(1000), "/registry/network.example.com/iplocks");
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-9", *na);
+  DeleteOptions orphan;
+  orphan.propagation_policy = "Orphan";
+  ASSERT_TRUE(nas().remove("ns", "a", orphan).has_value());
+  EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  EXPECT_TRUE(eventually([&] {
+    auto l = locks().cache().get("ns", "v1-5-10-1-0-9");
+    return l && l->owners.empty();
+  }));
+  auto lock = locks().get("ns", "v1-5-10-1-0-9", std::nullopt);
+  ASSERT_TRUE(lock.has_value());
+  EXPECT_TRUE((*lock)->owners.empty());
+}
+
 TEST_F(RegistryTest, OrphanDeletionKeepsDependentsWithoutTheReference) {
   start_gc();
   auto na = make_na("a");

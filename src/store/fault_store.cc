@@ -17,6 +17,7 @@ struct FaultStore::State {
   uint64_t fired = 0;
   int delaying = 0;  // calls sleeping a fault's delay now
   std::chrono::milliseconds watch_delay{0};
+  std::string watch_delay_prefix;  // the watches it applies to
   bool held = false;
   uint64_t break_epoch = 0;
   Error break_error;
@@ -27,8 +28,8 @@ namespace {
 class FaultWatch final : public Watch {
  public:
   FaultWatch(std::unique_ptr<Watch> inner, std::shared_ptr<FaultStore::State> state, uint64_t epoch,
-             Revision after)
-      : inner_(std::move(inner)), state_(std::move(state)), epoch_(epoch), progress_(after) {}
+             Revision after, std::string prefix)
+      : inner_(std::move(inner)), state_(std::move(state)), epoch_(epoch), progress_(after), prefix_(std::move(prefix)) {}
 
   Result<std::vector<Event>> next(std::chrono::milliseconds timeout) override {
     const auto deadline = Steady::now() + timeout;
@@ -38,7 +39,7 @@ class FaultWatch final : public Watch {
       {
         std::lock_guard lk(state_->mu);
         if (state_->break_epoch > epoch_) return fail(state_->break_error);
-        delay = state_->watch_delay;
+        delay = prefix_.starts_with(state_->watch_delay_prefix) ? state_->watch_delay : 0ms;
         held = state_->held;
       }
       const auto now = Steady::now();
@@ -49,6 +50,12 @@ class FaultWatch final : public Watch {
         if (!batch) return fail(batch.error());
         for (auto& e : *batch) pending_.push_back({Steady::now(), std::move(e)});
         inner_progress_ = inner_->progress();
+        {
+          // The delay as it is now (not as before the pull, which may have waited): an
+          // event that arrives after set_watch_delay() is held back.
+          std::lock_guard lk(state_->mu);
+          delay = prefix_.starts_with(state_->watch_delay_prefix) ? state_->watch_delay : 0ms;
+        }
         std::vector<Event> out;
         while (!pending_.empty() && pending_.front().arrived + delay <= Steady::now()) {
           out.push_back(std::move(pending_.front().event));
@@ -77,6 +84,7 @@ class FaultWatch final : public Watch {
   std::deque<Pending> pending_;
   Revision inner_progress_ = 0;
   Revision progress_ = 0;
+  const std::string prefix_;  // what it watches
 };
 
 }  // namespace
@@ -106,9 +114,10 @@ int FaultStore::delaying() const {
   return state_->delaying;
 }
 
-void FaultStore::set_watch_delay(std::chrono::milliseconds d) {
+void FaultStore::set_watch_delay(std::chrono::milliseconds d, std::string prefix) {
   std::lock_guard lk(state_->mu);
   state_->watch_delay = d;
+  state_->watch_delay_prefix = std::move(prefix);
 }
 
 void FaultStore::hold_watches(bool held) {
@@ -208,7 +217,7 @@ Result<std::unique_ptr<Watch>> FaultStore::watch(const std::string& prefix, Revi
   auto w = inner_->watch(prefix, after);
   if (!w) return fail(w.error());
   const Revision start = after != 0 ? after : (*w)->progress();
-  return std::unique_ptr<Watch>(std::make_unique<FaultWatch>(std::move(*w), state_, epoch, start));
+  return std::unique_ptr<Watch>(std::make_unique<FaultWatch>(std::move(*w), state_, epoch, start, prefix));
 }
 
 Result<void> FaultStore::compact(Revision rev) {

@@ -47,8 +47,9 @@ class FaultStore final : public Store {
   // Calls inside a fault's delay now (before or after the call they delay).
   int delaying() const;
 
-  // Every watch holds each event back this long after it arrives (a lagging watch).
-  void set_watch_delay(std::chrono::milliseconds d);
+  // Every watch (or only those whose prefix starts with `prefix`) holds each event back this
+  // long after it arrives (a lagging watch).
+  void set_watch_delay(std::chrono::milliseconds d, std::string prefix = "");
   // While held, watches deliver nothing (they keep their events for later).
   void hold_watches(bool held);
   // Every watch open now fails with `e` from its next next() on (watches opened later
