@@ -173,6 +173,13 @@ Result<void> Ipam::delete_lock(const api::IPLock& lock) {
 // would be deleted as an orphan.
 Result<Requeue> Ipam::release_all(const std::string& key) {
   auto cached_locks = locks_.indexer().by_index("owner-key", key);
+  if (cached_locks.empty()) {
+    // Nothing to release (a lock created since shows up in the informer and requeues the
+    // key): no need to ask the server.
+    std::lock_guard lk(mu_);
+    inflight_.erase(key);
+    return Requeue{};
+  }
   auto slash = key.find('/');
   auto live = client_->get<api::NetworkAttachment>(key.substr(0, slash), key.substr(slash + 1));
   if (!live && live.error().code != Errc::kNotFound) return fail(live.error());
@@ -319,21 +326,45 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
            lock.spec.subnet_name == subnet.metadata.name;
   };
 
-  // Decide on the attachment as the store has it now: another IPAM may have addressed it
-  // since the cache was filled. Locks are deleted only after the status write that makes
-  // them unnecessary, and never the lock the status names, so an address is never freed
-  // while an attachment still shows it.
-  auto live = client_->get<api::NetworkAttachment>(cached.metadata.namespace_, cached.metadata.name);
-  if (!live) {
-    if (live.error().code == Errc::kNotFound) return Requeue{};
-    return fail(live.error());
-  }
-  if (live->metadata.uid != cached.metadata.uid) return Requeue{};  // replaced: its events come
-  const api::NetworkAttachment& na = *live;
-
   std::vector<api::IPLock> mine;
-  for (const auto& o : locks_.indexer().by_index("owner-uid", na.metadata.uid))
+  for (const auto& o : locks_.indexer().by_index("owner-uid", cached.metadata.uid))
     mine.push_back(std::get<api::IPLock>(*o));
+
+  // Two cases are decided on the cache alone (most reconciles are one of them):
+  //  - Done: the status names the one lock the cache shows for this incarnation, and that
+  //    lock fits. Nothing is written; if the cache is stale, the events that make it
+  //    current requeue the attachment.
+  //  - New: no address in the status and no lock of this incarnation. A lock is taken and
+  //    the status written with the cached resourceVersion as precondition: if the cache
+  //    was stale (another IPAM addressed it), the write fails, nothing is deleted, and the
+  //    retry takes the careful path below with the lock just created among `mine`.
+  auto cached_ip = api::parse_ipv4(cached.status.ipv4);
+  if (cached_ip && mine.size() == 1 && cached.status.address_vni == vni &&
+      !cached.status.address_contention && cached.status.errors.ipam.empty() &&
+      mine[0].metadata.uid == cached.status.lock_uid && usable(mine[0]) &&
+      mine[0].metadata.name == api::format_iplock_name(vni, *cached_ip)) {
+    const auto* r = controller_ref(mine[0]);
+    if (r && r->uid == cached.metadata.uid) return Requeue{};
+  }
+  const bool fresh = mine.empty() && cached.status.ipv4.empty() && cached.status.lock_uid.empty();
+
+  // Otherwise decide on the attachment as the store has it now: another IPAM may have
+  // addressed it since the cache was filled. Locks are deleted only after the status write
+  // that makes them unnecessary, and never the lock the status names, so an address is
+  // never freed while an attachment still shows it.
+  std::optional<api::NetworkAttachment> live;
+  if (fresh) {
+    live = cached;
+  } else {
+    auto l = client_->get<api::NetworkAttachment>(cached.metadata.namespace_, cached.metadata.name);
+    if (!l) {
+      if (l.error().code == Errc::kNotFound) return Requeue{};
+      return fail(l.error());
+    }
+    if (l->metadata.uid != cached.metadata.uid) return Requeue{};  // replaced: its events come
+    live = std::move(*l);
+  }
+  const api::NetworkAttachment& na = *live;
 
   // The lock the status names, if it exists and fits this subnet.
   std::optional<api::IPLock> keep;
