@@ -489,6 +489,26 @@ Result<json::value> parse_json(std::string_view text) {
   }
 }
 
+Result<const json::value*> ScratchJson::parse(std::string_view text) {
+  try {
+    // The parser keeps its work space between parses: one per thread.
+    thread_local json::parser p;
+    p.reset(json::storage_ptr(&arena_));
+    boost::system::error_code ec;
+    const std::size_t n = p.write(text.data(), text.size(), ec);
+    if (ec) {
+      p.reset();
+      return fail(Errc::kBadRequest,
+                  "malformed JSON at byte " + std::to_string(n) + ": " + ec.message());
+    }
+    value_ = p.release();
+    p.reset();  // holds nothing of this arena after the call
+    return &value_;
+  } catch (const std::exception& e) {
+    return fail(Errc::kBadRequest, std::string("cannot parse JSON: ") + e.what());
+  }
+}
+
 template <class T>
 Result<T> from_json(const json::value& v, const DecodeOptions& options) {
   if constexpr (std::is_same_v<T, ObjectMeta>) {
@@ -504,9 +524,10 @@ Result<T> from_json(const json::value& v, const DecodeOptions& options) {
 
 template <class T>
 Result<T> decode(std::string_view text, const DecodeOptions& options) {
-  auto v = parse_json(text);
+  ScratchJson scratch;
+  auto v = scratch.parse(text);
   if (!v) return fail(std::move(v.error()));
-  return from_json<T>(*v, options);
+  return from_json<T>(**v, options);
 }
 
 template Result<ObjectMeta> from_json(const json::value&, const DecodeOptions&);
@@ -532,9 +553,10 @@ Result<AnyObject> object_from_json(Kind kind, const json::value& v, const Decode
 }
 
 Result<AnyObject> decode_object(Kind kind, std::string_view text, const DecodeOptions& options) {
-  auto v = parse_json(text);
+  ScratchJson scratch;
+  auto v = scratch.parse(text);
   if (!v) return fail(std::move(v.error()));
-  return object_from_json(kind, *v, options);
+  return object_from_json(kind, **v, options);
 }
 
 json::object to_json(const ObjectMeta& m) {

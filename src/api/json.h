@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
@@ -46,6 +47,26 @@ struct DecodeOptions {
 // Parses JSON text. Malformed input is kBadRequest "malformed JSON at byte N: ...".
 // Nesting deeper than 32 levels is malformed (no KOS object needs more than 5).
 Result<boost::json::value> parse_json(std::string_view text);
+
+// A parsed value that lives in scratch memory: for JSON read and dropped (decoded into a
+// type, inspected) on hot paths. The nodes come from an arena (a buffer inside the object,
+// then blocks freed all at once), and the parser's work space is the calling thread's,
+// so a parse costs no allocation per node. The value must not outlive the ScratchJson; a
+// ScratchJson parses once. Errors as parse_json.
+class ScratchJson {
+ public:
+  ScratchJson() = default;
+  ScratchJson(const ScratchJson&) = delete;
+  ScratchJson& operator=(const ScratchJson&) = delete;
+  Result<const boost::json::value*> parse(std::string_view text);
+  // For modifying the value in place (what is added comes from the same arena).
+  boost::json::value& value() { return value_; }
+
+ private:
+  alignas(16) unsigned char buffer_[8192];
+  boost::json::monotonic_resource arena_{buffer_, sizeof buffer_};
+  boost::json::value value_;
+};
 
 // T is Subnet, NetworkAttachment, IPLock or ObjectMeta. Paths in ObjectMeta errors are
 // relative ("labels[app]") when it is decoded on its own. decode() takes JSON text,

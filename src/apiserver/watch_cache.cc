@@ -22,9 +22,10 @@ std::optional<std::string_view> CachedObject::field(std::string_view f) const {
 
 Result<CachedPtr> make_cached(const Strategy& strategy, const std::string& key,
                               const std::string& value, store::Revision rv) {
-  auto parsed = api::parse_json(value);
+  api::ScratchJson scratch;
+  auto parsed = scratch.parse(value);
   if (!parsed) return fail(parsed.error());
-  auto* o = parsed->if_object();
+  auto* o = scratch.value().if_object();
   if (!o) return fail(Errc::kInternal, "stored object " + key + " is not a JSON object");
   auto meta = read_meta(*o);
   if (!meta) return fail(meta.error());

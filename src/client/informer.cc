@@ -278,8 +278,9 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
   }
 
   void on_event(std::string_view line) {
-    auto v = api::parse_json(line);
-    const auto* o = v ? v->if_object() : nullptr;
+    api::ScratchJson scratch;
+    auto v = scratch.parse(line);
+    const auto* o = v ? (*v)->if_object() : nullptr;
     const auto* type = o ? o->if_contains("type") : nullptr;
     const auto* object = o ? o->if_contains("object") : nullptr;
     if (!type || !type->is_string() || !object) {
