@@ -69,6 +69,13 @@ class Stmt {
     if (rc == SQLITE_DONE) return false;
     return fail(db_error(db_, "step"));
   }
+  // Runs a statement without results (BEGIN, COMMIT, ...) and resets it.
+  Result<void> run() {
+    int rc = sqlite3_step(stmt_.get());
+    sqlite3_reset(stmt_.get());
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return fail(db_error(db_, "step"));
+    return {};
+  }
   int64_t i64(int col) { return sqlite3_column_int64(stmt_.get(), col); }
   std::string blob(int col) {
     const void* p = sqlite3_column_blob(stmt_.get(), col);
@@ -171,11 +178,12 @@ struct KeyRange {
 // A read-only connection with its statements prepared once.
 struct ReadConn {
   DbPtr db;
-  Stmt latest, range, events, by_rev, max_rev, compact_rev;
+  Stmt latest, range, events, by_rev, max_rev, compact_rev, begin, commit;
   Result<void> prepare() {
     for (auto [stmt, sql] : {std::pair{&latest, kSelectLatest}, {&range, kSelectRange},
                              {&events, kSelectEvents}, {&by_rev, kSelectByRev},
-                             {&max_rev, kMaxRev}, {&compact_rev, kCompactRev}}) {
+                             {&max_rev, kMaxRev}, {&compact_rev, kCompactRev},
+                             {&begin, "BEGIN"}, {&commit, "COMMIT"}}) {
       if (auto r = stmt->prepare(db.get(), sql); !r) return r;
     }
     return {};
@@ -194,9 +202,9 @@ Result<int64_t> scalar(Stmt& s) {
 // A read transaction on a pooled connection; committed (released) on destruction.
 class ReadTxn {
  public:
-  explicit ReadTxn(ReadConn& c) : c_(c) { ok_ = exec(c.db.get(), "BEGIN").has_value(); }
+  explicit ReadTxn(ReadConn& c) : c_(c) { ok_ = c.begin.run().has_value(); }
   ~ReadTxn() {
-    if (ok_) (void)exec(c_.db.get(), "COMMIT");
+    if (ok_) (void)c_.commit.run();
   }
   bool ok() const { return ok_; }
 
@@ -390,7 +398,7 @@ struct SqliteStore::Impl {
   SqliteOptions opts;
   int lock_fd = -1;
   DbPtr wdb;  // the writer's connection, used only on the writer thread
-  Stmt w_latest, w_insert, w_max_rev;
+  Stmt w_latest, w_insert, w_max_rev, w_begin, w_commit, w_rollback;
   std::shared_ptr<ReadPool> pool;
   std::shared_ptr<Hub> hub;
 
@@ -487,7 +495,7 @@ struct SqliteStore::Impl {
     Revision first_rev = next_rev;
     std::vector<Result<Event>> results;
     results.reserve(batch.size());
-    auto begin = exec(wdb.get(), "BEGIN IMMEDIATE");
+    auto begin = w_begin.run();
     if (!begin) {
       for (auto& op : batch) op->done.set_value(fail(begin.error()));
       return;
@@ -502,10 +510,10 @@ struct SqliteStore::Impl {
       results.push_back(std::move(r));
     }
     if (!fatal) {
-      if (auto c = exec(wdb.get(), "COMMIT"); !c) fatal = c.error();
+      if (auto c = w_commit.run(); !c) fatal = c.error();
     }
     if (fatal) {
-      (void)exec(wdb.get(), "ROLLBACK");
+      (void)w_rollback.run();
       next_rev = first_rev;
       spdlog::error("sqlite store: batch of {} writes rolled back: {}", batch.size(),
                     fatal->message);
@@ -713,7 +721,9 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
   impl->wdb = std::move(*db);
   if (auto r = exec(impl->wdb.get(), kSchema); !r) return fail(r.error());
   for (auto [stmt, sql] : {std::pair{&impl->w_latest, kSelectLatest},
-                           {&impl->w_insert, kInsert}, {&impl->w_max_rev, kMaxRev}}) {
+                           {&impl->w_insert, kInsert}, {&impl->w_max_rev, kMaxRev},
+                           {&impl->w_begin, "BEGIN IMMEDIATE"}, {&impl->w_commit, "COMMIT"},
+                           {&impl->w_rollback, "ROLLBACK"}}) {
     if (auto r = stmt->prepare(impl->wdb.get(), sql); !r) return fail(r.error());
   }
   auto max_rev = scalar(impl->w_max_rev);
