@@ -86,6 +86,10 @@ void Controller::finish(const std::string& key, const Result<Requeue>& r) {
   } else if (r->after_backoff) {
     results_.with({name_, "requeue"}).inc();
     queue_.add_rate_limited(key);
+  } else if (r->after.count() > 0) {
+    results_.with({name_, "requeue"}).inc();
+    queue_.forget(key);
+    queue_.add_after(key, r->after);
   } else {
     results_.with({name_, "success"}).inc();
     queue_.forget(key);

@@ -6,6 +6,7 @@
 // the fabric work of many keys into one Fabric::apply); each key's result is its own.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,6 +23,8 @@ namespace kos::controllers {
 // What reconcile wants done with its key next.
 struct Requeue {
   bool after_backoff = false;  // try again with backoff (e.g. waiting for capacity)
+  // > 0: look again after this long (a planned second look, not a failure: no backoff).
+  std::chrono::milliseconds after{0};
 };
 
 class Controller {

@@ -35,6 +35,7 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
       controller_("ipam", opts.workers, [this](const std::string& k) { return reconcile(k); },
                   metrics::Registry::global(), opts.clock),
       pool_(opts.clock ? *opts.clock : RealClock::instance(), opts.reservation_ttl),
+      release_grace_(opts.release_grace),
       lock_ops_(metrics::Registry::global().histogram("kos_ipam_lock_op_seconds",
                                                       "Latency of IPLock creates and deletes.",
                                                       {"op"})),
@@ -173,12 +174,19 @@ Result<void> Ipam::delete_lock(const api::IPLock& lock) {
 // would be deleted as an orphan.
 Result<Requeue> Ipam::release_all(const std::string& key) {
   auto cached_locks = locks_.indexer().by_index("owner-key", key);
-  if (cached_locks.empty()) {
-    // Nothing to release (a lock created since shows up in the informer and requeues the
-    // key): no need to ask the server.
+  {
     std::lock_guard lk(mu_);
-    inflight_.erase(key);
-    return Requeue{};
+    if (cached_locks.empty()) {
+      // Nothing to release (a lock created since shows up in the informer and requeues
+      // the key): no need to ask the server.
+      inflight_.erase(key);
+      releasing_.erase(key);
+      return Requeue{};
+    }
+    // First the collector's turn: what it has not deleted after the grace, the IPAM does.
+    if (release_grace_.count() > 0 && releasing_.insert(key).second)
+      return Requeue{false, release_grace_};
+    releasing_.erase(key);
   }
   auto slash = key.find('/');
   auto live = client_->get<api::NetworkAttachment>(key.substr(0, slash), key.substr(slash + 1));
@@ -217,6 +225,7 @@ Result<Requeue> Ipam::reconcile(const std::string& key) {
   const auto& na = std::get<api::NetworkAttachment>(*cached);
   {
     std::lock_guard lk(mu_);
+    releasing_.erase(key);  // (a new incarnation of a deleted one)
     auto it = inflight_.find(key);
     if (it != inflight_.end()) {
       if (it->second.before == na.metadata.resource_version) {

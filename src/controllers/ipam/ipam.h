@@ -35,6 +35,11 @@ struct IpamOptions {
   // in the IPAM's view (the store still refuses a second lock if it exists after all).
   std::chrono::milliseconds reservation_ttl = std::chrono::seconds(30);
   const Clock* clock = nullptr;  // reservations and the queue's delays; RealClock when unset
+  // The locks of a deleted attachment are the API server's garbage collector's to delete
+  // (they name it as their owner): the IPAM deletes those still there after this long
+  // (0: at once). Deleting them at once races the collector: a GET and a DELETE per
+  // attachment that answer 404.
+  std::chrono::milliseconds release_grace = std::chrono::seconds(2);
 };
 
 class Ipam {
@@ -81,6 +86,9 @@ class Ipam {
     std::string before, after;
   };
   std::unordered_map<std::string, InFlight> inflight_;
+  // Deleted attachments whose locks wait for the collector (release_grace).
+  std::unordered_set<std::string> releasing_;
+  const std::chrono::milliseconds release_grace_;
 
   metrics::Family<metrics::Histogram>& lock_ops_;
   metrics::Family<metrics::Histogram>& addressed_latency_;
