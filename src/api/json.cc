@@ -501,9 +501,9 @@ Result<const json::value*> ScratchJson::parse(std::string_view text) {
       return fail(Errc::kBadRequest,
                   "malformed JSON at byte " + std::to_string(n) + ": " + ec.message());
     }
-    value_ = p.release();
+    value_.emplace(p.release());
     p.reset();  // holds nothing of this arena after the call
-    return &value_;
+    return &*value_;
   } catch (const std::exception& e) {
     return fail(Errc::kBadRequest, std::string("cannot parse JSON: ") + e.what());
   }

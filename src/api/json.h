@@ -23,6 +23,7 @@
 // No function here throws.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,13 +60,16 @@ class ScratchJson {
   ScratchJson(const ScratchJson&) = delete;
   ScratchJson& operator=(const ScratchJson&) = delete;
   Result<const boost::json::value*> parse(std::string_view text);
-  // For modifying the value in place (what is added comes from the same arena).
-  boost::json::value& value() { return value_; }
+  // For modifying the value in place (what is added comes from the same arena). Only
+  // after a successful parse.
+  boost::json::value& value() { return *value_; }
 
  private:
   alignas(16) unsigned char buffer_[8192];
   boost::json::monotonic_resource arena_{buffer_, sizeof buffer_};
-  boost::json::value value_;
+  // Move-constructed from the parser's result, so it keeps the arena as its storage
+  // (assigning it to a value of other storage would copy every node).
+  std::optional<boost::json::value> value_;
 };
 
 // T is Subnet, NetworkAttachment, IPLock or ObjectMeta. Paths in ObjectMeta errors are
