@@ -473,11 +473,13 @@ Result<json::object> Registry::prepare_update(const CachedObject& cur, const jso
   return next;
 }
 
-Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bool dry_run) {
+Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bool dry_run,
+                                  bool* unchanged) {
   json::object old_obj = cur.obj();
   if (auto* m = old_obj["metadata"].if_object()) m->erase("resourceVersion");
   // Nothing changed: no write, no new resourceVersion (as Kubernetes does).
   if (next == old_obj) {
+    if (unchanged) *unchanged = true;
     return std::make_shared<CachedObject>(cur);
   }
   stamp_sections(strategy_, &old_obj, next, micro_now(clock_));
@@ -500,10 +502,30 @@ Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bo
   return make_cached(strategy_, cur.key, value, kv->mod_revision);
 }
 
+CachedPtr Registry::cached_at_precondition(const std::string& ns, const std::string& name,
+                                           const json::value& body) const {
+  const auto* o = body.if_object();
+  const auto* m = o ? o->if_contains("metadata") : nullptr;
+  const auto* mo = m ? m->if_object() : nullptr;
+  const auto* rv = mo ? mo->if_contains("resourceVersion") : nullptr;
+  if (!rv || !rv->is_string() || rv->get_string().empty()) return nullptr;
+  auto c = cache_.get(ns, name);
+  if (!c || std::to_string(c->rv) != std::string_view(rv->get_string())) return nullptr;
+  return c;
+}
+
 Result<CachedPtr> Registry::update(const std::string& ns, const std::string& name,
                                    const json::value& body, bool status, const WriteOptions& opts) {
+  // An update naming the resourceVersion it replaces (controllers' status writes do)
+  // starts from the watch cache's copy when the cache has that version: the store writes
+  // only if the object is still at it (the same precondition), so a stale copy costs a
+  // conflict, never a lost write, and the store read is saved. A write that would change
+  // nothing is decided on the store's copy (the object may have moved on: a conflict).
+  CachedPtr cached = cached_at_precondition(ns, name, body);
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(ns, name);
+    Result<CachedPtr> cur = cached ? Result<CachedPtr>(cached) : read(ns, name);
+    const bool from_cache = cached != nullptr;
+    cached = nullptr;
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
@@ -511,7 +533,12 @@ Result<CachedPtr> Registry::update(const std::string& ns, const std::string& nam
     bool precondition = false;
     auto next = prepare_update(**cur, body, status, opts, &precondition);
     if (!next) return fail(next.error());
-    auto r = write(**cur, std::move(*next), opts.dry_run);
+    bool unchanged = false;
+    auto r = write(**cur, std::move(*next), opts.dry_run, &unchanged);
+    if (from_cache && (unchanged || opts.dry_run)) {
+      --attempt;  // decided again on the store's copy
+      continue;
+    }
     if (r || r.error().code != Errc::kConflict || precondition || attempt >= kMaxConflictRetries) {
       if (!r && r.error().code == Errc::kConflict) {
         const auto& info = strategy_.info();

@@ -107,8 +107,14 @@ class Registry {
   Result<boost::json::object> prepare_update(const CachedObject& cur,
                                              const boost::json::value& body, bool status,
                                              const WriteOptions& opts, bool* has_precondition);
-  // Writes `next` over `cur` (or deletes it when its last finalizer went away).
-  Result<CachedPtr> write(const CachedObject& cur, boost::json::object next, bool dry_run);
+  // Writes `next` over `cur` (or deletes it when its last finalizer went away). With
+  // `unchanged`, a write that changes nothing is not done and *unchanged is set.
+  Result<CachedPtr> write(const CachedObject& cur, boost::json::object next, bool dry_run,
+                          bool* unchanged = nullptr);
+  // The watch cache's copy of an object if it is at the resourceVersion `body` names
+  // (an update's precondition), else null.
+  CachedPtr cached_at_precondition(const std::string& ns, const std::string& name,
+                                   const boost::json::value& body) const;
   std::string not_found(const std::string& name) const;
   Error not_found_error(const std::string& name) const;
 

@@ -139,6 +139,49 @@ TEST_F(RegistryTest, UpdateChecksResourceVersionAndBumpsGenerationOnSpecChanges)
   EXPECT_EQ((*same)->rv, (*spec)->rv);
 }
 
+// An update that names its resourceVersion starts from the watch cache's copy when the
+// cache has that version. The cache may lag the store: a stale precondition must still be
+// a conflict, also for an update that would change nothing at the version it names.
+TEST_F(RegistryTest, UpdatesFromALaggingCacheKeepTheirPreconditions) {
+  auto v1 = make_na("a");
+  ASSERT_TRUE(eventually([&] {
+    auto c = caches_[1]->get("ns", "a");
+    return c && c->rv == v1->rv;
+  }));
+  fault_->set_watch_delay(std::chrono::milliseconds(1500), "/registry/network.example.com/networkattachments");
+  auto status = [](const std::string& ip) { return R"({"ipv4":")" + ip + R"(","addressVNI":5})"; };
+  auto with_status = [&](const CachedObject& base, const std::string& ip) {
+    json::object o = base.obj();
+    o["status"] = parse(status(ip));
+    return o;
+  };
+  auto v2 = nas().update("ns", "a", with_status(*v1, "10.1.0.5"), true, {});
+  ASSERT_TRUE(v2.has_value()) << v2.error().message;
+  ASSERT_EQ(caches_[1]->get("ns", "a")->rv, v1->rv) << "the cache was to lag";
+  // Stale, with a change: a conflict.
+  auto changed = nas().update("ns", "a", with_status(*v1, "10.1.0.6"), true, {});
+  ASSERT_FALSE(changed.has_value());
+  EXPECT_EQ(changed.error().code, Errc::kConflict);
+  // Stale, changing nothing at v1: a conflict too (the object is at v2).
+  auto same = nas().update("ns", "a", v1->obj(), true, {});
+  ASSERT_FALSE(same.has_value()) << "a no-op at a stale resourceVersion succeeded";
+  EXPECT_EQ(same.error().code, Errc::kConflict);
+  // Current (v2), which the cache does not have yet: written.
+  auto v3 = nas().update("ns", "a", with_status(**v2, "10.1.0.7"), true, {});
+  ASSERT_TRUE(v3.has_value()) << v3.error().message;
+  EXPECT_GT((*v3)->rv, (*v2)->rv);
+  ASSERT_TRUE(caches_[1]->get("ns", "a")->rv < (*v3)->rv);
+  fault_->set_watch_delay(std::chrono::milliseconds(0), "");
+  ASSERT_TRUE(eventually([&] { return caches_[1]->get("ns", "a")->rv == (*v3)->rv; }));
+  // From the cache at v3: written, and the store has it.
+  auto v4 = nas().update("ns", "a", with_status(**v3, "10.1.0.8"), true, {});
+  ASSERT_TRUE(v4.has_value()) << v4.error().message;
+  auto stored = nas().get("ns", "a", std::nullopt);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ((*stored)->rv, (*v4)->rv);
+  EXPECT_EQ(api::from_json<api::NetworkAttachment>((*stored)->obj())->status.ipv4, "10.1.0.8");
+}
+
 TEST_F(RegistryTest, StatusSubresourceChangesOnlyStatusAndStampsItsSections) {
   make_na("a");
   auto st = nas().update("ns", "a",
