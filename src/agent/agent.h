@@ -59,8 +59,11 @@ struct AgentOptions {
   int workers = 4;
   std::chrono::seconds exec_timeout{30};
   // A VNI whose last local attachment went keeps its informer (and its remote mappings)
-  // this long, so one that flaps in and out of relevance is not relisted each time.
-  std::chrono::milliseconds relevance_grace{5000};
+  // this long, so one that flaps in and out of relevance is not relisted each time. Short:
+  // meanwhile the node still hears about the VNI, and under churn (attachments landing on
+  // new nodes) every node in its grace widens the VNI's fan-out. At 150 attachments/s on
+  // 100 simulated nodes, 5 s sent 1.7x the watch events of 0 s; 1 s sends 1.2x.
+  std::chrono::milliseconds relevance_grace{1000};
   // Times the relevance grace and the work queue's delays and backoffs (null: the real
   // clock). Must outlive the agent.
   const Clock* clock = nullptr;

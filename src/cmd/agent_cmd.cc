@@ -38,6 +38,7 @@ struct Flags {
   std::string state_dir = "/var/lib/kos/agent";
   std::string cni_socket;  // default: <state dir>/cni.sock; "none": not served
   std::string vni_linger = "5s";
+  std::string relevance_grace = "1s";
   fabric::OvsFabricOptions ovs;
 };
 
@@ -118,7 +119,14 @@ int run(const Flags& f) {
     }
     metrics_server = std::move(*m);
   }
+  auto grace = parse_duration(f.relevance_grace);
+  if (!grace) {
+    std::fprintf(stderr, "kos agent: --relevance-grace %s: %s\n", f.relevance_grace.c_str(),
+                 grace.error().message.c_str());
+    return 2;
+  }
   agent::AgentOptions ao;
+  ao.relevance_grace = std::chrono::duration_cast<std::chrono::milliseconds>(*grace);
   ao.node = f.node;
   ao.host_ip = *host;
   ao.netns = f.netns;
@@ -180,6 +188,11 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--vni-linger", f->vni_linger,
                 "linux fabric: keep a VNI's VXLAN device and bridge this long after its last attachment "
                 "(0: delete them at once)")
+      ->capture_default_str();
+  c->add_option("--relevance-grace", f->relevance_grace,
+                "keep watching a VNI this long after this node's last attachment on it goes, so an "
+                "attachment recreated at once (a restarting pod) is not relisted; meanwhile the node "
+                "still hears about that VNI (0: stop at once)")
       ->capture_default_str();
   c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics, /healthz and /debug/implementations on HOST:PORT");
   c->add_option("--state-dir", f->state_dir, "directory of the one-agent-per-node lock and the CNI socket")

@@ -39,6 +39,7 @@ struct Flags {
   int workers = 2;
   std::string metrics_listen;
   std::string fake_latency = "0";
+  std::string relevance_grace = "1s";
   std::string allowed_programs;
   size_t log_capacity = agent::ImplementationLog::kDefaultCapacity;
   int transports = 0;
@@ -94,6 +95,8 @@ int run(const Flags& f) {
     return fail_flag("--host-ip-base: base + nodes - 1 must be a valid address");
   auto latency = driver::parse_duration(f.fake_latency);
   if (!latency) return fail_flag("--fake-latency: " + latency.error().message);
+  auto grace = driver::parse_duration(f.relevance_grace);
+  if (!grace) return fail_flag("--relevance-grace: " + grace.error().message);
   if (f.log_capacity < 1) return fail_flag("--implementation-log-capacity: at least 1");
   ListenAddress listen;
   if (!f.metrics_listen.empty()) {
@@ -175,6 +178,7 @@ int run(const Flags& f) {
     ao.node = n.name;
     ao.host_ip = *base + static_cast<uint32_t>(i);
     ao.workers = f.workers;
+    ao.relevance_grace = std::chrono::duration_cast<std::chrono::milliseconds>(*grace);
     ao.allowed_programs = allowed;
     if (server) ao.on_implemented = [&log](const agent::Implemented& r) { log.record(r); };
     auto a = std::make_unique<agent::Agent>(n.client, *n.fabric, ao);
@@ -234,6 +238,9 @@ void add_simulate_command(CLI::App& app, std::function<int()>& run_fn) {
                 "serve /metrics (the kos_agent_* families over all agents), /healthz (200 once every agent has "
                 "started) and /debug/implementations (the agents' implementation log) on HOST:PORT (port 0: any)");
   c->add_option("--fake-latency", f->fake_latency, "time every fake fabric call takes, e.g. 1ms")->capture_default_str();
+  c->add_option("--relevance-grace", f->relevance_grace,
+                "keep a VNI's watch this long after the node's last attachment on it goes (as kos agent)")
+      ->capture_default_str();
   c->add_option("--allowed-programs", f->allowed_programs,
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run (on this host)");
   c->add_option("--implementation-log-capacity", f->log_capacity,
