@@ -11,9 +11,11 @@
 // (its UID), then write status.ipv4/addressVNI/lockUID through the status subresource.
 // A full subnet sets addressContention and retries with backoff. Without a (validated)
 // Subnet an attachment gets no new address and keeps the one it holds, which its status
-// then shows (see without_subnet). Deleting an attachment
-// releases its locks (UID preconditions, so a newer incarnation's lock is never removed;
-// the API server's garbage collector does the same).
+// then shows (see without_subnet). A reconcile whose caches show the attachment done, or
+// not started, needs no read from the server (see assign). Deleting an attachment
+// releases its locks: the API server's garbage collector deletes them (they name the
+// attachment as owner), and what is left after release_grace the IPAM deletes (UID
+// preconditions, so a newer incarnation's lock is never removed).
 #pragma once
 
 #include <memory>
