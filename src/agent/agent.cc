@@ -20,6 +20,7 @@ namespace kos::agent {
 namespace {
 
 constexpr const char* kRelevanceKey = "@relevance";
+constexpr const char* kAddressVni = "address-vni";  // index of the local informer
 
 struct AgentMetrics {
   metrics::Family<metrics::Gauge>& locals = metrics::Registry::global().gauge(
@@ -97,6 +98,14 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
                   metrics::Registry::global(), opts_.clock) {
   // Exported from the start (0 is the figure that matters for this one).
   agent_metrics().irrelevant.get();
+  // The VNIs of the addressed local attachments: what update_relevance wants, without a
+  // walk over every local attachment on each local event (30% of the agents' CPU with
+  // ~100 attachments per node).
+  local_.indexer().add_index(kAddressVni, [](const api::AnyObject& o) {
+    const auto& na = std::get<api::NetworkAttachment>(o);
+    if (na.status.address_vni == 0 || na.status.ipv4.empty()) return std::vector<std::string>{};
+    return std::vector<std::string>{std::to_string(na.status.address_vni)};
+  });
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
                        [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
                        [this](const client::ObjectPtr& o, bool) { on_object(kLocal, &local_, o, false); }});
@@ -153,16 +162,8 @@ Agent::Counts Agent::counts() const {
 
 void Agent::update_relevance() {
   std::set<uint32_t> want;
-  std::map<uint32_t, std::chrono::system_clock::time_point> first_addressed;
-  for (const auto& o : local_.indexer().list()) {
-    const auto& na = std::get<api::NetworkAttachment>(*o);
-    if (na.status.address_vni == 0 || na.status.ipv4.empty()) continue;
-    want.insert(na.status.address_vni);
-    if (auto t = na.extended_metadata.write_time(api::section::kAddress)) {
-      auto [it, fresh] = first_addressed.emplace(na.status.address_vni, *t);
-      if (!fresh && *t < it->second) it->second = *t;
-    }
-  }
+  for (const auto& v : local_.indexer().index_values(kAddressVni))
+    want.insert(static_cast<uint32_t>(std::stoul(v)));
   std::vector<std::pair<uint32_t, client::Informer*>> started;
   std::vector<std::unique_ptr<client::Informer>> to_stop;
   std::vector<std::string> requeue;
@@ -221,10 +222,15 @@ void Agent::update_relevance() {
   // The relevance delay ends when the new informers hold the VNIs' remote attachments. The
   // informers stay in vni_informers_ (and so alive) while this worker runs: only a worker
   // stops them, and relevance is one key, never on two workers at once.
-  for (auto [vni, inf] : started)
-    if (started_ && inf->wait_for_sync(std::chrono::seconds(5)))
-      if (auto it = first_addressed.find(vni); it != first_addressed.end())
-        agent_metrics().relevance.get().observe(std::chrono::system_clock::now() - it->second);
+  for (auto [vni, inf] : started) {
+    if (!started_ || !inf->wait_for_sync(std::chrono::seconds(5))) continue;
+    // From the VNI's first local attachment being addressed.
+    std::optional<std::chrono::system_clock::time_point> first;
+    for (const auto& o : local_.indexer().by_index(kAddressVni, std::to_string(vni)))
+      if (auto t = std::get<api::NetworkAttachment>(*o).extended_metadata.write_time(api::section::kAddress))
+        if (!first || *t < *first) first = *t;
+    if (first) agent_metrics().relevance.get().observe(std::chrono::system_clock::now() - *first);
+  }
 }
 
 Result<void> Agent::start() {

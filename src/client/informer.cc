@@ -95,6 +95,16 @@ std::vector<ObjectPtr> Indexer::by_index(const std::string& index, const std::st
   return out;
 }
 
+std::vector<std::string> Indexer::index_values(const std::string& index) const {
+  std::shared_lock lk(mu_);
+  std::vector<std::string> out;
+  auto idx = indexes_.find(index);
+  if (idx == indexes_.end()) return out;
+  out.reserve(idx->second.values.size());
+  for (const auto& [v, _] : idx->second.values) out.push_back(v);
+  return out;
+}
+
 size_t Indexer::size() const {
   std::shared_lock lk(mu_);
   return items_.size();

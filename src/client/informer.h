@@ -49,6 +49,8 @@ class Indexer {
   std::vector<ObjectPtr> list() const;
   std::vector<std::string> keys() const;
   std::vector<ObjectPtr> by_index(const std::string& index, const std::string& value) const;
+  // The values of an index that at least one object has.
+  std::vector<std::string> index_values(const std::string& index) const;
   size_t size() const;
 
   // For the reflector. Return the previous object (null if none).

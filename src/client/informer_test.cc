@@ -2,6 +2,8 @@
 // under random churn, forced connection drops and re-lists; no leaks.
 #include "client/informer.h"
 
+#include <algorithm>
+
 #include <dirent.h>
 
 #include <random>
@@ -214,6 +216,17 @@ TEST_F(InformerTest, IndexesFollowUpdates) {
   while (inf.indexer().size() > 2 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(inf.indexer().by_index("node", "n1").size(), 1u);
+  auto values = [&] {
+    auto v = inf.indexer().index_values("node");
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(values(), (std::vector<std::string>{"n1", "n2"}));
+  ASSERT_TRUE(c->remove<api::NetworkAttachment>("ns", "c").has_value());
+  while (inf.indexer().size() > 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(values(), (std::vector<std::string>{"n1"}));  // a value nobody has is gone
+  EXPECT_TRUE(inf.indexer().index_values("no-such-index").empty());
   inf.stop();
 }
 
