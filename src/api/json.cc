@@ -473,27 +473,11 @@ std::string string_member(const json::object& o, std::string_view key) {
 
 }  // namespace
 
-Result<json::value> parse_json(std::string_view text) {
-  try {
-    json::parser p;
-    boost::system::error_code ec;
-    const std::size_t n = p.write(text.data(), text.size(), ec);
-    if (ec) {
-      return fail(Errc::kBadRequest,
-                  "malformed JSON at byte " + std::to_string(n) + ": " + ec.message());
-    }
-    return p.release();
-  } catch (const std::exception& e) {
-    // Only allocation can throw here; the error_code overloads report everything else.
-    return fail(Errc::kBadRequest, std::string("cannot parse JSON: ") + e.what());
-  }
-}
+namespace {
 
-Result<const json::value*> ScratchJson::parse(std::string_view text) {
+// Runs a parser over a whole text; its result's storage is the one p was reset with.
+Result<json::value> run_parser(json::parser& p, std::string_view text) {
   try {
-    // The parser keeps its work space between parses: one per thread.
-    thread_local json::parser p;
-    p.reset(json::storage_ptr(&arena_));
     boost::system::error_code ec;
     const std::size_t n = p.write(text.data(), text.size(), ec);
     if (ec) {
@@ -501,12 +485,30 @@ Result<const json::value*> ScratchJson::parse(std::string_view text) {
       return fail(Errc::kBadRequest,
                   "malformed JSON at byte " + std::to_string(n) + ": " + ec.message());
     }
-    value_.emplace(p.release());
-    p.reset();  // holds nothing of this arena after the call
-    return &*value_;
+    return p.release();
   } catch (const std::exception& e) {
+    // Only allocation can throw here; the error_code overloads report everything else.
+    p.reset();
     return fail(Errc::kBadRequest, std::string("cannot parse JSON: ") + e.what());
   }
+}
+
+}  // namespace
+
+Result<json::value> parse_json(std::string_view text) {
+  json::parser p;
+  return run_parser(p, text);
+}
+
+Result<const json::value*> ScratchJson::parse(std::string_view text) {
+  // The parser keeps its work space between parses: one per thread.
+  thread_local json::parser p;
+  p.reset(json::storage_ptr(&arena_));
+  auto v = run_parser(p, text);
+  p.reset();  // holds nothing of this arena after the call
+  if (!v) return fail(std::move(v.error()));
+  value_.emplace(std::move(*v));  // move-constructed: keeps the arena as its storage
+  return &*value_;
 }
 
 template <class T>
