@@ -81,6 +81,17 @@ class RegistryTest : public ::testing::Test {
   bool exists(Registry& r, const std::string& name) {
     return r.get("ns", name, std::nullopt).has_value();
   }
+  // With the collector running: attachment "a" and its lock v1-5-10-1-0-9, then "a"
+  // deleted with propagationPolicy Orphan, until it is gone.
+  void delete_owner_orphaning_its_lock() {
+    start_gc();
+    auto na = make_na("a");
+    make_lock("v1-5-10-1-0-9", *na);
+    DeleteOptions orphan;
+    orphan.propagation_policy = "Orphan";
+    ASSERT_TRUE(nas().remove("ns", "a", orphan).has_value());
+    EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  }
 
   kos::testing::TempDir dir_{"kos-registry"};
   FakeClock clock_;
@@ -356,14 +367,8 @@ TEST_F(RegistryTest, ForegroundDeletionRemovesDependentsFirst) {
 // revision, or it finds no dependent and lets the owner go; and the collector must not
 // delete the lock on the strength of its stale owner reference once the owner is gone.
 TEST_F(RegistryTest, OrphanDeletionWaitsForALaggingDependentsCache) {
-  start_gc();
   fault_->set_watch_delay(std::chrono::milliseconds(1000), "/registry/network.example.com/iplocks");
-  auto na = make_na("a");
-  make_lock("v1-5-10-1-0-9", *na);
-  DeleteOptions orphan;
-  orphan.propagation_policy = "Orphan";
-  ASSERT_TRUE(nas().remove("ns", "a", orphan).has_value());
-  EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  delete_owner_orphaning_its_lock();
   EXPECT_TRUE(eventually([&] {
     auto l = locks().cache().get("ns", "v1-5-10-1-0-9");
     return l && l->owners.empty();
@@ -374,13 +379,7 @@ TEST_F(RegistryTest, OrphanDeletionWaitsForALaggingDependentsCache) {
 }
 
 TEST_F(RegistryTest, OrphanDeletionKeepsDependentsWithoutTheReference) {
-  start_gc();
-  auto na = make_na("a");
-  make_lock("v1-5-10-1-0-9", *na);
-  DeleteOptions orphan;
-  orphan.propagation_policy = "Orphan";
-  ASSERT_TRUE(nas().remove("ns", "a", orphan).has_value());
-  EXPECT_TRUE(eventually([&] { return !exists(nas(), "a"); }));
+  delete_owner_orphaning_its_lock();
   auto lock = locks().get("ns", "v1-5-10-1-0-9", std::nullopt);
   ASSERT_TRUE(lock.has_value());
   EXPECT_TRUE((*lock)->owners.empty());
