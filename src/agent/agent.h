@@ -84,6 +84,7 @@ class Agent {
     uint64_t remote_events = 0;  // handler calls from VNI informers
     std::map<uint32_t, uint64_t> remote_events_by_vni;
     uint64_t irrelevant_events = 0;  // about a VNI not hosted here, or a local attachment
+    uint64_t remote_unchanged = 0;   // remote events that changed nothing programmed here
     uint64_t vni_informers_started = 0;
   };
   Counts counts() const;
@@ -136,6 +137,10 @@ class Agent {
   };
   // mu_ held. The work that makes the fabric's mapping for `key` match `obj`, if any.
   std::optional<RemoteWork> take_remote(const std::string& key, client::ObjectPtr obj);
+  // mu_ held. The event of VNI informer `informer` about `key` (obj null: deleted) leaves
+  // the key's work as it is: the fabric already has what obj wants, the informer is the
+  // key's only holder and no worker holds the key. No reconcile is needed then.
+  bool remote_unchanged_locked(const std::string& key, uint32_t informer, const client::ObjectPtr& obj);
   // Without mu_: the fabric calls for all of `work` (one apply for the deletes, one for the
   // creates), remotes_ updated; result n is work[n]'s.
   std::vector<Result<void>> apply_remotes(const std::vector<RemoteWork>& work);

@@ -360,5 +360,32 @@ TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
   EXPECT_TRUE(f.remotes().empty());
 }
 
+// Events about a remote attachment that change nothing programmed here (here: a label)
+// queue no reconcile; the events that do change it still reach the fabric.
+TEST_F(AgentTest, RemoteEventsThatChangeNothingProgrammedQueueNoWork) {
+  add_agent("node1", 0x0a0a0002u);
+  create_network(*c_, "u", 37, "node1", 1);
+  add_agent("node0", 0x0a0a0001u);
+  auto& agent = *agents_.back();
+  auto& f = *fabrics_.back();
+  attach(*c_, "u-node0-0", "node0", "u");
+  ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1 && AgentTestPeer::idle(agent); }));
+  const auto before = agent.counts();
+  const auto programmed = f.remotes();
+
+  auto na = c_->get<api::NetworkAttachment>("ns", "u-node1-0");
+  ASSERT_TRUE(na.has_value());
+  na->metadata.labels["touched"] = "yes";
+  ASSERT_TRUE(c_->update(*na).has_value());
+  ASSERT_TRUE(eventually([&] { return agent.counts().remote_events > before.remote_events; }));
+  auto after = agent.counts();
+  EXPECT_EQ(after.remote_unchanged, before.remote_unchanged + 1) << "the label change queued a reconcile";
+  EXPECT_EQ(f.remotes(), programmed);
+
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "u-node1-0").has_value());
+  ASSERT_TRUE(eventually([&] { return f.remotes().empty(); })) << "the deletion was not programmed";
+  EXPECT_EQ(agent.counts().remote_unchanged, after.remote_unchanged);
+}
+
 }  // namespace
 }  // namespace kos::agent

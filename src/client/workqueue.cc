@@ -286,6 +286,11 @@ size_t WorkQueue::processing() const {
   return processing_.size();
 }
 
+bool WorkQueue::is_processing(const std::string& key) const {
+  std::lock_guard lk(mu_);
+  return processing_.count(key) > 0;
+}
+
 bool WorkQueue::idle() const {
   std::lock_guard lk(mu_);
   return queue_.empty() && delayed_.empty() && processing_.empty();

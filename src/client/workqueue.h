@@ -168,6 +168,9 @@ class WorkQueue {
   size_t size() const;          // keys queued and ready to be handed out
   size_t delayed_size() const;  // keys waiting for their delay
   size_t processing() const;    // keys handed out and not yet done
+  // `key` has been handed out and is not done yet. A key that is not may still be queued or
+  // delayed: whoever gets it later reads the state as it is then.
+  bool is_processing(const std::string& key) const;
   bool idle() const;            // nothing queued, delayed or being processed (one snapshot)
 
  private:

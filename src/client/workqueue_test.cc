@@ -56,7 +56,9 @@ TEST_F(WorkQueueTest, AddDeduplicates) {
 TEST_F(WorkQueueTest, KeyAddedWhileProcessingIsQueuedAgainAtDone) {
   auto q = make();
   q->add("a");
+  EXPECT_FALSE(q->is_processing("a"));  // queued, not handed out
   ASSERT_EQ(q->try_get(), "a");
+  EXPECT_TRUE(q->is_processing("a"));
   q->add("a");
   q->add("a");  // still one pending re-add
   EXPECT_EQ(q->size(), 0u);
@@ -66,6 +68,7 @@ TEST_F(WorkQueueTest, KeyAddedWhileProcessingIsQueuedAgainAtDone) {
   ASSERT_EQ(q->try_get(), "a");
   q->done("a");
   EXPECT_EQ(q->try_get(), std::nullopt);  // processed once per add-while-processing
+  EXPECT_FALSE(q->is_processing("a"));
   EXPECT_EQ(q->processing(), 0u);
   EXPECT_TRUE(q->idle());
 }
