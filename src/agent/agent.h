@@ -3,11 +3,12 @@
 // guest IP/MAC -> host IP mapping, and learns nothing about other VNIs.
 //
 // Informers: one on the local attachments (spec.node=NODE); one per *relevant* VNI (a VNI
-// with at least one addressed local attachment) on the remote ones
-// (status.addressVNI=V,spec.node!=NODE), started when the VNI's first local attachment
-// appears and stopped relevance_grace after its last goes (unless one comes back). An attachment can sit in two informers for a
-// moment (its VNI changed; informers are not ordered with each other): the agent keeps,
-// per attachment, the set of informers holding it and leaves it alone while there are
+// with at least one addressed local attachment) on the remote ones that their nodes have
+// implemented (status.addressVNI=V,spec.node!=NODE,status.hostIP!=), started when the
+// VNI's first local attachment appears and stopped relevance_grace after its last goes
+// (unless one comes back). An attachment can sit in two informers for a moment (its VNI
+// changed; informers are not ordered with each other): the agent keeps, per attachment,
+// the set of informers holding it and leaves it alone while there are
 // several; the stale informer's delete notification requeues it.
 //
 // Start-up: sync the local informer, start and sync the VNI informers, read what the
@@ -124,6 +125,7 @@ class Agent {
   // vni_informers_ are dropped.
   void on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
                  bool present);
+  std::string remote_selector(uint32_t vni) const;  // the field selector of VNI informers
   void update_relevance();  // starts/stops VNI informers to match the local attachments
   Result<void> adopt();
   Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);

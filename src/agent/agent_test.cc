@@ -387,5 +387,27 @@ TEST_F(AgentTest, RemoteEventsThatChangeNothingProgrammedQueueNoWork) {
   EXPECT_EQ(agent.counts().remote_unchanged, after.remote_unchanged);
 }
 
+// A remote attachment that is addressed but not implemented by its node (no status.hostIP
+// yet: here a node without an agent) cannot be mapped, and a node is not told about it.
+TEST_F(AgentTest, RemoteAttachmentsAreSentOnlyOnceTheirNodeImplementedThem) {
+  add_agent("node1", 0x0a0b0002u);
+  add_agent("node0", 0x0a0b0001u);
+  auto& agent = *agents_.back();
+  auto& f = *fabrics_.back();
+  create_network(*c_, "h", 38, "node0", 1);
+  attach(*c_, "h-ghost-0", "ghost", "h");
+  ASSERT_TRUE(eventually([&] {
+    auto na = c_->get<api::NetworkAttachment>("ns", "h-ghost-0");
+    return na && !na->status.ipv4.empty();
+  })) << "the IPAM did not address the attachment";
+  // Events reach a watch in order: once node1's later attachment is mapped here, an event
+  // about the ghost's would have arrived.
+  attach(*c_, "h-node1-0", "node1", "h");
+  ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
+  EXPECT_TRUE(AgentTestPeer::holders(agent, "ns/h-ghost-0").empty())
+      << "the node was sent a remote attachment that its node has not implemented";
+  EXPECT_EQ(AgentTestPeer::holders(agent, "ns/h-node1-0"), std::set<uint32_t>{38});
+}
+
 }  // namespace
 }  // namespace kos::agent
