@@ -137,13 +137,18 @@ Registry* GarbageCollector::owner_registry(const api::OwnerReference& ref) const
   return nullptr;
 }
 
-Result<bool> GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns) const {
+Result<bool> GarbageCollector::owner_exists(const api::OwnerReference& ref, const std::string& ns,
+                                            store::Revision dependent_rv) const {
   Registry* r = owner_registry(ref);
   if (!r) return true;  // a kind KOS does not serve: never collect on its account
   // Present in the cache with that UID: it exists, or its deletion is still on its way to
   // the cache, and that event queues its dependents again. Only an owner the cache does
   // not show needs a live read (caches may lag each other).
   if (auto c = r->cache().get(ns, ref.name); c && c->uid == ref.uid) return true;
+  // The owner was created before any version of the dependent that names its UID (the UID
+  // is the server's, known only once the owner exists): a cache that has reached the
+  // dependent's revision and does not show the owner has seen it go, or it never existed.
+  if (r->cache().revision() >= dependent_rv) return false;
   auto o = r->get(ns, ref.name, std::nullopt);
   if (!o) {
     if (o.error().code == Errc::kNotFound) return false;
@@ -231,7 +236,7 @@ Result<void> GarbageCollector::examine(const Item& item) {
 
   if (obj->owners.empty()) return {};
   for (const auto& ref : obj->owners) {
-    auto exists = owner_exists(ref, obj->ns);
+    auto exists = owner_exists(ref, obj->ns, obj->rv);
     if (!exists) return fail(exists.error());
     if (*exists) return {};
   }

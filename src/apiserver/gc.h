@@ -49,7 +49,9 @@ class GarbageCollector {
   Result<void> examine(const Item& item);
   Registry* owner_registry(const api::OwnerReference& ref) const;
   // Whether the owner exists with that UID (a live read when the cache does not show it).
-  Result<bool> owner_exists(const api::OwnerReference& ref, const std::string& ns) const;
+  // The cache alone answers "absent" once it has reached `dependent_rv`.
+  Result<bool> owner_exists(const api::OwnerReference& ref, const std::string& ns,
+                            store::Revision dependent_rv) const;
   Result<void> remove_finalizer(Registry& r, const CachedObject& obj, const std::string& finalizer);
   // Waits until every cache has applied the store up to `rv` (caches lag each other: a
   // dependent written before an owner's deletion may not be in its cache yet when the

@@ -612,35 +612,54 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
                           "\": supported values: \"Orphan\", \"Background\", \"Foreground\"",
                       {{"FieldValueNotSupported", "supported values: Orphan, Background, Foreground",
                         "propagationPolicy"}}});
+  // The first attempt starts from the watch cache's copy when it has the object: the store
+  // removes (or marks) only at that copy's revision, so a stale copy costs a conflict and
+  // a retry from the store, never a wrong delete. What would be answered without a write
+  // (a precondition failing, nothing to do, a dry run) is decided again on the store's copy.
+  CachedPtr cached = cache_.get(ns, name);
   for (int attempt = 0;; ++attempt) {
-    auto cur = read(ns, name);
+    const bool from_cache = cached != nullptr;
+    Result<CachedPtr> cur = from_cache ? Result<CachedPtr>(std::move(cached)) : read(ns, name);
+    cached = nullptr;
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
     }
+    // From the cache: try again on the store's copy (not counted as a conflict retry).
+    auto again_from_store = [&] {
+      if (from_cache) --attempt;
+      return from_cache;
+    };
     const CachedObject& c = **cur;
-    if (opts.precondition_uid && *opts.precondition_uid != c.uid)
+    if (opts.precondition_uid && *opts.precondition_uid != c.uid) {
+      if (again_from_store()) continue;
       return fail(Errc::kConflict, "Precondition failed: UID in precondition: " +
                                        *opts.precondition_uid + ", UID in object meta: " + c.uid);
+    }
     if (opts.precondition_resource_version &&
-        *opts.precondition_resource_version != std::to_string(c.rv))
+        *opts.precondition_resource_version != std::to_string(c.rv)) {
+      if (again_from_store()) continue;
       return fail(Errc::kConflict, "Precondition failed: ResourceVersion in precondition: " +
                                        *opts.precondition_resource_version +
                                        ", ResourceVersion in object meta: " + std::to_string(c.rv));
+    }
     auto meta = read_meta(c.obj());
     if (!meta) return fail(meta.error());
     if (!finalizer.empty() &&
         std::find(meta->finalizers.begin(), meta->finalizers.end(), finalizer) == meta->finalizers.end() &&
         !meta->deletion_timestamp)
       meta->finalizers.push_back(finalizer);
+    if (opts.dry_run && again_from_store()) continue;
 
     Result<CachedPtr> r;
     bool gone = false;
     if (!meta->finalizers.empty()) {
       // Finalizers hold the object: mark it for deletion; whoever owns each finalizer
       // removes it, and the removal of the last one deletes the object.
-      if (meta->deletion_timestamp && meta->finalizers == c.finalizers)
+      if (meta->deletion_timestamp && meta->finalizers == c.finalizers) {
+        if (again_from_store()) continue;
         return Deleted{*cur, false};
+      }
       if (!meta->deletion_timestamp) {
         meta->deletion_timestamp = std::chrono::time_point_cast<std::chrono::seconds>(clock_.now());
         meta->deletion_grace_period_seconds = 0;
@@ -666,6 +685,7 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
     }
     if (r) return Deleted{*r, gone};
     if (r.error().code == Errc::kNotFound) return fail(not_found_error(name));
+    if (r.error().code == Errc::kConflict && again_from_store()) continue;  // the copy was stale
     if (r.error().code != Errc::kConflict || attempt >= kMaxConflictRetries) return fail(r.error());
   }
 }

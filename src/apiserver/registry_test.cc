@@ -193,6 +193,36 @@ TEST_F(RegistryTest, UpdatesFromALaggingCacheKeepTheirPreconditions) {
   EXPECT_EQ(api::from_json<api::NetworkAttachment>((*stored)->obj())->status.ipv4, "10.1.0.8");
 }
 
+// Deletes start from the watch cache's copy: a lagging copy must not decide a precondition
+// or delete a version the caller did not name.
+TEST_F(RegistryTest, DeletesFromALaggingCacheKeepTheirPreconditions) {
+  auto v1 = make_na("a");
+  ASSERT_TRUE(eventually([&] {
+    auto c = caches_[1]->get("ns", "a");
+    return c && c->rv == v1->rv;
+  }));
+  fault_->set_watch_delay(std::chrono::milliseconds(1500), "/registry/network.example.com/networkattachments");
+  json::object o = v1->obj();
+  o["metadata"].as_object()["labels"] = parse(R"({"x":"y"})");
+  auto v2 = nas().update("ns", "a", o, false, {});
+  ASSERT_TRUE(v2.has_value()) << v2.error().message;
+  ASSERT_EQ(caches_[1]->get("ns", "a")->rv, v1->rv) << "the cache was to lag";
+  // The cache's (stale) version as precondition: a conflict, and the object stays.
+  DeleteOptions at_v1;
+  at_v1.precondition_resource_version = std::to_string(v1->rv);
+  auto stale = nas().remove("ns", "a", at_v1);
+  ASSERT_FALSE(stale.has_value()) << "deleted at a stale resourceVersion";
+  EXPECT_EQ(stale.error().code, Errc::kConflict);
+  // The current version, which the cache does not have yet: deleted.
+  DeleteOptions at_v2;
+  at_v2.precondition_resource_version = std::to_string((*v2)->rv);
+  auto gone = nas().remove("ns", "a", at_v2);
+  ASSERT_TRUE(gone.has_value()) << gone.error().message;
+  EXPECT_TRUE(gone->gone);
+  fault_->set_watch_delay(std::chrono::milliseconds(0), "");
+  EXPECT_FALSE(nas().get("ns", "a", std::nullopt).has_value());
+}
+
 TEST_F(RegistryTest, StatusSubresourceChangesOnlyStatusAndStampsItsSections) {
   make_na("a");
   auto st = nas().update("ns", "a",
@@ -292,15 +322,35 @@ TEST_F(RegistryTest, GarbageCollectorKeepsDependentsOfARecreatedOwnerName) {
   EXPECT_TRUE(exists(locks(), "v1-5-10-1-0-7"));
 }
 
+// With the caches current, deleting an attachment and collecting its lock read nothing
+// from the store: the delete starts from the watch cache's copy, and the collector takes a
+// cache that has reached the lock's revision without its owner as the owner's absence.
+TEST_F(RegistryTest, DeletingAndCollectingCurrentObjectsReadNothingFromTheStore) {
+  start_gc();
+  auto na = make_na("a");
+  make_lock("v1-5-10-1-0-13", *na);
+  ASSERT_TRUE(eventually([&] { return nas().cache().get("ns", "a") && locks().cache().get("ns", "v1-5-10-1-0-13"); }));
+  fault_->inject({store::StoreOp::kGet, "", -1, 0ms, Error{Errc::kUnavailable, "injected: a store read", {}}, false});
+  ASSERT_TRUE(nas().remove("ns", "a", {}).has_value());
+  EXPECT_TRUE(eventually([&] { return !locks().cache().get("ns", "v1-5-10-1-0-13"); }));
+  EXPECT_EQ(fault_->fired(), 0u) << "a store read";
+  fault_->clear();
+}
+
 // A failed owner read or delete is retried with backoff: the collector dropped the item
 // before (the store was unavailable for a moment, the lock stayed forever).
 TEST_F(RegistryTest, GarbageCollectorRetriesFailedReadsAndDeletes) {
   start_gc();
   const Error down{Errc::kUnavailable, "injected: store unavailable", {}};
-  // The owner is not in the cache, so the collector reads it live: that read fails 3 times.
+  // The owner is not in the cache, which has not reached the lock's revision, so the
+  // collector reads it live: that read fails 3 times.
   // Each retry waits its backoff (100 ms, then 200 ms) on the collector's clock, and not
   // a moment less; real time does not count.
   fault_->inject({store::StoreOp::kGet, strategies_[1]->info().key_prefix(), 3, 0ms, down, false});
+  // The attachments' cache lags (an event held back), so it cannot vouch for the owner's
+  // absence: the collector must read.
+  fault_->set_watch_delay(std::chrono::seconds(60), strategies_[1]->info().key_prefix());
+  make_na("held");
   CachedObject owner;
   owner.name = "ghost";
   owner.uid = "6f1c1fd0-5a0e-4c43-9d43-2f4a1f0c0a01";  // never existed
@@ -318,6 +368,7 @@ TEST_F(RegistryTest, GarbageCollectorRetriesFailedReadsAndDeletes) {
   clock_.advance(400ms);
   EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-11"); }));
   EXPECT_EQ(fault_->fired(), 3u);
+  fault_->set_watch_delay(0ms, "");
 
   // Now its delete fails twice.
   auto na = make_na("a");
