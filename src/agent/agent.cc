@@ -153,9 +153,8 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
         ++counts_.irrelevant_events;
         agent_metrics().irrelevant.get().inc();
       }
-      // Most events about a remote attachment change nothing this node programs (its
-      // address before its node has implemented it, its readiness, its conditions): they
-      // wake no worker (a third of the remote events under churn).
+      // An event about a remote attachment that changes nothing this node programs (its
+      // readiness, conditions, labels) wakes no worker.
       if (remote_unchanged_locked(key, informer, present ? obj : nullptr)) {
         ++counts_.remote_unchanged;
         agent_metrics().unchanged.get().inc();
