@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -227,6 +228,11 @@ Result<CachedPtr> Registry::read(const std::string& ns, const std::string& name)
   // one prefix: the object of that name may be another namespace's.
   if (c && strategy_.info().namespaced && (*c)->ns != ns) return fail(Errc::kNotFound, "");
   return c;
+}
+
+Result<CachedPtr> Registry::read_after(CachedPtr& first, const std::string& ns, const std::string& name) {
+  if (first) return std::exchange(first, nullptr);
+  return read(ns, name);
 }
 
 // ---- create ---------------------------------------------------------------------------
@@ -523,9 +529,8 @@ Result<CachedPtr> Registry::update(const std::string& ns, const std::string& nam
   // nothing is decided on the store's copy (the object may have moved on: a conflict).
   CachedPtr cached = cached_at_precondition(ns, name, body);
   for (int attempt = 0;; ++attempt) {
-    Result<CachedPtr> cur = cached ? Result<CachedPtr>(cached) : read(ns, name);
     const bool from_cache = cached != nullptr;
-    cached = nullptr;
+    auto cur = read_after(cached, ns, name);
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());
@@ -619,8 +624,7 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
   CachedPtr cached = cache_.get(ns, name);
   for (int attempt = 0;; ++attempt) {
     const bool from_cache = cached != nullptr;
-    Result<CachedPtr> cur = from_cache ? Result<CachedPtr>(std::move(cached)) : read(ns, name);
-    cached = nullptr;
+    auto cur = read_after(cached, ns, name);
     if (!cur) {
       if (cur.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return fail(cur.error());

@@ -103,6 +103,9 @@ class Registry {
   Result<CachedPtr> read(const std::string& key);
   // The object `name` of namespace `ns` (kNotFound when the key holds another namespace's).
   Result<CachedPtr> read(const std::string& ns, const std::string& name);
+  // The copy a write decides on: `first` the first time (a watch cache copy; it is taken,
+  // so the next attempt reads), then the store's.
+  Result<CachedPtr> read_after(CachedPtr& first, const std::string& ns, const std::string& name);
   // Turns a client's new version of `cur` into the object to store.
   Result<boost::json::object> prepare_update(const CachedObject& cur,
                                              const boost::json::value& body, bool status,
