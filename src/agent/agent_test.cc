@@ -13,6 +13,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
+void attach(client::RestClient& c, const std::string& name, const std::string& node, const std::string& subnet);
+void create_network(client::RestClient& c, const std::string& name, uint32_t vni, const std::string& node,
+                    int count);
+
 class AgentTest : public testing::ControllersTest {
  protected:
   void TearDown() override {
@@ -46,6 +50,16 @@ class AgentTest : public testing::ControllersTest {
       if (ticking_) ticking_->advance(20ms);
     }
     return pred();
+  }
+  // Network `net` (VNI `vni`, host IPs base+1 and base+2) with attachment net-node1-0 on
+  // node1, then node0's agent (agents_.back()) with net-node0-0, until node0 maps node1's.
+  void node0_and_node1_on(const std::string& net, uint32_t vni, uint32_t host_base) {
+    add_agent("node1", host_base + 2);
+    create_network(*c_, net, vni, "node1", 1);
+    add_agent("node0", host_base + 1);
+    auto& f = *fabrics_.back();
+    attach(*c_, net + "-node0-0", "node0", net);
+    ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
   }
   FakeClock* ticking_ = nullptr;
 
@@ -336,13 +350,9 @@ namespace {
 // register a holder: one would never be removed, and the attachment, held "by two
 // informers" once it shows up in another, would be left alone forever.
 TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
-  add_agent("node1", 0x0a090002u);
-  create_network(*c_, "r", 36, "node1", 1);
-  add_agent("node0", 0x0a090001u);
+  ASSERT_NO_FATAL_FAILURE(node0_and_node1_on("r", 36, 0x0a090000u));
   auto& agent = *agents_.back();
   auto& f = *fabrics_.back();
-  attach(*c_, "r-node0-0", "node0", "r");
-  ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
   const std::string remote_key = "ns/r-node1-0";
   const client::Informer* old = AgentTestPeer::informer(agent, 36);
   ASSERT_NE(old, nullptr);
@@ -363,13 +373,10 @@ TEST_F(AgentTest, AnEventFromAVniInformerThatLeftIsDropped) {
 // Events about a remote attachment that change nothing programmed here (here: a label)
 // queue no reconcile; the events that do change it still reach the fabric.
 TEST_F(AgentTest, RemoteEventsThatChangeNothingProgrammedQueueNoWork) {
-  add_agent("node1", 0x0a0a0002u);
-  create_network(*c_, "u", 37, "node1", 1);
-  add_agent("node0", 0x0a0a0001u);
+  ASSERT_NO_FATAL_FAILURE(node0_and_node1_on("u", 37, 0x0a0a0000u));
   auto& agent = *agents_.back();
   auto& f = *fabrics_.back();
-  attach(*c_, "u-node0-0", "node0", "u");
-  ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1 && AgentTestPeer::idle(agent); }));
+  ASSERT_TRUE(eventually([&] { return AgentTestPeer::idle(agent); }));
   const auto before = agent.counts();
   const auto programmed = f.remotes();
 

@@ -72,6 +72,14 @@ class RegistryTest : public ::testing::Test {
     }
     return pred();
   }
+  // Waits until the attachments' cache holds `v`, then holds its later events back 1.5 s.
+  void lag_attachments_cache_after(const CachedObject& v) {
+    ASSERT_TRUE(eventually([&] {
+      auto c = caches_[1]->get(v.ns, v.name);
+      return c && c->rv == v.rv;
+    }));
+    fault_->set_watch_delay(std::chrono::milliseconds(1500), strategies_[1]->info().key_prefix());
+  }
   void start_gc() {
     std::vector<Registry*> regs;
     for (auto& r : registries_) regs.push_back(r.get());
@@ -155,11 +163,7 @@ TEST_F(RegistryTest, UpdateChecksResourceVersionAndBumpsGenerationOnSpecChanges)
 // a conflict, also for an update that would change nothing at the version it names.
 TEST_F(RegistryTest, UpdatesFromALaggingCacheKeepTheirPreconditions) {
   auto v1 = make_na("a");
-  ASSERT_TRUE(eventually([&] {
-    auto c = caches_[1]->get("ns", "a");
-    return c && c->rv == v1->rv;
-  }));
-  fault_->set_watch_delay(std::chrono::milliseconds(1500), "/registry/network.example.com/networkattachments");
+  ASSERT_NO_FATAL_FAILURE(lag_attachments_cache_after(*v1));
   auto status = [](const std::string& ip) { return R"({"ipv4":")" + ip + R"(","addressVNI":5})"; };
   auto with_status = [&](const CachedObject& base, const std::string& ip) {
     json::object o = base.obj();
@@ -197,11 +201,7 @@ TEST_F(RegistryTest, UpdatesFromALaggingCacheKeepTheirPreconditions) {
 // or delete a version the caller did not name.
 TEST_F(RegistryTest, DeletesFromALaggingCacheKeepTheirPreconditions) {
   auto v1 = make_na("a");
-  ASSERT_TRUE(eventually([&] {
-    auto c = caches_[1]->get("ns", "a");
-    return c && c->rv == v1->rv;
-  }));
-  fault_->set_watch_delay(std::chrono::milliseconds(1500), "/registry/network.example.com/networkattachments");
+  ASSERT_NO_FATAL_FAILURE(lag_attachments_cache_after(*v1));
   json::object o = v1->obj();
   o["metadata"].as_object()["labels"] = parse(R"({"x":"y"})");
   auto v2 = nas().update("ns", "a", o, false, {});
