@@ -447,12 +447,15 @@ Errc errc_from_status(std::string_view reason, int http_status) {
       {"BadRequest", Errc::kBadRequest},  {"Expired", Errc::kCompacted},
       {"Gone", Errc::kCompacted},         {"ServiceUnavailable", Errc::kUnavailable},
       {"Timeout", Errc::kTimeout},        {"UnsupportedMediaType", Errc::kUnsupported},
-      {"InternalError", Errc::kInternal},
+      {"InternalError", Errc::kInternal}, {"Unauthorized", Errc::kUnauthorized},
+      {"Forbidden", Errc::kForbidden},
   };
   for (const auto& [name, code] : kReasons) {
     if (reason == name) return code;
   }
   switch (http_status) {
+    case 401: return Errc::kUnauthorized;
+    case 403: return Errc::kForbidden;
     case 404: return Errc::kNotFound;
     case 409: return Errc::kConflict;
     case 410: return Errc::kCompacted;

@@ -408,4 +408,68 @@ Result<RestConfig> config_from_env_or_file(const std::string& path_flag) {
   return load_kubeconfig(*path);
 }
 
+namespace {
+
+std::string base64_encode(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
+    out += t[(v >> 18) & 63];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += t[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    unsigned v = static_cast<unsigned char>(in[i]) << 16;
+    out += t[(v >> 18) & 63];
+    out += t[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    unsigned v = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
+    out += t[(v >> 18) & 63];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string kubeconfig_yaml(const KubeconfigContent& c) {
+  std::string y = "apiVersion: v1\nkind: Config\nclusters:\n- name: " + c.name + "\n  cluster:\n    server: " +
+                  c.server + "\n";
+  if (!c.ca_pem.empty()) y += "    certificate-authority-data: " + base64_encode(c.ca_pem) + "\n";
+  y += "contexts:\n- name: " + c.name + "\n  context:\n    cluster: " + c.name + "\n    user: " + c.name +
+       "\n    namespace: " + c.ns + "\ncurrent-context: " + c.name + "\nusers:\n- name: " + c.name + "\n  user:";
+  if (c.cert_pem.empty() && c.token.empty()) return y + " {}\n";
+  y += "\n";
+  if (!c.cert_pem.empty())
+    y += "    client-certificate-data: " + base64_encode(c.cert_pem) + "\n    client-key-data: " +
+         base64_encode(c.key_pem) + "\n";
+  if (!c.token.empty()) y += "    token: " + c.token + "\n";
+  return y;
+}
+
+Result<void> write_kubeconfig(const std::string& path, const KubeconfigContent& c) {
+  std::filesystem::path p(path);
+  std::error_code ec;
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!f) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
+    std::filesystem::permissions(tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                                 std::filesystem::perm_options::replace, ec);
+    f << kubeconfig_yaml(c);
+    if (!f.flush()) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return fail(Errc::kInternal, "cannot write kubeconfig " + path + ": " + ec.message());
+  return {};
+}
+
 }  // namespace kos::client

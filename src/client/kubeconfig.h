@@ -48,4 +48,20 @@ Result<RestConfig> config_from_env_or_file(const std::string& path_flag);
 // (no flag, no $KUBECONFIG and no $HOME).
 Result<std::string> kubeconfig_path(const std::string& path_flag);
 
+// What a written kubeconfig holds: one cluster, one user, one context named `name`.
+struct KubeconfigContent {
+  std::string name = "kos";
+  std::string server;    // https://HOST:PORT or http://...
+  std::string ca_pem;    // embedded as certificate-authority-data
+  std::string cert_pem;  // client-certificate-data (with key_pem)
+  std::string key_pem;
+  std::string token;
+  std::string ns = "default";
+};
+
+// The kubeconfig YAML for `c` (credentials embedded base64, as kubectl writes them).
+std::string kubeconfig_yaml(const KubeconfigContent& c);
+// Writes it to `path` atomically, 0600 (it holds a credential).
+Result<void> write_kubeconfig(const std::string& path, const KubeconfigContent& c);
+
 }  // namespace kos::client

@@ -6,8 +6,10 @@
 #include <thread>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 namespace kos::client {
 namespace net = boost::asio;
@@ -29,9 +31,21 @@ http::verb verb_of(const std::string& m) {
   return v == http::verb::unknown ? http::verb::get : v;
 }
 
+// A connection: plain TCP, or TLS over TCP when the server is https.
 struct Conn {
-  explicit Conn(net::io_context& ioc) : stream(ioc) {}
-  beast::tcp_stream stream;
+  Conn(net::io_context& ioc, net::ssl::context* tls) {
+    if (tls) ssl.emplace(ioc, *tls);
+    else plain.emplace(ioc);
+  }
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> ssl;
+  beast::tcp_stream& tcp() { return ssl ? beast::get_lowest_layer(*ssl) : *plain; }
+  // Runs f on the stream requests are written to and read from.
+  template <class F>
+  void io(F&& f) {
+    if (ssl) f(*ssl);
+    else f(*plain);
+  }
   beast::flat_buffer buffer;
   bool reused = false;
 };
@@ -72,8 +86,9 @@ class StreamImpl : public StreamHandle {
 
 class TransportImpl final : public Transport {
  public:
-  TransportImpl(const RestConfig& cfg, const TransportOptions& opts)
-      : cfg_(cfg), opts_(opts), work_(net::make_work_guard(ioc_)) {
+  TransportImpl(const RestConfig& cfg, const TransportOptions& opts,
+                std::unique_ptr<net::ssl::context> tls)
+      : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)) {
     thread_ = std::thread([this] { ioc_.run(); });
   }
   ~TransportImpl() override { shutdown(); }
@@ -90,7 +105,7 @@ class TransportImpl final : public Transport {
       HttpRequest req, std::function<void(unsigned, const std::string&)> on_status,
       std::function<void(std::string_view)> on_line,
       std::function<void(Result<void>)> on_end) override {
-    auto conn = std::make_shared<Conn>(ioc_);
+    auto conn = std::make_shared<Conn>(ioc_, tls_.get());
     auto s = std::make_shared<StreamImpl>(weak_from_this(), conn);
     s->req = std::move(req);
     s->on_status = std::move(on_status);
@@ -145,15 +160,15 @@ class TransportImpl final : public Transport {
   // ---- on the io thread ----
   void close(Conn& c) {
     beast::error_code ec;
-    if (c.stream.socket().is_open()) {
-      c.stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-      c.stream.socket().close(ec);
+    if (c.tcp().socket().is_open()) {
+      c.tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+      c.tcp().socket().close(ec);
     }
   }
 
   void release(const ConnPtr& c, bool keep) {
     busy_.erase(c);
-    if (keep && c->stream.socket().is_open() && idle_.size() < opts_.max_idle_connections) {
+    if (keep && c->tcp().socket().is_open() && idle_.size() < opts_.max_idle_connections) {
       c->reused = true;
       idle_.push_back(c);
       return;
@@ -166,15 +181,28 @@ class TransportImpl final : public Transport {
   void connect(const ConnPtr& c, Then then) {
     ++open_;
     busy_.insert(c);
-    c->stream.expires_after(opts_.connect_timeout);
+    c->tcp().expires_after(opts_.connect_timeout);
     auto resolver = std::make_shared<tcp::resolver>(ioc_);
     resolver->async_resolve(
         cfg_.host, std::to_string(cfg_.port),
         [this, c, resolver, then](beast::error_code ec, tcp::resolver::results_type r) mutable {
           if (ec) return then(ec);
-          c->stream.async_connect(r, [c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
-            if (!ec2) c->stream.socket().set_option(tcp::no_delay(true));
-            then(ec2);
+          c->tcp().async_connect(r, [this, c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
+            if (ec2 || !c->ssl) {
+              if (!ec2) c->tcp().socket().set_option(tcp::no_delay(true));
+              return then(ec2);
+            }
+            c->tcp().socket().set_option(tcp::no_delay(true));
+            // TLS: the server must present a certificate for the host we asked for, signed
+            // by the configured CA (unless insecure-skip-tls-verify).
+            beast::error_code vec;
+            net::ip::make_address(cfg_.host, vec);
+            if (vec)  // a name, not an address: send it (SNI)
+              SSL_set_tlsext_host_name(c->ssl->native_handle(), cfg_.host.c_str());
+            if (!cfg_.insecure_skip_verify)
+              c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
+            c->ssl->async_handshake(net::ssl::stream_base::client,
+                                    [then](beast::error_code ec3) mutable { then(ec3); });
           });
         });
   }
@@ -200,12 +228,17 @@ class TransportImpl final : public Transport {
       busy_.insert(ex->conn);
       return send(ex);
     }
-    ex->conn = std::make_shared<Conn>(ioc_);
+    ex->conn = std::make_shared<Conn>(ioc_, tls_.get());
     connect(ex->conn, [this, ex](beast::error_code ec) {
       if (!ec) return send(ex);
+      release(ex->conn, false);
+      // A TLS handshake that failed (a certificate not trusted, not for this host, or
+      // refused by the server) fails the same way next time: no retry.
+      if (ec.category() == net::error::get_ssl_category())
+        return ex->done(fail(Errc::kUnavailable, "TLS handshake with the API server at " + cfg_.server +
+                                                     " failed: " + ec.message()));
       // Nothing was sent: retrying is safe for any request, with backoff, until its
       // deadline.
-      release(ex->conn, false);
       auto backoff = std::chrono::milliseconds(std::min(1000, 25 << std::min(ex->connect_attempts, 6)));
       if (!stopped_ && std::chrono::steady_clock::now() + backoff < ex->deadline) {
         ++ex->connect_attempts;
@@ -218,12 +251,13 @@ class TransportImpl final : public Transport {
   }
 
   void send(const std::shared_ptr<Exchange>& ex) {
-    ex->conn->stream.expires_after(ex->req.timeout);
-    http::async_write(ex->conn->stream, ex->msg, [this, ex](beast::error_code ec, size_t) {
+    ex->conn->tcp().expires_after(ex->req.timeout);
+    ex->conn->io([&](auto& stream) {
+    http::async_write(stream, ex->msg, [this, ex, &stream](beast::error_code ec, size_t) {
       if (ec) return finish(ex, ec, true);
       ex->parser.emplace();
       ex->parser->body_limit(1ULL << 30);
-      http::async_read(ex->conn->stream, ex->conn->buffer, *ex->parser,
+      http::async_read(stream, ex->conn->buffer, *ex->parser,
                        [this, ex](beast::error_code ec2, size_t n) {
                          if (ec2) return finish(ex, ec2, n == 0);
                          auto& res = ex->parser->get();
@@ -237,6 +271,7 @@ class TransportImpl final : public Transport {
                          release(ex->conn, keep);
                          ex->done(std::move(out));
                        });
+    });
     });
   }
 
@@ -266,8 +301,9 @@ class TransportImpl final : public Transport {
       if (!cfg_.bearer_token.empty())
         s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
       s->msg.prepare_payload();
-      s->conn_->stream.expires_after(s->req.timeout);
-      http::async_write(s->conn_->stream, s->msg, [this, s](beast::error_code ec2, size_t) {
+      s->conn_->tcp().expires_after(s->req.timeout);
+      s->conn_->io([&](auto& stream) {
+      http::async_write(stream, s->msg, [this, s, &stream](beast::error_code ec2, size_t) {
         if (ec2) return end_stream(s, ec2);
         s->parser.body_limit(boost::none);
         // Owned by the stream itself (Beast keeps a reference): captures a plain pointer.
@@ -283,15 +319,15 @@ class TransportImpl final : public Transport {
           return body.size();
         };
         s->parser.on_chunk_body(s->chunk_cb);
-        http::async_read_header(s->conn_->stream, s->conn_->buffer, s->parser,
-                                [this, s](beast::error_code ec3, size_t) {
+        http::async_read_header(stream, s->conn_->buffer, s->parser,
+                                [this, s, &stream](beast::error_code ec3, size_t) {
                                   if (ec3) return end_stream(s, ec3);
-                                  s->conn_->stream.expires_never();
+                                  s->conn_->tcp().expires_never();
                                   unsigned status = s->parser.get().result_int();
                                   if (status != 200) {
                                     // An error document, not a stream: read it whole.
-                                    s->conn_->stream.expires_after(s->req.timeout);
-                                    http::async_read(s->conn_->stream, s->conn_->buffer, s->parser,
+                                    s->conn_->tcp().expires_after(s->req.timeout);
+                                    http::async_read(stream, s->conn_->buffer, s->parser,
                                                      [this, s, status](beast::error_code ec4, size_t) {
                                                        if (!s->cancelled)
                                                          s->on_status(status, ec4 ? std::string() : s->parser.get().body());
@@ -303,17 +339,20 @@ class TransportImpl final : public Transport {
                                   read_stream(s);
                                 });
       });
+      });
     });
   }
 
   void read_stream(const std::shared_ptr<StreamImpl>& s) {
     if (s->cancelled) return end_stream(s, {});
     if (s->parser.is_done()) return end_stream(s, {});
-    http::async_read_some(s->conn_->stream, s->conn_->buffer, s->parser,
-                          [this, s](beast::error_code ec, size_t) {
-                            if (ec) return end_stream(s, ec);
-                            read_stream(s);
-                          });
+    s->conn_->io([&](auto& stream) {
+      http::async_read_some(stream, s->conn_->buffer, s->parser,
+                            [this, s](beast::error_code ec, size_t) {
+                              if (ec) return end_stream(s, ec);
+                              read_stream(s);
+                            });
+    });
   }
 
   void end_stream(const std::shared_ptr<StreamImpl>& s, beast::error_code ec) {
@@ -327,6 +366,7 @@ class TransportImpl final : public Transport {
 
   const RestConfig cfg_;
   const TransportOptions opts_;
+  std::unique_ptr<net::ssl::context> tls_;  // null: plain HTTP
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_;
   std::thread thread_;
@@ -348,12 +388,33 @@ void StreamImpl::cancel() {
 
 Result<std::shared_ptr<Transport>> Transport::create(const RestConfig& config,
                                                      const TransportOptions& opts) {
-  if (config.tls)
-    return fail(Errc::kUnsupported, "https API servers are not supported yet (server " +
-                                        config.server + "): TLS arrives with its issue");
   if (config.host.empty() || config.port == 0)
     return fail(Errc::kBadRequest, "invalid API server address '" + config.server + "'");
-  return std::shared_ptr<Transport>(std::make_shared<TransportImpl>(config, opts));
+  std::unique_ptr<net::ssl::context> tls;
+  if (config.tls) {
+    tls = std::make_unique<net::ssl::context>(net::ssl::context::tls_client);
+    tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                     net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                     net::ssl::context::no_tlsv1_1);
+    beast::error_code ec;
+    if (config.insecure_skip_verify) {
+      tls->set_verify_mode(net::ssl::verify_none);
+    } else {
+      tls->set_verify_mode(net::ssl::verify_peer);
+      if (config.ca_pem.empty()) tls->set_default_verify_paths(ec);
+      else tls->add_certificate_authority(net::buffer(config.ca_pem), ec);
+      if (ec) return fail(Errc::kBadRequest, "the certificate authority of " + config.server + ": " + ec.message());
+    }
+    if (!config.cert_pem.empty()) {
+      tls->use_certificate_chain(net::buffer(config.cert_pem), ec);
+      if (ec) return fail(Errc::kBadRequest, "client certificate: " + ec.message());
+      tls->use_private_key(net::buffer(config.key_pem), net::ssl::context::pem, ec);
+      if (ec) return fail(Errc::kBadRequest, "client key: " + ec.message());
+    }
+  } else if (!config.cert_pem.empty()) {
+    return fail(Errc::kBadRequest, "a client certificate needs an https server, not " + config.server);
+  }
+  return std::shared_ptr<Transport>(std::make_shared<TransportImpl>(config, opts, std::move(tls)));
 }
 
 }  // namespace kos::client

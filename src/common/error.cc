@@ -15,6 +15,9 @@ int Error::http_status() const {
     case Errc::kCancelled: return 503;
     case Errc::kUnsupported: return 415;
     case Errc::kInternal: return 500;
+    case Errc::kUnauthorized: return 401;
+    case Errc::kForbidden: return 403;
+    case Errc::kTooManyRequests: return 429;
   }
   return 500;
 }
@@ -32,6 +35,9 @@ std::string_view Error::reason() const {
     case Errc::kCancelled: return "ServiceUnavailable";
     case Errc::kUnsupported: return "UnsupportedMediaType";
     case Errc::kInternal: return "InternalError";
+    case Errc::kUnauthorized: return "Unauthorized";
+    case Errc::kForbidden: return "Forbidden";
+    case Errc::kTooManyRequests: return "TooManyRequests";
   }
   return "InternalError";
 }
@@ -49,6 +55,9 @@ std::string_view errc_name(Errc code) {
     case Errc::kCancelled: return "cancelled";
     case Errc::kUnsupported: return "unsupported";
     case Errc::kInternal: return "internal";
+    case Errc::kUnauthorized: return "unauthorized";
+    case Errc::kForbidden: return "forbidden";
+    case Errc::kTooManyRequests: return "too-many-requests";
   }
   return "internal";
 }

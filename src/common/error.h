@@ -23,6 +23,9 @@ enum class Errc {
   kCancelled,         // the operation was stopped because its owner is shutting down
   kUnsupported,       // 415 UnsupportedMediaType / operation not supported
   kInternal,          // 500 InternalError: a bug or an I/O failure
+  kUnauthorized,      // 401 Unauthorized: no valid credentials
+  kForbidden,         // 403 Forbidden: the user may not do this
+  kTooManyRequests,   // 429 TooManyRequests: over a rate or concurrency limit
 };
 
 // One field-level reason for an Invalid or BadRequest error, as in a Kubernetes

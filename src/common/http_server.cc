@@ -5,7 +5,10 @@
 #include <thread>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 namespace kos::http {
@@ -17,6 +20,7 @@ using tcp = net::ip::tcp;
 struct Server::Impl {
   ServerOptions opts;
   Handler handler;
+  std::optional<net::ssl::context> tls;
   net::io_context ioc;
   net::thread_pool workers;
   tcp::acceptor acceptor{ioc};
@@ -34,13 +38,55 @@ const char* reason(unsigned status) {
   return bhttp::obsolete_reason(static_cast<bhttp::status>(status)).data();
 }
 
-class Session : public std::enable_shared_from_this<Session> {
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// The client certificate of a TLS connection (verified by the handshake).
+void read_peer_cert(SSL* ssl, Peer& peer) {
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (!cert) return;
+  if (SSL_get_verify_result(ssl) == X509_V_OK) {
+    peer.has_cert = true;
+    X509_NAME* name = X509_get_subject_name(cert);
+    for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
+      X509_NAME_ENTRY* e = X509_NAME_get_entry(name, i);
+      int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+      unsigned char* utf8 = nullptr;
+      int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
+      if (n < 0) continue;
+      std::string v(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+      OPENSSL_free(utf8);
+      if (nid == NID_commonName) peer.cert_common_name = v;
+      else if (nid == NID_organizationName) peer.cert_organizations.push_back(v);
+    }
+  }
+  X509_free(cert);
+}
+
+// One connection. S is PlainStream or TlsStream.
+template <class S>
+class Session : public std::enable_shared_from_this<Session<S>> {
  public:
-  Session(tcp::socket socket, Server::Impl& server)
-      : stream_(std::move(socket)), server_(server) {}
+  Session(S stream, Server::Impl& server) : stream_(std::move(stream)), server_(server) {
+    beast::error_code ec;
+    auto ep = tcp_().socket().remote_endpoint(ec);
+    if (!ec) peer_.address = ep.address().to_string();
+    peer_.tls = std::is_same_v<S, TlsStream>;
+  }
 
   void start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (std::is_same_v<S, TlsStream>) {
+        self->tcp_().expires_after(std::chrono::seconds(10));
+        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) return self->close();
+          read_peer_cert(self->stream_.native_handle(), self->peer_);
+          self->read();
+        });
+      } else {
+        self->read();
+      }
+    });
   }
 
   // ---- streaming (any thread) ----
@@ -79,9 +125,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_.opts.max_body_bytes);
     parser_->header_limit(64 * 1024);
-    stream_.expires_after(std::chrono::minutes(5));  // idle keep-alive connections
+    tcp_().expires_after(server_.opts.request_read_timeout);  // idle or slow clients
     bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                         self->on_read(ec);
                       });
   }
@@ -103,12 +149,12 @@ class Session : public std::enable_shared_from_this<Session> {
       Response r{400, "text/plain", "malformed HTTP request: " + ec.message() + "\n", {}};
       return send(std::move(r), false, 11);
     }
-    stream_.expires_never();
+    tcp_().expires_never();
     auto req = std::make_shared<Request>(parser_->release());
-    net::post(server_.workers, [self = shared_from_this(), req] {
+    net::post(server_.workers, [self = this->shared_from_this(), req] {
       Reply reply;
       try {
-        reply = self->server_.handler(*req);
+        reply = self->server_.handler(*req, self->peer_);
       } catch (const std::exception& e) {
         spdlog::error("http: handler threw on {} {}: {}", std::string(req->method_string()),
                       std::string(req->target()), e.what());
@@ -135,7 +181,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive);
     res->prepare_payload();
     bhttp::async_write(stream_, *res,
-                       [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+                       [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
                          if (ec || !keep_alive) return self->close();
                          self->read();
                        });
@@ -163,12 +209,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (s.timeout) {
       timer_.emplace(stream_.get_executor());
       timer_->expires_after(*s.timeout);
-      timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+      timer_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
         if (!ec) self->finish();
       });
     }
-    net::async_write(stream_.socket(), net::buffer(header_),
-                     [self = shared_from_this(), attach = std::move(s.attach)](
+    net::async_write(stream_, net::buffer(header_),
+                     [self = this->shared_from_this(), attach = std::move(s.attach)](
                          beast::error_code ec, size_t) mutable {
                        if (ec) return self->close();
                        self->watch_peer();
@@ -181,8 +227,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // While streaming, a read that completes means the peer closed (or misbehaved).
   void watch_peer() {
-    stream_.socket().async_read_some(
-        net::buffer(peer_buf_), [self = shared_from_this()](beast::error_code ec, size_t) {
+    stream_.async_read_some(
+        net::buffer(peer_buf_), [self = this->shared_from_this()](beast::error_code ec, size_t) {
           if (ec) return self->close();
           self->watch_peer();
         });
@@ -192,7 +238,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void kick_locked() {
     if (writing_ || !streaming_) return;
     writing_ = true;
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->write_next(); });
   }
 
   // Writes what is queued as one chunk (up to kMaxBatch lines): under load a watch has
@@ -225,8 +271,8 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     if (last) {
-      net::async_write(stream_.socket(), net::buffer("0\r\n\r\n", 5),
-                       [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
+      net::async_write(stream_, net::buffer("0\r\n\r\n", 5),
+                       [self = this->shared_from_this()](beast::error_code, size_t) { self->close(); });
       return;
     }
     char hex[24];
@@ -236,7 +282,7 @@ class Session : public std::enable_shared_from_this<Session> {
     gather_.push_back(net::buffer(chunk_prefix_));
     for (const auto& d : inflight_) gather_.push_back(net::buffer(*d));
     gather_.push_back(net::buffer("\r\n", 2));
-    net::async_write(stream_.socket(), gather_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    net::async_write(stream_, gather_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->close();
       self->write_next();
     });
@@ -258,8 +304,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (timer_) timer_->cancel();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    tcp_().socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp_().socket().close(ec);
     if (on_close) on_close();
   }
 
@@ -282,8 +328,11 @@ class Session : public std::enable_shared_from_this<Session> {
     std::shared_ptr<Session> s_;
   };
 
-  beast::tcp_stream stream_;
+  beast::tcp_stream& tcp_() { return beast::get_lowest_layer(stream_); }
+
+  S stream_;
   Server::Impl& server_;
+  Peer peer_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<net::steady_timer> timer_;
@@ -319,7 +368,10 @@ void Server::Impl::accept() {
     if (stopped) return;
     if (!ec) {
       s.set_option(tcp::no_delay(true));
-      std::make_shared<Session>(std::move(s), *this)->start();
+      if (tls)
+        std::make_shared<Session<TlsStream>>(TlsStream(std::move(s), *tls), *this)->start();
+      else
+        std::make_shared<Session<PlainStream>>(PlainStream(std::move(s)), *this)->start();
     } else if (ec != net::error::operation_aborted) {
       spdlog::warn("http: accept failed: {}", ec.message());
     }
@@ -349,6 +401,24 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler
   auto impl = std::make_shared<Impl>(opts);
   impl->handler = std::move(handler);
   beast::error_code ec;
+  if (opts.tls) {
+    auto& ctx = impl->tls.emplace(net::ssl::context::tls_server);
+    ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                    net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                    net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+    ctx.use_certificate_chain(net::buffer(opts.tls->cert_pem), ec);
+    if (ec) return fail(Errc::kBadRequest, "TLS serving certificate: " + ec.message());
+    ctx.use_private_key(net::buffer(opts.tls->key_pem), net::ssl::context::pem, ec);
+    if (ec) return fail(Errc::kBadRequest, "TLS serving key: " + ec.message());
+    if (!opts.tls->client_ca_pem.empty()) {
+      ctx.add_certificate_authority(net::buffer(opts.tls->client_ca_pem), ec);
+      if (ec) return fail(Errc::kBadRequest, "client CA: " + ec.message());
+      // Ask for a client certificate and verify one if given; anonymous clients still
+      // connect (the API server answers them 401 where it must).
+      ctx.set_verify_mode(net::ssl::verify_peer);
+      SSL_CTX_set_session_id_context(ctx.native_handle(), reinterpret_cast<const unsigned char*>("kos"), 3);
+    }
+  }
   auto addr = net::ip::make_address(opts.address, ec);
   if (ec) return fail(Errc::kBadRequest, "invalid listen address '" + opts.address + "'");
   tcp::endpoint ep(addr, opts.port);

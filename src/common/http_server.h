@@ -95,8 +95,26 @@ struct StreamStart {
 
 using Reply = std::variant<Response, StreamStart>;
 
+// Who sent a request: the connection's peer, and on TLS connections the client
+// certificate it presented (verified against the client CA; absent if it sent none).
+struct Peer {
+  std::string address;  // remote IP
+  bool tls = false;
+  bool has_cert = false;
+  std::string cert_common_name;                 // CN
+  std::vector<std::string> cert_organizations;  // O
+};
+
 // Called on a worker thread for every request.
-using Handler = std::function<Reply(const Request&)>;
+using Handler = std::function<Reply(const Request&, const Peer&)>;
+
+// TLS for a listener. Client certificates are asked for and verified against
+// client_ca_pem when it is set, but not required (the handler decides who may do what).
+struct TlsOptions {
+  std::string cert_pem;       // the serving certificate (chain)
+  std::string key_pem;
+  std::string client_ca_pem;  // empty: client certificates are not asked for
+};
 
 struct ServerOptions {
   std::string address = "127.0.0.1";
@@ -105,6 +123,10 @@ struct ServerOptions {
   int worker_threads = 32;
   size_t max_body_bytes = 3 * 1024 * 1024;
   std::string server_header = "kos";
+  std::optional<TlsOptions> tls;  // unset: plain HTTP
+  // A connection that has not sent a whole request (headers and body) within this time
+  // after it was accepted or after its last response is closed (slow or idle clients).
+  std::chrono::milliseconds request_read_timeout{std::chrono::minutes(5)};
 };
 
 class Server {

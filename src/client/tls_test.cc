@@ -1,0 +1,137 @@
+// The client's TLS against a real API server listening with TLS: the server is verified
+// against the configured CA and host, the client certificate names the user, and a
+// server signed by another CA is refused.
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include "apiserver/server.h"
+#include "client/kubeconfig.h"
+#include "client/transport.h"
+#include "pki/pki.h"
+#include "store/sqlite/sqlite_store.h"
+#include "test/support/process.h"
+
+namespace kos::client {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store::SqliteOptions so;
+    so.path = (dir_.path() / "kos.db").string();
+    so.compaction_interval = 0ms;
+    store_ = std::move(*store::SqliteStore::open(so));
+    auto p = pki::ensure_cluster_pki((dir_.path() / "pki").string(), {});
+    ASSERT_TRUE(p) << p.error().message;
+    pki_ = *p;
+    apiserver::ServerOptions opts;
+    opts.port = 0;
+    opts.worker_threads = 4;
+    opts.tls = http::TlsOptions{pki_.serving.cert_pem, pki_.serving.key_pem, pki_.ca.cert_pem};
+    auto s = apiserver::ApiServer::start(*store_, opts);
+    ASSERT_TRUE(s) << s.error().message;
+    server_ = std::move(*s);
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+  }
+  RestConfig config(const std::string& host = "127.0.0.1") const {
+    RestConfig c;
+    c.host = host;
+    c.port = server_->port();
+    c.server = "https://" + host + ":" + std::to_string(c.port);
+    c.tls = true;
+    c.ca_pem = pki_.ca.cert_pem;
+    return c;
+  }
+  Result<HttpResponse> whoami(const RestConfig& c) {
+    auto t = Transport::create(c);
+    if (!t) return fail(t.error());
+    HttpRequest r;
+    r.method = "POST";
+    r.target = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+    r.body = R"({"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"})";
+    r.timeout = 10s;
+    auto out = (*t)->request_sync(r);
+    (*t)->shutdown();
+    return out;
+  }
+
+  kos::testing::TempDir dir_{"kos-tls-test"};
+  std::unique_ptr<store::Store> store_;
+  pki::ClusterPki pki_;
+  std::unique_ptr<apiserver::ApiServer> server_;
+};
+
+TEST_F(TlsTest, AClientCertificateNamesTheUserAndItsGroups) {
+  auto c = config();
+  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n7", {"kos:nodes"}}});
+  ASSERT_TRUE(cert);
+  c.cert_pem = cert->cert_pem;
+  c.key_pem = cert->key_pem;
+  auto r = whoami(c);
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_EQ(r->status, 201u) << r->body;
+  auto v = json::parse(r->body);
+  EXPECT_EQ(v.at("status").at("userInfo").at("username"), "kos:node:n7");
+  EXPECT_EQ(v.at("status").at("userInfo").at("groups"), json::array{"kos:nodes"});
+  EXPECT_TRUE(server_->url().starts_with("https://"));
+}
+
+TEST_F(TlsTest, NoCredentialIs401) {
+  auto r = whoami(config());
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->status, 401u) << r->body;
+}
+
+TEST_F(TlsTest, AServerSignedByAnotherCaOrForAnotherHostIsRefused) {
+  auto other = pki::make_ca("another-ca");
+  ASSERT_TRUE(other);
+  auto c = config();
+  c.ca_pem = other->cert_pem;
+  auto r = whoami(c);
+  ASSERT_FALSE(r) << "a server the CA did not sign was trusted: " << r->status;
+  EXPECT_EQ(r.error().code, Errc::kUnavailable);
+  EXPECT_NE(r.error().message.find("certificate verify failed"), std::string::npos) << r.error().message;
+
+  // The right CA, but a name the certificate does not carry.
+  auto wrong_host = config("127.0.0.2");
+  auto w = whoami(wrong_host);
+  EXPECT_FALSE(w) << "a certificate for another host was accepted";
+
+  // A client certificate from another CA: the handshake fails.
+  auto foreign = pki::issue(*other, {.subject = {"intruder", {"kos:admins"}}});
+  ASSERT_TRUE(foreign);
+  auto f = config();
+  f.cert_pem = foreign->cert_pem;
+  f.key_pem = foreign->key_pem;
+  auto fr = whoami(f);
+  EXPECT_TRUE(!fr || fr->status == 401u) << "a client certificate from another CA was accepted";
+}
+
+TEST_F(TlsTest, AWrittenKubeconfigRoundTrips) {
+  auto cert = pki::issue(pki_.ca, {.subject = {"kos-admin", {"kos:admins"}}});
+  ASSERT_TRUE(cert);
+  KubeconfigContent kc;
+  kc.server = server_->url();
+  kc.ca_pem = pki_.ca.cert_pem;
+  kc.cert_pem = cert->cert_pem;
+  kc.key_pem = cert->key_pem;
+  const std::string path = (dir_.path() / "admin.kubeconfig").string();
+  ASSERT_TRUE(write_kubeconfig(path, kc));
+  auto rc = load_kubeconfig(path);
+  ASSERT_TRUE(rc) << rc.error().message;
+  EXPECT_TRUE(rc->tls);
+  EXPECT_EQ(rc->ca_pem, kc.ca_pem);
+  EXPECT_EQ(rc->cert_pem, kc.cert_pem);
+  EXPECT_EQ(rc->key_pem, kc.key_pem);
+  auto r = whoami(*rc);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_NE(r->body.find("kos-admin"), std::string::npos) << r->body;
+}
+
+}  // namespace
+}  // namespace kos::client
