@@ -276,6 +276,8 @@ Result<CachedPtr> Registry::create(const std::string& ns, const json::value& bod
   if (auto v = strategy_.validate(obj); !v) return fail(v.error());
   if (admission_)
     if (auto a = admission_->admit(nullptr, obj); !a) return fail(a.error());
+  if (opts.admission)
+    if (auto a = opts.admission->admit(nullptr, obj); !a) return fail(a.error());
   std::string key = info.key(meta->namespace_, meta->name);
   std::string value = stored_form(obj);
   if (opts.dry_run) return make_cached(strategy_, key, value, 0);
@@ -480,7 +482,7 @@ Result<json::object> Registry::prepare_update(const CachedObject& cur, const jso
 }
 
 Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bool dry_run,
-                                  bool* unchanged) {
+                                  const Admission* request_admission, bool* unchanged) {
   json::object old_obj = cur.obj();
   if (auto* m = old_obj["metadata"].if_object()) m->erase("resourceVersion");
   // Nothing changed: no write, no new resourceVersion (as Kubernetes does).
@@ -492,6 +494,8 @@ Result<CachedPtr> Registry::write(const CachedObject& cur, json::object next, bo
   if (auto v = strategy_.validate_update(old_obj, next); !v) return fail(v.error());
   if (admission_)
     if (auto a = admission_->admit(&old_obj, next); !a) return fail(a.error());
+  if (request_admission)
+    if (auto a = request_admission->admit(&old_obj, next); !a) return fail(a.error());
   auto meta = read_meta(next);
   if (!meta) return fail(meta.error());
   std::string value = stored_form(next);
@@ -539,7 +543,7 @@ Result<CachedPtr> Registry::update(const std::string& ns, const std::string& nam
     auto next = prepare_update(**cur, body, status, opts, &precondition);
     if (!next) return fail(next.error());
     bool unchanged = false;
-    auto r = write(**cur, std::move(*next), opts.dry_run, &unchanged);
+    auto r = write(**cur, std::move(*next), opts.dry_run, opts.admission, &unchanged);
     if (from_cache && (unchanged || opts.dry_run)) {
       --attempt;  // decided again on the store's copy
       continue;
@@ -581,7 +585,7 @@ Result<CachedPtr> Registry::patch(const std::string& ns, const std::string& name
     bool precondition = false;
     auto next = prepare_update(**cur, *patched, status, opts, &precondition);
     if (!next) return fail(next.error());
-    auto r = write(**cur, std::move(*next), opts.dry_run);
+    auto r = write(**cur, std::move(*next), opts.dry_run, opts.admission);
     if (r || r.error().code != Errc::kConflict || attempt >= kMaxConflictRetries) {
       if (!r && r.error().code == Errc::kNotFound) return fail(not_found_error(name));
       return r;
@@ -597,7 +601,7 @@ Result<CachedPtr> Registry::update_with(const std::string& ns, const std::string
     auto next = mutate(**cur);
     if (!next) return fail(next.error());
     if (auto* m = (*next)["metadata"].if_object()) m->erase("resourceVersion");
-    auto r = write(**cur, std::move(*next), false);
+    auto r = write(**cur, std::move(*next), false, nullptr);
     if (r || r.error().code != Errc::kConflict || attempt >= kMaxConflictRetries) return r;
   }
 }
@@ -647,6 +651,9 @@ Result<Registry::Deleted> Registry::remove(const std::string& ns, const std::str
                                        *opts.precondition_resource_version +
                                        ", ResourceVersion in object meta: " + std::to_string(c.rv));
     }
+    // The request's admission decides on any copy: what it reads (spec.node) is immutable.
+    if (opts.admission)
+      if (auto a = opts.admission->admit_delete(c.obj()); !a) return fail(a.error());
     auto meta = read_meta(c.obj());
     if (!meta) return fail(meta.error());
     if (!finalizer.empty() &&

@@ -30,6 +30,11 @@ class Admission {
   // old_obj is null for a create.
   virtual Result<void> admit(const boost::json::object* old_obj,
                              const boost::json::object& new_obj) const = 0;
+  // Before `cur` is deleted (or marked for deletion).
+  virtual Result<void> admit_delete(const boost::json::object& cur) const {
+    (void)cur;
+    return {};
+  }
 };
 
 struct ListRequest {
@@ -51,6 +56,7 @@ struct ListResult {
 struct WriteOptions {
   api::DecodeOptions decode;
   bool dry_run = false;
+  const Admission* admission = nullptr;  // the request's (its user's), after the resource's
 };
 
 struct DeleteOptions {
@@ -58,6 +64,7 @@ struct DeleteOptions {
   std::optional<std::string> precondition_uid;
   std::optional<std::string> precondition_resource_version;
   bool dry_run = false;
+  const Admission* admission = nullptr;  // the request's (its user's)
 };
 
 class Registry {
@@ -113,7 +120,7 @@ class Registry {
   // Writes `next` over `cur` (or deletes it when its last finalizer went away). With
   // `unchanged`, a write that changes nothing is not done and *unchanged is set.
   Result<CachedPtr> write(const CachedObject& cur, boost::json::object next, bool dry_run,
-                          bool* unchanged = nullptr);
+                          const Admission* request_admission, bool* unchanged = nullptr);
   // The watch cache's copy of an object if it is at the resourceVersion `body` names
   // (an update's precondition), else null.
   CachedPtr cached_at_precondition(const std::string& ns, const std::string& name,

@@ -12,9 +12,11 @@
 
 #include "api/cidr.h"
 #include "api/names.h"
+#include "apiserver/admission.h"
 #include "apiserver/gc.h"
 #include "apiserver/migrate.h"
 #include "apiserver/openapi.h"
+#include "apiserver/review_protobuf.h"
 #include "apiserver/table.h"
 
 namespace kos::apiserver {
@@ -75,22 +77,6 @@ http::Response status_error(Errc code, std::string msg) {
 }
 
 // ---- request parsing ------------------------------------------------------------------
-
-struct Query {
-  std::map<std::string, std::string, std::less<>> params;
-  std::optional<std::string> get(std::string_view k) const {
-    auto it = params.find(k);
-    if (it == params.end()) return std::nullopt;
-    return it->second;
-  }
-  bool flag(std::string_view k) const {
-    auto v = get(k);
-    if (!v) return false;
-    std::string s = *v;
-    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s == "true" || s == "1";
-  }
-};
 
 bool wants_table(const http::Request& req) {
   auto accept = req[bhttp::field::accept];
@@ -161,63 +147,6 @@ std::string table_json(const Strategy& s, const ListResult& l, TableObjects incl
   return json::serialize(make_table(s, std::move(rows), std::move(meta)));
 }
 
-// ---- admission: subnets on one VNI -------------------------------------------------------
-
-// A Subnet may not overlap another Subnet of its VNI, nor use a VNI that a Subnet in
-// another namespace uses, nor one whose addresses are still held in another namespace
-// (attachments of a deleted Subnet keep their addresses: the VNI stays bound to their
-// namespace until the last is released). Best effort, checked against the watch caches:
-// the subnet validator and the IPAM are the guarantee.
-class SubnetAdmission : public Admission {
- public:
-  SubnetAdmission(const WatchCache& cache, const WatchCache& locks) : cache_(cache), locks_(locks) {}
-  Result<void> admit(const json::object* old_obj, const json::object& obj) const override {
-    if (old_obj) return {};  // vni and ipv4 are immutable: checked at create only
-    auto s = api::from_json<api::Subnet>(obj);
-    if (!s) return fail(s.error());
-    auto cidr = api::parse_cidr(s->spec.ipv4);
-    if (!cidr) return {};
-    auto sel = api::FieldSelector::parse("spec.vni=" + std::to_string(s->spec.vni));
-    if (!sel) return {};
-    auto same_vni = cache_.list("", api::LabelSelector{}, *sel);
-    for (const auto& other : same_vni.items) {
-      if (other->ns == s->metadata.namespace_ && other->name == s->metadata.name) continue;
-      auto o = api::from_json<api::Subnet>(other->obj());
-      if (!o) continue;
-      std::string who = other->ns + "/" + other->name;
-      if (other->ns != s->metadata.namespace_)
-        return invalid(*s, "spec.vni", std::to_string(s->spec.vni) /* unquoted: a number */,
-                       "VNI " + std::to_string(s->spec.vni) + " is already used by Subnet " + who +
-                           " in another namespace");
-      auto ocidr = api::parse_cidr(o->spec.ipv4);
-      if (ocidr && cidr->overlaps(*ocidr))
-        return invalid(*s, "spec.ipv4", "\"" + s->spec.ipv4 + "\"",
-                       "CIDR overlaps with Subnet " + who + " (" + o->spec.ipv4 + ") on VNI " +
-                           std::to_string(s->spec.vni));
-    }
-    for (const auto& [ns, n] : locks_.namespaces_with_name_prefix(
-             "v1-" + std::to_string(s->spec.vni) + "-"))
-      if (ns != s->metadata.namespace_)
-        return invalid(*s, "spec.vni", std::to_string(s->spec.vni),
-                       "VNI " + std::to_string(s->spec.vni) + " is still in use in namespace " + ns +
-                           " (" + std::to_string(n) + " addresses held there)");
-    return {};
-  }
-
- private:
-  // `value` is shown as given: quote strings before passing them.
-  static std::unexpected<Error> invalid(const api::Subnet& s, std::string field, std::string value,
-                                        std::string why) {
-    std::string msg = "Invalid value: " + value + ": " + why;
-    return fail(Error{Errc::kInvalid,
-                      "Subnet.network.example.com \"" + s.metadata.name + "\" is invalid: " +
-                          field + ": " + msg,
-                      {{"FieldValueInvalid", msg, field}}});
-  }
-  const WatchCache& cache_;
-  const WatchCache& locks_;
-};
-
 // ---- watch streams --------------------------------------------------------------------
 
 class StreamSink : public WatchSink {
@@ -261,7 +190,7 @@ void ApiServer::stop() {
 uint16_t ApiServer::port() const { return http_ ? http_->port() : 0; }
 
 std::string ApiServer::url() const {
-  return "http://" + opts_.address + ":" + std::to_string(port());
+  return (opts_.tls ? "https://" : "http://") + opts_.address + ":" + std::to_string(port());
 }
 
 ApiServer::Resource* ApiServer::resource(std::string_view group, std::string_view plural) {
@@ -324,7 +253,24 @@ Result<void> ApiServer::init() {
   ho.port = opts_.port;
   ho.io_threads = opts_.io_threads;
   ho.worker_threads = opts_.worker_threads;
-  auto srv = http::Server::start(ho, [this](const http::Request& req) { return handle(req); });
+  ho.tls = opts_.tls;
+  auto chain = std::make_unique<AuthenticatorChain>();
+  chain->add(std::make_unique<CertificateAuthenticator>());
+  if (!opts_.token_file.empty()) {
+    auto tokens = TokenFileAuthenticator::open(opts_.token_file);
+    if (!tokens) return fail(tokens.error());
+    chain->add(std::move(*tokens));
+  }
+  authenticator_ = std::move(chain);
+  auto* attachments = resource(api::kGroup, "networkattachments");
+  authorizer_ = std::make_unique<Authorizer>([cache = attachments->cache.get()](const std::string& node,
+                                                                                const std::string& vni) {
+    auto sel = api::FieldSelector::parse("spec.node=" + node + ",status.addressVNI=" + vni);
+    return sel && !cache->list("", {}, *sel).items.empty();
+  });
+  auto srv = http::Server::start(ho, [this](const http::Request& req, const http::Peer& peer) {
+    return handle(req, peer);
+  });
   if (!srv) return fail(srv.error());
   http_ = std::move(*srv);
   spdlog::info("apiserver: serving url={}", url());
@@ -353,6 +299,16 @@ json::object resource_list_entry(const ResourceInfo& i, const std::vector<std::s
   return r;
 }
 
+struct Review {
+  const char* group;
+  const char* plural;
+  const char* kind;
+};
+constexpr Review kReviews[] = {
+    {"authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"},
+    {"authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"},
+};
+
 json::object group_entry(const std::string& group, const std::string& version) {
   json::object gv;
   gv["groupVersion"] = group + "/" + version;
@@ -366,17 +322,172 @@ json::object group_entry(const std::string& group, const std::string& version) {
 
 }  // namespace
 
-http::Reply ApiServer::handle(const http::Request& req) {
+// ---- reviews: who am I, may I ---------------------------------------------------------------
+
+http::Reply ApiServer::serve_review(const http::Request& req, const RequestInfo& ri, const UserInfo& user) {
+  const bool protobuf = req[bhttp::field::content_type].find("protobuf") != std::string_view::npos;
+  auto body = protobuf ? decode_review_protobuf(req.body()) : parse_body(req);
+  if (!body) return error_response(body.error());
+  json::object* in = body->if_object();
+  if (!in) return status_error(Errc::kBadRequest, "the body must be a JSON object");
+  json::object out;
+  out["apiVersion"] = ri.group + "/" + ri.version;
+  if (ri.resource == "selfsubjectreviews") {
+    out["kind"] = "SelfSubjectReview";
+    out["metadata"] = json::object{{"creationTimestamp", api::format_time(std::chrono::time_point_cast<std::chrono::seconds>(clock_.now()))}};
+    json::object ui;
+    ui["username"] = user.name;
+    if (!user.uid.empty()) ui["uid"] = user.uid;
+    ui["groups"] = json::array(user.groups.begin(), user.groups.end());
+    out["status"] = json::object{{"userInfo", std::move(ui)}};
+    return json_response(201, json::serialize(out));
+  }
+  // SelfSubjectAccessReview: the authorizer's answer for the attributes asked about.
+  out["kind"] = "SelfSubjectAccessReview";
+  out["metadata"] = json::object{};
+  const json::value* spec = in->if_contains("spec");
+  if (!spec || !spec->is_object())
+    return error_response(Error{Errc::kInvalid, "SelfSubjectAccessReview.authorization.k8s.io is invalid: spec: Required value",
+                                {{"FieldValueRequired", "Required value", "spec"}}});
+  out["spec"] = *spec;
+  auto str = [](const json::object* o, std::string_view k) {
+    const auto* v = o ? o->if_contains(k) : nullptr;
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  Attributes a;
+  a.user = user;
+  const json::value* ra = spec->get_object().if_contains("resourceAttributes");
+  const json::value* na = spec->get_object().if_contains("nonResourceAttributes");
+  if (ra && ra->is_object()) {
+    const auto* o = &ra->get_object();
+    a.resource_request = true;
+    a.verb = str(o, "verb");
+    a.group = str(o, "group");
+    a.resource = str(o, "resource");
+    a.subresource = str(o, "subresource");
+    a.ns = str(o, "namespace");
+    a.name = str(o, "name");
+    if (const auto* fs = o->if_contains("fieldSelector"); fs && fs->is_object())
+      if (auto raw = str(&fs->get_object(), "rawSelector"); !raw.empty()) a.field_selector = raw;
+  } else if (na && na->is_object()) {
+    a.verb = str(&na->get_object(), "verb");
+    a.path = str(&na->get_object(), "path");
+  } else {
+    return error_response(Error{Errc::kInvalid,
+                                "SelfSubjectAccessReview.authorization.k8s.io is invalid: spec.resourceAttributes: "
+                                "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                                {{"FieldValueInvalid", "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                                  "spec.resourceAttributes"}}});
+  }
+  auto d = authorizer_->authorize(a);
+  json::object st;
+  st["allowed"] = d.allowed;
+  if (!d.reason.empty()) st["reason"] = d.reason;
+  out["status"] = std::move(st);
+  return json_response(201, json::serialize(out));
+}
+
+// ---- the request pipeline -----------------------------------------------------------------
+//
+// resolve (what is asked) -> authenticate (who asks) -> authorize (may they) -> serve, with
+// admission (the checks that need the objects) inside the registry's writes. Each stage
+// answers the request itself when it must stop it (400, 401, 403).
+
+namespace {
+
+bool is_public_path(const RequestInfo& ri) {
+  return !ri.resource_request && ri.segments.size() == 1 &&
+         (ri.segments[0] == "healthz" || ri.segments[0] == "livez" || ri.segments[0] == "readyz" ||
+          ri.segments[0] == "version");
+}
+
+http::Response unauthorized(const std::string& why) {
+  return error_response(Error{Errc::kUnauthorized, why, {}});
+}
+
+}  // namespace
+
+Result<UserInfo> ApiServer::authenticate(const http::Request& req, const http::Peer& peer,
+                                         const RequestInfo& ri) const {
+  auto u = authenticator_->authenticate(req, peer);
+  if (!u) return fail(u.error());
+  if (*u) return **u;
+  // No credentials. A server without TLS (--insecure-listen, for tests) treats them as an
+  // admin, as kube-apiserver's insecure port did; a secure one answers 401, except for
+  // health and version.
+  if (!opts_.tls) return UserInfo{"kos:insecure", "", {std::string(kAdminsGroup)}};
+  if (is_public_path(ri)) return UserInfo{"system:anonymous", "", {"system:unauthenticated"}};
+  return fail(Errc::kUnauthorized, "Unauthorized: present a client certificate signed by the "
+                                   "cluster CA or a bearer token");
+}
+
+Attributes ApiServer::attributes(const RequestInfo& ri, const UserInfo& user) const {
+  Attributes a;
+  a.user = user;
+  a.verb = ri.verb;
+  a.resource_request = ri.resource_request;
+  a.group = ri.group;
+  a.resource = ri.resource;
+  a.subresource = ri.subresource;
+  a.ns = ri.ns;
+  a.name = ri.name;
+  a.path = ri.path;
+  if (ri.verb == "list" || ri.verb == "watch") a.field_selector = ri.query.get("fieldSelector");
+  return a;
+}
+
+http::Response forbidden_response(const RequestInfo& ri, const UserInfo& user, const Decision& d) {
+  std::string msg;
+  if (ri.resource_request) {
+    std::string res = ri.resource + (ri.subresource.empty() ? "" : "/" + ri.subresource);
+    std::string gr = ri.resource + (ri.group.empty() ? "" : "." + ri.group);
+    msg = gr + (ri.name.empty() ? "" : " \"" + ri.name + "\"") + " is forbidden: User \"" + user.name +
+          "\" cannot " + ri.verb + " resource \"" + res + "\" in API group \"" + ri.group + "\"" +
+          (ri.ns.empty() ? " at the cluster scope" : " in the namespace \"" + ri.ns + "\"") + ": " + d.reason;
+  } else {
+    msg = "forbidden: User \"" + user.name + "\" cannot " + ri.verb + " path \"" + ri.path + "\": " + d.reason;
+  }
+  json::object st = api::status_json(Error{Errc::kForbidden, msg, {}}, ri.name, ri.group, ri.resource);
+  return json_response(403, json::serialize(st));
+}
+
+http::Reply ApiServer::handle(const http::Request& req, const http::Peer& peer) {
   auto started = std::chrono::steady_clock::now();
   std::string verb = "unknown", resource_name = "";
   http::Reply reply = [&]() -> http::Reply {
-    auto parsed = boost::urls::parse_origin_form(req.target());
-    if (!parsed) return status_error(Errc::kBadRequest, "malformed request URL");
-    std::vector<std::string> seg;
-    for (auto s : parsed->segments()) seg.push_back(s);
-    while (!seg.empty() && seg.back().empty()) seg.pop_back();
-    Query q;
-    for (auto p : parsed->params()) q.params[p.key] = p.has_value ? std::string(p.value) : "";
+    auto ri = resolve_request(req);
+    if (!ri) return error_response(ri.error());
+    auto user = authenticate(req, peer, *ri);
+    if (!user) {
+      verb = "unauthorized";
+      return unauthorized(user.error().message);
+    }
+    if (!is_public_path(*ri)) {
+      auto d = authorizer_->authorize(attributes(*ri, *user));
+      if (!d.allowed) {
+        verb = "forbidden";
+        if (ri->resource_request) resource_name = ri->resource;
+        spdlog::info("apiserver: forbidden user={} verb={} resource={} ns={} name={} path={} reason=\"{}\"",
+                     user->name, ri->verb, ri->resource, ri->ns, ri->name, ri->path, d.reason);
+        return forbidden_response(*ri, *user, d);
+      }
+    }
+    return serve(req, *ri, *user, verb, resource_name);
+  }();
+  unsigned code = 200;
+  if (auto* r = std::get_if<http::Response>(&reply)) code = r->status;
+  auto& m = server_metrics();
+  m.requests.with({verb, resource_name, std::to_string(code)}).inc();
+  m.latency.with({verb, resource_name}).observe(std::chrono::steady_clock::now() - started);
+  if (code >= 500) spdlog::warn("apiserver: {} {} -> {}", std::string(req.method_string()), std::string(req.target()), code);
+  return reply;
+}
+
+http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, const UserInfo& user,
+                             std::string& verb, std::string& resource_name) {
+  {
+    const auto& seg = ri.segments;
+    const Query& q = ri.query;
     const auto method = req.method();
     const bool is_get = method == bhttp::verb::get || method == bhttp::verb::head;
 
@@ -418,6 +529,20 @@ http::Reply ApiServer::handle(const http::Request& req) {
       if (!i.group.empty() && std::find(groups.begin(), groups.end(), gv) == groups.end())
         groups.push_back(gv);
     }
+    // Who am I, what may I do (kubectl auth whoami, kubectl auth can-i).
+    for (const auto& r : kReviews) groups.emplace_back(r.group, "v1");
+    if (ri.resource_request && ri.segments.size() == 4 && ri.name.empty()) {
+      for (const auto& r : kReviews)
+        if (ri.group == r.group && ri.resource == r.plural) {
+          verb = "review";
+          resource_name = r.plural;
+          if (ri.version != "v1" && !(r.group == std::string_view("authentication.k8s.io") &&
+                                      (ri.version == "v1beta1" || ri.version == "v1alpha1")))
+            return status_error(Errc::kNotFound, "the server could not find the requested resource");
+          if (method != bhttp::verb::post) return method_not_allowed();
+          return serve_review(req, ri, user);
+        }
+    }
     auto served = [&](const std::string& g, const std::string& v) {
       return std::find(groups.begin(), groups.end(), std::pair{g, v}) != groups.end();
     };
@@ -448,6 +573,16 @@ http::Reply ApiServer::handle(const http::Request& req) {
       verb = "discovery";
       std::string group = seg[0] == "api" ? "" : seg[1];
       json::array list;
+      for (const auto& r : kReviews)
+        if (group == r.group) {
+          json::object e;
+          e["name"] = r.plural;
+          e["singularName"] = "";
+          e["namespaced"] = false;
+          e["kind"] = r.kind;
+          e["verbs"] = json::array{"create"};
+          list.push_back(std::move(e));
+        }
       for (auto& r : resources_) {
         const auto& i = r->strategy->info();
         if (i.group != group) continue;
@@ -541,7 +676,8 @@ http::Reply ApiServer::handle(const http::Request& req) {
     std::vector<std::string> warnings;
     auto dopts = decode_options(q, &warnings);
     if (!dopts) return error_response(dopts.error());
-    WriteOptions wo{*dopts, q.get("dryRun").has_value()};
+    UserAdmission user_admission(user, info);
+    WriteOptions wo{*dopts, q.get("dryRun").has_value(), &user_admission};
     auto fail_with = [&](const Error& e) { return error_response(e, name, &info); };
     auto now = clock_.now();
     auto object_reply = [&](unsigned status, const CachedPtr& o) -> http::Response {
@@ -586,6 +722,7 @@ http::Reply ApiServer::handle(const http::Request& req) {
     auto delete_options = [&]() -> Result<DeleteOptions> {
       DeleteOptions d;
       d.dry_run = wo.dry_run;
+      d.admission = &user_admission;
       if (auto p = q.get("propagationPolicy")) d.propagation_policy = *p;
       if (!req.body().empty()) {
         auto body = api::parse_json(req.body());
@@ -764,15 +901,7 @@ http::Reply ApiServer::handle(const http::Request& req) {
       return json_response(200, json::serialize(st));
     }
     return method_not_allowed();
-  }();
-
-  unsigned code = 200;
-  if (auto* r = std::get_if<http::Response>(&reply)) code = r->status;
-  auto& m = server_metrics();
-  m.requests.with({verb, resource_name, std::to_string(code)}).inc();
-  m.latency.with({verb, resource_name}).observe(std::chrono::steady_clock::now() - started);
-  if (code >= 500) spdlog::warn("apiserver: {} {} -> {}", std::string(req.method_string()), std::string(req.target()), code);
-  return reply;
+  }
 }
 
 }  // namespace kos::apiserver

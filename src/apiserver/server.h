@@ -1,16 +1,21 @@
 // The KOS API server: serves network.example.com/v1alpha1 (Subnet, NetworkAttachment,
 // IPLock) and core/v1 Events over HTTP with Kubernetes semantics, on any Store.
 //
-// Components: one WatchCache + Registry per resource, subnet admission, the garbage
-// collector, discovery and OpenAPI, metrics; the HTTP server (src/common/http_server.h)
-// calls handle() on a worker thread for every request.
+// Components: one WatchCache + Registry per resource, the garbage collector, discovery and
+// OpenAPI, metrics; the HTTP server (src/common/http_server.h) calls handle() on a worker
+// thread for every request, which runs the request pipeline: resolve (request_info.h),
+// authenticate (authentication.h), authorize (authorization.h), serve, with admission
+// (admission.h) in the registry's writes.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
 
+#include "apiserver/authentication.h"
+#include "apiserver/authorization.h"
 #include "apiserver/registry.h"
+#include "apiserver/request_info.h"
 #include "apiserver/watch_cache.h"
 #include "common/clock.h"
 #include "common/http_server.h"
@@ -33,6 +38,11 @@ struct ServerOptions {
   // watch that holds more than its share when the cap is near is closed with 410; watches
   // that keep up are not (http::StreamBudget).
   size_t watch_memory_budget = size_t{1} << 30;
+  // TLS with client certificates verified against tls->client_ca_pem. Unset: plain HTTP,
+  // where requests without credentials act as an admin (tests, --insecure-listen).
+  std::optional<http::TlsOptions> tls;
+  // Bearer tokens (kube-apiserver's --token-auth-file format); empty: none.
+  std::string token_file;
 };
 
 class ApiServer {
@@ -43,11 +53,12 @@ class ApiServer {
   ~ApiServer();
 
   uint16_t port() const;
-  std::string url() const;  // http://ADDRESS:PORT
+  std::string url() const;  // https://ADDRESS:PORT (http:// without TLS)
   void stop();
 
-  // One request; what the HTTP server calls. Public for in-process tests.
-  http::Reply handle(const http::Request& req);
+  // One request; what the HTTP server calls. Public for in-process tests, which pass the
+  // peer (a client certificate's CN and O) themselves.
+  http::Reply handle(const http::Request& req, const http::Peer& peer = {});
 
   struct Resource;
   Resource* resource(std::string_view group, std::string_view plural);
@@ -55,6 +66,13 @@ class ApiServer {
  private:
   ApiServer(store::Store& store, const ServerOptions& opts, const Clock& clock);
   Result<void> init();
+  // The pipeline's stages (see handle()).
+  Result<UserInfo> authenticate(const http::Request& req, const http::Peer& peer,
+                                const RequestInfo& ri) const;
+  Attributes attributes(const RequestInfo& ri, const UserInfo& user) const;
+  http::Reply serve(const http::Request& req, const RequestInfo& ri, const UserInfo& user,
+                    std::string& verb, std::string& resource_name);
+  http::Reply serve_review(const http::Request& req, const RequestInfo& ri, const UserInfo& user);
 
   store::Store& store_;
   ServerOptions opts_;
@@ -62,6 +80,8 @@ class ApiServer {
   std::shared_ptr<http::StreamBudget> watch_budget_;  // shared by every watch stream
   std::vector<std::unique_ptr<Resource>> resources_;
   std::unique_ptr<Admission> subnet_admission_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<GarbageCollector> gc_;
   std::unique_ptr<http::Server> http_;
 };
