@@ -50,7 +50,9 @@ Pct pct(std::vector<double> v) {
 class Server {
  public:
   Server(const std::string& kos, const std::string& store) : dir_("kos-bench-api") {
-    std::vector<std::string> args{kos, "--log-level", "warn", "apiserver", "--listen", "127.0.0.1:0",
+    // Plain HTTP: this benchmark's clients are raw Beast connections (the request path and
+    // fan-out, without TLS).
+    std::vector<std::string> args{kos, "--log-level", "warn", "apiserver", "--insecure-listen", "127.0.0.1:0",
                                   "--data-dir", dir_.path().string(), "--write-kubeconfig",
                                   (dir_.path() / "kubeconfig").string()};
     if (!store.empty()) args.insert(args.end(), {"--store", store});
@@ -60,8 +62,9 @@ class Server {
       std::ifstream f(dir_.path() / "kubeconfig");
       std::string line;
       while (std::getline(f, line)) {
-        auto p = line.find("server: http://127.0.0.1:");
-        if (p != std::string::npos) port_ = std::stoi(line.substr(p + 25));
+        auto p = line.find("://127.0.0.1:");
+        if (line.find("server: ") != std::string::npos && p != std::string::npos)
+          port_ = std::stoi(line.substr(p + 13));
       }
       if (port_) return;
       std::this_thread::sleep_for(20ms);  // polling for the server's kubeconfig

@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include "apiserver/server.h"
+#include "client/kubeconfig.h"
+#include "pki/pki.h"
 #include "cmd/commands.h"
 #include "common/duration.h"
 #include "store/compactor.h"
@@ -21,6 +23,11 @@ namespace {
 
 struct Flags {
   std::string listen = "127.0.0.1:6443";
+  std::string insecure_listen;
+  std::string pki_dir;  // default: DATA_DIR/pki
+  std::string tls_cert_file, tls_key_file, client_ca_file;
+  std::vector<std::string> tls_sans;
+  std::string token_file;  // default: PKI_DIR/tokens.csv
   std::string store;
   std::string data_dir = "/var/lib/kos";
   std::string kubeconfig;
@@ -65,26 +72,77 @@ Result<std::pair<std::string, uint16_t>> split_host_port(const std::string& s) {
   return std::pair{s.substr(0, colon), static_cast<uint16_t>(port)};
 }
 
-Result<void> write_kubeconfig(const std::string& path, const std::string& server) {
-  std::filesystem::path p(path);
-  std::error_code ec;
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    if (!f) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
-    f << "apiVersion: v1\nkind: Config\nclusters:\n- name: kos\n  cluster:\n    server: " << server
-      << "\ncontexts:\n- name: kos\n  context:\n    cluster: kos\n    user: kos\n"
-         "    namespace: default\ncurrent-context: kos\nusers:\n- name: kos\n  user: {}\n";
-    if (!f.flush()) return fail(Errc::kInternal, "cannot write kubeconfig " + tmp);
+// The TLS set-up: the given files, or the cluster PKI in the PKI dir (created on first
+// start). Fills opts.tls and the CA the written kubeconfig carries.
+struct Security {
+  std::string pki_dir;
+  std::string ca_pem;
+};
+
+Result<Security> set_up_tls(const Flags& f, const std::string& host, apiserver::ServerOptions& opts) {
+  Security sec;
+  sec.pki_dir = f.pki_dir.empty() ? (std::filesystem::path(f.data_dir) / "pki").string() : f.pki_dir;
+  http::TlsOptions tls;
+  const bool given = !f.tls_cert_file.empty() || !f.tls_key_file.empty();
+  if (given && (f.tls_cert_file.empty() || f.tls_key_file.empty()))
+    return fail(Errc::kBadRequest, "--tls-cert-file and --tls-private-key-file go together");
+  if (!given || f.client_ca_file.empty()) {
+    std::vector<std::string> hosts = f.tls_sans;
+    hosts.push_back(host);
+    auto pki = pki::ensure_cluster_pki(sec.pki_dir, hosts);
+    if (!pki) return fail(pki.error().code, "the cluster PKI in " + sec.pki_dir + ": " + pki.error().message);
+    tls.cert_pem = pki->serving.cert_pem;
+    tls.key_pem = pki->serving.key_pem;
+    tls.client_ca_pem = pki->ca.cert_pem;
+    sec.ca_pem = pki->ca.cert_pem;
+    spdlog::info("apiserver: TLS from the cluster PKI dir={} ca={}", sec.pki_dir, pki->ca_cert_file());
   }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return fail(Errc::kInternal, "cannot write kubeconfig " + path + ": " + ec.message());
-  return {};
+  if (given) {
+    auto c = pki::read_file(f.tls_cert_file);
+    if (!c) return fail(Errc::kNotFound, "--tls-cert-file: " + c.error().message);
+    auto k = pki::read_file(f.tls_key_file);
+    if (!k) return fail(Errc::kNotFound, "--tls-private-key-file: " + k.error().message);
+    tls.cert_pem = *c;
+    tls.key_pem = *k;
+  }
+  if (!f.client_ca_file.empty()) {
+    auto ca = pki::read_file(f.client_ca_file);
+    if (!ca) return fail(Errc::kNotFound, "--client-ca-file: " + ca.error().message);
+    tls.client_ca_pem = *ca;
+    if (sec.ca_pem.empty()) sec.ca_pem = *ca;
+  }
+  opts.tls = std::move(tls);
+  return sec;
+}
+
+// The admin kubeconfig: the CA, and a client certificate for kos-admin (kos:admins) issued
+// by the cluster CA.
+Result<void> write_admin_kubeconfig(const std::string& path, const std::string& server,
+                                    const std::optional<Security>& sec) {
+  client::KubeconfigContent kc;
+  kc.server = server;
+  if (sec) {
+    kc.ca_pem = sec->ca_pem;
+    auto ca = pki::load_ca(sec->pki_dir);
+    if (!ca) return fail(ca.error().code, "--write-kubeconfig needs the cluster CA's key to issue an admin certificate: " + ca.error().message);
+    auto admin = apiserver::user_for_role("admin", "");
+    pki::IssueOptions io;
+    io.subject = {admin->name, admin->groups};
+    auto cert = pki::issue(*ca, io);
+    if (!cert) return fail(cert.error());
+    kc.cert_pem = cert->cert_pem;
+    kc.key_pem = cert->key_pem;
+  }
+  return client::write_kubeconfig(path, kc);
 }
 
 int run_apiserver(const Flags& f) {
-  auto hp = split_host_port(f.listen);
+  const bool insecure = !f.insecure_listen.empty();
+  if (insecure && (!f.tls_cert_file.empty() || !f.client_ca_file.empty())) {
+    std::fprintf(stderr, "kos apiserver: --insecure-listen serves plain HTTP: it takes no TLS files\n");
+    return 2;
+  }
+  auto hp = split_host_port(insecure ? f.insecure_listen : f.listen);
   if (!hp) {
     std::fprintf(stderr, "kos apiserver: %s\n", hp.error().message.c_str());
     return 2;
@@ -149,6 +207,24 @@ int run_apiserver(const Flags& f) {
   opts.worker_threads = f.workers;
   opts.cache.history = f.watch_history;
   opts.watch_memory_budget = *budget;
+  std::optional<Security> sec;
+  if (!insecure) {
+    auto s = set_up_tls(f, hp->first, opts);
+    if (!s) {
+      std::fprintf(stderr, "kos apiserver: %s\n", s.error().message.c_str());
+      return 1;
+    }
+    sec = std::move(*s);
+    opts.token_file = f.token_file.empty() ? pki::tokens_file(sec->pki_dir) : f.token_file;
+    if (f.token_file.empty() && !std::filesystem::exists(opts.token_file))
+      if (auto w = pki::write_file(opts.token_file, "", 0600); !w) {
+        std::fprintf(stderr, "kos apiserver: %s\n", w.error().message.c_str());
+        return 1;
+      }
+  } else {
+    spdlog::warn("apiserver: --insecure-listen: plain HTTP, and requests without credentials act as an admin; for tests only");
+    opts.token_file = f.token_file;
+  }
   auto server = apiserver::ApiServer::start(*store, opts);
   if (!server) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
@@ -159,7 +235,7 @@ int run_apiserver(const Flags& f) {
   spdlog::info("apiserver: ready store={} url={} compaction-interval={}", url, (*server)->url(),
                compaction.count() ? format_duration(compaction) : std::string("off"));
   if (!f.kubeconfig.empty()) {
-    if (auto r = write_kubeconfig(f.kubeconfig, (*server)->url()); !r) {
+    if (auto r = write_admin_kubeconfig(f.kubeconfig, (*server)->url(), sec); !r) {
       std::fprintf(stderr, "kos apiserver: %s\n", r.error().message.c_str());
       return 1;
     }
@@ -180,13 +256,31 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
   auto* c = app.add_subcommand("apiserver",
                                "Serve the KOS API (network.example.com/v1alpha1) with Kubernetes "
                                "semantics, for kubectl and Kubernetes clients");
-  c->add_option("--listen", f->listen, "HOST:PORT to listen on (port 0: any free port)")
+  c->add_option("--listen", f->listen,
+                "HOST:PORT to serve HTTPS on (port 0: any free port). Clients authenticate with "
+                "client certificates signed by the cluster CA or bearer tokens")
       ->capture_default_str();
+  c->add_option("--insecure-listen", f->insecure_listen,
+                "serve plain HTTP on HOST:PORT instead, where requests without credentials act "
+                "as an admin: for tests only");
+  c->add_option("--pki-dir", f->pki_dir,
+                "the cluster CA and serving certificate, created on first start (default: "
+                "DATA_DIR/pki); `kos credentials create` issues credentials from it");
+  c->add_option("--tls-cert-file", f->tls_cert_file, "serving certificate (PEM) instead of the PKI dir's");
+  c->add_option("--tls-private-key-file", f->tls_key_file, "the serving certificate's key (PEM)");
+  c->add_option("--client-ca-file", f->client_ca_file,
+                "CA (PEM) that client certificates must chain to (default: the PKI dir's CA)");
+  c->add_option("--tls-san", f->tls_sans,
+                "an extra DNS name or IP address for the generated serving certificate (repeatable)");
+  c->add_option("--token-auth-file", f->token_file,
+                "bearer tokens, one per line: token,user,uid,\"group1,group2\" (default: "
+                "PKI_DIR/tokens.csv, re-read when it changes)");
   c->add_option("--store", f->store,
                 "storage: sqlite:PATH or etcd:http://HOST:PORT[,...] (default: sqlite in --data-dir)");
   c->add_option("--data-dir", f->data_dir, "directory of the embedded store")->capture_default_str();
   c->add_option("--write-kubeconfig", f->kubeconfig,
-                "write a kubeconfig for this server to FILE (for kubectl and kos components)");
+                "write an admin kubeconfig for this server to FILE (the CA and an admin client "
+                "certificate; for kubectl and kos components)");
   c->add_option("--io-threads", f->io_threads, "threads serving sockets")->capture_default_str();
   c->add_option("--workers", f->workers, "threads handling requests")->capture_default_str();
   c->add_option("--watch-cache-history", f->watch_history,

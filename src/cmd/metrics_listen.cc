@@ -18,7 +18,7 @@ Result<std::unique_ptr<http::Server>> serve_metrics(const ListenAddress& addr, M
   o.port = addr.port;
   o.io_threads = 1;
   o.worker_threads = 2;
-  return http::Server::start(o, [opts = std::move(opts)](const http::Request& req) -> http::Reply {
+  return http::Server::start(o, [opts = std::move(opts)](const http::Request& req, const http::Peer&) -> http::Reply {
     if (opts.log && req.target().starts_with(agent::kImplementationsPath)) return opts.log->handle(req);
     if (req.target() == "/metrics")
       return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};

@@ -19,7 +19,9 @@
 #include "agent/implementation_log.h"
 #include "api/cidr.h"
 #include "api/names.h"
+#include "apiserver/authorization.h"
 #include "client/kubeconfig.h"
+#include "pki/pki.h"
 #include "client/rest_client.h"
 #include "cmd/commands.h"
 #include "cmd/metrics_listen.h"
@@ -43,6 +45,7 @@ struct Flags {
   std::string allowed_programs;
   size_t log_capacity = agent::ImplementationLog::kDefaultCapacity;
   int transports = 0;
+  std::string node_credentials;  // a PKI dir: each node its own client certificate
 };
 
 // One simulated node.
@@ -127,6 +130,19 @@ int run(const Flags& f) {
   for (std::string p; std::getline(ss, p, ',');)
     if (!p.empty()) allowed.push_back(p);
 
+  // With --node-credentials, every simulated node authenticates as itself (kos:node:NAME),
+  // as real agents do; its connections are its own then.
+  std::optional<pki::CertKey> node_ca;
+  if (!f.node_credentials.empty()) {
+    if (f.transports > 0) return fail_flag("--node-credentials gives each node its own connections: drop --transports");
+    auto ca = pki::load_ca(f.node_credentials);
+    if (!ca) {
+      std::fprintf(stderr, "kos simulate: --node-credentials: %s\n", ca.error().message.c_str());
+      return 1;
+    }
+    if (!cfg->tls) return fail_flag("--node-credentials needs an https API server");
+    node_ca = std::move(*ca);
+  }
   std::vector<std::shared_ptr<client::Transport>> shared;
   for (int i = 0; i < f.transports; ++i) {
     auto t = client::Transport::create(*cfg);
@@ -147,7 +163,22 @@ int run(const Flags& f) {
     std::shared_ptr<client::Transport> t;
     if (!shared.empty()) t = shared[static_cast<size_t>(i) % shared.size()];
     else {
-      auto made = client::Transport::create(*cfg);
+      client::RestConfig node_cfg = *cfg;
+      if (node_ca) {
+        auto user = apiserver::user_for_role("node", n.name);
+        if (!user) return fail_flag("--prefix: " + user.error().message);
+        pki::IssueOptions io;
+        io.subject = {user->name, user->groups};
+        auto cert = pki::issue(*node_ca, io);
+        if (!cert) {
+          std::fprintf(stderr, "kos simulate: %s\n", cert.error().message.c_str());
+          return 1;
+        }
+        node_cfg.cert_pem = cert->cert_pem;
+        node_cfg.key_pem = cert->key_pem;
+        node_cfg.bearer_token.clear();
+      }
+      auto made = client::Transport::create(node_cfg);
       if (!made) {
         std::fprintf(stderr, "kos simulate: %s\n", made.error().message.c_str());
         return 1;
@@ -250,6 +281,9 @@ void add_simulate_command(CLI::App& app, std::function<int()>& run_fn) {
                 "share this many client transports (connection pools, each with one I/O thread) among the "
                 "agents instead of one per agent (0)")
       ->capture_default_str();
+  c->add_option("--node-credentials", f->node_credentials,
+                "the cluster PKI dir (DATA_DIR/pki): each simulated node authenticates with a client "
+                "certificate of its own (user kos:node:NAME), issued at start, as real agents do");
   c->callback([&run_fn, f] { run_fn = [f] { return run(*f); }; });
 }
 

@@ -23,6 +23,7 @@
 
 #include "client/rest_client.h"
 #include "cmd/commands.h"
+#include "up/credentials.h"
 #include "up/examples.h"
 #include "up/local_network.h"
 #include "up/node_ovs.h"
@@ -239,7 +240,29 @@ int run_up(const UpFlags& f) {
     }
     if (stop_requested(sigs, std::chrono::milliseconds(50))) return cleanup(0);
   }
-  if (auto r = sup.spawn("controllers", {exe, "controller-manager", "--kubeconfig", kubeconfig}); !r) {
+  // Each component its own credential: the controller-manager's, and one per node (a node
+  // can change only its own attachments).
+  const auto admin = client::load_kubeconfig(kubeconfig);
+  if (!admin) {
+    sup.say("cannot read " + kubeconfig + ": " + admin.error().message);
+    return cleanup(1);
+  }
+  auto credential = [&](const std::string& role, const std::string& scope,
+                        const std::string& path) -> bool {
+    up::CredentialRequest cr;
+    cr.pki_dir = (dir / "pki").string();
+    cr.role = role;
+    cr.scope = scope;
+    cr.server = admin->server;
+    if (auto w = up::write_credential_kubeconfig(cr, path); !w) {
+      sup.say("issuing the " + role + (scope.empty() ? "" : " " + scope) + " credential: " + w.error().message);
+      return false;
+    }
+    return true;
+  };
+  const std::string cm_kubeconfig = (dir / "credentials" / "controller-manager.kubeconfig").string();
+  if (!credential("controller", "", cm_kubeconfig)) return cleanup(1);
+  if (auto r = sup.spawn("controllers", {exe, "controller-manager", "--kubeconfig", cm_kubeconfig}); !r) {
     sup.say(r.error().message);
     return cleanup(1);
   }
@@ -257,7 +280,10 @@ int run_up(const UpFlags& f) {
     }
   }
   for (int i = 0; i < f.nodes; ++i) {
-    std::vector<std::string> argv = {exe, "agent", "--kubeconfig", kubeconfig, "--node", LocalNetwork::node_name(i),
+    const std::string node_kubeconfig =
+        (dir / "credentials" / (LocalNetwork::node_name(i) + ".kubeconfig")).string();
+    if (!credential("node", LocalNetwork::node_name(i), node_kubeconfig)) return cleanup(1);
+    std::vector<std::string> argv = {exe, "agent", "--kubeconfig", node_kubeconfig, "--node", LocalNetwork::node_name(i),
                                      "--host-ip", LocalNetwork::host_ip(i), "--fabric", f.fabric,
                                      "--state-dir", (dir / "agents").string(),
                                      "--cni-socket", cni_socket(dir, i)};
@@ -276,7 +302,7 @@ int run_up(const UpFlags& f) {
   screen << "\n  KOS is up: " << f.nodes << " node" << (f.nodes > 1 ? "s" : "") << " on the "
          << (f.fabric == "linux" ? "kernel VXLAN" : f.fabric == "ovs" ? "Open vSwitch" : "fake (in-memory)")
          << " fabric; data in " << dir.string() << "\n"
-         << "    API server    http://" << f.listen << ", embedded store " << (dir / "kos.db").string() << "\n"
+ << "    API server    " << admin->server << " (TLS, CA " << (dir / "pki" / "ca.crt").string() << "), embedded store " << (dir / "kos.db").string() << "\n"
          << "    controllers   subnet validator, IPAM\n";
   for (int i = 0; i < f.nodes; ++i)
     screen << "    " << LocalNetwork::node_name(i) << std::string(14 - LocalNetwork::node_name(i).size(), ' ')

@@ -1,5 +1,7 @@
 #include "test/controllers/harness.h"
 
+#include "up/credentials.h"
+
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -100,6 +102,36 @@ std::string ApiServer::start() {
   return {};
 }
 
+fs::path ApiServer::credential(const std::string& role, const std::string& scope) {
+  const fs::path path = dir_.path() / "credentials" / (role + (scope.empty() ? "" : "-" + scope) + ".kubeconfig");
+  if (fs::exists(path)) return path;
+  auto admin = client::load_kubeconfig(kubeconfig().string());
+  if (!admin) throw std::runtime_error("credential: " + admin.error().message);
+  up::CredentialRequest r;
+  r.pki_dir = (dir_.path() / "data" / "pki").string();
+  r.role = role;
+  r.scope = scope;
+  r.server = admin->server;
+  if (auto w = up::write_credential_kubeconfig(r, path.string()); !w)
+    throw std::runtime_error("credential: " + w.error().message);
+  return path;
+}
+
+std::string ApiServer::token(const std::string& role, const std::string& scope) {
+  up::CredentialRequest r;
+  r.pki_dir = (dir_.path() / "data" / "pki").string();
+  r.role = role;
+  r.scope = scope;
+  r.token = true;
+  r.server = "https://unused";
+  const fs::path path = dir_.path() / "credentials" / ("token-" + role + ".kubeconfig");
+  if (auto w = up::write_credential_kubeconfig(r, path.string()); !w)
+    throw std::runtime_error("token: " + w.error().message);
+  auto k = client::load_kubeconfig(path.string());
+  if (!k) throw std::runtime_error("token: " + k.error().message);
+  return k->bearer_token;
+}
+
 std::shared_ptr<client::RestClient> ApiServer::client(double qps) {
   client::ClientOptions o;
   o.qps = qps;
@@ -114,7 +146,7 @@ std::unique_ptr<KosProcess> controller_manager(ApiServer& server, const std::str
   const char* env_level = std::getenv("KOS_TEST_CONTROLLER_LOG_LEVEL");
   const std::string log_level = env_level && *env_level ? env_level : "info";
   std::vector<std::string> args = {"--log-level", log_level, "controller-manager", "--kubeconfig",
-                                   server.kubeconfig().string(),
+                                   server.credential("controller").string(),
                                    "--controllers", controllers, "--workers", std::to_string(workers)};
   args.insert(args.end(), extra.begin(), extra.end());
   return std::make_unique<KosProcess>(name, args, server.dir() / (name + ".log"));

@@ -80,7 +80,13 @@ class ApiServer {
   // Starts and waits (bounded) for the kubeconfig; an error message, empty on success.
   std::string start();
   const fs::path& dir() const { return dir_.path(); }
+  // The admin's kubeconfig (the server writes it).
   fs::path kubeconfig() const { return dir_.path() / "kubeconfig"; }
+  // A kubeconfig with a credential of its own for a component: role "controller", or
+  // "node" with scope = the node's name (issued from the server's PKI once, then reused).
+  fs::path credential(const std::string& role, const std::string& scope = "");
+  // A new bearer token for a role ("viewer", "controller", ...).
+  std::string token(const std::string& role, const std::string& scope = "");
   KosProcess& process() { return *proc_; }
   // A client with no client-side rate limit (qps 0) by default.
   std::shared_ptr<client::RestClient> client(double qps = 0);

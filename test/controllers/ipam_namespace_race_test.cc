@@ -312,20 +312,21 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-const std::regex kServerLine(R"(server: http://127\.0\.0\.1:(\d+))");
+const std::regex kServerLine(R"(server: (https?)://127\.0\.0\.1:(\d+))");
 
-// The API server's port, from its kubeconfig (0 if it is not a plain http://127.0.0.1:P).
+// The API server's port, from its kubeconfig (0 if it is not https://127.0.0.1:P or http).
 uint16_t server_port(const fs::path& kubeconfig) {
   std::smatch m;
   const std::string text = read_text(kubeconfig);
   if (!std::regex_search(text, m, kServerLine)) return 0;
-  return static_cast<uint16_t>(std::stoi(m[1].str()));
+  return static_cast<uint16_t>(std::stoi(m[2].str()));
 }
 
-// A copy of the server's kubeconfig whose server is 127.0.0.1:port.
+// A copy of the server's kubeconfig whose server is 127.0.0.1:port (TLS passes through the
+// proxy: the serving certificate names 127.0.0.1).
 fs::path proxied_kubeconfig(const fs::path& kubeconfig, uint16_t port, const fs::path& out) {
   std::ofstream f(out, std::ios::trunc);
-  f << std::regex_replace(read_text(kubeconfig), kServerLine, "server: http://127.0.0.1:" + std::to_string(port));
+  f << std::regex_replace(read_text(kubeconfig), kServerLine, "server: $1://127.0.0.1:" + std::to_string(port));
   return out;
 }
 
@@ -359,7 +360,7 @@ TEST(IpamNamespaceRace, TwoLaggingIpamsSubnetsMovingBetweenNamespaces) {
   ASSERT_EQ(server.start(), "");
   auto c = server.client();
   const uint16_t upstream = server_port(server.kubeconfig());
-  ASSERT_NE(upstream, 0) << "no http://127.0.0.1:PORT server in the kubeconfig:\n" << read_text(server.kubeconfig());
+  ASSERT_NE(upstream, 0) << "no https://127.0.0.1:PORT server in the kubeconfig:\n" << read_text(server.kubeconfig());
 
   const uint32_t seed = std::random_device{}();
   std::printf("[ ns-race ] seed %u\n", seed);

@@ -72,6 +72,7 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   cm->start();
   KosProcess sim("simulate",
                  {"--log-level", "info", "simulate", "--kubeconfig", server.kubeconfig().string(), "--nodes", "3",
+                  "--node-credentials", (server.dir() / "data" / "pki").string(),
                   "--metrics-listen", "127.0.0.1:0", "--allowed-programs", "/bin/true"},
                  server.dir() / "simulate.log");
   sim.start();

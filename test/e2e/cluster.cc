@@ -146,7 +146,7 @@ std::string Cluster::start() {
   controllers_->start();
   for (int i = 0; i < nodes(); ++i) {
     std::vector<std::string> args = {"--log-level", opts_.agent_log_level, "agent",
-                                     "--kubeconfig", server_->kubeconfig().string(),
+                                     "--kubeconfig", server_->credential("node", node_name(i)).string(),
                                      "--node", node_name(i), "--host-ip", host_ip(i),
                                      "--fabric", opts_.fabric, "--netns", node_ns(i),
                                      "--allowed-programs", kGuestScript,

@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <openssl/ssl.h>
 
 namespace kos::testing {
 
@@ -20,10 +21,15 @@ class RawHttp {
     // The socket's receive buffer, set before connecting (0: the system's): a small one
     // makes a client that does not read back up the server at once.
     int receive_buffer = 0;
+    // For an https URL: the kubeconfig whose CA, client certificate or token to use.
+    std::string kubeconfig;
   };
-  // Connects to `url` (http://HOST:PORT) and sends the request for `target`.
+  // Connects to `url` (http:// or https://HOST:PORT) and sends the request for `target`.
   RawHttp(const std::string& url, const std::string& target, Options opts);
   RawHttp(const std::string& url, const std::string& target) : RawHttp(url, target, Options{}) {}
+  ~RawHttp();
+  RawHttp(const RawHttp&) = delete;
+  RawHttp& operator=(const RawHttp&) = delete;
 
   // Reads until `needle` has arrived or `timeout` passed; returns whether it arrived.
   bool read_until(std::string_view needle, std::chrono::milliseconds timeout);
@@ -41,6 +47,8 @@ class RawHttp {
 
   boost::asio::io_context io_;
   boost::asio::ip::tcp::socket socket_;
+  SSL_CTX* ctx_ = nullptr;  // TLS (OpenSSL, blocking) for https URLs
+  SSL* ssl_ = nullptr;
   std::string data_;
 };
 

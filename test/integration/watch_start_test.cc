@@ -37,7 +37,7 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
   std::vector<double> starts_ms;
   for (int round = 0; round < 5; ++round) {
     // A consistent list (resourceVersion unset) is read from the store, at its revision.
-    RawHttp list(server.url(), kNaPath);
+    RawHttp list(server.url(), kNaPath, {"GET", "", 0, server.kubeconfig().string()});
     ASSERT_TRUE(list.read_until("\"items\"", 10s)) << list.data();
     auto body = list.data().substr(list.data().find("\r\n\r\n") + 4);
     auto rv_at = body.find("\"resourceVersion\":\"");
@@ -45,7 +45,8 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
     const std::string rv = body.substr(rv_at + 19, body.find('"', rv_at + 19) - rv_at - 19);
 
     auto t0 = Steady::now();
-    RawHttp watch(server.url(), std::string(kNaPath) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv);
+    RawHttp watch(server.url(), std::string(kNaPath) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv,
+                  {"GET", "", 0, server.kubeconfig().string()});
     ASSERT_TRUE(watch.read_until("\r\n\r\n", 10s)) << watch.data();
     starts_ms.push_back(std::chrono::duration<double, std::milli>(Steady::now() - t0).count());
     EXPECT_NE(watch.data().find(" 200 "), std::string::npos) << watch.data();

@@ -71,14 +71,20 @@ std::string read_file(const fs::path& p) {
 }
 
 
-// Plain HTTP GETs to one loopback port.
+// GETs to one loopback port: plain HTTP, or as `kubeconfig` says (the API server's TLS
+// and credentials).
 class Http {
  public:
-  explicit Http(int port) {
+  explicit Http(int port, const std::string& kubeconfig = "") {
     client::RestConfig c;
     c.server = "http://127.0.0.1:" + std::to_string(port);
     c.host = "127.0.0.1";
     c.port = static_cast<uint16_t>(port);
+    if (!kubeconfig.empty()) {
+      auto k = client::load_kubeconfig(kubeconfig);
+      if (!k) throw std::runtime_error("kubeconfig: " + k.error().message);
+      c = *k;
+    }
     auto t = client::Transport::create(c);
     if (!t) throw std::runtime_error("transport: " + t.error().message);
     transport_ = *t;
@@ -275,7 +281,7 @@ class Observability : public ::testing::Test {
       ports_["kos-agent"].push_back(port);
       agents_.push_back(std::make_unique<KosProcess>(
           "agent-" + node,
-          std::vector<std::string>{"agent", "--kubeconfig", server_.kubeconfig().string(), "--fabric", "fake",
+          std::vector<std::string>{"agent", "--kubeconfig", server_.credential("node", node).string(), "--fabric", "fake",
                                    "--node", node, "--host-ip", "10.0.0." + std::to_string(i), "--state-dir",
                                    (server_.dir() / ("state-" + node)).string(), "--workers", "2",
                                    "--metrics-listen", "127.0.0.1:" + std::to_string(port)},
@@ -290,7 +296,7 @@ class Observability : public ::testing::Test {
       ports_["kos-simulate"] = {port};
       simulate_ = std::make_unique<KosProcess>(
           "simulate",
-          std::vector<std::string>{"simulate", "--kubeconfig", server_.kubeconfig().string(), "--nodes", "1",
+          std::vector<std::string>{"simulate", "--kubeconfig", server_.kubeconfig().string(), "--nodes", "1", "--node-credentials", (server_.dir() / "data" / "pki").string(),
                                    "--metrics-listen", "127.0.0.1:" + std::to_string(port)},
           server_.dir() / "simulate.log");
       simulate_->start();
@@ -328,6 +334,15 @@ class Observability : public ::testing::Test {
       if (!ports_.count(job)) continue;  // kos simulate not built yet
       YAML::Node targets(YAML::NodeType::Sequence);
       for (int p : ports_[job]) targets.push_back("127.0.0.1:" + std::to_string(p));
+      if (job == "kos-apiserver") {
+        // The API server's TLS and a viewer's bearer token, as the file's comments say.
+        ASSERT_TRUE(sc["tls_config"]["ca_file"] && sc["authorization"]["credentials_file"])
+            << "the kos-apiserver job needs tls_config.ca_file and authorization.credentials_file";
+        sc["tls_config"]["ca_file"] = (server_.dir() / "data" / "pki" / "ca.crt").string();
+        const fs::path token = prom_dir_.path() / "kos-viewer.token";
+        std::ofstream(token) << server_.token("viewer");
+        sc["authorization"]["credentials_file"] = token.string();
+      }
       YAML::Node sc_static(YAML::NodeType::Sequence);
       YAML::Node one;
       one["targets"] = targets;
@@ -518,7 +533,7 @@ TEST_F(Observability, DashboardsQueryOnlyExistingMetrics) {
   for (const auto& [job, ps] : ports_)
     for (int p : ps) {
       std::string why;
-      auto body = Http(p).get("/metrics", &why);
+      auto body = Http(p, job == "kos-apiserver" ? server_.kubeconfig().string() : "").get("/metrics", &why);
       ASSERT_TRUE(body) << job << " 127.0.0.1:" << p << "/metrics: " << why;
       auto one = parse_exposition(*body);
       for (const auto& [n, t] : one.types) all.types[n] = t;
