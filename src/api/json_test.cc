@@ -485,7 +485,8 @@ TEST(StatusJson, ErrorFromStatusInvertsStatusJson) {
     std::string_view message;
   };
   const Row rows[] = {
-      {R"({"kind":"Status","reason":"Forbidden","message":"no"})", 403, Errc::kBadRequest, "no"},
+      {R"({"kind":"Status","reason":"Forbidden","message":"no"})", 403, Errc::kForbidden, "no"},
+      {R"({"kind":"Status","reason":"Unauthorized","message":"who"})", 401, Errc::kUnauthorized, "who"},
       {R"({"kind":"Status","reason":"TooManyRequests"})", 429, Errc::kUnavailable, "HTTP 429"},
       {R"({"kind":"Status","reason":"Gone","message":"old"})", 410, Errc::kCompacted, "old"},
       {R"("plain text")", 502, Errc::kInternal, R"(HTTP 502: "plain text")"},

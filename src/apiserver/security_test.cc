@@ -1,12 +1,14 @@
 // The request pipeline's authentication, authorization and admission, in process: requests
 // go to ApiServer::handle() with the peer a TLS handshake would have verified (a client
 // certificate's CN and O) or a bearer token, on a server configured for TLS.
+#include <filesystem>
 #include <fstream>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include "apiserver/server.h"
+#include "common/clock.h"
 #include "pki/pki.h"
 #include "store/sqlite/sqlite_store.h"
 #include "test/support/process.h"
@@ -55,6 +57,8 @@ class SecurityTest : public ::testing::Test {
     token_file_ = (dir_.path() / "tokens.csv").string();
     std::ofstream(token_file_) << "tok-admin,tokadmin,1,\"kos:admins\"\ntok-n2,kos:node:n2,2,\"kos:nodes\"\n";
     opts.token_file = token_file_;
+    audit_path_ = (dir_.path() / "audit.log").string();
+    opts.audit.path = audit_path_;
     auto s = ApiServer::start(*store_, opts);
     ASSERT_TRUE(s) << s.error().message;
     server_ = std::move(*s);
@@ -93,7 +97,15 @@ class SecurityTest : public ::testing::Test {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<ApiServer> server_;
   std::string token_file_;
+  std::string audit_path_;
 };
+
+std::vector<json::object> audit_lines(const std::string& path) {
+  std::vector<json::object> out;
+  std::ifstream in(path);
+  for (std::string l; std::getline(in, l);) out.push_back(json::parse(l).as_object());
+  return out;
+}
 
 TEST_F(SecurityTest, RequestsWithoutCredentialsGet401ExceptHealthAndVersion) {
   http::Peer anonymous;
@@ -275,6 +287,123 @@ TEST_F(SecurityTest, ReviewsArriveAsProtobufFromKubectl) {
   auto garbage = call(tenant("ta"), bhttp::verb::post, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                       std::string("k8s\0\x0a\xff", 6), "application/vnd.kubernetes.protobuf");
   EXPECT_EQ(garbage.status, 400u) << garbage.body;
+}
+
+TEST_F(SecurityTest, MutatingAndDeniedRequestsAreAudited) {
+  make_na("audited", "n1");
+  call(admin(), bhttp::verb::get, std::string(kNa) + "ns1/networkattachments/audited");  // a read: not audited
+  call(node("n9"), bhttp::verb::delete_, std::string(kNa) + "ns1/networkattachments/audited");  // 403 (admission)
+  call(tenant("ta"), bhttp::verb::get, std::string(kNa) + "tb/subnets");  // 403 (authorization)
+  http::Peer anonymous;
+  anonymous.tls = true;
+  call(anonymous, bhttp::verb::get, "/apis");  // 401
+  auto lines = audit_lines(audit_path_);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0].at("verb"), "create");
+  EXPECT_EQ(lines[0].at("user"), "root");
+  EXPECT_EQ(lines[0].at("groups"), json::array{"kos:admins"});
+  EXPECT_EQ(lines[0].at("resource"), "networkattachments");
+  EXPECT_EQ(lines[0].at("namespace"), "ns1");
+  EXPECT_FALSE(lines[0].contains("name"));  // a create names no object in its URL
+  EXPECT_EQ(lines[0].at("code"), 201);
+  EXPECT_TRUE(lines[0].at("latencyMs").is_double());
+  EXPECT_FALSE(lines[0].at("time").as_string().empty());
+  EXPECT_EQ(lines[1].at("verb"), "delete");
+  EXPECT_EQ(lines[1].at("user"), "kos:node:n9");
+  EXPECT_EQ(lines[1].at("name"), "audited");
+  EXPECT_EQ(lines[1].at("code"), 403);
+  EXPECT_EQ(lines[2].at("verb"), "list");
+  EXPECT_EQ(lines[2].at("namespace"), "tb");
+  EXPECT_EQ(lines[2].at("code"), 403);
+  EXPECT_EQ(lines[3].at("user"), "system:anonymous");
+  EXPECT_EQ(lines[3].at("path"), "/apis");
+  EXPECT_EQ(lines[3].at("code"), 401);
+}
+
+TEST(UserLimitsTest, ABucketPerUserRefillsWithTimeAndWatchesAreCounted) {
+  FakeClock clock;
+  UserLimits l({.requests_per_second = 10, .burst = 3, .watches = 2}, clock);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(l.take("a")) << i;
+  auto retry = l.take("a");
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(*retry, 1);
+  EXPECT_FALSE(l.take("b"));  // another user has a bucket of its own
+  clock.advance(200ms);        // two tokens back
+  EXPECT_FALSE(l.take("a"));
+  EXPECT_FALSE(l.take("a"));
+  EXPECT_TRUE(l.take("a"));
+  EXPECT_TRUE(l.start_watch("a"));
+  EXPECT_TRUE(l.start_watch("a"));
+  EXPECT_FALSE(l.start_watch("a"));
+  EXPECT_TRUE(l.start_watch("b"));
+  l.end_watch("a");
+  EXPECT_TRUE(l.start_watch("a"));
+  UserLimits off({}, clock);
+  for (int i = 0; i < 1000; ++i) ASSERT_FALSE(off.take("a"));
+}
+
+TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAreExempt) {
+  server_->stop();
+  server_.reset();
+  auto pki = pki::ensure_cluster_pki((dir_.path() / "pki").string(), {});
+  ASSERT_TRUE(pki);
+  ServerOptions opts;
+  opts.port = 0;
+  opts.tls = http::TlsOptions{pki->serving.cert_pem, pki->serving.key_pem, pki->ca.cert_pem};
+  opts.limits = {.requests_per_second = 0.5, .burst = 2, .watches = 1};
+  auto s = ApiServer::start(*store_, opts);
+  ASSERT_TRUE(s) << s.error().message;
+  server_ = std::move(*s);
+  const std::string list = std::string(kNa) + "ta/subnets";
+  EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, list).status, 200u);
+  EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, list).status, 200u);
+  auto r = call(tenant("ta"), bhttp::verb::get, list);
+  EXPECT_EQ(r.status, 429u) << r.body;
+  EXPECT_NE(r.body.find("\"reason\":\"TooManyRequests\""), std::string::npos) << r.body;
+  bool has_retry = false;
+  for (const auto& [k, v] : r.headers) has_retry = has_retry || (k == "Retry-After" && v == "2");
+  EXPECT_TRUE(has_retry);
+  EXPECT_EQ(call(tenant("tb"), bhttp::verb::get, std::string(kNa) + "tb/subnets").status, 200u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(call(admin(), bhttp::verb::get, list).status, 200u);
+  EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, "/healthz").status, 200u);  // health is never throttled
+
+  // Watches: the second concurrent one of a user is refused.
+  http::Request w{bhttp::verb::get, std::string(kNa) + "tc/subnets?watch=1", 11};
+  auto first = server_->handle(w, tenant("tc"));
+  ASSERT_TRUE(std::holds_alternative<http::StreamStart>(first));
+  auto second = server_->handle(w, tenant("tc"));
+  ASSERT_TRUE(std::holds_alternative<http::Response>(second));
+  EXPECT_EQ(std::get<http::Response>(second).status, 429u);
+  std::get<http::StreamStart>(first).on_close();  // the first ends
+  std::this_thread::sleep_for(2100ms);             // a request token back (0.5/s)
+  auto third = server_->handle(w, tenant("tc"));
+  EXPECT_TRUE(std::holds_alternative<http::StreamStart>(third));
+  std::get<http::StreamStart>(third).on_close();
+}
+
+TEST(AuditLogTest, RotatesBySizeKeepingTheNewestBackups) {
+  kos::testing::TempDir dir{"kos-audit-test"};
+  const std::string path = (dir.path() / "audit.log").string();
+  auto log = AuditLog::open({path, 4096, 2});
+  ASSERT_TRUE(log) << log.error().message;
+  AuditEntry e;
+  e.user = "u";
+  e.verb = "create";
+  e.resource = "subnets";
+  e.code = 201;
+  for (int i = 0; i < 200; ++i) {
+    e.name = "s" + std::to_string(i);
+    (*log)->record(e);
+  }
+  for (const auto& p : {path, path + ".1", path + ".2"}) {
+    ASSERT_TRUE(std::filesystem::exists(p)) << p;
+    EXPECT_LE(std::filesystem::file_size(p), 4096u) << p;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path + ".3"));
+  auto last = audit_lines(path);
+  ASSERT_FALSE(last.empty());
+  EXPECT_EQ(last.back().at("name"), "s199");  // the newest in the live file
+  EXPECT_FALSE(AuditLog::open({path, 10, 1}));  // a cap too small to hold a line
 }
 
 }  // namespace

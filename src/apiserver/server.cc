@@ -262,11 +262,25 @@ Result<void> ApiServer::init() {
     chain->add(std::move(*tokens));
   }
   authenticator_ = std::move(chain);
+  limits_ = std::make_unique<UserLimits>(opts_.limits, clock_);
+  if (!opts_.audit.path.empty()) {
+    auto a = AuditLog::open(opts_.audit);
+    if (!a) return fail(a.error());
+    audit_ = std::move(*a);
+  }
   auto* attachments = resource(api::kGroup, "networkattachments");
-  authorizer_ = std::make_unique<Authorizer>([cache = attachments->cache.get()](const std::string& node,
-                                                                                const std::string& vni) {
+  // Whether `node` has an attachment addressed on `vni`. The watch cache answers; when it
+  // says no, a consistent list from the store does (an agent learns of its VNI from this
+  // cache, but a client may ask right after the write that addressed it).
+  authorizer_ = std::make_unique<Authorizer>([attachments](const std::string& node, const std::string& vni) {
     auto sel = api::FieldSelector::parse("spec.node=" + node + ",status.addressVNI=" + vni);
-    return sel && !cache->list("", {}, *sel).items.empty();
+    if (!sel) return false;
+    if (!attachments->cache->list("", {}, *sel).items.empty()) return true;
+    ListRequest lr;
+    lr.fields = *sel;
+    lr.limit = 1;
+    auto l = attachments->registry->list(lr);
+    return l && !l->items.empty();
   });
   auto srv = http::Server::start(ho, [this](const http::Request& req, const http::Peer& peer) {
     return handle(req, peer);
@@ -395,6 +409,10 @@ http::Reply ApiServer::serve_review(const http::Request& req, const RequestInfo&
 
 namespace {
 
+bool is_admin(const UserInfo& u) {
+  return std::find(u.groups.begin(), u.groups.end(), kAdminsGroup) != u.groups.end();
+}
+
 bool is_public_path(const RequestInfo& ri) {
   return !ri.resource_request && ri.segments.size() == 1 &&
          (ri.segments[0] == "healthz" || ri.segments[0] == "livez" || ri.segments[0] == "readyz" ||
@@ -454,14 +472,30 @@ http::Response forbidden_response(const RequestInfo& ri, const UserInfo& user, c
 http::Reply ApiServer::handle(const http::Request& req, const http::Peer& peer) {
   auto started = std::chrono::steady_clock::now();
   std::string verb = "unknown", resource_name = "";
+  std::optional<RequestInfo> ri;
+  std::optional<UserInfo> user;
   http::Reply reply = [&]() -> http::Reply {
-    auto ri = resolve_request(req);
-    if (!ri) return error_response(ri.error());
-    auto user = authenticate(req, peer, *ri);
-    if (!user) {
+    auto resolved = resolve_request(req);
+    if (!resolved) return error_response(resolved.error());
+    ri = std::move(*resolved);
+    auto who = authenticate(req, peer, *ri);
+    if (!who) {
       verb = "unauthorized";
-      return unauthorized(user.error().message);
+      return unauthorized(who.error().message);
     }
+    user = std::move(*who);
+    const bool exempt = is_admin(*user);
+    if (!exempt && !is_public_path(*ri))
+      if (auto retry = limits_->take(user->name)) {
+        verb = "throttled";
+        http::Response r = error_response(Error{Errc::kTooManyRequests,
+                                                "Too many requests: user " + user->name + " is over " +
+                                                    std::to_string(static_cast<int>(opts_.limits.requests_per_second)) +
+                                                    " requests per second; retry after " + std::to_string(*retry) + " s",
+                                                {}});
+        r.headers.emplace_back("Retry-After", std::to_string(*retry));
+        return r;
+      }
     if (!is_public_path(*ri)) {
       auto d = authorizer_->authorize(attributes(*ri, *user));
       if (!d.allowed) {
@@ -476,10 +510,30 @@ http::Reply ApiServer::handle(const http::Request& req, const http::Peer& peer) 
   }();
   unsigned code = 200;
   if (auto* r = std::get_if<http::Response>(&reply)) code = r->status;
+  const auto latency = std::chrono::steady_clock::now() - started;
   auto& m = server_metrics();
   m.requests.with({verb, resource_name, std::to_string(code)}).inc();
-  m.latency.with({verb, resource_name}).observe(std::chrono::steady_clock::now() - started);
+  m.latency.with({verb, resource_name}).observe(latency);
   if (code >= 500) spdlog::warn("apiserver: {} {} -> {}", std::string(req.method_string()), std::string(req.target()), code);
+  if (audit_ && ri && AuditLog::wanted(ri->verb, code)) {
+    AuditEntry e;
+    e.time = std::chrono::system_clock::now();
+    e.user = user ? user->name : "system:anonymous";
+    if (user) e.groups = user->groups;
+    e.verb = ri->verb;
+    if (ri->resource_request) {
+      e.group = ri->group;
+      e.resource = ri->resource;
+      e.subresource = ri->subresource;
+      e.ns = ri->ns;
+      e.name = ri->name;
+    } else {
+      e.path = ri->path;
+    }
+    e.code = code;
+    e.latency = std::chrono::duration_cast<std::chrono::microseconds>(latency);
+    audit_->record(e);
+  }
   return reply;
 }
 
@@ -781,6 +835,17 @@ http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, co
             return status_error(Errc::kBadRequest, "timeoutSeconds: invalid value \"" + *t + "\"");
           timeout = std::chrono::seconds(v);
         }
+        // Watches per user: each holds memory and a share of every event's fan-out.
+        const bool counted = !is_admin(user);
+        if (counted && !limits_->start_watch(user.name)) {
+          http::Response r = error_response(Error{Errc::kTooManyRequests,
+                                                  "Too many requests: user " + user.name + " has " +
+                                                      std::to_string(opts_.limits.watches) +
+                                                      " watches open, the most one user may",
+                                                  {}});
+          r.headers.emplace_back("Retry-After", "1");
+          return r;
+        }
         struct State {
           std::mutex mu;
           std::optional<uint64_t> id;
@@ -808,7 +873,8 @@ http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, co
             server_metrics().watches.with({rname}).dec();
           }
         };
-        ss.on_close = [state, cache, rname] {
+        ss.on_close = [state, cache, rname, limits = counted ? limits_.get() : nullptr, who = user.name] {
+          if (limits) limits->end_watch(who);
           std::lock_guard lk(state->mu);
           state->closed = true;
           if (state->id) {

@@ -12,8 +12,10 @@
 #include <memory>
 #include <string>
 
+#include "apiserver/audit.h"
 #include "apiserver/authentication.h"
 #include "apiserver/authorization.h"
+#include "apiserver/limits.h"
 #include "apiserver/registry.h"
 #include "apiserver/request_info.h"
 #include "apiserver/watch_cache.h"
@@ -43,6 +45,10 @@ struct ServerOptions {
   std::optional<http::TlsOptions> tls;
   // Bearer tokens (kube-apiserver's --token-auth-file format); empty: none.
   std::string token_file;
+  // The audit log (empty path: none).
+  AuditLog::Options audit;
+  // Requests per second and watches per user (admins exempt); zeros: no limits.
+  UserLimits::Options limits;
 };
 
 class ApiServer {
@@ -82,6 +88,8 @@ class ApiServer {
   std::unique_ptr<Admission> subnet_admission_;
   std::unique_ptr<Authenticator> authenticator_;
   std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<UserLimits> limits_;
   std::unique_ptr<GarbageCollector> gc_;
   std::unique_ptr<http::Server> http_;
 };

@@ -1,6 +1,10 @@
 // The client's TLS against a real API server listening with TLS: the server is verified
 // against the configured CA and host, the client certificate names the user, and a
 // server signed by another CA is refused.
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -79,6 +83,45 @@ TEST_F(TlsTest, AClientCertificateNamesTheUserAndItsGroups) {
   EXPECT_EQ(v.at("status").at("userInfo").at("username"), "kos:node:n7");
   EXPECT_EQ(v.at("status").at("userInfo").at("groups"), json::array{"kos:nodes"});
   EXPECT_TRUE(server_->url().starts_with("https://"));
+}
+
+TEST_F(TlsTest, AWatchStreamStartsAtOnceAndOutlivesTheHeaderTimeout) {
+  auto c = config();
+  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n1", {"kos:nodes"}}});
+  ASSERT_TRUE(cert);
+  c.cert_pem = cert->cert_pem;
+  c.key_pem = cert->key_pem;
+  auto t = Transport::create(c);
+  ASSERT_TRUE(t);
+  std::mutex mu;
+  std::condition_variable cv;
+  unsigned status = 0;
+  std::optional<Result<void>> ended;
+  HttpRequest r;
+  r.target = "/apis/network.example.com/v1alpha1/networkattachments?allowWatchBookmarks=true&fieldSelector=spec.node%3Dn1&resourceVersion=1&timeoutSeconds=400&watch=true";
+  r.timeout = 1s;  // connect and headers: the stream itself has no deadline
+  auto h = (*t)->stream(
+      r,
+      [&](unsigned s, const std::string&) {
+        std::lock_guard lk(mu);
+        status = s;
+        cv.notify_all();
+      },
+      [](std::string_view) {},
+      [&](Result<void> e) {
+        std::lock_guard lk(mu);
+        ended = e;
+        cv.notify_all();
+      });
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return status != 0; })) << "no response headers over TLS";
+  EXPECT_EQ(status, 200u);
+  // Well past the 1 s header deadline the stream is still open.
+  EXPECT_FALSE(cv.wait_for(lk, 2500ms, [&] { return ended.has_value(); }))
+      << "the stream ended: " << (ended && !*ended ? ended->error().message : "normally");
+  lk.unlock();
+  h->cancel();
+  (*t)->shutdown();
 }
 
 TEST_F(TlsTest, NoCredentialIs401) {

@@ -82,6 +82,8 @@ class StreamImpl : public StreamHandle {
   std::function<void(std::string_view)> on_line;
   std::function<void(Result<void>)> on_end;
   bool ended = false;
+  // Bounds connecting and the response headers; the stream itself has no deadline.
+  std::shared_ptr<net::steady_timer> header_timer;
 };
 
 class TransportImpl final : public Transport {
@@ -301,7 +303,13 @@ class TransportImpl final : public Transport {
       if (!cfg_.bearer_token.empty())
         s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
       s->msg.prepare_payload();
-      s->conn_->tcp().expires_after(s->req.timeout);
+      // The headers' deadline is a timer of its own, not the socket's expiry: a TLS
+      // stream kept the socket's deadline on its later reads, and a watch lives long.
+      s->conn_->tcp().expires_never();
+      s->header_timer = std::make_shared<net::steady_timer>(ioc_, s->req.timeout);
+      s->header_timer->async_wait([this, s](beast::error_code tec) {
+        if (!tec && !s->ended) close(*s->conn_);
+      });
       s->conn_->io([&](auto& stream) {
       http::async_write(stream, s->msg, [this, s, &stream](beast::error_code ec2, size_t) {
         if (ec2) return end_stream(s, ec2);
@@ -321,8 +329,8 @@ class TransportImpl final : public Transport {
         s->parser.on_chunk_body(s->chunk_cb);
         http::async_read_header(stream, s->conn_->buffer, s->parser,
                                 [this, s, &stream](beast::error_code ec3, size_t) {
+                                  s->header_timer->cancel();
                                   if (ec3) return end_stream(s, ec3);
-                                  s->conn_->tcp().expires_never();
                                   unsigned status = s->parser.get().result_int();
                                   if (status != 200) {
                                     // An error document, not a stream: read it whole.

@@ -28,6 +28,11 @@ struct Flags {
   std::string tls_cert_file, tls_key_file, client_ca_file;
   std::vector<std::string> tls_sans;
   std::string token_file;  // default: PKI_DIR/tokens.csv
+  std::string audit_path = "default";  // DATA_DIR/audit.log
+  size_t audit_max_mib = 100;
+  int audit_max_backups = 3;
+  double user_rps = 1000;
+  int user_watches = 2000;
   std::string store;
   std::string data_dir = "/var/lib/kos";
   std::string kubeconfig;
@@ -225,6 +230,13 @@ int run_apiserver(const Flags& f) {
     spdlog::warn("apiserver: --insecure-listen: plain HTTP, and requests without credentials act as an admin; for tests only");
     opts.token_file = f.token_file;
   }
+  opts.limits.requests_per_second = f.user_rps;
+  opts.limits.watches = f.user_watches;
+  if (f.audit_path != "-" && !f.audit_path.empty()) {
+    opts.audit.path = f.audit_path == "default" ? (std::filesystem::path(f.data_dir) / "audit.log").string() : f.audit_path;
+    opts.audit.max_bytes = f.audit_max_mib << 20;
+    opts.audit.max_backups = f.audit_max_backups;
+  }
   auto server = apiserver::ApiServer::start(*store, opts);
   if (!server) {
     std::fprintf(stderr, "kos apiserver: %s\n", server.error().message.c_str());
@@ -281,6 +293,24 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
   c->add_option("--write-kubeconfig", f->kubeconfig,
                 "write an admin kubeconfig for this server to FILE (the CA and an admin client "
                 "certificate; for kubectl and kos components)");
+  c->add_option("--audit-log-path", f->audit_path,
+                "the audit log: a JSON line per mutating or denied request (default: "
+                "DATA_DIR/audit.log; - for none)");
+  c->add_option("--audit-log-maxsize", f->audit_max_mib, "MiB the audit log grows to before it is rotated")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--audit-log-maxbackup", f->audit_max_backups, "rotated audit logs kept (FILE.1 .. FILE.N)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--max-requests-per-second-per-user", f->user_rps,
+                "requests per second one user may make (a burst of twice that); more get 429 "
+                "with Retry-After. Admins are exempt; 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--max-watches-per-user", f->user_watches,
+                "watches one user may hold open at once; more get 429. Admins are exempt; 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--io-threads", f->io_threads, "threads serving sockets")->capture_default_str();
   c->add_option("--workers", f->workers, "threads handling requests")->capture_default_str();
   c->add_option("--watch-cache-history", f->watch_history,

@@ -124,8 +124,26 @@ class Session : public std::enable_shared_from_this<Session<S>> {
   void read() {
     parser_.emplace();
     parser_->body_limit(server_.opts.max_body_bytes);
-    parser_->header_limit(64 * 1024);
-    tcp_().expires_after(server_.opts.request_read_timeout);  // idle or slow clients
+    parser_->header_limit(static_cast<std::uint32_t>(server_.opts.max_header_bytes));
+    bool buffered = buffer_.size() > 0;
+    if constexpr (std::is_same_v<S, TlsStream>) buffered = buffered || SSL_pending(stream_.native_handle()) > 0;
+    if (buffered) return read_request();
+    // Idle until the first byte of the next request: a longer wait than for the request
+    // itself once it has begun.
+    idle_.emplace(stream_.get_executor());
+    idle_->expires_after(server_.opts.idle_timeout);
+    idle_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec) self->close();
+    });
+    tcp_().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this()](beast::error_code ec) {
+      if (self->idle_) self->idle_->cancel();
+      if (ec) return self->close();
+      self->read_request();
+    });
+  }
+
+  void read_request() {
+    tcp_().expires_after(server_.opts.request_read_timeout);  // slow clients (slowloris)
     bhttp::async_read(stream_, buffer_, *parser_,
                       [self = this->shared_from_this()](beast::error_code ec, size_t) {
                         self->on_read(ec);
@@ -142,6 +160,14 @@ class Session : public std::enable_shared_from_this<Session<S>> {
                  R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request entity too large: limit is )" +
                      std::to_string(server_.opts.max_body_bytes) +
                      R"( bytes","reason":"RequestEntityTooLarge","code":413})",
+                 {}};
+      return send(std::move(r), false, 11);
+    }
+    if (ec == bhttp::error::header_limit) {
+      Response r{431, "application/json",
+                 R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request header fields too large: limit is )" +
+                     std::to_string(server_.opts.max_header_bytes) +
+                     R"( bytes","reason":"RequestHeaderFieldsTooLarge","code":431})",
                  {}};
       return send(std::move(r), false, 11);
     }
@@ -303,6 +329,7 @@ class Session : public std::enable_shared_from_this<Session<S>> {
       on_close = std::move(on_close_);
     }
     if (timer_) timer_->cancel();
+    if (idle_) idle_->cancel();
     beast::error_code ec;
     tcp_().socket().shutdown(tcp::socket::shutdown_both, ec);
     tcp_().socket().close(ec);
@@ -336,6 +363,7 @@ class Session : public std::enable_shared_from_this<Session<S>> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<net::steady_timer> timer_;
+  std::optional<net::steady_timer> idle_;
   std::string header_, chunk_prefix_;
   std::array<char, 512> peer_buf_{};
 

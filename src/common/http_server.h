@@ -124,9 +124,12 @@ struct ServerOptions {
   size_t max_body_bytes = 3 * 1024 * 1024;
   std::string server_header = "kos";
   std::optional<TlsOptions> tls;  // unset: plain HTTP
-  // A connection that has not sent a whole request (headers and body) within this time
-  // after it was accepted or after its last response is closed (slow or idle clients).
-  std::chrono::milliseconds request_read_timeout{std::chrono::minutes(5)};
+  // Slow and idle clients: a connection that sends nothing for idle_timeout (after it was
+  // accepted or after its last response) is closed, and so is one that does not complete a
+  // request (headers and body) within request_read_timeout of its first byte (slowloris).
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(2)};
+  std::chrono::milliseconds request_read_timeout{std::chrono::seconds(30)};
+  size_t max_header_bytes = 64 * 1024;
 };
 
 class Server {
