@@ -1,12 +1,18 @@
 // The client's TLS against a real API server listening with TLS: the server is verified
 // against the configured CA and host, the client certificate names the user, and a
 // server signed by another CA is refused.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
 
 #include "apiserver/server.h"
 #include "client/kubeconfig.h"
@@ -122,6 +128,68 @@ TEST_F(TlsTest, AWatchStreamStartsAtOnceAndOutlivesTheHeaderTimeout) {
   lk.unlock();
   h->cancel();
   (*t)->shutdown();
+}
+
+// A TLS 1.3 client may send its first request in the same packet as its handshake's last
+// message (curl does): the server must answer it, though the handshake already read it
+// from the socket.
+TEST_F(TlsTest, ARequestSentWithTheHandshakesLastFlightIsAnswered) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  SSL* ssl = SSL_new(ctx);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, in, out);
+  SSL_set_connect_state(ssl);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto flush = [&] {  // what the client has written, sent in one write
+    char buf[16384];
+    std::string all;
+    for (int n; (n = BIO_read(out, buf, sizeof buf)) > 0;) all.append(buf, static_cast<size_t>(n));
+    if (!all.empty()) {
+      ASSERT_EQ(::send(fd, all.data(), all.size(), 0), static_cast<ssize_t>(all.size()));
+    }
+  };
+  auto pump_in = [&] {
+    char buf[16384];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) BIO_write(in, buf, static_cast<int>(n));
+    return n > 0;
+  };
+  while (SSL_do_handshake(ssl) != 1) {
+    ASSERT_EQ(SSL_get_error(ssl, -1), SSL_ERROR_WANT_READ);
+    if (BIO_pending(out) > 0 && !SSL_is_init_finished(ssl)) {
+      // Not the last flight yet (ClientHello): send it now.
+      flush();
+    }
+    ASSERT_TRUE(pump_in()) << "the server stopped during the handshake";
+  }
+  // The handshake's last flight (Finished) is still in `out`: the request joins it.
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_EQ(SSL_write(ssl, req.data(), static_cast<int>(req.size())), static_cast<int>(req.size()));
+  flush();
+  std::string got;
+  char buf[4096];
+  while (got.find("ok") == std::string::npos) {
+    int n = SSL_read(ssl, buf, sizeof buf);
+    if (n > 0) {
+      got.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    ASSERT_EQ(SSL_get_error(ssl, n), SSL_ERROR_WANT_READ);
+    ASSERT_TRUE(pump_in()) << "no answer to a request sent with the handshake; got: " << got;
+  }
+  EXPECT_NE(got.find("HTTP/1.1 200"), std::string::npos) << got;
+  ::close(fd);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
 }
 
 TEST_F(TlsTest, NoCredentialIs401) {

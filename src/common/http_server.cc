@@ -125,19 +125,14 @@ class Session : public std::enable_shared_from_this<Session<S>> {
     parser_.emplace();
     parser_->body_limit(server_.opts.max_body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(server_.opts.max_header_bytes));
-    bool buffered = buffer_.size() > 0;
-    if constexpr (std::is_same_v<S, TlsStream>) buffered = buffered || SSL_pending(stream_.native_handle()) > 0;
-    if (buffered) return read_request();
-    // Idle until the first byte of the next request: a longer wait than for the request
-    // itself once it has begun.
-    idle_.emplace(stream_.get_executor());
-    idle_->expires_after(server_.opts.idle_timeout);
-    idle_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
-      if (!ec) self->close();
-    });
-    tcp_().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this()](beast::error_code ec) {
-      if (self->idle_) self->idle_->cancel();
+    if (buffer_.size() > 0) return read_request();  // a pipelined request has begun
+    // Idle until the first bytes of the next request: a longer wait than for the request
+    // itself once it has begun. They are read (not only waited for): TLS may already hold
+    // them, read from the socket with the handshake.
+    tcp_().expires_after(server_.opts.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->close();
+      self->buffer_.commit(n);
       self->read_request();
     });
   }
@@ -329,7 +324,6 @@ class Session : public std::enable_shared_from_this<Session<S>> {
       on_close = std::move(on_close_);
     }
     if (timer_) timer_->cancel();
-    if (idle_) idle_->cancel();
     beast::error_code ec;
     tcp_().socket().shutdown(tcp::socket::shutdown_both, ec);
     tcp_().socket().close(ec);
@@ -363,7 +357,6 @@ class Session : public std::enable_shared_from_this<Session<S>> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<net::steady_timer> timer_;
-  std::optional<net::steady_timer> idle_;
   std::string header_, chunk_prefix_;
   std::array<char, 512> peer_buf_{};
 
