@@ -16,6 +16,7 @@ PACKAGES=(
   systemd util-linux
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   openvswitch-switch
+  clang-16 libclang-rt-16-dev
 )
 
 missing=()

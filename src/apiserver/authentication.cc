@@ -133,6 +133,12 @@ Result<std::optional<UserInfo>> TokenFileAuthenticator::authenticate(const http:
     (void)reload_if_changed();
   }
   auto it = tokens_.find(token);
+  if (it == tokens_.end()) {
+    // A token issued a moment ago (kos credentials create --token) is in the file already:
+    // look again now (a stat, and a read only if the file changed).
+    (void)reload_if_changed();
+    it = tokens_.find(token);
+  }
   if (it == tokens_.end()) return fail(Errc::kUnauthorized, "invalid bearer token");
   return std::optional<UserInfo>{it->second};
 }

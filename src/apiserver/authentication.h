@@ -43,7 +43,8 @@ class CertificateAuthenticator : public Authenticator {
 };
 
 // Bearer tokens listed in a file, re-read when the file changes (checked at most once a
-// second), so `kos credentials create --token` takes effect without a restart.
+// second, and whenever a token is not found), so `kos credentials create --token` takes
+// effect at once, without a restart.
 class TokenFileAuthenticator : public Authenticator {
  public:
   // Errors: kNotFound (no file), kBadRequest (a malformed line, named).

@@ -31,6 +31,7 @@ struct Flags {
   std::string audit_path = "default";  // DATA_DIR/audit.log
   size_t audit_max_mib = 100;
   int audit_max_backups = 3;
+  std::string etcd_ca, etcd_cert, etcd_key;
   double user_rps = 1000;
   int user_watches = 2000;
   std::string store;
@@ -192,6 +193,25 @@ int run_apiserver(const Flags& f) {
   }
   store::OpenOptions so;
   so.compaction_interval = std::chrono::milliseconds(0);  // the Compactor below does it
+  if (!f.etcd_ca.empty() || !f.etcd_cert.empty() || !f.etcd_key.empty()) {
+    if (f.etcd_cert.empty() != f.etcd_key.empty()) {
+      std::fprintf(stderr, "kos apiserver: --etcd-certfile and --etcd-keyfile go together\n");
+      return 2;
+    }
+    store::OpenOptions::EtcdTls t;
+    for (auto [flag, file, out] : {std::tuple{"--etcd-cafile", &f.etcd_ca, &t.ca_pem},
+                                   std::tuple{"--etcd-certfile", &f.etcd_cert, &t.cert_pem},
+                                   std::tuple{"--etcd-keyfile", &f.etcd_key, &t.key_pem}}) {
+      if (file->empty()) continue;
+      auto data = pki::read_file(*file);
+      if (!data) {
+        std::fprintf(stderr, "kos apiserver: %s: %s\n", flag, data.error().message.c_str());
+        return 2;
+      }
+      *out = *data;
+    }
+    so.etcd_tls = std::move(t);
+  }
   auto opened = store::open_store(url, so);
   if (!opened) {
     std::fprintf(stderr, "kos apiserver: %s\n", opened.error().message.c_str());
@@ -288,8 +308,11 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
                 "bearer tokens, one per line: token,user,uid,\"group1,group2\" (default: "
                 "PKI_DIR/tokens.csv, re-read when it changes)");
   c->add_option("--store", f->store,
-                "storage: sqlite:PATH or etcd:http://HOST:PORT[,...] (default: sqlite in --data-dir)");
+                "storage: sqlite:PATH or etcd:http(s)://HOST:PORT[,...] (default: sqlite in --data-dir)");
   c->add_option("--data-dir", f->data_dir, "directory of the embedded store")->capture_default_str();
+  c->add_option("--etcd-cafile", f->etcd_ca, "etcd over TLS (etcd:https://...): the CA that signed etcd's certificate");
+  c->add_option("--etcd-certfile", f->etcd_cert, "etcd over TLS: the client certificate (for etcd --client-cert-auth)");
+  c->add_option("--etcd-keyfile", f->etcd_key, "etcd over TLS: the client certificate's key");
   c->add_option("--write-kubeconfig", f->kubeconfig,
                 "write an admin kubeconfig for this server to FILE (the CA and an admin client "
                 "certificate; for kubectl and kos components)");

@@ -23,9 +23,9 @@ Result<std::unique_ptr<Store>> open_store(const std::string& url, const OpenOpti
     while (!rest.empty()) {
       auto comma = rest.find(',');
       std::string_view ep = rest.substr(0, comma);
-      if (!ep.starts_with("http://"))
+      if (!ep.starts_with("http://") && !ep.starts_with("https://"))
         return fail(Errc::kBadRequest, "store URL " + url + ": etcd endpoint '" +
-                                           std::string(ep) + "' must look like http://HOST:PORT");
+                                           std::string(ep) + "' must look like http://HOST:PORT or https://HOST:PORT");
       endpoints.emplace_back(ep);
       if (comma == std::string_view::npos) break;
       rest.remove_prefix(comma + 1);
@@ -35,7 +35,7 @@ Result<std::unique_ptr<Store>> open_store(const std::string& url, const OpenOpti
     return EtcdStore::open(endpoints, opts);
   }
   return fail(Errc::kBadRequest, "store URL " + url +
-                                     ": expected sqlite:PATH or etcd:http://HOST:PORT[,...]");
+                                     ": expected sqlite:PATH or etcd:http(s)://HOST:PORT[,...]");
 }
 
 }  // namespace kos::store

@@ -14,16 +14,16 @@ namespace kos::testing {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-namespace {
-
-constexpr auto kServerStartTimeout = 30s;
-
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
+
+constexpr auto kServerStartTimeout = 30s;
 
 std::string trim(std::string_view s) {
   size_t b = s.find_first_not_of(" \t\r\n");
@@ -34,7 +34,9 @@ std::string trim(std::string_view s) {
 
 }  // namespace
 
-std::string backend_name(Backend b) { return b == Backend::kSqlite ? "sqlite" : "etcd"; }
+std::string backend_name(Backend b) {
+  return b == Backend::kSqlite ? "sqlite" : b == Backend::kEtcd ? "etcd" : "etcd_tls";
+}
 
 void PrintTo(Backend b, std::ostream* os) { *os << backend_name(b); }
 
@@ -49,14 +51,15 @@ ApiServerProcess::~ApiServerProcess() {
 }
 
 std::string ApiServerProcess::store_url() const {
-  if (backend_ == Backend::kEtcd) return "etcd:" + (etcd_ ? etcd_->endpoint() : std::string());
+  if (backend_ != Backend::kSqlite) return "etcd:" + (etcd_ ? etcd_->endpoint() : std::string());
   return "sqlite:" + (dir_.path() / "data" / "kos.db").string();
 }
 
 std::string ApiServerProcess::start() {
-  if (backend_ == Backend::kEtcd && !etcd_) {
+  if (backend_ != Backend::kSqlite && !etcd_) {
     try {
-      etcd_ = std::make_unique<EtcdProcess>();
+      etcd_ = backend_ == Backend::kEtcdTls ? std::make_unique<EtcdProcess>(EtcdProcess::TlsTag{})
+                                            : std::make_unique<EtcdProcess>();
     } catch (const std::exception& e) {
       return std::string("etcd did not start: ") + e.what();
     }
@@ -83,7 +86,10 @@ std::string ApiServerProcess::start_server() {
                                    "--data-dir", (dir_.path() / "data").string(),
                                    "--write-kubeconfig", kubeconfig().string(),
                                    "--workers", "16"};
-  if (backend_ == Backend::kEtcd) argv.insert(argv.end(), {"--store", store_url()});
+  if (backend_ != Backend::kSqlite) argv.insert(argv.end(), {"--store", store_url()});
+  if (backend_ == Backend::kEtcdTls)
+    argv.insert(argv.end(), {"--etcd-cafile", etcd_->ca_file().string(), "--etcd-certfile",
+                             etcd_->client_cert_file().string(), "--etcd-keyfile", etcd_->client_key_file().string()});
   argv.insert(argv.end(), server_flags_.begin(), server_flags_.end());
   // stderr (the server's log) goes to the test's output.
   server_ = std::make_unique<ChildProcess>(argv, /*capture_stdout=*/false);

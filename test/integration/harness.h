@@ -21,7 +21,8 @@
 
 namespace kos::testing {
 
-enum class Backend { kSqlite, kEtcd };
+// kEtcdTls: etcd with --client-cert-auth, reached over https with a client certificate.
+enum class Backend { kSqlite, kEtcd, kEtcdTls };
 
 // "sqlite" or "etcd": the suffix of the parameterized test names.
 std::string backend_name(Backend b);
@@ -128,6 +129,8 @@ bool eventually(const std::function<bool()>& condition,
 
 // Writes `content` to `path`; returns the path.
 std::filesystem::path write_file(const std::filesystem::path& path, const std::string& content);
+// A whole file ("" if it cannot be read).
+std::string read_file(const std::filesystem::path& path);
 
 // The directory of the tests' YAML files (test/integration/testdata).
 std::filesystem::path testdata(const std::string& name);

@@ -1,5 +1,7 @@
 #include "test/support/etcd_process.h"
 
+#include "pki/pki.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -56,7 +58,7 @@ struct Fd {
 };
 
 // One HTTP/1.1 request to 127.0.0.1:port; the whole response, or empty on any failure.
-std::string http_post(int port, const std::string& path, const std::string& body) {
+std::string http_request(const std::string& method, int port, const std::string& path, const std::string& body) {
   const auto deadline = std::chrono::steady_clock::now() + kProbeTimeout;
   Fd sock{socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
   if (sock.fd < 0) return {};
@@ -74,7 +76,7 @@ std::string http_post(int port, const std::string& path, const std::string& body
       getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
     return {};
   }
-  const std::string request = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+  const std::string request = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
                               "Content-Type: application/json\r\nContent-Length: " +
                               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
                               body;
@@ -107,11 +109,38 @@ std::string http_post(int port, const std::string& path, const std::string& body
 
 EtcdProcess::EtcdProcess(std::chrono::milliseconds start_timeout)
     : dir_("kos-etcd"), name_(unique_name()), start_timeout_(start_timeout) {
+  init();
+}
+
+EtcdProcess::EtcdProcess(TlsTag, std::chrono::milliseconds start_timeout)
+    : dir_("kos-etcd"), name_(unique_name()), tls_(true), start_timeout_(start_timeout) {
+  // A CA, etcd's serving certificate for 127.0.0.1, and a client certificate.
+  auto ca = pki::make_ca("kos-test-etcd-ca");
+  if (!ca) throw std::runtime_error("etcd test CA: " + ca.error().message);
+  pki::IssueOptions server;
+  server.subject = {"etcd", {}};
+  server.server = true;
+  server.ip_addresses = {"127.0.0.1"};
+  server.dns_names = {"localhost"};
+  auto srv = pki::issue(*ca, server);
+  auto client = pki::issue(*ca, {.subject = {"kos-apiserver", {}}});
+  if (!srv || !client) throw std::runtime_error("etcd test certificates");
+  for (const auto& [name, data] : std::vector<std::pair<std::string, std::string>>{
+           {"ca.crt", ca->cert_pem}, {"server.crt", srv->cert_pem}, {"server.key", srv->key_pem},
+           {"client.crt", client->cert_pem}, {"client.key", client->key_pem}})
+    if (auto w = pki::write_file((dir_.path() / name).string(), data, 0600); !w)
+      throw std::runtime_error(w.error().message);
+  init();
+}
+
+void EtcdProcess::init() {
   std::string error;
   for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
     client_port_ = free_loopback_port();
     peer_port_ = free_loopback_port();
     while (peer_port_ == client_port_) peer_port_ = free_loopback_port();
+    metrics_port_ = free_loopback_port();
+    while (metrics_port_ == client_port_ || metrics_port_ == peer_port_) metrics_port_ = free_loopback_port();
     error = start_once();
     if (error.empty()) return;
     // Probably a port taken between choosing and binding it: start over, fresh.
@@ -124,7 +153,9 @@ EtcdProcess::EtcdProcess(std::chrono::milliseconds start_timeout)
 
 EtcdProcess::~EtcdProcess() { stop(); }
 
-std::string EtcdProcess::endpoint() const { return url(client_port_); }
+std::string EtcdProcess::endpoint() const {
+  return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(client_port_);
+}
 
 std::string EtcdProcess::start_once() {
   // /bin/sh only sends etcd's stdout and stderr (zap's log and what its embedded gRPC
@@ -139,8 +170,8 @@ std::string EtcdProcess::start_once() {
       etcd_binary(),
       "--name", name_,
       "--data-dir", data_dir().string(),
-      "--listen-client-urls", url(client_port_),
-      "--advertise-client-urls", url(client_port_),
+      "--listen-client-urls", endpoint(),
+      "--advertise-client-urls", endpoint(),
       "--listen-peer-urls", url(peer_port_),
       "--initial-advertise-peer-urls", url(peer_port_),
       "--initial-cluster", name_ + "=" + url(peer_port_),
@@ -153,6 +184,12 @@ std::string EtcdProcess::start_once() {
       "--log-outputs", "stderr",
   };
   argv.insert(argv.end(), etcd_args.begin(), etcd_args.end());
+  if (tls_) {
+    const auto d = dir_.path();
+    argv.insert(argv.end(), {"--cert-file", (d / "server.crt").string(), "--key-file", (d / "server.key").string(),
+                             "--client-cert-auth", "--trusted-ca-file", (d / "ca.crt").string(),
+                             "--listen-metrics-urls", url(metrics_port_)});
+  }
   proc_ = std::make_unique<ChildProcess>(argv, /*capture_stdout=*/false);
 
   const auto deadline = std::chrono::steady_clock::now() + start_timeout_;
@@ -173,7 +210,11 @@ std::string EtcdProcess::start_once() {
 bool EtcdProcess::serving() const {
   // A Range through etcd's JSON gateway: answers only once the member has a leader and
   // serves the v3 API. {"key": "\0"} in base64.
-  std::string resp = http_post(client_port_, "/v3/kv/range", R"({"key":"AA=="})");
+  if (tls_) {  // the plain metrics URL's /health: a linearizable read too
+    std::string resp = http_request("GET", metrics_port_, "/health", "");
+    return resp.starts_with("HTTP/1.1 200") && resp.find("\"health\":\"true\"") != std::string::npos;
+  }
+  std::string resp = http_request("POST", client_port_, "/v3/kv/range", R"({"key":"AA=="})");
   return resp.starts_with("HTTP/1.1 200") && resp.find("\"revision\"") != std::string::npos;
 }
 

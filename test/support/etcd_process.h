@@ -24,11 +24,20 @@ class EtcdProcess {
   // serves a linearizable read. Throws std::runtime_error, with the tail of etcd's log, if
   // it does not within `start_timeout`.
   explicit EtcdProcess(std::chrono::milliseconds start_timeout = std::chrono::seconds(30));
+  // With TLS: clients must use https and present a certificate signed by the test CA
+  // (etcd --client-cert-auth); ca_file(), client_cert_file() and client_key_file() are
+  // what they need. Readiness is probed on a plain metrics URL (/health).
+  struct TlsTag {};
+  explicit EtcdProcess(TlsTag, std::chrono::milliseconds start_timeout = std::chrono::seconds(30));
   ~EtcdProcess();
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
 
-  // The client URL, "http://127.0.0.1:PORT"; the same across restart().
+  bool tls() const { return tls_; }
+  std::filesystem::path ca_file() const { return dir_.path() / "ca.crt"; }
+  std::filesystem::path client_cert_file() const { return dir_.path() / "client.crt"; }
+  std::filesystem::path client_key_file() const { return dir_.path() / "client.key"; }
+  // The client URL, "http://127.0.0.1:PORT" (https with TLS); the same across restart().
   std::string endpoint() const;
   int client_port() const { return client_port_; }
   // etcd's --data-dir.
@@ -54,8 +63,12 @@ class EtcdProcess {
   // One probe of the client port: true if a linearizable Range succeeds.
   bool serving() const;
 
+  void init();
+
   TempDir dir_;
   std::string name_;
+  bool tls_ = false;
+  int metrics_port_ = 0;
   int client_port_ = 0;
   int peer_port_ = 0;
   std::chrono::milliseconds start_timeout_;

@@ -141,15 +141,20 @@ Event from_pb(const mvccpb::Event& ev) {
   return out;
 }
 
-Result<std::string> grpc_target(const std::string& url) {
+// The gRPC target of an endpoint URL. https:// needs TLS settings, http:// must not have
+// them (a cluster is all TLS or none).
+Result<std::string> grpc_target(const std::string& url, bool tls) {
   std::string_view rest = url;
   if (rest.starts_with("https://")) {
-    return fail(Errc::kUnsupported, "etcd endpoint " + url + ": TLS (https) is not supported");
-  }
-  if (rest.starts_with("http://")) {
+    if (!tls)
+      return fail(Errc::kInvalid, "etcd endpoint " + url + ": https needs the etcd CA (--etcd-cafile)");
+    rest.remove_prefix(8);
+  } else if (rest.starts_with("http://")) {
+    if (tls)
+      return fail(Errc::kInvalid, "etcd endpoint " + url + ": TLS settings are given, so use https://");
     rest.remove_prefix(7);
   } else if (rest.find("://") != std::string_view::npos) {
-    return fail(Errc::kInvalid, "etcd endpoint " + url + ": scheme must be http://");
+    return fail(Errc::kInvalid, "etcd endpoint " + url + ": scheme must be http:// or https://");
   }
   while (rest.ends_with('/')) rest.remove_suffix(1);
   auto colon = rest.rfind(':');
@@ -160,7 +165,8 @@ Result<std::string> grpc_target(const std::string& url) {
   return std::string(rest);
 }
 
-std::shared_ptr<grpc::Channel> make_channel(const std::string& target) {
+std::shared_ptr<grpc::Channel> make_channel(const std::string& target,
+                                           const std::optional<OpenOptions::EtcdTls>& tls) {
   grpc::ChannelArguments args;
   // A list of many objects can be larger than gRPC's 4 MiB default (etcd's own client does
   // the same).
@@ -177,7 +183,12 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& target) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!tls) return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  grpc::SslCredentialsOptions so;
+  so.pem_root_certs = tls->ca_pem;
+  so.pem_private_key = tls->key_pem;
+  so.pem_cert_chain = tls->cert_pem;
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(so), args);
 }
 
 pb::Compare* add_guard(pb::TxnRequest& txn, const std::string& key, Revision expected) {
@@ -623,12 +634,12 @@ Result<std::unique_ptr<Store>> EtcdStore::open(const std::vector<std::string>& e
   if (endpoints.empty()) return fail(Errc::kInvalid, "etcd: no endpoints given");
   std::vector<Endpoint> eps;
   for (const auto& url : endpoints) {
-    auto target = grpc_target(url);
+    auto target = grpc_target(url, opts.etcd_tls.has_value());
     if (!target) return fail(target.error());
     Endpoint ep;
     ep.url = url;
     ep.target = *target;
-    ep.channel = make_channel(ep.target);
+    ep.channel = make_channel(ep.target, opts.etcd_tls);
     ep.kv = pb::KV::NewStub(ep.channel);
     ep.watch = pb::Watch::NewStub(ep.channel);
     eps.push_back(std::move(ep));

@@ -57,9 +57,10 @@ namespace kos::store {
 class EtcdStore final : public Store {
  public:
   // Connects to an etcd v3 cluster. `endpoints` are client URLs "http://HOST:PORT" (a bare
-  // "HOST:PORT" is accepted too), tried in order. Fails with kUnavailable if no endpoint
-  // answers within opts.dial_timeout, kInvalid for a malformed endpoint, kUnsupported for
-  // https (TLS is not implemented yet).
+  // "HOST:PORT" is accepted too), or "https://HOST:PORT" with opts.etcd_tls (verified
+  // against its CA, presenting its client certificate), tried in order. Fails with
+  // kUnavailable if no endpoint answers within opts.dial_timeout (a TLS handshake that
+  // fails looks like that too), kInvalid for a malformed endpoint.
   static Result<std::unique_ptr<Store>> open(const std::vector<std::string>& endpoints,
                                              const OpenOptions& opts = {});
 

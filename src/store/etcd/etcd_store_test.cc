@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "pki/pki.h"
 #include "test/support/etcd_process.h"
 #include "test/support/process.h"
 
@@ -219,7 +220,10 @@ TEST(EtcdStoreParse, Endpoints) {
 
 TEST(EtcdStoreOpen, RejectsBadEndpointsAndUnreachableClusters) {
   EXPECT_EQ(EtcdStore::open({}).error().code, Errc::kInvalid);
-  EXPECT_EQ(EtcdStore::open({"https://127.0.0.1:2379"}).error().code, Errc::kUnsupported);
+  EXPECT_EQ(EtcdStore::open({"https://127.0.0.1:2379"}).error().code, Errc::kInvalid);  // https without TLS settings
+  OpenOptions tls;
+  tls.etcd_tls = OpenOptions::EtcdTls{};
+  EXPECT_EQ(EtcdStore::open({"http://127.0.0.1:2379"}, tls).error().code, Errc::kInvalid);  // TLS settings, http
   EXPECT_EQ(EtcdStore::open({"ftp://127.0.0.1:2379"}).error().code, Errc::kInvalid);
   EXPECT_EQ(EtcdStore::open({"http://127.0.0.1"}).error().code, Errc::kInvalid);
 
@@ -230,6 +234,40 @@ TEST(EtcdStoreOpen, RejectsBadEndpointsAndUnreachableClusters) {
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code, Errc::kUnavailable) << s.error().message;
   EXPECT_LT(Clock::now() - start, 5s);
+}
+
+// etcd with --client-cert-auth: the store speaks TLS, verifies etcd against its CA and
+// presents its client certificate; without one, or trusting another CA, it gets nowhere.
+TEST(EtcdStoreTls, WorksAgainstAClientCertAuthEtcdAndNotWithoutItsCertificate) {
+  EtcdProcess etcd(EtcdProcess::TlsTag{});
+  auto read = [](const std::filesystem::path& p) { return *pki::read_file(p.string()); };
+  OpenOptions o;
+  o.dial_timeout = 2s;
+  o.etcd_tls = OpenOptions::EtcdTls{read(etcd.ca_file()), read(etcd.client_cert_file()), read(etcd.client_key_file())};
+  auto s = EtcdStore::open({etcd.endpoint()}, o);
+  ASSERT_TRUE(s) << s.error().message;
+  auto c = (*s)->create("/tls/a", "1");
+  ASSERT_TRUE(c) << c.error().message;
+  auto g = (*s)->get("/tls/a");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->value, "1");
+
+  OpenOptions no_cert = o;
+  no_cert.etcd_tls->cert_pem.clear();
+  no_cert.etcd_tls->key_pem.clear();
+  auto n = EtcdStore::open({etcd.endpoint()}, no_cert);
+  ASSERT_FALSE(n) << "etcd --client-cert-auth accepted a client without a certificate";
+  EXPECT_EQ(n.error().code, Errc::kUnavailable) << n.error().message;
+
+  OpenOptions other_ca = o;
+  other_ca.etcd_tls->ca_pem = pki::make_ca("another")->cert_pem;
+  EXPECT_FALSE(EtcdStore::open({etcd.endpoint()}, other_ca)) << "an etcd the CA did not sign was trusted";
+
+  OpenOptions plain;
+  plain.dial_timeout = 1s;
+  std::string http = etcd.endpoint();
+  http.replace(0, 5, "http");
+  EXPECT_FALSE(EtcdStore::open({http}, plain)) << "plain HTTP reached a TLS-only etcd";
 }
 
 TEST_F(EtcdStoreTest, CrudListAndRevisions) {
