@@ -1,8 +1,8 @@
 // A pipeline stage after authentication: per-user limits, so one user (a runaway
 // controller, a compromised node) cannot starve the others. Requests per second per user
 // (a token bucket; over it: 429 with Retry-After) and concurrent watches per user (over
-// it: 429). Admins are exempt, as kube-apiserver exempts system:masters from its flow
-// control. Body and header sizes and slow clients are the HTTP server's limits
+// it: 429). Admins and controllers are exempt, as kube-apiserver's flow control exempts
+// system:masters and serves its own controllers at a high priority. Body and header sizes and slow clients are the HTTP server's limits
 // (http::ServerOptions).
 //
 // Threading: every method may be called from any thread.

@@ -342,7 +342,7 @@ TEST(UserLimitsTest, ABucketPerUserRefillsWithTimeAndWatchesAreCounted) {
   for (int i = 0; i < 1000; ++i) ASSERT_FALSE(off.take("a"));
 }
 
-TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAreExempt) {
+TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAndControllersAreExempt) {
   server_->stop();
   server_.reset();
   auto pki = pki::ensure_cluster_pki((dir_.path() / "pki").string(), {});
@@ -365,6 +365,7 @@ TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAreE
   EXPECT_TRUE(has_retry);
   EXPECT_EQ(call(tenant("tb"), bhttp::verb::get, std::string(kNa) + "tb/subnets").status, 200u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(call(admin(), bhttp::verb::get, list).status, 200u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(call(controller(), bhttp::verb::get, list).status, 200u);
   EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, "/healthz").status, 200u);  // health is never throttled
 
   // Watches: the second concurrent one of a user is refused.

@@ -47,7 +47,7 @@ struct ServerOptions {
   std::string token_file;
   // The audit log (empty path: none).
   AuditLog::Options audit;
-  // Requests per second and watches per user (admins exempt); zeros: no limits.
+  // Requests per second and watches per user (admins and controllers exempt); zeros: no limits.
   UserLimits::Options limits;
 };
 

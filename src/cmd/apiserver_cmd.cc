@@ -327,11 +327,11 @@ void add_apiserver_command(CLI::App& app, std::function<int()>& run) {
       ->check(CLI::NonNegativeNumber);
   c->add_option("--max-requests-per-second-per-user", f->user_rps,
                 "requests per second one user may make (a burst of twice that); more get 429 "
-                "with Retry-After. Admins are exempt; 0 = no limit")
+                "with Retry-After. Admins and controllers are exempt; 0 = no limit")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_option("--max-watches-per-user", f->user_watches,
-                "watches one user may hold open at once; more get 429. Admins are exempt; 0 = no limit")
+                "watches one user may hold open at once; more get 429. Admins and controllers are exempt; 0 = no limit")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_option("--io-threads", f->io_threads, "threads serving sockets")->capture_default_str();
