@@ -192,6 +192,50 @@ TEST_F(TlsTest, ARequestSentWithTheHandshakesLastFlightIsAnswered) {
   SSL_CTX_free(ctx);
 }
 
+TEST_F(TlsTest, ConnectionsResumeTheSessionAndKeepTheirUserAndWatchesReuseIdleConnections) {
+  auto c = config();
+  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n3", {"kos:nodes"}}});
+  ASSERT_TRUE(cert);
+  c.cert_pem = cert->cert_pem;
+  c.key_pem = cert->key_pem;
+  auto t = Transport::create(c);
+  ASSERT_TRUE(t);
+  HttpRequest who;
+  who.method = "POST";
+  who.target = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+  who.body = R"({"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"})";
+  auto first = (*t)->request_sync(who);
+  ASSERT_TRUE(first && first->status == 201u);
+  // A new connection (the pooled one dropped) resumes the session; the user is the same.
+  (*t)->drop_connections();
+  auto second = (*t)->request_sync(who);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_NE(second->body.find("kos:node:n3"), std::string::npos) << second->body;
+  EXPECT_EQ((*t)->open_connections(), 1u);
+  // A watch starts on the idle keep-alive connection: still one connection.
+  std::mutex mu;
+  std::condition_variable cv;
+  unsigned status = 0;
+  HttpRequest w;
+  w.target = "/apis/network.example.com/v1alpha1/networkattachments?watch=1&fieldSelector=spec.node%3Dn3";
+  auto h = (*t)->stream(
+      w,
+      [&](unsigned st, const std::string&) {
+        std::lock_guard lk(mu);
+        status = st;
+        cv.notify_all();
+      },
+      [](std::string_view) {}, [](Result<void>) {});
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 5s, [&] { return status != 0; }));
+  }
+  EXPECT_EQ(status, 200u);
+  EXPECT_EQ((*t)->open_connections(), 1u);
+  h->cancel();
+  (*t)->shutdown();
+}
+
 TEST_F(TlsTest, NoCredentialIs401) {
   auto r = whoami(config());
   ASSERT_TRUE(r) << r.error().message;

@@ -65,7 +65,7 @@ struct Exchange {
   std::optional<http::response_parser<http::string_body>> parser;
 };
 
-class StreamImpl : public StreamHandle {
+class StreamImpl : public StreamHandle, public std::enable_shared_from_this<StreamImpl> {
  public:
   StreamImpl(std::weak_ptr<Transport> t, ConnPtr c) : t_(std::move(t)), conn_(std::move(c)) {}
   void cancel() override;
@@ -84,6 +84,8 @@ class StreamImpl : public StreamHandle {
   bool ended = false;
   // Bounds connecting and the response headers; the stream itself has no deadline.
   std::shared_ptr<net::steady_timer> header_timer;
+  bool reused = false;      // started on a pooled keep-alive connection
+  bool fresh_only = false;  // that failed before an answer: a new connection now
 };
 
 class TransportImpl final : public Transport {
@@ -93,7 +95,10 @@ class TransportImpl final : public Transport {
       : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)) {
     thread_ = std::thread([this] { ioc_.run(); });
   }
-  ~TransportImpl() override { shutdown(); }
+  ~TransportImpl() override {
+    shutdown();
+    if (session_) SSL_SESSION_free(session_);
+  }
 
   void request(HttpRequest req, std::function<void(Result<HttpResponse>)> done) override {
     auto ex = std::make_shared<Exchange>();
@@ -160,6 +165,17 @@ class TransportImpl final : public Transport {
   bool stopped() const override { return stopped_.load(); }
 
   // ---- on the io thread ----
+  // Keeps a TLS connection's session for the next connections to resume (TLS 1.3 tickets
+  // arrive after the handshake: this is called once a response has been read).
+  void remember_session(Conn& c) {
+    if (!c.ssl || SSL_session_reused(c.ssl->native_handle())) return;
+    SSL_SESSION* ss = SSL_get1_session(c.ssl->native_handle());
+    if (!ss) return;
+    if (!SSL_SESSION_is_resumable(ss)) return SSL_SESSION_free(ss);
+    if (session_) SSL_SESSION_free(session_);
+    session_ = ss;
+  }
+
   void close(Conn& c) {
     beast::error_code ec;
     if (c.tcp().socket().is_open()) {
@@ -203,6 +219,8 @@ class TransportImpl final : public Transport {
               SSL_set_tlsext_host_name(c->ssl->native_handle(), cfg_.host.c_str());
             if (!cfg_.insecure_skip_verify)
               c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
+            // Resume the last session: no certificates sent or verified again, no signature.
+            if (session_) SSL_set_session(c->ssl->native_handle(), session_);
             c->ssl->async_handshake(net::ssl::stream_base::client,
                                     [then](beast::error_code ec3) mutable { then(ec3); });
           });
@@ -270,6 +288,7 @@ class TransportImpl final : public Transport {
                               it != res.end() && it->name() == http::field::warning; ++it)
                            out.warnings.emplace_back(it->value());
                          bool keep = res.keep_alive();
+                         remember_session(*ex->conn);
                          release(ex->conn, keep);
                          ex->done(std::move(out));
                        });
@@ -294,8 +313,40 @@ class TransportImpl final : public Transport {
 
   void start_stream(const std::shared_ptr<StreamImpl>& s) {
     if (s->cancelled) return;
+    // A pooled keep-alive connection, when there is one: no new connection (and, with TLS,
+    // no handshake) per watch. The server closes it when the stream ends.
+    if (!idle_.empty() && !s->fresh_only) {
+      s->conn_ = std::move(idle_.back());
+      idle_.pop_back();
+      busy_.insert(s->conn_);
+      s->reused = true;
+      return send_stream(s);
+    }
     connect(s->conn_, [this, s](beast::error_code ec) {
       if (ec) return end_stream(s, ec);
+      send_stream(s);
+    });
+  }
+
+  // A stream that failed on a reused connection before any answer: the connection had
+  // been closed by the server; start again on a new one.
+  bool retry_stream(const std::shared_ptr<StreamImpl>& s) {
+    if (!s->reused || s->fresh_only || s->cancelled) return false;
+    if (s->header_timer) s->header_timer->cancel();
+    release(s->conn_, false);
+    s->conn_ = std::make_shared<Conn>(ioc_, tls_.get());
+    s->reused = false;
+    s->fresh_only = true;
+    using Parser = http::response_parser<http::string_body>;
+    s->parser.~Parser();
+    new (&s->parser) Parser();
+    s->pending.clear();
+    start_stream(s);
+    return true;
+  }
+
+  void send_stream(const std::shared_ptr<StreamImpl>& s) {
+    {
       s->msg = {verb_of(s->req.method), s->req.target, 11};
       s->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
       s->msg.set(http::field::user_agent, opts_.user_agent);
@@ -303,8 +354,8 @@ class TransportImpl final : public Transport {
       if (!cfg_.bearer_token.empty())
         s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
       s->msg.prepare_payload();
-      // The headers' deadline is a timer of its own, not the socket's expiry: a TLS
-      // stream kept the socket's deadline on its later reads, and a watch lives long.
+      // The headers' deadline is a timer of its own: the socket has none once the
+      // stream runs (a watch lives long).
       s->conn_->tcp().expires_never();
       s->header_timer = std::make_shared<net::steady_timer>(ioc_, s->req.timeout);
       s->header_timer->async_wait([this, s](beast::error_code tec) {
@@ -312,7 +363,10 @@ class TransportImpl final : public Transport {
       });
       s->conn_->io([&](auto& stream) {
       http::async_write(stream, s->msg, [this, s, &stream](beast::error_code ec2, size_t) {
-        if (ec2) return end_stream(s, ec2);
+        if (ec2) {
+          if (retry_stream(s)) return;
+          return end_stream(s, ec2);
+        }
         s->parser.body_limit(boost::none);
         // Owned by the stream itself (Beast keeps a reference): captures a plain pointer.
         s->chunk_cb = [s = s.get()](std::uint64_t, beast::string_view body, beast::error_code&) {
@@ -330,7 +384,10 @@ class TransportImpl final : public Transport {
         http::async_read_header(stream, s->conn_->buffer, s->parser,
                                 [this, s, &stream](beast::error_code ec3, size_t) {
                                   s->header_timer->cancel();
-                                  if (ec3) return end_stream(s, ec3);
+                                  if (ec3) {
+                                    if (retry_stream(s)) return;
+                                    return end_stream(s, ec3);
+                                  }
                                   unsigned status = s->parser.get().result_int();
                                   if (status != 200) {
                                     // An error document, not a stream: read it whole.
@@ -348,7 +405,7 @@ class TransportImpl final : public Transport {
                                 });
       });
       });
-    });
+    }
   }
 
   void read_stream(const std::shared_ptr<StreamImpl>& s) {
@@ -375,6 +432,7 @@ class TransportImpl final : public Transport {
   const RestConfig cfg_;
   const TransportOptions opts_;
   std::unique_ptr<net::ssl::context> tls_;  // null: plain HTTP
+  SSL_SESSION* session_ = nullptr;           // the TLS session new connections resume
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_;
   std::thread thread_;
@@ -389,7 +447,9 @@ void StreamImpl::cancel() {
   auto t = t_.lock();
   if (!t) return;  // the transport is gone, and its connections with it
   auto* impl = static_cast<TransportImpl*>(t.get());
-  impl->post([impl, c = conn_] { impl->close(*c); });
+  // The connection is read on the transport's thread: a stream may move to another
+  // connection before it starts.
+  impl->post([impl, self = shared_from_this()] { impl->close(*self->conn_); });
 }
 
 }  // namespace
