@@ -403,9 +403,11 @@ http::Reply ApiServer::serve_review(const http::Request& req, const RequestInfo&
 
 // ---- the request pipeline -----------------------------------------------------------------
 //
-// resolve (what is asked) -> authenticate (who asks) -> authorize (may they) -> serve, with
-// admission (the checks that need the objects) inside the registry's writes. Each stage
-// answers the request itself when it must stop it (400, 401, 403).
+// resolve (what is asked, request_info.h) -> authenticate (who asks, authentication.h) ->
+// per-user limits (limits.h) -> authorize (may they, authorization.h) -> serve, with
+// admission (the checks that need the objects, admission.h) inside the registry's writes;
+// then metrics and the audit log (audit.h). Each stage answers the request itself when it
+// must stop it (400, 401, 429, 403).
 
 namespace {
 
@@ -455,6 +457,8 @@ Attributes ApiServer::attributes(const RequestInfo& ri, const UserInfo& user) co
   return a;
 }
 
+namespace {
+
 http::Response forbidden_response(const RequestInfo& ri, const UserInfo& user, const Decision& d) {
   std::string msg;
   if (ri.resource_request) {
@@ -469,6 +473,8 @@ http::Response forbidden_response(const RequestInfo& ri, const UserInfo& user, c
   json::object st = api::status_json(Error{Errc::kForbidden, msg, {}}, ri.name, ri.group, ri.resource);
   return json_response(403, json::serialize(st));
 }
+
+}  // namespace
 
 http::Reply ApiServer::handle(const http::Request& req, const http::Peer& peer) {
   auto started = std::chrono::steady_clock::now();
