@@ -227,7 +227,7 @@ std::string LabelSelector::to_string() const {
   for (const auto& r : requirements_) {
     if (!out.empty()) out += ',';
     std::string set;
-    for (const auto& v : r.values) set += (set.empty() ? "" : ",") + v;
+    for (size_t i = 0; i < r.values.size(); ++i) set += (i == 0 ? "" : ",") + r.values[i];
     switch (r.op) {
       case Op::kEquals: out += r.key + "=" + set; break;
       case Op::kNotEquals: out += r.key + "!=" + set; break;

@@ -28,6 +28,7 @@ TEST(LabelSelector, ParsesToCanonicalForm) {
       {"example.com/app=web,tier!=db", "example.com/app=web,tier!=db"},
       {"in=x,notin in (in)", "in=x,notin in (in)"},  // keywords only where an operator goes
       {"a in (b,)", "a in (b,)"},                    // an empty value, as in `a=`
+      {"a in (,,c)", "a in (,,c)"},                  // leading empty values too (found by fuzzing)
   };
   for (const auto& r : rows) {
     auto s = LabelSelector::parse(r.text);
