@@ -131,9 +131,9 @@ TEST_F(SecurityTest, BearerTokensFromTheFileAuthenticateAndNewLinesTakeEffect) {
   EXPECT_EQ(v.at("status").at("userInfo").at("username"), "tokadmin");
   EXPECT_EQ(v.at("status").at("userInfo").at("groups"), json::array{"kos:admins"});
   EXPECT_EQ(call(anonymous, bhttp::verb::get, "/apis", "", "", "tok-new").status, 401u);
-  std::this_thread::sleep_for(1100ms);  // the file is re-read at most once a second
+  // A token added to the file works at once: a token not found makes the server look at
+  // the file again.
   std::ofstream(token_file_, std::ios::app) << "tok-new,newbie,3,\"kos:viewers\"\n";
-  std::this_thread::sleep_for(1100ms);
   EXPECT_EQ(call(anonymous, bhttp::verb::get, "/apis", "", "", "tok-new").status, 200u);
   EXPECT_EQ(call(anonymous, bhttp::verb::get, std::string(kNa) + "ns1/subnets", "", "", "tok-new").status, 200u);
   EXPECT_EQ(call(anonymous, bhttp::verb::post, std::string(kNa) + "ns1/subnets", "{}", "application/json", "tok-new").status,
@@ -350,13 +350,12 @@ TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAndC
   ServerOptions opts;
   opts.port = 0;
   opts.tls = http::TlsOptions{pki->serving.cert_pem, pki->serving.key_pem, pki->ca.cert_pem};
-  opts.limits = {.requests_per_second = 0.5, .burst = 2, .watches = 1};
+  opts.limits = {.requests_per_second = 0.5, .burst = 3, .watches = 1};
   auto s = ApiServer::start(*store_, opts);
   ASSERT_TRUE(s) << s.error().message;
   server_ = std::move(*s);
   const std::string list = std::string(kNa) + "ta/subnets";
-  EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, list).status, 200u);
-  EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, list).status, 200u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(call(tenant("ta"), bhttp::verb::get, list).status, 200u);  // the burst
   auto r = call(tenant("ta"), bhttp::verb::get, list);
   EXPECT_EQ(r.status, 429u) << r.body;
   EXPECT_NE(r.body.find("\"reason\":\"TooManyRequests\""), std::string::npos) << r.body;
@@ -376,7 +375,6 @@ TEST_F(SecurityTest, OverItsRateOrWatchesAUserGets429WithRetryAfterAndAdminsAndC
   ASSERT_TRUE(std::holds_alternative<http::Response>(second));
   EXPECT_EQ(std::get<http::Response>(second).status, 429u);
   std::get<http::StreamStart>(first).on_close();  // the first ends
-  std::this_thread::sleep_for(2100ms);             // a request token back (0.5/s)
   auto third = server_->handle(w, tenant("tc"));
   EXPECT_TRUE(std::holds_alternative<http::StreamStart>(third));
   std::get<http::StreamStart>(third).on_close();

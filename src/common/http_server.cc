@@ -1,5 +1,7 @@
 #include "common/http_server.h"
 
+#include "common/x509_subject.h"
+
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -47,18 +49,9 @@ void read_peer_cert(SSL* ssl, Peer& peer) {
   if (!cert) return;
   if (SSL_get_verify_result(ssl) == X509_V_OK) {
     peer.has_cert = true;
-    X509_NAME* name = X509_get_subject_name(cert);
-    for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
-      X509_NAME_ENTRY* e = X509_NAME_get_entry(name, i);
-      int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
-      unsigned char* utf8 = nullptr;
-      int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
-      if (n < 0) continue;
-      std::string v(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
-      OPENSSL_free(utf8);
-      if (nid == NID_commonName) peer.cert_common_name = v;
-      else if (nid == NID_organizationName) peer.cert_organizations.push_back(v);
-    }
+    auto subject = x509_subject(cert);
+    peer.cert_common_name = std::move(subject.common_name);
+    peer.cert_organizations = std::move(subject.organizations);
   }
   X509_free(cert);
 }

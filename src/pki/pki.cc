@@ -1,5 +1,7 @@
 #include "pki/pki.h"
 
+#include "common/x509_subject.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -194,20 +196,8 @@ Result<CertKey> issue(const CertKey& ca, const IssueOptions& opts) {
 Result<Subject> subject_of(const std::string& pem) {
   auto c = parse_cert(pem);
   if (!c) return fail(c.error());
-  Subject s;
-  X509_NAME* name = X509_get_subject_name(c->get());
-  for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
-    X509_NAME_ENTRY* e = X509_NAME_get_entry(name, i);
-    int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
-    unsigned char* utf8 = nullptr;
-    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
-    if (n < 0) continue;
-    std::string v(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
-    OPENSSL_free(utf8);
-    if (nid == NID_commonName) s.common_name = v;
-    else if (nid == NID_organizationName) s.organizations.push_back(v);
-  }
-  return s;
+  auto x = x509_subject(c->get());
+  return Subject{std::move(x.common_name), std::move(x.organizations)};
 }
 
 Result<std::vector<std::string>> subject_alt_names(const std::string& pem) {
