@@ -1,5 +1,8 @@
 #include "api/json.h"
 
+#include "api/decoder.h"
+#include "api/describe.h"
+
 #include <charconv>
 #include <cmath>
 #include <concepts>
@@ -11,224 +14,8 @@
 
 namespace kos::api {
 namespace json = boost::json;
+using namespace detail;
 namespace {
-
-constexpr std::size_t kMaxProblems = 32;
-
-std::string_view sv(json::string_view s) { return {s.data(), s.size()}; }
-
-std::string_view type_name(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null: return "null";
-    case json::kind::bool_: return "boolean";
-    case json::kind::int64:
-    case json::kind::uint64:
-    case json::kind::double_: return "number";
-    case json::kind::string: return "string";
-    case json::kind::array: return "array";
-    case json::kind::object: return "object";
-  }
-  return "value";
-}
-
-std::string child(std::string_view path, std::string_view key) {
-  return path.empty() ? std::string(key) : std::string(path) + "." + std::string(key);
-}
-
-std::string element(std::string_view path, std::string_view key_or_index) {
-  return std::string(path) + "[" + std::string(key_or_index) + "]";
-}
-
-std::string quote(std::string_view s) {
-  constexpr std::size_t kMax = 64;
-  return "\"" + std::string(s.substr(0, kMax)) + (s.size() > kMax ? "...\"" : "\"");
-}
-
-std::string format_double(double d) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, d);
-  return std::string(buf, r.ptr);
-}
-
-template <class I>
-constexpr std::string_view int_type_name() {
-  if constexpr (std::is_same_v<I, std::uint32_t>) return "uint32";
-  else if constexpr (std::is_same_v<I, std::int32_t>) return "int32";
-  else return "int64";
-}
-
-// Collects every problem of one decode, with full field paths.
-class Decoder {
- public:
-  explicit Decoder(const DecodeOptions& options) : options_(options) {}
-
-  void problem(const std::string& path, std::string message,
-               std::string reason = "FieldValueTypeInvalid") {
-    if (causes_.size() == kMaxProblems) {
-      ++dropped_;
-      return;
-    }
-    causes_.push_back(FieldCause{std::move(reason), std::move(message), path});
-  }
-
-  void unknown(const std::string& path) {
-    if (options_.strict) {
-      problem(path, "unknown field", "FieldValueUnknown");
-    } else if (options_.warnings) {
-      if (warned_ < kMaxProblems) options_.warnings->push_back("unknown field \"" + path + "\"");
-      if (warned_++ == kMaxProblems) options_.warnings->push_back("more unknown fields omitted");
-    }
-  }
-
-  void type_error(const json::value& v, const std::string& path, std::string_view want) {
-    problem(path, "expected " + std::string(want) + ", got " + std::string(type_name(v)));
-  }
-
-  // Null reads as empty without complaint, as in Go.
-  const json::object* object(const json::value& v, const std::string& path) {
-    if (!v.is_object() && !v.is_null()) type_error(v, path, "object");
-    return v.if_object();
-  }
-  const json::array* array(const json::value& v, const std::string& path) {
-    if (!v.is_array() && !v.is_null()) type_error(v, path, "array");
-    return v.if_array();
-  }
-
-  void read(const json::value& v, const std::string& path, std::string& out) {
-    if (const auto* s = v.if_string()) {
-      out.assign(s->data(), s->size());
-    } else if (!v.is_null()) {
-      type_error(v, path, "string");
-    }
-  }
-
-  void read(const json::value& v, const std::string& path, bool& out) {
-    if (const auto* b = v.if_bool()) {
-      out = *b;
-    } else if (!v.is_null()) {
-      type_error(v, path, "boolean");
-    }
-  }
-
-  template <std::integral I>
-  void read(const json::value& v, const std::string& path, I& out) {
-    constexpr std::string_view want = std::is_signed_v<I> ? "integer" : "unsigned integer";
-    auto out_of_range = [&](const std::string& shown) {
-      problem(path, "value " + shown + " is out of range for " + std::string(int_type_name<I>()),
-              "FieldValueInvalid");
-    };
-    if (const auto* i = v.if_int64()) {
-      if (std::in_range<I>(*i)) out = static_cast<I>(*i);
-      else out_of_range(std::to_string(*i));
-    } else if (const auto* u = v.if_uint64()) {
-      if (std::in_range<I>(*u)) out = static_cast<I>(*u);
-      else out_of_range(std::to_string(*u));
-    } else if (const auto* d = v.if_double()) {
-      // JSON has one number type, so 1.0 is the integer 1. The bounds are exact powers
-      // of two, so the comparisons are exact.
-      constexpr double lo = static_cast<double>(std::numeric_limits<I>::min());
-      const double hi = std::ldexp(1.0, std::numeric_limits<I>::digits);
-      if (std::isfinite(*d) && std::trunc(*d) != *d) {
-        problem(path, "expected " + std::string(want) + ", got " + format_double(*d));
-      } else if (*d >= lo && *d < hi) {
-        out = static_cast<I>(*d);
-      } else {
-        out_of_range(format_double(*d));
-      }
-    } else if (!v.is_null()) {
-      type_error(v, path, want);
-    }
-  }
-
-  template <class Clock, class Duration>
-  void read(const json::value& v, const std::string& path,
-            std::chrono::time_point<Clock, Duration>& out) {
-    const auto* s = v.if_string();
-    if (!s) {
-      if (!v.is_null()) type_error(v, path, "RFC 3339 time string");
-      return;
-    }
-    auto t = [&] {
-      if constexpr (std::is_same_v<Duration, std::chrono::seconds>) return parse_time(sv(*s));
-      else return parse_micro_time(sv(*s));
-    }();
-    if (t) out = *t;
-    else problem(path, "expected RFC 3339 time, got " + quote(sv(*s)), "FieldValueInvalid");
-  }
-
-  template <class T>
-  void read(const json::value& v, const std::string& path, std::optional<T>& out) {
-    if (v.is_null()) {
-      out.reset();
-      return;
-    }
-    out.emplace();
-    read(v, path, *out);
-  }
-
-  void read(const json::value& v, const std::string& path, std::vector<std::string>& out);
-  void read(const json::value& v, const std::string& path,
-            std::map<std::string, std::string>& out) {
-    if (const json::object* o = object(v, path)) {
-      for (const auto& [key, val] : *o) {
-        read(val, element(path, sv(key)), out[std::string(sv(key))]);
-      }
-    }
-  }
-
-  // kind and apiVersion: optional, but when present must say what the caller expects.
-  void expect(const json::value& v, const std::string& path, std::string_view want) {
-    std::string got;
-    read(v, path, got);
-    if (!got.empty() && got != want) {
-      problem(path, "expected " + quote(want) + ", got " + quote(got), "FieldValueInvalid");
-    }
-  }
-
-  template <class T>
-  Result<T> finish(T value) {
-    if (causes_.empty()) return value;
-    std::string message;
-    for (const auto& c : causes_) {
-      if (!message.empty()) message += "; ";
-      if (c.reason == "FieldValueUnknown") message += "unknown field \"" + c.field + "\"";
-      else message += c.field.empty() ? c.message : c.field + ": " + c.message;
-    }
-    if (dropped_ > 0) message += "; and " + std::to_string(dropped_) + " more problems";
-    return fail(Error{Errc::kBadRequest, std::move(message), std::move(causes_)});
-  }
-
- private:
-  const DecodeOptions& options_;
-  std::vector<FieldCause> causes_;
-  std::size_t dropped_ = 0;
-  std::size_t warned_ = 0;
-};
-
-template <class T, class ReadOne>
-void read_list(Decoder& d, const json::value& v, const std::string& path, std::vector<T>& out,
-               ReadOne read_one) {
-  out.clear();
-  if (const json::array* a = d.array(v, path)) {
-    out.resize(a->size());
-    for (std::size_t i = 0; i < a->size(); ++i) {
-      read_one((*a)[i], element(path, std::to_string(i)), out[i]);
-    }
-  }
-}
-
-void Decoder::read(const json::value& v, const std::string& path, std::vector<std::string>& out) {
-  read_list(*this, v, path, out,
-            [this](const json::value& e, const std::string& p, std::string& s) { read(e, p, s); });
-}
-
-// Calls field(key, value, path) for each member of the object at v; null is empty.
-template <class Field>
-void for_each_field(Decoder& d, const json::value& v, const std::string& path, Field field) {
-  if (const json::object* o = d.object(v, path)) {
-    for (const auto& [key, val] : *o) field(sv(key), val, child(path, sv(key)));
-  }
-}
 
 void read_struct(Decoder& d, const json::value& v, const std::string& path, OwnerReference& r) {
   for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
@@ -282,79 +69,6 @@ void read_struct(Decoder& d, const json::value& v, const std::string& path, Exte
   });
 }
 
-void read_struct(Decoder& d, const json::value& v, const std::string& path, SubnetSpec& s) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "ipv4") d.read(val, p, s.ipv4);
-    else if (k == "vni") d.read(val, p, s.vni);
-    else d.unknown(p);
-  });
-}
-
-void read_struct(Decoder& d, const json::value& v, const std::string& path, SubnetStatus& s) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "validated") d.read(val, p, s.validated);
-    else if (k == "errors") d.read(val, p, s.errors);
-    else d.unknown(p);
-  });
-}
-
-void read_struct(Decoder& d, const json::value& v, const std::string& path,
-                 NetworkAttachmentSpec& s) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "node") d.read(val, p, s.node);
-    else if (k == "subnet") d.read(val, p, s.subnet);
-    else if (k == "postCreateExec") d.read(val, p, s.post_create_exec);
-    else if (k == "postDeleteExec") d.read(val, p, s.post_delete_exec);
-    else d.unknown(p);
-  });
-}
-
-void read_struct(Decoder& d, const json::value& v, const std::string& path, ExecReport& r) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "command") d.read(val, p, r.command);
-    else if (k == "exitStatus") d.read(val, p, r.exit_status);
-    else if (k == "startTime") d.read(val, p, r.start_time);
-    else if (k == "stopTime") d.read(val, p, r.stop_time);
-    else if (k == "stdOut") d.read(val, p, r.std_out);
-    else if (k == "stdErr") d.read(val, p, r.std_err);
-    else d.unknown(p);
-  });
-}
-
-void read_struct(Decoder& d, const json::value& v, const std::string& path,
-                 NetworkAttachmentStatus& s) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "errors") {
-      for_each_field(d, val, p,
-                     [&](std::string_view ek, const json::value& ev, const std::string& ep) {
-                       if (ek == "ipam") d.read(ev, ep, s.errors.ipam);
-                       else if (ek == "host") d.read(ev, ep, s.errors.host);
-                       else d.unknown(ep);
-                     });
-    } else if (k == "addressContention") d.read(val, p, s.address_contention);
-    else if (k == "lockUID") d.read(val, p, s.lock_uid);
-    else if (k == "addressVNI") d.read(val, p, s.address_vni);
-    else if (k == "ipv4") d.read(val, p, s.ipv4);
-    else if (k == "macAddress") d.read(val, p, s.mac_address);
-    else if (k == "ifcName") d.read(val, p, s.ifc_name);
-    else if (k == "hostIP") d.read(val, p, s.host_ip);
-    else if (k == "postCreateExecReport") {
-      if (val.is_null()) {
-        s.post_create_exec_report.reset();
-      } else {
-        read_struct(d, val, p, s.post_create_exec_report.emplace());
-      }
-    } else d.unknown(p);
-  });
-}
-
-void read_struct(Decoder& d, const json::value& v, const std::string& path, IPLockSpec& s) {
-  for_each_field(d, v, path, [&](std::string_view k, const json::value& val, const std::string& p) {
-    if (k == "subnetName") d.read(val, p, s.subnet_name);
-    else d.unknown(p);
-  });
-}
-
 template <class Obj>
 Result<Obj> decode_top(const json::value& v, const DecodeOptions& options) {
   Decoder d(options);
@@ -370,9 +84,9 @@ Result<Obj> decode_top(const json::value& v, const DecodeOptions& options) {
     else if (k == "apiVersion") d.expect(val, p, kApiVersion);
     else if (k == "metadata") read_struct(d, val, p, obj.metadata);
     else if (k == "extendedMetadata") read_struct(d, val, p, obj.extended_metadata);
-    else if (k == "spec") read_struct(d, val, p, obj.spec);
+    else if (k == "spec") decode_struct(d, val, p, *describe<Obj>().spec_desc, obj.spec);
     else if constexpr (requires(Obj o) { o.status; }) {
-      if (k == "status") read_struct(d, val, p, obj.status);
+      if (k == "status") decode_struct(d, val, p, *describe<Obj>().status_desc, obj.status);
       else d.unknown(p);
     } else {
       d.unknown(p);
@@ -402,19 +116,10 @@ void put(json::object& o, std::string_view k, const std::map<std::string, std::s
   for (const auto& [key, val] : m) j.emplace(key, val);
   o.emplace(k, std::move(j));
 }
-void put(json::object& o, std::string_view k, bool b) {
-  if (b) o.emplace(k, true);
-}
 void put(json::object& o, std::string_view k, Time t) {
   if (t != Time{}) o.emplace(k, format_time(t));
 }
-void put(json::object& o, std::string_view k, MicroTime t) {
-  if (t != MicroTime{}) o.emplace(k, format_micro_time(t));
-}
 void put(json::object& o, std::string_view k, std::int64_t i) {
-  if (i != 0) o.emplace(k, i);
-}
-void put(json::object& o, std::string_view k, std::uint32_t i) {
   if (i != 0) o.emplace(k, i);
 }
 
@@ -598,65 +303,26 @@ json::object to_json(const ObjectMeta& m) {
   return o;
 }
 
-json::object to_json(const Subnet& s) {
-  json::object o = type_meta(Subnet::kKind);
-  put_common(o, s.metadata, s.extended_metadata);
-  json::object spec;
-  spec.emplace("ipv4", s.spec.ipv4);
-  spec.emplace("vni", s.spec.vni);
-  o.emplace("spec", std::move(spec));
-  json::object status;
-  put(status, "validated", s.status.validated);
-  put(status, "errors", s.status.errors);
-  o.emplace("status", std::move(status));
-  return o;
-}
+namespace {
 
-json::object to_json(const NetworkAttachment& na) {
-  json::object o = type_meta(NetworkAttachment::kKind);
-  put_common(o, na.metadata, na.extended_metadata);
-  json::object spec;
-  spec.emplace("node", na.spec.node);
-  spec.emplace("subnet", na.spec.subnet);
-  put(spec, "postCreateExec", na.spec.post_create_exec);
-  put(spec, "postDeleteExec", na.spec.post_delete_exec);
-  o.emplace("spec", std::move(spec));
-
-  const NetworkAttachmentStatus& st = na.status;
-  json::object status;
-  json::object errors;
-  put(errors, "ipam", st.errors.ipam);
-  put(errors, "host", st.errors.host);
-  if (!errors.empty()) status.emplace("errors", std::move(errors));
-  put(status, "addressContention", st.address_contention);
-  put(status, "lockUID", st.lock_uid);
-  put(status, "addressVNI", st.address_vni);
-  put(status, "ipv4", st.ipv4);
-  put(status, "macAddress", st.mac_address);
-  put(status, "ifcName", st.ifc_name);
-  put(status, "hostIP", st.host_ip);
-  if (const auto& r = st.post_create_exec_report) {
-    json::object report;
-    report.emplace("command", to_array(r->command));
-    report.emplace("exitStatus", r->exit_status);
-    put(report, "startTime", r->start_time);
-    put(report, "stopTime", r->stop_time);
-    report.emplace("stdOut", r->std_out);
-    report.emplace("stdErr", r->std_err);
-    status.emplace("postCreateExecReport", std::move(report));
+// "metadata", "spec" and "status" are always present, as the original's JSON tags have it.
+template <class T>
+json::object encode_kind(const T& obj) {
+  json::object o = type_meta(T::kKind);
+  put_common(o, obj.metadata, obj.extended_metadata);
+  const KindDesc<T>& desc = describe<T>();
+  o.emplace("spec", encode_struct(*desc.spec_desc, obj.spec));
+  if constexpr (requires { obj.status; }) {
+    o.emplace("status", encode_struct(*desc.status_desc, obj.status));
   }
-  o.emplace("status", std::move(status));
   return o;
 }
 
-json::object to_json(const IPLock& l) {
-  json::object o = type_meta(IPLock::kKind);
-  put_common(o, l.metadata, l.extended_metadata);
-  json::object spec;
-  spec.emplace("subnetName", l.spec.subnet_name);
-  o.emplace("spec", std::move(spec));
-  return o;
-}
+}  // namespace
+
+json::object to_json(const Subnet& s) { return encode_kind(s); }
+json::object to_json(const NetworkAttachment& na) { return encode_kind(na); }
+json::object to_json(const IPLock& l) { return encode_kind(l); }
 
 json::object to_json(const AnyObject& obj) {
   return std::visit([](const auto& x) { return to_json(x); }, obj);

@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 
+#include "api/describe.h"
 #include "api/names.h"
 
 namespace kos::api {
@@ -180,17 +181,21 @@ std::string escape_value(std::string_view v) {
   return out;
 }
 
-constexpr std::string_view kSubnetFields[] = {"metadata.name", "metadata.namespace", "spec.vni"};
-constexpr std::string_view kNetworkAttachmentFields[] = {
-    "metadata.name", "metadata.namespace", "spec.node",        "spec.subnet",
-    "status.ipv4",   "status.hostIP",      "status.addressVNI"};
-constexpr std::string_view kIPLockFields[] = {"metadata.name", "metadata.namespace",
-                                              "spec.subnetName"};
-
 std::optional<std::string> meta_field(const ObjectMeta& m, std::string_view field) {
   if (field == "metadata.name") return m.name;
   if (field == "metadata.namespace") return m.namespace_;
   return std::nullopt;
+}
+
+// Views of each kind's selectable fields (describe.h), built once.
+template <std::size_t... I>
+const std::array<std::vector<std::string_view>, sizeof...(I)>& selectable_views(
+    std::index_sequence<I...>) {
+  static const std::array<std::vector<std::string_view>, sizeof...(I)> views{[] {
+    const auto& names = describe(static_cast<Kind>(I)).selectable;
+    return std::vector<std::string_view>(names.begin(), names.end());
+  }()...};
+  return views;
 }
 
 }  // namespace
@@ -310,12 +315,8 @@ std::string FieldSelector::to_string() const {
 }
 
 std::span<const std::string_view> selectable_fields(Kind kind) {
-  switch (kind) {
-    case Kind::kSubnet: return kSubnetFields;
-    case Kind::kNetworkAttachment: return kNetworkAttachmentFields;
-    case Kind::kIPLock: return kIPLockFields;
-  }
-  return {};
+  return selectable_views(std::make_index_sequence<std::variant_size_v<AnyObject>>())
+      .at(static_cast<std::size_t>(kind));
 }
 
 Result<void> check_fields(const FieldSelector& selector, Kind kind) {
@@ -328,25 +329,13 @@ Result<void> check_fields(const FieldSelector& selector, Kind kind) {
   return {};
 }
 
-std::optional<std::string> field_value(const Subnet& obj, std::string_view field) {
-  if (field == "spec.vni") return std::to_string(obj.spec.vni);
-  return meta_field(obj.metadata, field);
+template <class T>
+std::optional<std::string> field_value(const T& obj, std::string_view field) {
+  if (auto v = meta_field(obj.metadata, field)) return v;
+  return described_field_value(obj, field);
 }
 
-std::optional<std::string> field_value(const NetworkAttachment& obj, std::string_view field) {
-  if (field == "spec.node") return obj.spec.node;
-  if (field == "spec.subnet") return obj.spec.subnet;
-  if (field == "status.ipv4") return obj.status.ipv4;
-  if (field == "status.hostIP") return obj.status.host_ip;
-  if (field == "status.addressVNI") return std::to_string(obj.status.address_vni);
-  return meta_field(obj.metadata, field);
-}
-
-std::optional<std::string> field_value(const IPLock& obj, std::string_view field) {
-  if (field == "spec.subnetName") return obj.spec.subnet_name;
-  return meta_field(obj.metadata, field);
-}
-
+// Instantiates field_value<T> for every kind, which other files call.
 std::optional<std::string> field_value(const AnyObject& obj, std::string_view field) {
   return std::visit([&](const auto& x) { return field_value(x, field); }, obj);
 }

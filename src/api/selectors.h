@@ -82,19 +82,17 @@ class FieldSelector {
   std::vector<FieldRequirement> requirements_;
 };
 
-// The fields a field selector may name for a kind: metadata.name, metadata.namespace,
-// and NA spec.node, spec.subnet, status.ipv4, status.hostIP, status.addressVNI;
-// Subnet spec.vni; IPLock spec.subnetName.
+// The fields a field selector may name for a kind: metadata.name, metadata.namespace
+// and the fields its description (describe.h) marks selectable.
 std::span<const std::string_view> selectable_fields(Kind kind);
 
 // kBadRequest "field label not supported: spec.foo" for the first unsupported field.
 Result<void> check_fields(const FieldSelector& selector, Kind kind);
 
 // The value of a selectable field of obj (numbers in decimal); nullopt if the kind has
-// no such selectable field.
-std::optional<std::string> field_value(const Subnet& obj, std::string_view field);
-std::optional<std::string> field_value(const NetworkAttachment& obj, std::string_view field);
-std::optional<std::string> field_value(const IPLock& obj, std::string_view field);
+// no such selectable field. T is a kind's struct (explicitly instantiated for each).
+template <class T>
+std::optional<std::string> field_value(const T& obj, std::string_view field);
 std::optional<std::string> field_value(const AnyObject& obj, std::string_view field);
 
 }  // namespace kos::api

@@ -5,6 +5,8 @@
 #include <cstdio>
 
 #include "api/cidr.h"
+#include "api/causes.h"
+#include "api/describe.h"
 #include "api/names.h"
 
 namespace kos::api {
@@ -12,90 +14,13 @@ namespace {
 
 constexpr std::size_t kMaxAnnotationBytes = 256 * 1024;  // Kubernetes' limit
 
-// A value as Kubernetes shows it after "Invalid value: ": strings quoted and escaped.
-std::string show(std::string_view s) {
-  constexpr std::size_t kMax = 100;
-  std::string out = "\"";
-  for (char c : s.substr(0, kMax)) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + (s.size() > kMax ? "...\"" : "\"");
-}
-
-std::string show(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (const auto& s : v) out += (out.size() > 1 ? "," : "") + show(s);
-  return out + "]";
-}
-
-// The part of a parse error after the quoted input (cidr.h/names.h messages have the
-// form `invalid X "input": detail`), since "Invalid value: ..." already shows the input.
-std::string detail_of(const Error& e) {
-  const std::size_t pos = e.message.find("\": ");
-  return pos == std::string::npos ? e.message : e.message.substr(pos + 3);
-}
-
-class Causes {
- public:
-  void required(std::string field, std::string_view detail = {}) {
-    add("FieldValueRequired", std::move(field),
-        detail.empty() ? "Required value" : "Required value: " + std::string(detail));
-  }
-  void invalid(std::string field, const std::string& shown, std::string_view detail) {
-    add("FieldValueInvalid", std::move(field),
-        "Invalid value: " + shown + ": " + std::string(detail));
-  }
-  void immutable(std::string field, const std::string& shown) {
-    invalid(std::move(field), shown, "field is immutable");
-  }
-  void too_long(std::string field, std::size_t max_bytes) {
-    add("FieldValueTooLong", std::move(field),
-        "Too long: must have at most " + std::to_string(max_bytes) + " bytes");
-  }
-
-  // `Kind.group "name" is invalid: f: m` or `...: [f1: m1, f2: m2]`, as Kubernetes.
-  Result<void> result(Kind kind, std::string_view name) && {
-    if (causes_.empty()) return {};
-    std::string all;
-    for (const auto& c : causes_) all += (all.empty() ? "" : ", ") + c.field + ": " + c.message;
-    if (causes_.size() > 1) all = "[" + all + "]";
-    std::string message = std::string(kind_info(kind).name) + "." + std::string(kGroup) + " \"" +
-                          std::string(name) + "\" is invalid: " + all;
-    return fail(Error{Errc::kInvalid, std::move(message), std::move(causes_)});
-  }
-
- private:
-  void add(std::string reason, std::string field, std::string message) {
-    causes_.push_back(FieldCause{std::move(reason), std::move(message), std::move(field)});
-  }
-  std::vector<FieldCause> causes_;
-};
-
-// A reference to another object by name (NA spec.subnet, spec.node, ...).
-void check_name_ref(Causes& c, const std::string& field, const std::string& value) {
-  if (value.empty()) {
-    c.required(field);
-  } else if (auto e = dns1123_subdomain_error(value)) {
-    c.invalid(field, show(value), *e);
-  }
-}
-
-void check_meta(Causes& c, const ObjectMeta& m, Kind kind) {
+void check_meta(
+    Causes& c, const ObjectMeta& m,
+    const std::function<std::optional<std::string>(std::string_view)>& name_rule) {
   if (m.name.empty()) {
     c.required("metadata.name", "name or generateName is required");
-  } else if (kind == Kind::kIPLock) {
-    if (auto r = parse_iplock_name(m.name); !r) {
-      c.invalid("metadata.name", show(m.name), detail_of(r.error()));
-    }
+  } else if (name_rule) {
+    if (auto e = name_rule(m.name)) c.invalid("metadata.name", show(m.name), *e);
   } else if (auto e = dns1123_subdomain_error(m.name)) {
     c.invalid("metadata.name", show(m.name), *e);
   }
@@ -162,73 +87,20 @@ void check_meta_update(Causes& c, const ObjectMeta& old_m, const ObjectMeta& new
   if (new_m.uid != old_m.uid) c.immutable("metadata.uid", show(new_m.uid));
 }
 
-void check(Causes& c, const Subnet& s) {
-  check_meta(c, s.metadata, Kind::kSubnet);
-  if (s.spec.vni < 1 || s.spec.vni > kMaxVni) {
-    c.invalid("spec.vni", std::to_string(s.spec.vni),
-              "must be in the range 1.." + std::to_string(kMaxVni));
-  }
-  if (s.spec.ipv4.empty()) {
-    c.required("spec.ipv4");
-  } else if (auto cidr = parse_cidr(s.spec.ipv4); !cidr) {
-    c.invalid("spec.ipv4", show(s.spec.ipv4), detail_of(cidr.error()));
-  } else if (!in_private_ranges(*cidr)) {
-    c.invalid("spec.ipv4", show(s.spec.ipv4),
-              "must be inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16");
-  }
-}
-
-void check_exec(Causes& c, const std::string& field, const std::vector<std::string>& command) {
-  if (!command.empty() && command.front().empty()) c.required(field + "[0]", "the program to run");
-}
-
-void check(Causes& c, const NetworkAttachment& na) {
-  check_meta(c, na.metadata, Kind::kNetworkAttachment);
-  check_name_ref(c, "spec.node", na.spec.node);
-  check_name_ref(c, "spec.subnet", na.spec.subnet);
-  check_exec(c, "spec.postCreateExec", na.spec.post_create_exec);
-  check_exec(c, "spec.postDeleteExec", na.spec.post_delete_exec);
-  // Status is written by trusted controllers; these checks keep a buggy one from
+template <class T>
+void check(Causes& c, const T& obj) {
+  const KindDesc<T>& desc = describe<T>();
+  check_meta(c, obj.metadata, desc.name_rule);
+  check_struct(c, "spec", *desc.spec_desc, obj.spec);
+  // Status is written by trusted controllers; its checks keep a buggy one from
   // publishing values that every agent would then have to reject.
-  const NetworkAttachmentStatus& st = na.status;
-  if (!st.ipv4.empty()) {
-    if (auto ip = parse_ipv4(st.ipv4); !ip) {
-      c.invalid("status.ipv4", show(st.ipv4), detail_of(ip.error()));
-    }
-  }
-  if (st.address_vni > kMaxVni) {
-    c.invalid("status.addressVNI", std::to_string(st.address_vni),
-              "must be in the range 0.." + std::to_string(kMaxVni));
-  }
-  if (!st.mac_address.empty()) {
-    if (auto mac = parse_mac(st.mac_address); !mac) {
-      c.invalid("status.macAddress", show(st.mac_address), detail_of(mac.error()));
-    }
-  }
+  if constexpr (requires { obj.status; }) check_struct(c, "status", *desc.status_desc, obj.status);
+  if (desc.rules) desc.rules(c, obj);
 }
 
-void check(Causes& c, const IPLock& l) {
-  check_meta(c, l.metadata, Kind::kIPLock);
-  check_name_ref(c, "spec.subnetName", l.spec.subnet_name);
-}
-
-void check_update(Causes& c, const Subnet& o, const Subnet& n) {
-  if (n.spec.vni != o.spec.vni) c.immutable("spec.vni", std::to_string(n.spec.vni));
-  if (n.spec.ipv4 != o.spec.ipv4) c.immutable("spec.ipv4", show(n.spec.ipv4));
-}
-
-void check_update(Causes& c, const NetworkAttachment& o, const NetworkAttachment& n) {
-  if (n.spec.node != o.spec.node) c.immutable("spec.node", show(n.spec.node));
-  if (n.spec.subnet != o.spec.subnet) c.immutable("spec.subnet", show(n.spec.subnet));
-  if (n.spec.post_create_exec != o.spec.post_create_exec) {
-    c.immutable("spec.postCreateExec", show(n.spec.post_create_exec));
-  }
-}
-
-void check_update(Causes& c, const IPLock& o, const IPLock& n) {
-  if (n.spec.subnet_name != o.spec.subnet_name) {
-    c.immutable("spec.subnetName", show(n.spec.subnet_name));
-  }
+template <class T>
+void check_update(Causes& c, const T& o, const T& n) {
+  check_immutable(c, "spec", *describe<T>().spec_desc, o.spec, n.spec);
 }
 
 template <class T>

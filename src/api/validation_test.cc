@@ -88,10 +88,11 @@ TEST(Validation, MessageHasKubernetesForm) {
   s.spec.ipv4 = "";
   v = validate_subnet(s);
   ASSERT_FALSE(v.has_value());
+  // Causes come in the order of the fields in JSON.
   EXPECT_EQ(v.error().message,
-            "Subnet.network.example.com \"s1\" is invalid: [spec.vni: Invalid value: 0: must be "
-            "in the range 1..2097151, spec.ipv4: Required value]");
-  EXPECT_EQ(v.error().causes[1], (FieldCause{kRequired, "Required value", "spec.ipv4"}));
+            "Subnet.network.example.com \"s1\" is invalid: [spec.ipv4: Required value, "
+            "spec.vni: Invalid value: 0: must be in the range 1..2097151]");
+  EXPECT_EQ(v.error().causes[0], (FieldCause{kRequired, "Required value", "spec.ipv4"}));
 }
 
 TEST(Validation, SubnetRules) {

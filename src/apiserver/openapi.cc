@@ -12,6 +12,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "api/describe.h"
 #include "api/names.h"
 #include "api/types.h"
 #include "openapiv2/OpenAPIv2.pb.h"
@@ -126,50 +127,34 @@ Schema object_schema(std::string description, std::vector<Property> properties,
   return s;
 }
 
-std::string vni_range() { return "1.." + std::to_string(api::kMaxVni) + " (21 bits)"; }
+// The schema of one described field (api/describe.h).
+Schema field_schema(const api::FieldInfo& f) {
+  switch (f.type) {
+    case api::FieldType::kString: return string_schema(f.description, str(f.format));
+    case api::FieldType::kInteger:
+      return int_schema(str(f.format), f.description, f.minimum, f.maximum);
+    case api::FieldType::kBoolean: return bool_schema(f.description);
+    case api::FieldType::kStringList: return string_list(f.description);
+    case api::FieldType::kTime: return ref_schema(meta_def("MicroTime"), f.description);
+    case api::FieldType::kObject: return ref_schema(kos_def(f.nested->name), f.description);
+  }
+  return string_schema(f.description);
+}
 
-// Documentation of the three kinds, their List and spec/status definitions.
-struct KindDoc {
-  api::Kind kind;
-  std::string description;
-  std::string spec;    // the "spec" property
-  std::string status;  // the "status" property (kinds with status only)
-};
-
-std::vector<KindDoc> kind_docs() {
-  const std::string status_note =
-      " Written by the KOS controllers through the status subresource (.../status); "
-      "ignored on create and on updates of the main resource.";
-  return {
-      {api::Kind::kSubnet,
-       "A Subnet is an IPv4 address range (CIDR) of one virtual network, identified by its "
-       "VXLAN Network Identifier (VNI). Subnets with the same VNI form one virtual network: "
-       "their CIDRs must not overlap and they must all be in the same namespace. The subnet "
-       "validator checks this and sets status.validated; addresses are only assigned from "
-       "validated subnets.",
-       "The desired state of the Subnet: its VNI and address range. Immutable.",
-       "The observed state of the Subnet: whether it passed validation." + status_note},
-      {api::Kind::kNetworkAttachment,
-       "A NetworkAttachment (short name na) is a network interface of a guest on one node, "
-       "attached to one Subnet. IPAM assigns it an IPv4 address from the subnet (holding it "
-       "with an IPLock); then the connection agent of the node creates the interface and "
-       "connects it to the other attachments of the same virtual network. It is ready when "
-       "status.ifcName is set.",
-       "The desired state of the attachment: where it lives and what to run when its "
-       "interface is created or deleted.",
-       "The observed state of the attachment: its address (from IPAM) and its interface "
-       "(from the connection agent)." +
-           status_note},
-      {api::Kind::kIPLock,
-       "An IPLock (short name ipl) records that one IPv4 address of one virtual network is "
-       "taken. Its name is v1-<vni>-<a>-<b>-<c>-<d> with the decimal VNI and address "
-       "octets (e.g. v1-65537-172-24-0-5), so the store refuses a second lock on the same "
-       "address: creating the lock is taking the address. It carries exactly one controller "
-       "ownerReference, to the NetworkAttachment that holds the address, and is "
-       "garbage-collected when that attachment is deleted. IPAM creates and deletes "
-       "IPLocks.",
-       "The desired state of the lock. Immutable.", ""},
-  };
+// The definition of a described struct, after those of the structs nested in it.
+void add_struct(const api::StructInfo& s, std::vector<Definition>& defs) {
+  std::vector<Property> props;
+  std::vector<std::string> required;
+  for (const api::FieldInfo* f : s.fields) {
+    if (f->nested) add_struct(*f->nested, defs);
+    props.push_back({str(f->name), field_schema(*f)});
+    if (f->required) required.push_back(str(f->name));
+  }
+  const std::string name = kos_def(s.name);
+  for (const auto& d : defs) {
+    if (d.name == name) return;
+  }
+  defs.push_back({name, object_schema(s.description, std::move(props), std::move(required))});
 }
 
 std::vector<Definition> meta_definitions() {
@@ -305,154 +290,19 @@ std::vector<Definition> kos_definitions() {
                              "Subnet spec and status; IPLock spec.")},
            })});
 
-  // Subnet.
-  defs.push_back(
-      {kos_def("SubnetSpec"),
-       object_schema(
-           "The desired state of a Subnet.",
-           {
-               {"ipv4",
-                string_schema("The address range of the subnet in CIDR notation, e.g. "
-                              "\"10.1.2.0/24\". Must lie inside 10.0.0.0/8, 172.16.0.0/12 or "
-                              "192.168.0.0/16 (guest MAC addresses are derived from the "
-                              "address and are collision-free only there) and must not "
-                              "overlap the range of any other Subnet with the same VNI. "
-                              "Required. Immutable.")},
-               {"vni", int_schema("int64",
-                                  "The VXLAN Network Identifier (VNI) of the virtual network "
-                                  "the subnet belongs to, " +
-                                      vni_range() +
-                                      ". All Subnets with the same VNI must be in the same "
-                                      "namespace. Required. Immutable.",
-                                  1, api::kMaxVni)},
-           },
-           {"ipv4", "vni"})});
-  defs.push_back(
-      {kos_def("SubnetStatus"),
-       object_schema(
-           "The observed state of a Subnet, written by the subnet validator.",
-           {
-               {"validated",
-                bool_schema("True once the subnet validator found that this subnet conflicts "
-                            "with no other Subnet of the same VNI (no overlapping range, same "
-                            "namespace). Once true it stays true for the lifetime of this "
-                            "object (its UID). IPAM assigns addresses only from validated "
-                            "subnets.")},
-               {"errors", string_list("Why the subnet is not validated, e.g. \"CIDR overlaps "
-                                      "with ns/name's (cidr)\" or \"same VNI but different "
-                                      "namespace wrt ns/name\".")},
-           })});
-
-  // NetworkAttachment.
-  defs.push_back(
-      {kos_def("NetworkAttachmentSpec"),
-       object_schema(
-           "The desired state of a NetworkAttachment.",
-           {
-               {"node", string_schema("Name of the node that implements the attachment: its "
-                                      "connection agent creates the network interface there. "
-                                      "Required. Immutable.")},
-               {"subnet", string_schema("Name of the Subnet, in the same namespace, that the "
-                                        "attachment's address is taken from. Required. "
-                                        "Immutable.")},
-               {"postCreateExec",
-                string_list("A command the connection agent runs on the node after it has "
-                            "created the interface: the program, then its arguments. In each "
-                            "element ${ifname}, ${ipv4} and ${mac} are replaced by the "
-                            "interface name, IPv4 address and MAC address. Only programs on "
-                            "the agent's allow-list are run; the outcome is reported in "
-                            "status.postCreateExecReport. Optional. Immutable.")},
-               {"postDeleteExec",
-                string_list("A command the connection agent runs on the node after it has "
-                            "deleted the interface, in the same form and with the same "
-                            "substitutions as postCreateExec. Optional. Mutable.")},
-           },
-           {"node", "subnet"})});
-  defs.push_back(
-      {kos_def("NetworkAttachmentErrors"),
-       object_schema(
-           "Problems that keep a NetworkAttachment from being implemented, by the component "
-           "that found them.",
-           {
-               {"ipam", string_list("Errors from IPAM, e.g. \"Subnet X does not exist\", "
-                                    "\"Subnet X has not passed validation\" or \"Referenced "
-                                    "subnet has run out of IPs\".")},
-               {"host", string_list("Errors from the connection agent of spec.node, e.g. a "
-                                    "failure to create the network interface.")},
-           })});
-  defs.push_back(
-      {kos_def("ExecReport"),
-       object_schema(
-           "The outcome of running a command on the node of a NetworkAttachment.",
-           {
-               {"command", string_list("The command that was run (program and arguments), "
-                                       "after substitution of ${ifname}, ${ipv4} and "
-                                       "${mac}.")},
-               {"exitStatus", int_schema("int32",
-                                         "Exit status of the command: 0 for "
-                                         "success; negative when the command could "
-                                         "not be run at all (see stdErr).")},
-               {"startTime", ref_schema(meta_def("MicroTime"),
-                                        "When the command was "
-                                        "started.")},
-               {"stopTime", ref_schema(meta_def("MicroTime"), "When the command finished.")},
-               {"stdOut", string_schema("What the command wrote to its standard output.")},
-               {"stdErr", string_schema("What the command wrote to its standard error, or "
-                                        "why it could not be run.")},
-           })});
-  defs.push_back(
-      {kos_def("NetworkAttachmentStatus"),
-       object_schema(
-           "The observed state of a NetworkAttachment, written by IPAM (address) and by the "
-           "connection agent of spec.node (interface).",
-           {
-               {"errors", ref_schema(kos_def("NetworkAttachmentErrors"),
-                                     "Problems that keep the attachment from being "
-                                     "implemented, by the component that found them.")},
-               {"addressContention",
-                bool_schema("True when the subnet had no free address when IPAM wanted one "
-                            "for this attachment; IPAM retries with backoff.")},
-               {"lockUID", string_schema("UID of the IPLock that holds status.ipv4 for this "
-                                         "attachment. Written by IPAM.")},
-               {"addressVNI",
-                int_schema("int64",
-                           "The VNI of the subnet the address was assigned from, 0.." +
-                               std::to_string(api::kMaxVni) +
-                               " (0: no address yet). Written by IPAM, together with ipv4.",
-                           0, api::kMaxVni)},
-               {"ipv4", string_schema("The IPv4 address assigned to the attachment, dotted "
-                                      "quad without prefix length. Written by IPAM.")},
-               {"macAddress",
-                string_schema("MAC address of the interface, derived from the IPv4 address "
-                              "and the VNI. Written by the connection agent.")},
-               {"ifcName", string_schema("Name of the network interface on the node: \"kos\" "
-                                         "followed by the 12 hex digits of the MAC address. "
-                                         "Set by the connection agent once the interface "
-                                         "exists; the attachment is ready when this is "
-                                         "set.")},
-               {"hostIP", string_schema("IP address of the node that implements the "
-                                        "attachment (its VXLAN tunnel endpoint). Written by "
-                                        "the connection agent.")},
-               {"postCreateExecReport",
-                ref_schema(kos_def("ExecReport"),
-                           "The outcome of running spec.postCreateExec, absent until it ran. "
-                           "Written by the connection agent.")},
-           })});
-
-  // IPLock.
-  defs.push_back(
-      {kos_def("IPLockSpec"),
-       object_schema("The desired state of an IPLock.",
-                     {
-                         {"subnetName", string_schema("Name of the Subnet, in the same "
-                                                      "namespace, the locked address belongs "
-                                                      "to. Required. Immutable.")},
-                     },
-                     {"subnetName"})});
+  // The spec and status of every kind, from its description.
+  for (const auto& k : api::all_kinds()) {
+    const api::KindDescBase& d = api::describe(k.kind);
+    add_struct(*d.spec, defs);
+    if (d.status) add_struct(*d.status, defs);
+  }
 
   // The kinds and their lists.
-  for (const KindDoc& doc : kind_docs()) {
-    const api::KindInfo& k = api::kind_info(doc.kind);
+  const std::string status_note =
+      " Written by the KOS controllers through the status subresource (.../status); "
+      "ignored on create and on updates of the main resource.";
+  for (const auto& k : api::all_kinds()) {
+    const api::KindDescBase& doc = api::describe(k.kind);
     const std::string name(k.name);
     std::vector<Property> props = {
         {"apiVersion",
@@ -465,9 +315,12 @@ std::vector<Definition> kos_definitions() {
         {"extendedMetadata", ref_schema(kos_def("ExtendedObjectMeta"),
                                         "Server-written times of the last change of each "
                                         "section of the object, for latency measurement.")},
-        {"spec", ref_schema(kos_def(name + "Spec"), doc.spec)},
+        {"spec", ref_schema(kos_def(doc.spec->name), doc.spec_description)},
     };
-    if (k.has_status) props.push_back({"status", ref_schema(kos_def(name + "Status"), doc.status)});
+    if (doc.status) {
+      props.push_back({"status", ref_schema(kos_def(doc.status->name),
+                                            doc.status_description + status_note)});
+    }
     Definition kind{kos_def(name), object_schema(doc.description, std::move(props))};
     kind.schema.gvk_kind = name;
     defs.push_back(std::move(kind));
@@ -560,6 +413,20 @@ std::string tag() {
   return id.substr(0, id.size() - api::kVersion.size()) + "_" + str(api::kVersion);
 }
 
+// "metadata.name, metadata.namespace; Subnet spec.vni; ...", from the descriptions.
+std::string selectable_doc() {
+  std::string out = "metadata.name, metadata.namespace";
+  for (const auto& k : api::all_kinds()) {
+    std::string fields;
+    for (const auto& f : api::describe(k.kind).selectable) {
+      if (f.starts_with("metadata.")) continue;
+      fields += (fields.empty() ? "" : ", ") + f;
+    }
+    if (!fields.empty()) out += "; " + str(k.name) + " " + fields;
+  }
+  return out + ".";
+}
+
 std::vector<Param> list_params() {
   return {
       {"labelSelector", "query", "string",
@@ -567,9 +434,7 @@ std::vector<Param> list_params() {
        "(a,b), k, !k; a comma means AND."},
       {"fieldSelector", "query", "string",
        "Restrict the list to objects whose fields match: field=value, field==value, "
-       "field!=value; a comma means AND. Fields: metadata.name, metadata.namespace; "
-       "Subnet spec.vni; NetworkAttachment spec.node, spec.subnet, status.ipv4, "
-       "status.hostIP, status.addressVNI."},
+       "field!=value; a comma means AND. Fields: " + selectable_doc()},
       {"limit", "query", "integer",
        "Return at most this many items, with a continue token for the rest."},
       {"continue", "query", "string", "The continue token of the previous page."},

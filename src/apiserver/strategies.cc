@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "api/describe.h"
 #include "api/names.h"
 #include "api/validation.h"
 #include "apiserver/resource.h"
@@ -52,15 +53,6 @@ namespace {
 
 json::value cell_string(std::string_view s) { return json::string(s); }
 
-std::string join(const std::vector<std::string>& v, std::string_view sep) {
-  std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out += sep;
-    out += s;
-  }
-  return out;
-}
-
 // ---- KOS kinds ------------------------------------------------------------------------
 
 template <class T>
@@ -76,12 +68,9 @@ class KosStrategy final : public Strategy {
     info_.short_names = {std::string(k.short_name)};
     for (auto c : api::kCategories) info_.categories.emplace_back(c);
     info_.has_status = k.has_status;
-    if constexpr (std::is_same_v<T, api::NetworkAttachment>)
-      info_.indexed_fields = {"spec.node", "status.addressVNI"};
-    else if constexpr (std::is_same_v<T, api::Subnet>)
-      info_.indexed_fields = {"spec.vni"};
-    else if constexpr (std::is_same_v<T, api::IPLock>)
-      info_.cluster_unique_names = true;  // one holder per (VNI, address), in any namespace
+    const api::KindDesc<T>& d = api::describe<T>();
+    for (auto f : d.indexed_fields) info_.indexed_fields.emplace_back(f);
+    info_.cluster_unique_names = d.cluster_unique_names;
   }
 
   const ResourceInfo& info() const override { return info_; }
@@ -116,27 +105,19 @@ class KosStrategy final : public Strategy {
     if (old_obj) {
       if (auto r = typed(*old_obj)) o = std::move(*r);
     }
+    const api::KindDesc<T>& d = api::describe<T>();
+    std::vector<std::string_view> changed;
+    api::struct_sections(*d.spec_desc, o ? &o->spec : nullptr, n->spec, api::section::kSpec,
+                         changed);
+    if constexpr (requires { n->status; }) {
+      api::struct_sections(*d.status_desc, o ? &o->status : nullptr, n->status,
+                           api::section::kStatus, changed);
+    }
+    // A new object's spec is a write of the spec, even when it is empty.
+    if (!o) api::describe_detail::add_section(changed, api::section::kSpec);
     std::vector<std::string_view> out;
-    auto differs = [&](auto get) { return !o || get(*o) != get(*n); };
-    if (differs([](const T& x) { return x.spec; })) out.push_back(api::section::kSpec);
-    if constexpr (std::is_same_v<T, api::Subnet>) {
-      if (o ? o->status != n->status : n->status != api::SubnetStatus{})
-        out.push_back(api::section::kStatus);
-    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
-      auto address = [](const T& x) {
-        return std::tie(x.status.errors.ipam, x.status.address_contention, x.status.lock_uid,
-                        x.status.address_vni, x.status.ipv4);
-      };
-      auto impl = [](const T& x) {
-        return std::tie(x.status.errors.host, x.status.mac_address, x.status.ifc_name,
-                        x.status.host_ip);
-      };
-      T zero;
-      const T& before = o ? *o : zero;
-      if (address(before) != address(*n)) out.push_back(api::section::kAddress);
-      if (impl(before) != impl(*n)) out.push_back(api::section::kImpl);
-      if (before.status.post_create_exec_report != n->status.post_create_exec_report)
-        out.push_back(api::section::kExecReport);
+    for (auto s : d.sections) {
+      if (std::ranges::find(changed, s) != changed.end()) out.push_back(s);
     }
     return out;
   }
@@ -166,30 +147,7 @@ class KosStrategy final : public Strategy {
     if (!t) return row;
     const auto& m = t->metadata;
     row.push_back(cell_string(m.name));
-    if constexpr (std::is_same_v<T, api::Subnet>) {
-      row.push_back(t->spec.vni);
-      row.push_back(cell_string(t->spec.ipv4));
-      row.push_back(t->status.validated);
-      row.push_back(cell_string(join(t->status.errors, "; ")));
-    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
-      const auto& s = t->status;
-      row.push_back(cell_string(t->spec.subnet));
-      row.push_back(cell_string(t->spec.node));
-      row.push_back(cell_string(s.ipv4));
-      row.push_back(cell_string(s.mac_address));
-      row.push_back(cell_string(s.host_ip));
-      row.push_back(cell_string(s.ifc_name));
-      std::vector<std::string> errs = s.errors.ipam;
-      errs.insert(errs.end(), s.errors.host.begin(), s.errors.host.end());
-      row.push_back(cell_string(join(errs, "; ")));
-      row.push_back(s.address_vni);
-    } else {
-      row.push_back(cell_string(t->spec.subnet_name));
-      std::string owner;
-      for (const auto& r : m.owner_references)
-        if (r.controller.value_or(false)) owner = r.kind + "/" + r.name;
-      row.push_back(cell_string(owner));
-    }
+    for (const auto& c : api::describe<T>().columns) row.push_back(c.cell(*t));
     row.push_back(cell_string(age(m.creation_timestamp, now)));
     return row;
   }
@@ -199,23 +157,8 @@ class KosStrategy final : public Strategy {
 
   static std::vector<TableColumn> make_columns() {
     std::vector<TableColumn> c{{"Name", "string", "name", "Name of the object", 0}};
-    if constexpr (std::is_same_v<T, api::Subnet>) {
-      c.push_back({"VNI", "integer", "", "VXLAN network identifier", 0});
-      c.push_back({"CIDR", "string", "", "IPv4 block of the subnet", 0});
-      c.push_back({"Validated", "boolean", "", "Passed the subnet validator", 0});
-      c.push_back({"Errors", "string", "", "Why it is not validated", 1});
-    } else if constexpr (std::is_same_v<T, api::NetworkAttachment>) {
-      c.push_back({"Subnet", "string", "", "Subnet the attachment is on", 0});
-      c.push_back({"Node", "string", "", "Node that implements it", 0});
-      c.push_back({"IPv4", "string", "", "Assigned guest address", 0});
-      c.push_back({"MAC", "string", "", "Guest MAC address", 0});
-      c.push_back({"HostIP", "string", "", "Underlay address of the node", 0});
-      c.push_back({"Ifc", "string", "", "Name of the Linux interface", 0});
-      c.push_back({"Errors", "string", "", "IPAM and host errors", 1});
-      c.push_back({"VNI", "integer", "", "VNI of the assigned address", 1});
-    } else {
-      c.push_back({"Subnet", "string", "", "Subnet of the locked address", 0});
-      c.push_back({"Owner", "string", "", "Attachment that holds the lock", 0});
+    for (const auto& col : api::describe<T>().columns) {
+      c.push_back({col.name, col.type, "", col.description, col.priority});
     }
     c.push_back({"Age", "string", "", "Time since creation", 0});
     return c;

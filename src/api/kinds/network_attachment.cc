@@ -1,0 +1,215 @@
+// NetworkAttachment: a guest's interface on one node, on one Subnet.
+#include "api/describe.h"
+#include "api/kinds/rules.h"
+#include "api/names.h"
+
+namespace kos::api {
+namespace {
+
+using NA = NetworkAttachment;
+
+const StructDesc<NetworkAttachmentSpec>& spec() {
+  using S = NetworkAttachmentSpec;
+  static const StructDesc<S> d{
+      "NetworkAttachmentSpec",
+      "The desired state of a NetworkAttachment.",
+      {
+          field("node", &S::node,
+                {.description = "Name of the node that implements the attachment: its "
+                                "connection agent creates the network interface there. "
+                                "Required. Immutable.",
+                 .required = true,
+                 .immutable = true,
+                 .selectable = true,
+                 .always = true},
+                FieldRule<std::string>(rules::object_name)),
+          field("subnet", &S::subnet,
+                {.description = "Name of the Subnet, in the same namespace, that the "
+                                "attachment's address is taken from. Required. Immutable.",
+                 .required = true,
+                 .immutable = true,
+                 .selectable = true,
+                 .always = true},
+                FieldRule<std::string>(rules::object_name)),
+          field("postCreateExec", &S::post_create_exec,
+                {.description =
+                     "A command the connection agent runs on the node after it has created "
+                     "the interface: the program, then its arguments. In each element "
+                     "${ifname}, ${ipv4} and ${mac} are replaced by the interface name, IPv4 "
+                     "address and MAC address. Only programs on the agent's allow-list are "
+                     "run; the outcome is reported in status.postCreateExecReport. Optional. "
+                     "Immutable.",
+                 .immutable = true},
+                FieldRule<std::vector<std::string>>(rules::exec_command)),
+          field("postDeleteExec", &S::post_delete_exec,
+                {.description = "A command the connection agent runs on the node after it "
+                                "has deleted the interface, in the same form and with the "
+                                "same substitutions as postCreateExec. Optional. Mutable."},
+                FieldRule<std::vector<std::string>>(rules::exec_command)),
+      }};
+  return d;
+}
+
+const StructDesc<NetworkAttachmentErrors>& errors() {
+  using S = NetworkAttachmentErrors;
+  static const StructDesc<S> d{
+      "NetworkAttachmentErrors",
+      "Problems that keep a NetworkAttachment from being implemented, by the component that "
+      "found them.",
+      {
+          field("ipam", &S::ipam,
+                {.description = "Errors from IPAM, e.g. \"Subnet X does not exist\", \"Subnet "
+                                "X has not passed validation\" or \"Referenced subnet has run "
+                                "out of IPs\".",
+                 .section = section::kAddress}),
+          field("host", &S::host,
+                {.description = "Errors from the connection agent of spec.node, e.g. a "
+                                "failure to create the network interface.",
+                 .section = section::kImpl}),
+      }};
+  return d;
+}
+
+const StructDesc<ExecReport>& exec_report() {
+  using S = ExecReport;
+  static const StructDesc<S> d{
+      "ExecReport",
+      "The outcome of running a command on the node of a NetworkAttachment.",
+      {
+          field("command", &S::command,
+                {.description = "The command that was run (program and arguments), after "
+                                "substitution of ${ifname}, ${ipv4} and ${mac}.",
+                 .always = true}),
+          field("exitStatus", &S::exit_status,
+                {.description = "Exit status of the command: 0 for success; negative when "
+                                "the command could not be run at all (see stdErr).",
+                 .format = "int32",
+                 .always = true}),
+          field("startTime", &S::start_time, {.description = "When the command was started."}),
+          field("stopTime", &S::stop_time, {.description = "When the command finished."}),
+          field("stdOut", &S::std_out,
+                {.description = "What the command wrote to its standard output.",
+                 .always = true}),
+          field("stdErr", &S::std_err,
+                {.description = "What the command wrote to its standard error, or why it "
+                                "could not be run.",
+                 .always = true}),
+      }};
+  return d;
+}
+
+const StructDesc<NetworkAttachmentStatus>& status() {
+  using S = NetworkAttachmentStatus;
+  static const StructDesc<S> d{
+      "NetworkAttachmentStatus",
+      "The observed state of a NetworkAttachment, written by IPAM (address) and by the "
+      "connection agent of spec.node (interface).",
+      {
+          object_field("errors", &S::errors, errors(),
+                       {.description = "Problems that keep the attachment from being "
+                                       "implemented, by the component that found them."}),
+          field("addressContention", &S::address_contention,
+                {.description = "True when the subnet had no free address when IPAM wanted "
+                                "one for this attachment; IPAM retries with backoff.",
+                 .section = section::kAddress}),
+          field("lockUID", &S::lock_uid,
+                {.description = "UID of the IPLock that holds status.ipv4 for this "
+                                "attachment. Written by IPAM.",
+                 .section = section::kAddress}),
+          field("addressVNI", &S::address_vni,
+                {.description = "The VNI of the subnet the address was assigned from, 0.." +
+                                std::to_string(kMaxVni) +
+                                " (0: no address yet). Written by IPAM, together with ipv4.",
+                 .format = "int64",
+                 .minimum = 0,
+                 .maximum = kMaxVni,
+                 .selectable = true,
+                 .section = section::kAddress}),
+          field("ipv4", &S::ipv4,
+                {.description = "The IPv4 address assigned to the attachment, dotted quad "
+                                "without prefix length. Written by IPAM.",
+                 .selectable = true,
+                 .section = section::kAddress},
+                FieldRule<std::string>(rules::ipv4_address)),
+          field("macAddress", &S::mac_address,
+                {.description = "MAC address of the interface, derived from the IPv4 address "
+                                "and the VNI. Written by the connection agent.",
+                 .section = section::kImpl},
+                FieldRule<std::string>(rules::mac_address)),
+          field("ifcName", &S::ifc_name,
+                {.description = "Name of the network interface on the node: \"kos\" followed "
+                                "by the 12 hex digits of the MAC address. Set by the "
+                                "connection agent once the interface exists; the attachment "
+                                "is ready when this is set.",
+                 .section = section::kImpl}),
+          field("hostIP", &S::host_ip,
+                {.description = "IP address of the node that implements the attachment (its "
+                                "VXLAN tunnel endpoint). Written by the connection agent.",
+                 .selectable = true,
+                 .section = section::kImpl}),
+          object_field("postCreateExecReport", &S::post_create_exec_report, exec_report(),
+                       {.description = "The outcome of running spec.postCreateExec, absent "
+                                       "until it ran. Written by the connection agent.",
+                        .section = section::kExecReport}),
+      }};
+  return d;
+}
+
+std::string errors_cell(const NA& na) {
+  std::vector<std::string> errs = na.status.errors.ipam;
+  errs.insert(errs.end(), na.status.errors.host.begin(), na.status.errors.host.end());
+  return describe_detail::text_of(errs);
+}
+
+KindDesc<NA> make() {
+  KindDesc<NA> d;
+  d.kind = Kind::kNetworkAttachment;
+  d.description =
+      "A NetworkAttachment (short name na) is a network interface of a guest on one node, "
+      "attached to one Subnet. IPAM assigns it an IPv4 address from the subnet (holding it "
+      "with an IPLock); then the connection agent of the node creates the interface and "
+      "connects it to the other attachments of the same virtual network. It is ready when "
+      "status.ifcName is set.";
+  d.spec_description =
+      "The desired state of the attachment: where it lives and what to run when its "
+      "interface is created or deleted.";
+  d.status_description =
+      "The observed state of the attachment: its address (from IPAM) and its interface "
+      "(from the connection agent).";
+  d.spec_desc = &spec();
+  d.status_desc = &status();
+  d.indexed_fields = {"spec.node", "status.addressVNI"};
+  d.sections = {section::kSpec, section::kAddress, section::kImpl, section::kExecReport};
+  auto str = [](auto get) {
+    return [get](const NA& na) { return boost::json::value(get(na)); };
+  };
+  d.columns = {
+      {"Subnet", "string", "Subnet the attachment is on", 0,
+       str([](const NA& na) { return na.spec.subnet; })},
+      {"Node", "string", "Node that implements it", 0,
+       str([](const NA& na) { return na.spec.node; })},
+      {"IPv4", "string", "Assigned guest address", 0,
+       str([](const NA& na) { return na.status.ipv4; })},
+      {"MAC", "string", "Guest MAC address", 0,
+       str([](const NA& na) { return na.status.mac_address; })},
+      {"HostIP", "string", "Underlay address of the node", 0,
+       str([](const NA& na) { return na.status.host_ip; })},
+      {"Ifc", "string", "Name of the Linux interface", 0,
+       str([](const NA& na) { return na.status.ifc_name; })},
+      {"Errors", "string", "IPAM and host errors", 1, str(errors_cell)},
+      {"VNI", "integer", "VNI of the assigned address", 1,
+       str([](const NA& na) { return na.status.address_vni; })},
+  };
+  d.finish();
+  return d;
+}
+
+}  // namespace
+
+template <>
+const KindDesc<NetworkAttachment>& describe<NetworkAttachment>() {
+  static const KindDesc<NetworkAttachment> d = make();
+  return d;
+}
+
+}  // namespace kos::api

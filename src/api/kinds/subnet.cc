@@ -1,0 +1,98 @@
+// Subnet: an IPv4 range of one virtual network (VNI).
+#include "api/describe.h"
+#include "api/kinds/rules.h"
+#include "api/names.h"
+
+namespace kos::api {
+namespace {
+
+const StructDesc<SubnetSpec>& spec() {
+  static const StructDesc<SubnetSpec> d{
+      "SubnetSpec",
+      "The desired state of a Subnet.",
+      {
+          field("ipv4", &SubnetSpec::ipv4,
+                {.description =
+                     "The address range of the subnet in CIDR notation, e.g. \"10.1.2.0/24\". "
+                     "Must lie inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 (guest MAC "
+                     "addresses are derived from the address and are collision-free only "
+                     "there) and must not overlap the range of any other Subnet with the "
+                     "same VNI. Required. Immutable.",
+                 .required = true,
+                 .immutable = true,
+                 .always = true},
+                FieldRule<std::string>(rules::private_cidr)),
+          field("vni", &SubnetSpec::vni,
+                {.description = "The VXLAN Network Identifier (VNI) of the virtual network "
+                                "the subnet belongs to, " +
+                                rules::vni_range() +
+                                ". All Subnets with the same VNI must be in the same "
+                                "namespace. Required. Immutable.",
+                 .format = "int64",
+                 .minimum = 1,
+                 .maximum = kMaxVni,
+                 .required = true,
+                 .immutable = true,
+                 .selectable = true,
+                 .always = true}),
+      }};
+  return d;
+}
+
+const StructDesc<SubnetStatus>& status() {
+  static const StructDesc<SubnetStatus> d{
+      "SubnetStatus",
+      "The observed state of a Subnet, written by the subnet validator.",
+      {
+          field("validated", &SubnetStatus::validated,
+                {.description = "True once the subnet validator found that this subnet "
+                                "conflicts with no other Subnet of the same VNI (no "
+                                "overlapping range, same namespace). Once true it stays true "
+                                "for the lifetime of this object (its UID). IPAM assigns "
+                                "addresses only from validated subnets."}),
+          field("errors", &SubnetStatus::errors,
+                {.description = "Why the subnet is not validated, e.g. \"CIDR overlaps with "
+                                "ns/name's (cidr)\" or \"same VNI but different namespace wrt "
+                                "ns/name\"."}),
+      }};
+  return d;
+}
+
+KindDesc<Subnet> make() {
+  KindDesc<Subnet> d;
+  d.kind = Kind::kSubnet;
+  d.description =
+      "A Subnet is an IPv4 address range (CIDR) of one virtual network, identified by its "
+      "VXLAN Network Identifier (VNI). Subnets with the same VNI form one virtual network: "
+      "their CIDRs must not overlap and they must all be in the same namespace. The subnet "
+      "validator checks this and sets status.validated; addresses are only assigned from "
+      "validated subnets.";
+  d.spec_description = "The desired state of the Subnet: its VNI and address range. Immutable.";
+  d.status_description = "The observed state of the Subnet: whether it passed validation.";
+  d.spec_desc = &spec();
+  d.status_desc = &status();
+  d.indexed_fields = {"spec.vni"};
+  d.sections = {section::kSpec, section::kStatus};
+  d.columns = {
+      {"VNI", "integer", "VXLAN network identifier", 0,
+       [](const Subnet& s) { return boost::json::value(s.spec.vni); }},
+      {"CIDR", "string", "IPv4 block of the subnet", 0,
+       [](const Subnet& s) { return boost::json::value(s.spec.ipv4); }},
+      {"Validated", "boolean", "Passed the subnet validator", 0,
+       [](const Subnet& s) { return boost::json::value(s.status.validated); }},
+      {"Errors", "string", "Why it is not validated", 1,
+       [](const Subnet& s) { return boost::json::value(describe_detail::text_of(s.status.errors)); }},
+  };
+  d.finish();
+  return d;
+}
+
+}  // namespace
+
+template <>
+const KindDesc<Subnet>& describe<Subnet>() {
+  static const KindDesc<Subnet> d = make();
+  return d;
+}
+
+}  // namespace kos::api
