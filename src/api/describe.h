@@ -392,6 +392,8 @@ template <>
 const KindDesc<NetworkAttachment>& describe<NetworkAttachment>();
 template <>
 const KindDesc<IPLock>& describe<IPLock>();
+template <>
+const KindDesc<Vpc>& describe<Vpc>();
 
 const KindDescBase& describe(Kind kind);
 

@@ -241,25 +241,16 @@ Result<T> decode(std::string_view text, const DecodeOptions& options) {
 }
 
 template Result<ObjectMeta> from_json(const json::value&, const DecodeOptions&);
-template Result<Subnet> from_json(const json::value&, const DecodeOptions&);
-template Result<NetworkAttachment> from_json(const json::value&, const DecodeOptions&);
-template Result<IPLock> from_json(const json::value&, const DecodeOptions&);
 template Result<ObjectMeta> decode(std::string_view, const DecodeOptions&);
-template Result<Subnet> decode(std::string_view, const DecodeOptions&);
-template Result<NetworkAttachment> decode(std::string_view, const DecodeOptions&);
-template Result<IPLock> decode(std::string_view, const DecodeOptions&);
 
 Result<AnyObject> object_from_json(Kind kind, const json::value& v, const DecodeOptions& options) {
-  auto wrap = [](auto r) -> Result<AnyObject> {
-    if (!r) return fail(std::move(r.error()));
-    return AnyObject(std::move(*r));
-  };
-  switch (kind) {
-    case Kind::kSubnet: return wrap(from_json<Subnet>(v, options));
-    case Kind::kNetworkAttachment: return wrap(from_json<NetworkAttachment>(v, options));
-    case Kind::kIPLock: return wrap(from_json<IPLock>(v, options));
-  }
-  return fail(Errc::kInternal, "unknown kind");
+  return std::visit(
+      [&](const auto& zero) -> Result<AnyObject> {
+        auto r = from_json<std::decay_t<decltype(zero)>>(v, options);
+        if (!r) return fail(std::move(r.error()));
+        return AnyObject(std::move(*r));
+      },
+      make_object(kind));
 }
 
 Result<AnyObject> decode_object(Kind kind, std::string_view text, const DecodeOptions& options) {
@@ -320,19 +311,39 @@ json::object encode_kind(const T& obj) {
 
 }  // namespace
 
-json::object to_json(const Subnet& s) { return encode_kind(s); }
-json::object to_json(const NetworkAttachment& na) { return encode_kind(na); }
-json::object to_json(const IPLock& l) { return encode_kind(l); }
+template <KindStruct T>
+json::object to_json(const T& obj) {
+  return encode_kind(obj);
+}
 
 json::object to_json(const AnyObject& obj) {
   return std::visit([](const auto& x) { return to_json(x); }, obj);
 }
 
 std::string encode(const ObjectMeta& m) { return json::serialize(to_json(m)); }
-std::string encode(const Subnet& s) { return json::serialize(to_json(s)); }
-std::string encode(const NetworkAttachment& na) { return json::serialize(to_json(na)); }
-std::string encode(const IPLock& l) { return json::serialize(to_json(l)); }
+template <KindStruct T>
+std::string encode(const T& obj) {
+  return json::serialize(to_json(obj));
+}
 std::string encode(const AnyObject& obj) { return json::serialize(to_json(obj)); }
+
+// Instantiates every template above for every kind.
+namespace {
+template <std::size_t... I>
+constexpr auto kInstances = std::make_tuple(
+    std::make_tuple(&from_json<std::variant_alternative_t<I, AnyObject>>...,
+                    &decode<std::variant_alternative_t<I, AnyObject>>...,
+                    static_cast<json::object (*)(const std::variant_alternative_t<I, AnyObject>&)>(
+                        &to_json<std::variant_alternative_t<I, AnyObject>>)...,
+                    static_cast<std::string (*)(const std::variant_alternative_t<I, AnyObject>&)>(
+                        &encode<std::variant_alternative_t<I, AnyObject>>)...));
+template <std::size_t... I>
+[[maybe_unused]] const auto& instances(std::index_sequence<I...>) {
+  return kInstances<I...>;
+}
+[[maybe_unused]] const auto& kAll =
+    instances(std::make_index_sequence<std::variant_size_v<AnyObject>>());
+}  // namespace
 
 json::object status_json(const Error& error, std::string_view name, std::string_view group,
                          std::string_view kind) {

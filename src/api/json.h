@@ -72,7 +72,7 @@ class ScratchJson {
   std::optional<boost::json::value> value_;
 };
 
-// T is Subnet, NetworkAttachment, IPLock or ObjectMeta. Paths in ObjectMeta errors are
+// T is a kind's struct or ObjectMeta. Paths in ObjectMeta errors are
 // relative ("labels[app]") when it is decoded on its own. decode() takes JSON text,
 // from_json() a parsed value (two names, as a string literal converts to both).
 template <class T>
@@ -85,17 +85,19 @@ Result<AnyObject> decode_object(Kind kind, std::string_view text,
 Result<AnyObject> object_from_json(Kind kind, const boost::json::value& v,
                                    const DecodeOptions& options = {});
 
+// A kind's struct (Subnet, NetworkAttachment, IPLock, Vpc).
+template <class T>
+concept KindStruct = requires { T::kKind; };
+
 boost::json::object to_json(const ObjectMeta& meta);
-boost::json::object to_json(const Subnet& obj);
-boost::json::object to_json(const NetworkAttachment& obj);
-boost::json::object to_json(const IPLock& obj);
+template <KindStruct T>
+boost::json::object to_json(const T& obj);
 boost::json::object to_json(const AnyObject& obj);
 
 // Compact JSON text of to_json(x).
 std::string encode(const ObjectMeta& meta);
-std::string encode(const Subnet& obj);
-std::string encode(const NetworkAttachment& obj);
-std::string encode(const IPLock& obj);
+template <KindStruct T>
+std::string encode(const T& obj);
 std::string encode(const AnyObject& obj);
 
 // The Kubernetes Status object for a failure: {"kind":"Status","apiVersion":"v1",

@@ -86,11 +86,12 @@ Result<Parsed> parse_rfc3339(std::string_view s) {
   return Parsed{sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} - offset, frac};
 }
 
-constexpr std::array<KindInfo, 3> kKinds{{
+constexpr std::array<KindInfo, 4> kKinds{{
     {Kind::kSubnet, "Subnet", "subnets", "subnet", "sn", true},
     {Kind::kNetworkAttachment, "NetworkAttachment", "networkattachments", "networkattachment", "na",
      true},
     {Kind::kIPLock, "IPLock", "iplocks", "iplock", "ipl", false},
+    {Kind::kVpc, "Vpc", "vpcs", "vpc", "vpc", true},
 }};
 
 }  // namespace
@@ -146,20 +147,28 @@ std::optional<Kind> kind_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+namespace {
+template <std::size_t... I>
+AnyObject make_at(std::size_t index, std::index_sequence<I...>) {
+  static const std::array<AnyObject, sizeof...(I)> zero{
+      AnyObject(std::in_place_index<I>)...};
+  return zero.at(index);
+}
+}  // namespace
+
 AnyObject make_object(Kind kind) {
-  switch (kind) {
-    case Kind::kSubnet: return Subnet{};
-    case Kind::kNetworkAttachment: return NetworkAttachment{};
-    case Kind::kIPLock: return IPLock{};
-  }
-  return Subnet{};
+  return make_at(static_cast<std::size_t>(kind),
+                 std::make_index_sequence<std::variant_size_v<AnyObject>>());
 }
 
-static_assert(kKinds[0].kind == Kind::kSubnet && kKinds[1].kind == Kind::kNetworkAttachment &&
-              kKinds[2].kind == Kind::kIPLock);
+// Every kind's entry and variant alternative sit at its Kind's index.
+template <std::size_t... I>
+constexpr bool kinds_in_order(std::index_sequence<I...>) {
+  return ((kKinds[I].kind == static_cast<Kind>(I) &&
+           std::variant_alternative_t<I, AnyObject>::kKind == static_cast<Kind>(I)) &&
+          ...);
+}
 static_assert(std::variant_size_v<AnyObject> == kKinds.size());
-static_assert(std::is_same_v<std::variant_alternative_t<0, AnyObject>, Subnet> &&
-              std::is_same_v<std::variant_alternative_t<1, AnyObject>, NetworkAttachment> &&
-              std::is_same_v<std::variant_alternative_t<2, AnyObject>, IPLock>);
+static_assert(kinds_in_order(std::make_index_sequence<kKinds.size()>()));
 
 }  // namespace kos::api

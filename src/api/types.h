@@ -90,7 +90,7 @@ struct ExtendedObjectMeta {
   bool operator==(const ExtendedObjectMeta&) const = default;
 };
 
-enum class Kind { kSubnet, kNetworkAttachment, kIPLock };
+enum class Kind { kSubnet, kNetworkAttachment, kIPLock, kVpc };
 
 struct KindInfo {
   Kind kind;
@@ -109,12 +109,18 @@ std::optional<Kind> kind_from_name(std::string_view name);
 struct SubnetSpec {
   std::string ipv4;  // CIDR, e.g. "10.1.2.0/24"
   std::uint32_t vni = 0;
+  std::string vpc;  // the Vpc (same namespace) that routes it; empty: an isolated network
   bool operator==(const SubnetSpec&) const = default;
 };
 
 struct SubnetStatus {
   bool validated = false;
   std::vector<std::string> errors;
+  // Subnets of a VPC, set with validated: the gateway address (the first usable), the
+  // destinations routed through it, and the VPC's routing VNI.
+  std::string gateway;
+  std::vector<std::string> routes;
+  std::uint32_t routing_vni = 0;
   bool operator==(const SubnetStatus&) const = default;
 };
 
@@ -161,6 +167,13 @@ struct NetworkAttachmentStatus {
   std::string ifc_name;
   std::string host_ip;
   std::optional<ExecReport> post_create_exec_report;
+  // Attachments on a subnet of a VPC (written by IPAM with the address, from the Subnet's
+  // status): the gateway, the subnet's prefix length, the routes through the gateway and
+  // the VPC's routing VNI.
+  std::string gateway;
+  std::int32_t prefix_length = 0;
+  std::vector<std::string> routes;
+  std::uint32_t routing_vni = 0;
   bool operator==(const NetworkAttachmentStatus&) const = default;
 };
 
@@ -186,8 +199,32 @@ struct IPLock {
   bool operator==(const IPLock&) const = default;
 };
 
+// A virtual private cloud: subnets that name it in spec.vpc are routed to each other, and
+// to nothing else. Its VNI carries nothing itself: it names the VPC's routing domain.
+struct VpcSpec {
+  std::uint32_t vni = 0;
+  std::vector<std::string> cidr_blocks;  // optional: where its subnets must lie
+  bool operator==(const VpcSpec&) const = default;
+};
+
+struct VpcStatus {
+  bool validated = false;
+  std::vector<std::string> errors;
+  std::int32_t subnet_count = 0;
+  bool operator==(const VpcStatus&) const = default;
+};
+
+struct Vpc {
+  static constexpr Kind kKind = Kind::kVpc;
+  ObjectMeta metadata;
+  ExtendedObjectMeta extended_metadata;
+  VpcSpec spec;
+  VpcStatus status;
+  bool operator==(const Vpc&) const = default;
+};
+
 // Alternatives are in Kind order, so index() == static_cast<size_t>(kind).
-using AnyObject = std::variant<Subnet, NetworkAttachment, IPLock>;
+using AnyObject = std::variant<Subnet, NetworkAttachment, IPLock, Vpc>;
 
 inline Kind kind_of(const AnyObject& o) { return static_cast<Kind>(o.index()); }
 AnyObject make_object(Kind kind);  // a default-constructed object of that kind

@@ -104,7 +104,7 @@ TEST(ExtendedObjectMeta, SetWriteReplacesAndPutsNewestFirst) {
 }
 
 TEST(Kind, TablesAgree) {
-  ASSERT_EQ(all_kinds().size(), 3u);
+  ASSERT_EQ(all_kinds().size(), 4u);
   for (const auto& k : all_kinds()) {
     EXPECT_EQ(kind_info(k.kind).name, k.name);
     EXPECT_EQ(kind_from_plural(k.plural), k.kind);
@@ -114,6 +114,7 @@ TEST(Kind, TablesAgree) {
   EXPECT_EQ(kind_info(Kind::kNetworkAttachment).plural, "networkattachments");
   EXPECT_EQ(kind_info(Kind::kIPLock).short_name, "ipl");
   EXPECT_FALSE(kind_info(Kind::kIPLock).has_status);
+  EXPECT_EQ(kind_info(Kind::kVpc).short_name, "vpc");
   EXPECT_EQ(kind_from_plural("Subnets"), std::nullopt);
   EXPECT_EQ(kind_from_name("subnet"), std::nullopt);
 }

@@ -123,14 +123,21 @@ Decision Authorizer::node_rule(const std::string& node, const Attributes& a) con
       if (auto n = sel->exact_value("spec.node"); n && *n == node)
         return allow("nodes may list and watch their own attachments");
       if (auto v = sel->exact_value("status.addressVNI")) {
-        if (hosts_vni_ && hosts_vni_(node, *v))
+        if (hosts_vni_ && hosts_vni_(node, "status.addressVNI", *v))
           return allow("nodes may list and watch the attachments of the VNIs they host");
         return deny("node " + node + " hosts no attachment on VNI " + *v +
                     ": nodes may list and watch only the attachments of the VNIs they host");
       }
+      if (auto v = sel->exact_value("status.routingVNI")) {
+        if (hosts_vni_ && hosts_vni_(node, "status.routingVNI", *v))
+          return allow("nodes may list and watch the attachments of the VPCs they host");
+        return deny("node " + node + " hosts no attachment in the VPC of routing VNI " + *v +
+                    ": nodes may list and watch only the attachments of the VPCs they host");
+      }
     }
     return deny("nodes may list and watch attachments only with fieldSelector spec.node=" + node +
-                " (their own) or status.addressVNI=VNI (a VNI they host)");
+                " (their own), status.addressVNI=VNI (a VNI they host) or status.routingVNI=VNI "
+                "(a VPC they host)");
   }
   return deny("nodes may write only the status of their own attachments, and create and "
               "delete their own attachments");
@@ -174,8 +181,9 @@ Decision Authorizer::authorize(const Attributes& a) const {
                    (a.ns.empty() ? " (name it: -n " + r.scope + ")" : ", not \"" + a.ns + "\""));
         } else if (a.group.empty() && a.resource == "namespaces") {
           d = is_read(a.verb) ? allow("tenants may read their namespace") : deny("tenants may not change namespaces");
-        } else if (is_kos(a) && (a.resource == "subnets" || a.resource == "networkattachments")) {
-          d = a.subresource.empty() ? allow("tenants may manage the subnets and attachments of their namespace")
+        } else if (is_kos(a) && (a.resource == "subnets" || a.resource == "networkattachments" ||
+                                 a.resource == "vpcs")) {
+          d = a.subresource.empty() ? allow("tenants may manage the VPCs, subnets and attachments of their namespace")
                                     : deny("tenants may not write or read " + a.resource + "/" + a.subresource);
         } else if ((is_kos(a) && a.resource == "iplocks") || (a.group.empty() && a.resource == "events")) {
           d = is_read(a.verb) ? allow("tenants may read the " + a.resource + " of their namespace")

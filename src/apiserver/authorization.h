@@ -71,16 +71,18 @@ struct Decision {
 
 class Authorizer {
  public:
-  // hosts_vni(node, vni): whether `node` has an attachment addressed on `vni` (the
-  // attachments a node's VNI watches may ask for). Called only for node list/watch
-  // requests with a status.addressVNI selector.
-  explicit Authorizer(std::function<bool(const std::string&, const std::string&)> hosts_vni)
-      : hosts_vni_(std::move(hosts_vni)) {}
+  // hosts_vni(node, field, vni): whether `node` has an attachment whose `field`
+  // (status.addressVNI: addressed on that VNI; status.routingVNI: on a subnet of the VPC of
+  // that VNI) is `vni`: the attachments a node's per-VNI and per-VPC watches may ask for.
+  // Called only for node list/watch requests with such a selector.
+  using HostsVni =
+      std::function<bool(const std::string& node, const std::string& field, const std::string& vni)>;
+  explicit Authorizer(HostsVni hosts_vni) : hosts_vni_(std::move(hosts_vni)) {}
   Decision authorize(const Attributes& a) const;
 
  private:
   Decision node_rule(const std::string& node, const Attributes& a) const;
-  std::function<bool(const std::string&, const std::string&)> hosts_vni_;
+  HostsVni hosts_vni_;
 };
 
 }  // namespace kos::apiserver

@@ -269,11 +269,13 @@ Result<void> ApiServer::init() {
     audit_ = std::move(*a);
   }
   auto* attachments = resource(api::kGroup, "networkattachments");
-  // Whether `node` has an attachment addressed on `vni`. The watch cache answers; when it
-  // says no, a consistent list from the store does (an agent learns of its VNI from this
-  // cache, but a client may ask right after the write that addressed it).
-  authorizer_ = std::make_unique<Authorizer>([attachments](const std::string& node, const std::string& vni) {
-    auto sel = api::FieldSelector::parse("spec.node=" + node + ",status.addressVNI=" + vni);
+  // Whether `node` has an attachment whose `field` (status.addressVNI, status.routingVNI)
+  // is `vni`. The watch cache answers; when it says no, a consistent list from the store
+  // does (an agent learns of its VNI from this cache, but a client may ask right after the
+  // write that addressed it).
+  authorizer_ = std::make_unique<Authorizer>([attachments](const std::string& node, const std::string& field,
+                                                           const std::string& vni) {
+    auto sel = api::FieldSelector::parse("spec.node=" + node + "," + field + "=" + vni);
     if (!sel) return false;
     if (!attachments->cache->list("", {}, *sel).items.empty()) return true;
     ListRequest lr;

@@ -337,13 +337,11 @@ class LeaseStrategy final : public SchemalessStrategy {
 }  // namespace
 
 std::unique_ptr<Strategy> make_kos_strategy(api::Kind kind) {
-  switch (kind) {
-    case api::Kind::kSubnet: return std::make_unique<KosStrategy<api::Subnet>>();
-    case api::Kind::kNetworkAttachment:
-      return std::make_unique<KosStrategy<api::NetworkAttachment>>();
-    case api::Kind::kIPLock: return std::make_unique<KosStrategy<api::IPLock>>();
-  }
-  return nullptr;
+  return std::visit(
+      [](const auto& zero) -> std::unique_ptr<Strategy> {
+        return std::make_unique<KosStrategy<std::decay_t<decltype(zero)>>>();
+      },
+      api::make_object(kind));
 }
 
 std::unique_ptr<Strategy> make_event_strategy() { return std::make_unique<EventStrategy>(); }

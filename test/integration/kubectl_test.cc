@@ -127,7 +127,7 @@ TEST_P(KubectlTest, ApplySeedThenGetAsTableYamlJson) {
   r = kubectl()({"get", "sn", "-n", "ns1", "-o", "wide"});
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_THAT(parse_table(r.out).headers,
-              ElementsAre("NAME", "VNI", "CIDR", "VALIDATED", "ERRORS", "AGE"));
+              ElementsAre("NAME", "VNI", "CIDR", "VPC", "GATEWAY", "VALIDATED", "ERRORS", "AGE"));
 
   // YAML.
   r = kubectl()({"get", "subnet", "s1", "-n", "ns1", "-o", "yaml"});
@@ -441,11 +441,12 @@ TEST_P(KubectlTest, ApiResourcesAndExplain) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   Table t = parse_table(r.out);
   EXPECT_THAT(t.headers, ElementsAre("NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"));
-  ASSERT_EQ(t.rows.size(), 3u) << r.out;
+  ASSERT_EQ(t.rows.size(), 4u) << r.out;
   const std::map<std::string, std::pair<std::string, std::string>> want = {
       {"iplocks", {"ipl", "IPLock"}},
       {"networkattachments", {"na", "NetworkAttachment"}},
-      {"subnets", {"sn", "Subnet"}}};
+      {"subnets", {"sn", "Subnet"}},
+      {"vpcs", {"vpc", "Vpc"}}};
   for (const auto& [plural, sk] : want) {
     const auto* row = t.find("NAME", plural);
     ASSERT_NE(row, nullptr) << plural << " missing:\n" << r.out;

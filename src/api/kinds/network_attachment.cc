@@ -131,6 +131,34 @@ const StructDesc<NetworkAttachmentStatus>& status() {
                  .selectable = true,
                  .section = section::kAddress},
                 FieldRule<std::string>(rules::ipv4_address)),
+          field("gateway", &S::gateway,
+                {.description = "Attachments on a subnet of a VPC: the gateway address the "
+                                "guest routes through (the Subnet's status.gateway). Written "
+                                "by IPAM, together with ipv4.",
+                 .section = section::kAddress},
+                FieldRule<std::string>(rules::ipv4_address)),
+          field("prefixLength", &S::prefix_length,
+                {.description = "Attachments on a subnet of a VPC: the prefix length of the "
+                                "subnet's range, for the guest's address and the gateway's. "
+                                "Written by IPAM, together with ipv4.",
+                 .format = "int32",
+                 .minimum = 0,
+                 .maximum = 32,
+                 .section = section::kAddress}),
+          field("routes", &S::routes,
+                {.description = "Attachments on a subnet of a VPC: the destinations (CIDRs) "
+                                "the guest routes through the gateway. Written by IPAM, "
+                                "together with ipv4.",
+                 .section = section::kAddress}),
+          field("routingVNI", &S::routing_vni,
+                {.description = "Attachments on a subnet of a VPC: the VPC's VNI (0: not "
+                                "routed). Nodes watch the attachments of the VPCs they host "
+                                "by this field. Written by IPAM, together with ipv4.",
+                 .format = "int64",
+                 .minimum = 0,
+                 .maximum = kMaxVni,
+                 .selectable = true,
+                 .section = section::kAddress}),
           field("macAddress", &S::mac_address,
                 {.description = "MAC address of the interface, derived from the IPv4 address "
                                 "and the VNI. Written by the connection agent.",
@@ -178,7 +206,7 @@ KindDesc<NA> make() {
       "(from the connection agent).";
   d.spec_desc = &spec();
   d.status_desc = &status();
-  d.indexed_fields = {"spec.node", "status.addressVNI"};
+  d.indexed_fields = {"spec.node", "status.addressVNI", "status.routingVNI"};
   d.sections = {section::kSpec, section::kAddress, section::kImpl, section::kExecReport};
   auto str = [](auto get) {
     return [get](const NA& na) { return boost::json::value(get(na)); };

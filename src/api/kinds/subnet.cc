@@ -1,4 +1,5 @@
 // Subnet: an IPv4 range of one virtual network (VNI).
+#include "api/cidr.h"
 #include "api/describe.h"
 #include "api/kinds/rules.h"
 #include "api/names.h"
@@ -35,6 +36,17 @@ const StructDesc<SubnetSpec>& spec() {
                  .immutable = true,
                  .selectable = true,
                  .always = true}),
+          field("vpc", &SubnetSpec::vpc,
+                {.description =
+                     "Name of the Vpc, in the same namespace, that routes this subnet to the "
+                     "VPC's other subnets. A subnet of a VPC reserves its first usable "
+                     "address as its gateway, so it needs a /30 or larger range; its VNI "
+                     "must differ from the VPC's and from its other subnets', and its range "
+                     "must not overlap theirs. Empty: an isolated network, reachable only "
+                     "from its own VNI. Optional. Immutable.",
+                 .immutable = true,
+                 .selectable = true},
+                FieldRule<std::string>(rules::object_name)),
       }};
   return d;
 }
@@ -54,6 +66,17 @@ const StructDesc<SubnetStatus>& status() {
                 {.description = "Why the subnet is not validated, e.g. \"CIDR overlaps with "
                                 "ns/name's (cidr)\" or \"same VNI but different namespace wrt "
                                 "ns/name\"."}),
+          field("gateway", &SubnetStatus::gateway,
+                {.description = "Subnets of a VPC: the gateway address guests route through, "
+                                "the first usable address of the range (never assigned to an "
+                                "attachment). Set with validated."}),
+          field("routes", &SubnetStatus::routes,
+                {.description = "Subnets of a VPC: the destinations (CIDRs) routed through the "
+                                "gateway: the VPC's spec.cidrBlocks, or 0.0.0.0/0 when it has "
+                                "none. Set with validated."}),
+          field("routingVNI", &SubnetStatus::routing_vni,
+                {.description = "Subnets of a VPC: the VPC's VNI. Set with validated.",
+                 .format = "int64"}),
       }};
   return d;
 }
@@ -73,11 +96,23 @@ KindDesc<Subnet> make() {
   d.status_desc = &status();
   d.indexed_fields = {"spec.vni"};
   d.sections = {section::kSpec, section::kStatus};
+  d.rules = [](Causes& c, const Subnet& s) {
+    if (s.spec.vpc.empty()) return;
+    // A gateway and at least one guest: a /30 or larger.
+    if (auto cidr = parse_cidr(s.spec.ipv4); cidr && cidr->prefix > 30) {
+      c.invalid("spec.ipv4", show(s.spec.ipv4),
+                "a subnet of a VPC needs room for a gateway and a guest: a /30 or larger");
+    }
+  };
   d.columns = {
       {"VNI", "integer", "VXLAN network identifier", 0,
        [](const Subnet& s) { return boost::json::value(s.spec.vni); }},
       {"CIDR", "string", "IPv4 block of the subnet", 0,
        [](const Subnet& s) { return boost::json::value(s.spec.ipv4); }},
+      {"VPC", "string", "The VPC that routes it", 1,
+       [](const Subnet& s) { return boost::json::value(s.spec.vpc); }},
+      {"Gateway", "string", "Gateway address (subnets of a VPC)", 1,
+       [](const Subnet& s) { return boost::json::value(s.status.gateway); }},
       {"Validated", "boolean", "Passed the subnet validator", 0,
        [](const Subnet& s) { return boost::json::value(s.status.validated); }},
       {"Errors", "string", "Why it is not validated", 1,
