@@ -163,6 +163,96 @@ TEST_F(ControllersTest, ConflictingSubnetsAreNotBothValidated) {
   EXPECT_FALSE(c_->get<api::Subnet>("ns", "b")->status.validated);
 }
 
+// VPCs: a subnet waits for its VPC; subnets of one VPC may not overlap or share a VNI, but
+// different VPCs may reuse ranges; a VPC's VNI is its own; validated subnets carry the
+// gateway and routes, and their attachments get them with the address (never the gateway).
+TEST_F(ControllersTest, VpcSubnetsAreValidatedWithTheirVpcAndRouteThroughTheGateway) {
+  start();
+  auto vpc = [&](const std::string& name, uint32_t vni, std::vector<std::string> blocks = {}) {
+    api::Vpc v;
+    v.metadata.namespace_ = "ns";
+    v.metadata.name = name;
+    v.spec.vni = vni;
+    v.spec.cidr_blocks = std::move(blocks);
+    auto r = c_->create(v);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+  };
+  auto vpc_subnet = [&](const std::string& name, uint32_t vni, const std::string& cidr,
+                        const std::string& in) {
+    api::Subnet s;
+    s.metadata.namespace_ = "ns";
+    s.metadata.name = name;
+    s.spec.vni = vni;
+    s.spec.ipv4 = cidr;
+    s.spec.vpc = in;
+    auto r = c_->create(s);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+  };
+  auto has_error = [&](const std::string& name, const std::string& why) {
+    return eventually([&] {
+      auto s = c_->get<api::Subnet>("ns", name);
+      if (!s || s->status.validated) return false;
+      return std::ranges::find(s->status.errors, why) != s->status.errors.end();
+    });
+  };
+  auto validated = [&](const std::string& name) {
+    return eventually([&] { return c_->get<api::Subnet>("ns", name)->status.validated; });
+  };
+
+  // A subnet waits for its VPC, and is validated once the VPC is.
+  vpc_subnet("a1", 101, "10.1.0.0/24", "a");
+  EXPECT_TRUE(has_error("a1", "Vpc ns/a does not exist"));
+  vpc("a", 100, {"10.0.0.0/8"});
+  ASSERT_TRUE(validated("a1"));
+  auto a1 = *c_->get<api::Subnet>("ns", "a1");
+  EXPECT_EQ(a1.status.gateway, "10.1.0.1");
+  EXPECT_EQ(a1.status.routes, std::vector<std::string>{"10.0.0.0/8"});
+  EXPECT_EQ(a1.status.routing_vni, 100u);
+  vpc_subnet("a2", 102, "10.2.0.0/24", "a");
+  ASSERT_TRUE(validated("a2"));
+  EXPECT_TRUE(eventually([&] { return c_->get<api::Vpc>("ns", "a")->status.subnet_count == 2; }));
+
+  // Overlaps inside a VPC, ranges outside its blocks, shared and routing VNIs are refused.
+  vpc_subnet("a3", 103, "10.1.0.128/25", "a");
+  EXPECT_TRUE(has_error("a3", "CIDR overlaps with ns/a1's (10.1.0.0/24) in Vpc a"));
+  vpc_subnet("a4", 104, "192.168.0.0/24", "a");
+  EXPECT_TRUE(has_error("a4", "CIDR 192.168.0.0/24 is not inside the cidrBlocks of Vpc ns/a (10.0.0.0/8)"));
+  vpc_subnet("a5", 100, "10.5.0.0/24", "a");
+  EXPECT_TRUE(has_error("a5", "VNI 100 is the routing VNI of Vpc ns/a"));
+  subnet("ns", "plain", 102, "10.8.0.0/24");
+  EXPECT_TRUE(has_error("plain", "same VNI as ns/a2: a subnet of a VPC needs a VNI of its own"));
+
+  // Another VPC may reuse A's ranges, not its VNI.
+  vpc("b", 200);
+  vpc_subnet("b1", 201, "10.1.0.0/24", "b");
+  ASSERT_TRUE(validated("b1"));
+  EXPECT_EQ(c_->get<api::Subnet>("ns", "b1")->status.routes, std::vector<std::string>{"0.0.0.0/0"});
+  vpc("c", 100);
+  EXPECT_TRUE(eventually([&] {
+    auto c = c_->get<api::Vpc>("ns", "c");
+    return c && !c->status.validated &&
+           c->status.errors == std::vector<std::string>{"VNI 100 is also the routing VNI of Vpc ns/a",
+                                                        "VNI 100 is used by Subnet ns/a5"};
+  }));
+  EXPECT_TRUE(c_->get<api::Vpc>("ns", "a")->status.validated);
+
+  // Attachments on a VPC subnet get the routing with the address; the gateway is never theirs.
+  auto x = na("x", "a1");
+  auto got = wait_na("x", [](const auto& a) { return !a.status.ipv4.empty(); });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_NE(got->status.ipv4, "10.1.0.1");
+  EXPECT_EQ(got->status.gateway, "10.1.0.1");
+  EXPECT_EQ(got->status.prefix_length, 24);
+  EXPECT_EQ(got->status.routes, std::vector<std::string>{"10.0.0.0/8"});
+  EXPECT_EQ(got->status.routing_vni, 100u);
+  auto y = na("y", "plain-ok");
+  subnet("ns", "plain-ok", 300, "10.9.0.0/24");
+  auto plain = wait_na("y", [](const auto& a) { return !a.status.ipv4.empty(); });
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->status.gateway, "");
+  EXPECT_EQ(plain->status.routing_vni, 0u);
+}
+
 // A Subnet deleted under addressed attachments leaves them their addresses (a node never
 // implements an address nobody holds), and its VNI stays bound to their namespace: a Subnet
 // on that VNI in another namespace is refused at admission and, if it gets past (written

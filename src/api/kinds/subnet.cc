@@ -40,7 +40,7 @@ const StructDesc<SubnetSpec>& spec() {
                 {.description =
                      "Name of the Vpc, in the same namespace, that routes this subnet to the "
                      "VPC's other subnets. A subnet of a VPC reserves its first usable "
-                     "address as its gateway, so it needs a /30 or larger range; its VNI "
+                     "address as its gateway, so it needs a /29 or larger range; its VNI "
                      "must differ from the VPC's and from its other subnets', and its range "
                      "must not overlap theirs. Empty: an isolated network, reachable only "
                      "from its own VNI. Optional. Immutable.",
@@ -98,10 +98,10 @@ KindDesc<Subnet> make() {
   d.sections = {section::kSpec, section::kStatus};
   d.rules = [](Causes& c, const Subnet& s) {
     if (s.spec.vpc.empty()) return;
-    // A gateway and at least one guest: a /30 or larger.
-    if (auto cidr = parse_cidr(s.spec.ipv4); cidr && cidr->prefix > 30) {
+    // The gateway is the base address + 1, which IPAM skips in a /29 or larger (cidr.h).
+    if (auto cidr = parse_cidr(s.spec.ipv4); cidr && cidr->size() < 8) {
       c.invalid("spec.ipv4", show(s.spec.ipv4),
-                "a subnet of a VPC needs room for a gateway and a guest: a /30 or larger");
+                "a subnet of a VPC needs room for a gateway: a /29 or larger");
     }
   };
   d.columns = {

@@ -25,6 +25,30 @@ const api::OwnerReference* controller_ref(const api::IPLock& lock) {
 
 std::string key_of(const api::ObjectMeta& m) { return client::object_key(m.namespace_, m.name); }
 
+// Copies what a guest on a subnet of a VPC routes by (the validated Subnet's status) into
+// an attachment's status; clears it for an isolated subnet.
+void set_routing(api::NetworkAttachmentStatus& st, const api::Subnet& subnet, const api::Ipv4Cidr& cidr) {
+  const bool routed = !subnet.spec.vpc.empty() && !subnet.status.gateway.empty();
+  st.gateway = routed ? subnet.status.gateway : std::string();
+  st.prefix_length = routed ? cidr.prefix : 0;
+  st.routes = routed ? subnet.status.routes : std::vector<std::string>();
+  st.routing_vni = routed ? subnet.status.routing_vni : 0;
+}
+
+bool routing_matches(const api::NetworkAttachmentStatus& st, const api::Subnet& subnet,
+                     const api::Ipv4Cidr& cidr) {
+  api::NetworkAttachmentStatus want = st;
+  set_routing(want, subnet, cidr);
+  return want == st;
+}
+
+void clear_routing(api::NetworkAttachmentStatus& st) {
+  st.gateway.clear();
+  st.prefix_length = 0;
+  st.routes.clear();
+  st.routing_vni = 0;
+}
+
 }  // namespace
 
 Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
@@ -311,6 +335,7 @@ Result<Requeue> Ipam::without_subnet(const api::NetworkAttachment& cached, std::
     st.ipv4.clear();
     st.address_vni = 0;
     st.lock_uid.clear();
+    clear_routing(st);
   }
   if (auto w = write_status(na, st); !w) return w;
   if (!held) return Requeue{};  // nothing named: nothing of this incarnation is deleted
@@ -350,6 +375,7 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
   auto cached_ip = api::parse_ipv4(cached.status.ipv4);
   if (cached_ip && mine.size() == 1 && cached.status.address_vni == vni &&
       !cached.status.address_contention && cached.status.errors.ipam.empty() &&
+      routing_matches(cached.status, subnet, *cidr) &&
       mine[0].metadata.uid == cached.status.lock_uid && usable(mine[0]) &&
       mine[0].metadata.name == api::format_iplock_name(vni, *cached_ip)) {
     const auto* r = controller_ref(mine[0]);
@@ -473,6 +499,7 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
   st.lock_uid = keep->metadata.uid;
   st.address_contention = false;
   st.errors.ipam.clear();
+  set_routing(st, subnet, *cidr);
   bool newly = na.status.ipv4 != st.ipv4 || na.status.lock_uid != st.lock_uid;
   auto w = write_status(na, st);  // resourceVersion precondition: the live read
   if (!w) return w;
