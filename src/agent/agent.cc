@@ -20,7 +20,15 @@ namespace kos::agent {
 namespace {
 
 constexpr const char* kRelevanceKey = "@relevance";
-constexpr const char* kAddressVni = "address-vni";  // index of the local informer
+constexpr const char* kAddressVni = "address-vni";  // index of the local informer: domains
+
+// The domain an addressed attachment makes relevant on its node: its VNI ("V"), or for an
+// attachment on a subnet of a VPC the VPC's routing VNI ("rR"): the node then learns every
+// attachment of the VPC.
+std::string domain_of(const api::NetworkAttachment& na) {
+  if (na.status.routing_vni != 0) return "r" + std::to_string(na.status.routing_vni);
+  return std::to_string(na.status.address_vni);
+}
 
 struct AgentMetrics {
   metrics::Family<metrics::Gauge>& locals = metrics::Registry::global().gauge(
@@ -82,6 +90,8 @@ std::string expand(std::string s, const fabric::LocalIfc& ifc, const AgentOption
   replace("${ifname}", ifc.name);
   replace("${ipv4}", api::format_ipv4(ifc.guest_ip));
   replace("${mac}", api::format_mac(ifc.mac));
+  // Routed (a subnet of a VPC): the gateway; else empty.
+  replace("${gateway}", ifc.routing.gateway ? api::format_ipv4(ifc.routing.gateway) : std::string());
   replace("${node}", opts.node);
   replace("${netns}", opts.netns);
   return s;
@@ -107,7 +117,7 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
   local_.indexer().add_index(kAddressVni, [](const api::AnyObject& o) {
     const auto& na = std::get<api::NetworkAttachment>(o);
     if (na.status.address_vni == 0 || na.status.ipv4.empty()) return std::vector<std::string>{};
-    return std::vector<std::string>{std::to_string(na.status.address_vni)};
+    return std::vector<std::string>{domain_of(na)};
   });
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
                        [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
@@ -120,8 +130,11 @@ Agent::~Agent() { stop(); }
 // there (status.hostIP set: their node has written where they live). One addressed but not
 // yet implemented cannot be mapped and is not sent here (under churn a fifth of the events
 // a node received); its implementation arrives as its ADDED event. adopt() lists the same.
-std::string Agent::remote_selector(uint32_t vni) const {
-  return "status.addressVNI=" + std::to_string(vni) + ",spec.node!=" + opts_.node + ",status.hostIP!=";
+// A routed domain (a VPC) selects by the routing VNI instead: the attachments of all the
+// VPC's subnets.
+std::string Agent::remote_selector(uint32_t vni, bool routed) const {
+  return std::string(routed ? "status.routingVNI=" : "status.addressVNI=") + std::to_string(vni) +
+         ",spec.node!=" + opts_.node + ",status.hostIP!=";
 }
 
 void Agent::on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
@@ -149,7 +162,8 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
       ++counts_.remote_events_by_vni[informer];
       agent_metrics().events.with({"remote"}).inc();
       const auto& na = std::get<api::NetworkAttachment>(*obj);
-      if (na.status.address_vni != informer || na.spec.node == opts_.node) {
+      const bool routed = routed_domains_.contains(informer);
+      if ((routed ? na.status.routing_vni : na.status.address_vni) != informer || na.spec.node == opts_.node) {
         ++counts_.irrelevant_events;
         agent_metrics().irrelevant.get().inc();
       }
@@ -179,9 +193,11 @@ Agent::Counts Agent::counts() const {
 }
 
 void Agent::update_relevance() {
-  std::set<uint32_t> want;
-  for (const auto& v : local_.indexer().index_values(kAddressVni))
-    want.insert(static_cast<uint32_t>(std::stoul(v)));
+  std::map<uint32_t, bool> want;  // domain -> routed
+  for (const auto& v : local_.indexer().index_values(kAddressVni)) {
+    const bool routed = v.starts_with('r');
+    want[static_cast<uint32_t>(std::stoul(v.substr(routed ? 1 : 0)))] = routed;
+  }
   std::vector<std::pair<uint32_t, client::Informer*>> started;
   std::vector<std::unique_ptr<client::Informer>> to_stop;
   std::vector<std::string> requeue;
@@ -213,12 +229,15 @@ void Agent::update_relevance() {
       }
       to_stop.push_back(std::move(it->second));
       it = vni_informers_.erase(it);
-      spdlog::info("agent: VNI {} is no longer relevant on node {}", vni, opts_.node);
+      spdlog::info("agent: {} {} is no longer relevant on node {}", routed_domains_.contains(vni) ? "VPC" : "VNI",
+                   vni, opts_.node);
+      routed_domains_.erase(vni);
     }
-    for (uint32_t vni : want) {
+    for (auto [vni, routed] : want) {
       if (vni_informers_.count(vni)) continue;
       client::InformerOptions o;
-      o.field_selector = remote_selector(vni);
+      o.field_selector = remote_selector(vni, routed);
+      if (routed) routed_domains_.insert(vni);
       auto inf = std::make_unique<client::Informer>(client_, o);
       const client::Informer* p = inf.get();
       inf->add_handlers({[this, vni, p](const client::ObjectPtr& x) { on_object(vni, p, x, true); },
@@ -228,7 +247,7 @@ void Agent::update_relevance() {
       ++counts_.vni_informers_started;
       started.emplace_back(vni, inf.get());
       vni_informers_.emplace(vni, std::move(inf));
-      spdlog::info("agent: VNI {} is relevant on node {}", vni, opts_.node);
+      spdlog::info("agent: {} {} is relevant on node {}", routed ? "VPC of routing VNI" : "VNI", vni, opts_.node);
     }
     publish_counts();
   }
@@ -244,7 +263,8 @@ void Agent::update_relevance() {
     if (!started_ || !inf->wait_for_sync(std::chrono::seconds(5))) continue;
     // From the VNI's first local attachment being addressed.
     std::optional<std::chrono::system_clock::time_point> first;
-    for (const auto& o : local_.indexer().by_index(kAddressVni, std::to_string(vni)))
+    const bool routed = want.contains(vni) && want.at(vni);
+    for (const auto& o : local_.indexer().by_index(kAddressVni, (routed ? "r" : "") + std::to_string(vni)))
       if (auto t = std::get<api::NetworkAttachment>(*o).extended_metadata.write_time(api::section::kAddress))
         if (!first || *t < *first) first = *t;
     if (first) agent_metrics().relevance.get().observe(std::chrono::system_clock::now() - *first);
@@ -359,20 +379,20 @@ Result<void> Agent::adopt() {
     want_local[api::interface_name(api::guest_mac(*ip, na.status.address_vni))] = {
         client::object_key(na.metadata.namespace_, na.metadata.name), &na};
   }
-  std::vector<uint32_t> vnis;
+  std::vector<std::pair<uint32_t, bool>> domains;  // (VNI, routed)
   {
     std::lock_guard lk(mu_);
-    for (const auto& [vni, _] : vni_informers_) vnis.push_back(vni);
+    for (const auto& [vni, _] : vni_informers_) domains.emplace_back(vni, routed_domains_.contains(vni));
   }
   std::map<std::pair<uint32_t, uint32_t>, std::string> want_remote;  // (vni, ip) -> key
-  for (uint32_t vni : vnis) {
+  for (auto [vni, routed] : domains) {
     client::ListOptions ro;
-    ro.field_selector = remote_selector(vni);
+    ro.field_selector = remote_selector(vni, routed);
     auto list = client_->list<api::NetworkAttachment>("", ro);
     if (!list) return fail(list.error());
     for (const auto& na : *list)
       if (auto ip = api::parse_ipv4(na.status.ipv4))
-        want_remote[{vni, *ip}] = client::object_key(na.metadata.namespace_, na.metadata.name);
+        want_remote[{na.status.address_vni, *ip}] = client::object_key(na.metadata.namespace_, na.metadata.name);
   }
   std::vector<fabric::LocalIfc> orphan_locals;
   std::vector<fabric::RemoteIfc> orphan_remotes;
@@ -443,6 +463,13 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
 
 namespace {
 
+// How the attachment's VNI is routed (api: the status IPAM wrote from its Subnet).
+fabric::Routing routing_of(const api::NetworkAttachment& na) {
+  auto gw = api::parse_ipv4(na.status.gateway);
+  if (na.status.routing_vni == 0 || !gw) return {};
+  return fabric::Routing{na.status.routing_vni, *gw, na.status.prefix_length};
+}
+
 // The mapping a remote attachment wants in the fabric, if any.
 std::optional<fabric::RemoteIfc> remote_want(const client::ObjectPtr& obj) {
   if (!obj) return std::nullopt;
@@ -451,7 +478,8 @@ std::optional<fabric::RemoteIfc> remote_want(const client::ObjectPtr& obj) {
   auto host = api::parse_ipv4(na.status.host_ip);
   // Without an address and a host IP its node has not implemented it yet: no mapping.
   if (!ip || !host || na.status.address_vni == 0) return std::nullopt;
-  return fabric::RemoteIfc{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host};
+  return fabric::RemoteIfc{na.status.address_vni, api::guest_mac(*ip, na.status.address_vni), *ip, *host,
+                           routing_of(na)};
 }
 
 }  // namespace
@@ -602,6 +630,7 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
   want.guest_ip = *ip;
   want.mac = api::guest_mac(*ip, want.vni);
   want.name = api::interface_name(want.mac);
+  want.routing = routing_of(na);
   {
     // A CNI ADD in progress for it: the guest end is made in the container's namespace.
     std::lock_guard lk(mu_);
@@ -719,7 +748,7 @@ Result<void> Agent::remove_local(const std::string& key) {
 }
 
 // Runs an allow-listed program (in the node's network namespace when --netns is set) with
-// ${ifname}, ${ipv4}, ${mac}, ${node} and ${netns} expanded; never through a shell. A
+// ${ifname}, ${ipv4}, ${mac}, ${gateway}, ${node} and ${netns} expanded; never through a shell. A
 // program named without a '/' is the allow-listed program of that file name.
 api::ExecReport Agent::run_exec(const char* kind, const std::vector<std::string>& command,
                                 const fabric::LocalIfc& ifc) {

@@ -4,7 +4,9 @@
 //
 // Informers: one on the local attachments (spec.node=NODE); one per *relevant* VNI (a VNI
 // with at least one addressed local attachment) on the remote ones that their nodes have
-// implemented (status.addressVNI=V,spec.node!=NODE,status.hostIP!=), started when the
+// implemented (status.addressVNI=V,spec.node!=NODE,status.hostIP!=) -- or, for a local
+// attachment on a subnet of a VPC, one per relevant VPC on the remote attachments of all
+// its subnets (status.routingVNI=R,...), so the node routes to all of them --, started when the
 // VNI's first local attachment appears and stopped relevance_grace after its last goes
 // (unless one comes back). An attachment can sit in two informers for a moment (its VNI
 // changed; informers are not ordered with each other): the agent keeps, per attachment,
@@ -125,7 +127,8 @@ class Agent {
   // vni_informers_ are dropped.
   void on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
                  bool present);
-  std::string remote_selector(uint32_t vni) const;  // the field selector of VNI informers
+  // The field selector of the informer of a VNI, or of a VPC's routing VNI (routed).
+  std::string remote_selector(uint32_t vni, bool routed) const;
   void update_relevance();  // starts/stops VNI informers to match the local attachments
   Result<void> adopt();
   Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);
@@ -160,7 +163,9 @@ class Agent {
 
   mutable std::mutex mu_;
   mutable std::condition_variable locals_changed_;  // notified by publish_counts()
+  // One informer per relevant domain: a VNI, or a VPC's routing VNI (routed_domains_).
   std::map<uint32_t, std::unique_ptr<client::Informer>> vni_informers_;
+  std::set<uint32_t> routed_domains_;
   std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
   struct LocalState {

@@ -13,10 +13,25 @@ std::optional<Error> check_common(uint32_t vni, const api::MacAddress& mac, uint
   return std::nullopt;
 }
 bool valid_ifname(const std::string& n) { return !api::linux_ifname_error(n); }
+std::optional<Error> check_routing(uint32_t vni, const Routing& r);
+}  // namespace
+
+namespace {
+std::optional<Error> check_routing(uint32_t vni, const Routing& r) {
+  if (r == Routing{}) return std::nullopt;
+  if (r.vpc < 1 || r.vpc > api::kMaxVni || r.vpc == vni)
+    return Error{Errc::kInvalid, "VPC VNI " + std::to_string(r.vpc) + " is out of range 1.." +
+                                     std::to_string(api::kMaxVni) + " or the interface's own VNI", {}};
+  if (r.gateway == 0) return Error{Errc::kInvalid, "a routed interface needs a gateway address", {}};
+  if (r.prefix_len < 8 || r.prefix_len > 29)
+    return Error{Errc::kInvalid, "gateway prefix length " + std::to_string(r.prefix_len) + " is out of range 8..29", {}};
+  return std::nullopt;
+}
 }  // namespace
 
 std::optional<Error> check(const LocalIfc& ifc) {
   if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
+  if (auto e = check_routing(ifc.vni, ifc.routing)) return e;
   if (!valid_ifname(ifc.name))
     return Error{Errc::kInvalid, "interface name \"" + ifc.name + "\" is not a valid Linux interface name", {}};
   if (!ifc.guest_netns.empty() && (ifc.guest_netns.front() != '/' || !valid_ifname(ifc.guest_ifname)))
@@ -38,6 +53,7 @@ std::optional<Error> check(const Plug& plug) {
 
 std::optional<Error> check(const RemoteIfc& ifc) {
   if (auto e = check_common(ifc.vni, ifc.mac, ifc.guest_ip)) return e;
+  if (auto e = check_routing(ifc.vni, ifc.routing)) return e;
   if (ifc.host_ip == 0) return Error{Errc::kInvalid, "host IP 0.0.0.0 is not an address", {}};
   return std::nullopt;
 }

@@ -28,6 +28,18 @@
 
 namespace kos::fabric {
 
+// How the VNI of an interface is routed: in a VPC (its routing VNI `vpc`), through the
+// gateway address `gateway`/`prefix_len`, which every node of the VPC answers for (an
+// anycast address and MAC: api::guest_mac(gateway, vni)). vpc 0: an isolated network.
+// Every interface of one VNI carries the same routing; a fabric routes a VNI as its
+// interfaces say, and lists each interface with the routing its VNI has.
+struct Routing {
+  uint32_t vpc = 0;
+  uint32_t gateway = 0;
+  int prefix_len = 0;
+  bool operator==(const Routing&) const = default;
+};
+
 struct LocalIfc {
   uint32_t vni = 0;
   api::MacAddress mac{};
@@ -41,8 +53,9 @@ struct LocalIfc {
   // part of the identity (==): the fabric cannot read it back, and a guest end that exists
   // is never moved by create_local.
   std::string guest_netns, guest_ifname;
+  Routing routing;
   bool operator==(const LocalIfc& o) const {
-    return vni == o.vni && mac == o.mac && guest_ip == o.guest_ip && name == o.name;
+    return vni == o.vni && mac == o.mac && guest_ip == o.guest_ip && name == o.name && routing == o.routing;
   }
 };
 
@@ -51,6 +64,7 @@ struct RemoteIfc {
   api::MacAddress mac{};
   uint32_t guest_ip = 0;
   uint32_t host_ip = 0;  // the other node's underlay IPv4 address
+  Routing routing;
   bool operator==(const RemoteIfc&) const = default;
 };
 
@@ -82,7 +96,8 @@ struct Plugged {
 std::optional<Error> check(const Plug& plug);
 
 // Why an interface cannot be programmed (VNI out of range, a MAC that is not unicast, a
-// zero address, an invalid Linux interface name), or nullopt. Every implementation checks
+// zero address, an invalid Linux interface name, routing with a VPC VNI out of range or
+// equal to the VNI, no gateway, or a prefix length outside 8..29), or nullopt. Every implementation checks
 // its arguments with these, so all fabrics refuse the same things.
 std::optional<Error> check(const LocalIfc& ifc);
 std::optional<Error> check(const RemoteIfc& ifc);

@@ -47,6 +47,7 @@
 #include "api/cidr.h"
 #include "common/metrics.h"
 #include "fabric/linux/netlink.h"
+#include "fabric/linux/router.h"
 #include "fabric/worker_queue.h"
 
 namespace kos::fabric {
@@ -233,6 +234,19 @@ Request msg_fdb(bool add, int vxlan, const std::string& vxlan_name, const api::M
   return m.done(what + " on " + vxlan_name, !add);
 }
 
+// The anycast gateway MAC on its bridge port, static and sticky: frames from another node's
+// gateway (routed there, carrying the same MAC) never move it to the VXLAN port.
+Request msg_gateway_fdb(int port, const std::string& port_name, const api::MacAddress& mac) {
+  MsgBuilder m(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+  auto* nd = m.header<ndmsg>();
+  nd->ndm_family = AF_BRIDGE;
+  nd->ndm_ifindex = port;
+  nd->ndm_state = NUD_NOARP;  // "static"
+  nd->ndm_flags = NTF_MASTER | NTF_STICKY;
+  m.bytes(NDA_LLADDR, mac.data(), mac.size());
+  return m.done("add sticky fdb " + api::format_mac(mac) + " on " + port_name);
+}
+
 Request msg_neigh(bool add, int vxlan, const std::string& vxlan_name, uint32_t guest_ip, const api::MacAddress& mac) {
   MsgBuilder m(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
   auto* nd = m.header<ndmsg>();
@@ -325,6 +339,8 @@ struct VniState {
   std::map<api::MacAddress, LocalState> locals;  // by guest MAC (= host end name)
   std::map<api::MacAddress, uint32_t> fdb;       // guest MAC -> host IP
   std::map<uint32_t, api::MacAddress> neigh;     // guest IP -> guest MAC
+  int gw_port = 0;  // ifindex of kosgw<V> (router.h); 0: not routed
+  Routing routing;  // as gw_port's alias says
   bool unused() const { return locals.empty() && fdb.empty() && neigh.empty(); }
 };
 
@@ -356,6 +372,7 @@ struct LinuxFabric::Impl {
   ~Impl() {
     stop();
     if (node_ns >= 0) ::close(node_ns);
+    for (auto& [_, fd] : routers) ::close(fd);
   }
 
   const LinuxFabricOptions opts;
@@ -372,6 +389,7 @@ struct LinuxFabric::Impl {
   std::map<uint32_t, VniState> vnis;
   int underlay = 0;
   bool cache_valid = false;
+  std::map<uint32_t, int> routers;  // VPC routing VNI -> its router namespace, open
 
   void bump(uint64_t LinuxFabricStats::*field, uint64_t n = 1) {
     std::lock_guard lk(stats_mu);
@@ -409,6 +427,7 @@ struct LinuxFabric::Impl {
       else if (!v.bridge || !v.vxlan || !v.vxlan_ok || v.vxlan_master != v.bridge) r = ensure_vni(vni);
       if (!r) return fail(r.error());
     }
+    if (auto r = gc_routers(); !r) return fail(r.error());
     size_t locals = 0, fdb = 0;
     for (const auto& [_, v] : vnis) {
       locals += v.locals.size();
@@ -471,17 +490,18 @@ struct LinuxFabric::Impl {
     }
     for (const auto& [vni, v] : vnis) {
       if (op.kind == Kind::kListLocal) {
-        for (const auto& [mac, st] : v.locals) op.locals.push_back(LocalIfc{vni, mac, st.guest_ip, st.name});
+        for (const auto& [mac, st] : v.locals)
+          op.locals.push_back(LocalIfc{vni, mac, st.guest_ip, st.name, {}, {}, v.routing});
         continue;
       }
       std::set<api::MacAddress> paired;
       for (const auto& [ip, mac] : v.neigh) {
         auto f = v.fdb.find(mac);
-        op.remotes.push_back(RemoteIfc{vni, mac, ip, f == v.fdb.end() ? 0 : f->second});
+        op.remotes.push_back(RemoteIfc{vni, mac, ip, f == v.fdb.end() ? 0 : f->second, v.routing});
         paired.insert(mac);
       }
       for (const auto& [mac, host] : v.fdb)
-        if (!paired.contains(mac)) op.remotes.push_back(RemoteIfc{vni, mac, 0, host});
+        if (!paired.contains(mac)) op.remotes.push_back(RemoteIfc{vni, mac, 0, host, v.routing});
     }
     std::ranges::sort(op.remotes, [](const RemoteIfc& a, const RemoteIfc& b) {
       return std::tie(a.vni, a.guest_ip, a.mac) < std::tie(b.vni, b.guest_ip, b.mac);
@@ -516,6 +536,12 @@ struct LinuxFabric::Impl {
       touched.insert(op->vni());
       if (!op->is_create() || vni_errors.contains(op->vni())) continue;
       if (auto r = ensure_vni(op->vni()); !r) {
+        vni_errors.emplace(op->vni(), r.error());
+        failed = true;
+        continue;
+      }
+      const Routing& want = op->is_local() ? op->local.routing : op->remote.routing;
+      if (auto r = ensure_routing(op->vni(), want); !r) {
         vni_errors.emplace(op->vni(), r.error());
         failed = true;
       }
@@ -734,6 +760,7 @@ struct LinuxFabric::Impl {
     auto it = vnis.find(vni);
     if (it == vnis.end() || !it->second.unused()) return {};
     std::vector<Request> reqs;
+    if (it->second.gw_port) reqs.push_back(msg_del_link(gateway_port_name(vni)));  // and its router end
     if (it->second.vxlan) reqs.push_back(msg_del_link(vxlan_device_name(vni)));
     if (it->second.bridge) reqs.push_back(msg_del_link(bridge_device_name(vni)));
     if (!reqs.empty()) {
@@ -741,7 +768,92 @@ struct LinuxFabric::Impl {
       bump(&LinuxFabricStats::vnis_deleted);
       spdlog::debug("linux fabric: deleted the devices of VNI {}{}", vni, where);
     }
+    const bool routed = it->second.gw_port != 0;
     vnis.erase(it);
+    if (routed) return gc_routers();
+    return {};
+  }
+
+  // --- routing (router.h)
+
+  // The router namespace of VPC `vpc`, made and configured if it does not exist.
+  Result<int> ensure_router(uint32_t vpc) {
+    if (auto it = routers.find(vpc); it != routers.end()) return it->second;
+    const std::string name = router_netns_name(opts.netns, vpc);
+    auto fd = nl::create_named_netns(name);
+    if (!fd) return fail(fd.error());
+    if (auto r = nl::configure_router(*fd, name); !r) {
+      ::close(*fd);
+      (void)nl::delete_named_netns(name);
+      return fail(r.error());
+    }
+    routers[vpc] = *fd;
+    bump(&LinuxFabricStats::routers_created);
+    spdlog::info("linux fabric: created router namespace {} for VPC {}{}", name, vpc, where);
+    return *fd;
+  }
+
+  // Deletes the router namespaces of this fabric that no VNI routes through.
+  Result<void> gc_routers() {
+    std::set<uint32_t> used;
+    for (const auto& [_, v] : vnis)
+      if (v.gw_port) used.insert(v.routing.vpc);
+    for (const auto& name : nl::named_netns()) {
+      auto vpc = parse_router_netns_name(opts.netns, name);
+      if (!vpc || used.contains(*vpc)) continue;
+      if (auto it = routers.find(*vpc); it != routers.end()) {
+        ::close(it->second);
+        routers.erase(it);
+      }
+      if (auto r = nl::delete_named_netns(name); !r) return r;
+      bump(&LinuxFabricStats::routers_deleted);
+      spdlog::info("linux fabric: deleted router namespace {}{}", name, where);
+    }
+    return {};
+  }
+
+  // Makes the VNI routed as `want` says: its gateway port on the bridge and, in the VPC's
+  // router namespace, the gateway address on the router end. Routing{}: not routed.
+  Result<void> ensure_routing(uint32_t vni, const Routing& want) {
+    VniState& v = vnis[vni];
+    if (v.routing == want && (want == Routing{} || v.gw_port)) return {};
+    const std::string port = gateway_port_name(vni);
+    if (v.gw_port) {
+      if (auto r = run({msg_del_link(port)}); !r) return fail(r.error());
+      v.gw_port = 0;
+      v.routing = {};
+      if (auto r = gc_routers(); !r) return r;
+    }
+    v.routing = {};
+    if (want == Routing{}) return {};
+    auto router = ensure_router(want.vpc);
+    if (!router) return fail(router.error());
+    const api::MacAddress mac = api::guest_mac(want.gateway, vni);
+    const std::string inside = router_gateway_name(vni), ns = router_netns_name(opts.netns, want.vpc);
+    auto idx = create_and_read(msg_new_veth(port, inside, mac, opts.mtu, v.bridge, *router), port, "veth");
+    if (!idx) return fail(idx.error());
+    auto undo = [&](Error e) -> Result<void> {
+      (void)run({msg_del_link(port)});
+      return fail(std::move(e));
+    };
+    if (auto r = run({msg_set_alias(port, gateway_port_alias(want)), msg_gateway_fdb(*idx, port, mac)}); !r)
+      return undo(r.error());
+    auto set = nl::in_netns<void>(*router, "router namespace " + ns, [&](NetlinkSocket& rs) -> Result<void> {
+      const std::string there = " in router namespace " + ns;
+      auto l = find_link(rs, inside, there);
+      if (!l) return fail(l.error());
+      if (!*l) return fail(Errc::kInternal, "the gateway " + inside + " did not appear" + there);
+      if (auto r = one(rs, msg_set_addr((*l)->index, want.gateway, want.prefix_len, inside), there); !r)
+        return fail(r.error());
+      if (auto r = one(rs, msg_set_up((*l)->index, inside), there); !r) return fail(r.error());
+      return {};
+    });
+    if (!set) return undo(set.error());
+    v.gw_port = *idx;
+    v.routing = want;
+    bump(&LinuxFabricStats::gateways_created);
+    spdlog::debug("linux fabric: VNI {} routed in VPC {} through {}/{}{}", vni, want.vpc,
+                  api::format_ipv4(want.gateway), want.prefix_len, where);
     return {};
   }
 
@@ -800,6 +912,13 @@ struct LinuxFabric::Impl {
     }
     for (const Link& l : links) {
       if (l.kind != "veth") continue;
+      if (auto vni = parse_gateway_port_name(l.name)) {
+        VniState& v = out[*vni];
+        v.gw_port = l.index;
+        // A port without a readable alias routes nothing: the next routed create replaces it.
+        v.routing = parse_gateway_port_alias(l.alias).value_or(Routing{});
+        continue;
+      }
       auto mac = parse_host_end_name(l.name);
       if (!mac) continue;
       auto alias = parse_alias(l.alias);

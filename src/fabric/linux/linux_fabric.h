@@ -14,7 +14,10 @@
 //    permanent) and a permanent neighbour entry guest IP -> guest MAC, which the VXLAN ARP
 //    proxy answers from (ARP never crosses the underlay);
 //  - a VNI's devices are created with its first attachment (local or remote) and deleted
-//    with its last, or options.vni_linger after it if no attachment came back meanwhile.
+//    with its last, or options.vni_linger after it if no attachment came back meanwhile;
+//  - a VNI whose interfaces carry Routing (a subnet of a VPC) also gets a gateway port on
+//    its bridge into the VPC's router namespace, made with the VPC's first routed VNI here
+//    and deleted with its last (router.h).
 //
 // State. The fabric reads the kernel's state at open() (links, neighbours, FDB) and keeps it
 // cached; a call that finds the kernel already as asked sends nothing. list_local() and
@@ -88,6 +91,9 @@ struct LinuxFabricStats {
   uint64_t vnis_created = 0;      // VXLAN+bridge pairs created
   uint64_t vnis_deleted = 0;
   uint64_t retries = 0;           // calls retried after a kernel error
+  uint64_t routers_created = 0;   // router namespaces of VPCs (router.h)
+  uint64_t routers_deleted = 0;
+  uint64_t gateways_created = 0;  // gateway ports: VNIs of a VPC routed here
 };
 
 class LinuxFabric final : public QueuedFabric {

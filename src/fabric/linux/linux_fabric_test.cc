@@ -5,6 +5,7 @@
 // addresses with `ip`. Needs root and `ip netns`; skips otherwise.
 #include "test/support/skip.h"
 #include "fabric/linux/linux_fabric.h"
+#include "fabric/linux/router.h"
 
 #include <gtest/gtest.h>
 
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <boost/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "api/cidr.h"
@@ -88,7 +90,13 @@ class Netns {
     sh({"ip", "-n", name_, "link", "set", "lo", "up"});
   }
   ~Netns() {
-    if (ok_) run({"ip", "netns", "del", name_});
+    if (!ok_) return;
+    run({"ip", "netns", "del", name_});
+    // Router namespaces a fabric in this one made (router.h), if a test failed before
+    // its fabric deleted them.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec))
+      if (e.path().filename().string().starts_with(name_ + "-vpc")) run({"ip", "netns", "del", e.path().filename().string()});
   }
   Netns(const Netns&) = delete;
   Netns& operator=(const Netns&) = delete;
@@ -812,6 +820,123 @@ TEST_F(LinuxFabricTest, GuestsOnOneVniReachEachOtherAndNoOneElse) {
   EXPECT_EQ(fa->list_local().value(), sorted({A, C}));
   EXPECT_EQ(fa->list_remote().value().size(), 3u);
   EXPECT_TRUE(ping(ga, "10.1.0.3", "1"));
+}
+
+
+Routing routing(uint32_t vpc, std::string_view gateway, int prefix_len) {
+  return Routing{vpc, ip(gateway), prefix_len};
+}
+template <class T>
+T routed(T ifc, const Routing& r) {
+  ifc.routing = r;
+  return ifc;
+}
+
+bool netns_exists(const std::string& name) { return std::filesystem::exists("/var/run/netns/" + name); }
+
+// Issue 18's datapath on three nodes joined by an underlay bridge: VPC A (routing VNI 1000)
+// with subnets A1 10.1.0.0/24 (VNI 1001) and A2 10.2.0.0/24 (VNI 1002); VPC B (2000) with
+// B1 10.1.0.0/24 (VNI 2001), reusing A1's range. Guests in A route to each other through
+// their own node's gateway (one hop); B's guest with the same address as A1's reaches
+// nothing of A, and nothing of A reaches it; deleting the interfaces removes every router
+// namespace and gateway port they made.
+TEST_F(LinuxFabricTest, VpcSubnetsRouteOnTheirNodeAndVpcsStayApart) {
+  Netns n1, n2, ul, g0, g2, gb;
+  for (const Netns* n : {&n1, &n2, &ul, &g0, &g2, &gb}) ASSERT_TRUE(n->ok()) << n->error();
+  const std::vector<std::string> nodes{ns(), n1.name(), n2.name()};
+  sh({"ip", "-n", ul.name(), "link", "add", "ulbr", "type", "bridge"});
+  sh({"ip", "-n", ul.name(), "link", "set", "ulbr", "up"});
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const std::string port = "p" + std::to_string(i);
+    sh({"ip", "-n", ul.name(), "link", "add", port, "type", "veth", "peer", "name", "ul", "netns", nodes[i]});
+    sh({"ip", "-n", ul.name(), "link", "set", port, "master", "ulbr", "up"});
+    sh({"ip", "-n", nodes[i], "addr", "add", "10.254.0." + std::to_string(i + 1) + "/24", "dev", "ul"});
+    sh({"ip", "-n", nodes[i], "link", "set", "ul", "up"});
+  }
+  auto f0 = open(nodes[0], "10.254.0.1");
+  auto f2 = open(nodes[2], "10.254.0.3");
+  ASSERT_TRUE(f0 && f2);
+  const Routing a1 = routing(1000, "10.1.0.1", 24), a2 = routing(1000, "10.2.0.1", 24),
+                b1 = routing(2000, "10.1.0.1", 24);
+  const LocalIfc G0 = routed(local(1001, "10.1.0.2"), a1), G2 = routed(local(1002, "10.2.0.2"), a2),
+                 GB = routed(local(2001, "10.1.0.2"), b1);
+  ASSERT_TRUE(f0->create_local(G0));
+  ASSERT_TRUE(f0->create_local(GB));
+  ASSERT_TRUE(f0->create_remote(routed(remote(1002, "10.2.0.2", "10.254.0.3"), a2)));
+  ASSERT_TRUE(f2->create_local(G2));
+  ASSERT_TRUE(f2->create_remote(routed(remote(1001, "10.1.0.2", "10.254.0.1"), a1)));
+  for (auto [g, n, gw] : {std::tuple{&G0, &nodes[0], &g0}, std::tuple{&G2, &nodes[2], &g2}, std::tuple{&GB, &nodes[0], &gb}}) {
+    sh({"ip", "-n", *n, "link", "set", g->name, "netns", gw->name()});
+    sh({"ip", "-n", gw->name(), "addr", "add", api::format_ipv4(g->guest_ip) + "/24", "dev", g->name});
+    sh({"ip", "-n", gw->name(), "link", "set", g->name, "up"});
+    sh({"ip", "-n", gw->name(), "route", "add", "default", "via", api::format_ipv4(g->routing.gateway)});
+  }
+  // Node 0 has a router for each VPC, node 2 for A only; each gateway sits in its VPC's.
+  const std::string r0a = router_netns_name(nodes[0], 1000), r0b = router_netns_name(nodes[0], 2000),
+                    r2a = router_netns_name(nodes[2], 1000);
+  EXPECT_TRUE(netns_exists(r0a) && netns_exists(r0b) && netns_exists(r2a));
+  EXPECT_FALSE(netns_exists(router_netns_name(nodes[2], 2000)));
+  EXPECT_EQ(link_names(r0a), (std::set<std::string>{"lo", "gw1001", "gw1002"}));
+  EXPECT_EQ(link_names(r0b), (std::set<std::string>{"lo", "gw2001"}));
+  EXPECT_EQ(sh({"ip", "-n", r0a, "-4", "-o", "addr", "show", "dev", "gw1001"}).find("10.1.0.1/24") != std::string::npos,
+            true);
+  // Nothing in a router but its VPC's connected routes: no default, no host, no underlay.
+  const std::string routes = sh({"ip", "-n", r0a, "route", "show"});
+  EXPECT_NE(routes.find("10.1.0.0/24 dev gw1001"), std::string::npos) << routes;
+  EXPECT_NE(routes.find("10.2.0.0/24 dev gw1002"), std::string::npos) << routes;
+  EXPECT_EQ(routes.find("default"), std::string::npos) << routes;
+  EXPECT_EQ(routes.find("10.254."), std::string::npos) << routes;
+
+  auto ping = [](const Netns& from, const std::string& to, const std::string& count) {
+    return succeeds({"ip", "netns", "exec", from.name(), "ping", "-n", "-q", "-c", count, "-W", "1", to});
+  };
+  EXPECT_TRUE(ping(g0, "10.2.0.2", "2")) << "A1 on node 0 -> A2 on node 2, routed";
+  EXPECT_TRUE(ping(g2, "10.1.0.2", "2")) << "A2 on node 2 -> A1 on node 0, routed";
+  EXPECT_TRUE(ping(g0, "10.1.0.1", "1")) << "A1's gateway answers on node 0";
+  // One routed hop: the first TTL expires at the gateway of the guest's own node.
+  auto hop1 = run({"ip", "netns", "exec", g0.name(), "ping", "-n", "-c", "1", "-W", "1", "-t", "1", "10.2.0.2"});
+  EXPECT_NE(hop1.out.find("From 10.1.0.1"), std::string::npos) << hop1.out << hop1.err;
+  EXPECT_TRUE(succeeds({"ip", "netns", "exec", g0.name(), "ping", "-n", "-q", "-c", "1", "-W", "1", "-t", "2", "10.2.0.2"}))
+      << "two hops reach the guest";
+  // B's guest has A1's guest's address; it reaches nothing of A, and A does not reach it.
+  // B's guest counts the echo requests it receives (Icmp InEchos of its namespace).
+  auto echoes_received = [&] {
+    const std::string snmp = sh({"ip", "netns", "exec", gb.name(), "cat", "/proc/net/snmp"});
+    // Two "Icmp:" lines: the field names, then the values.
+    const auto names_at = snmp.find("Icmp:"), values_at = snmp.find("Icmp:", names_at + 1);
+    std::istringstream names(snmp.substr(names_at, snmp.find('\n', names_at) - names_at)),
+        values(snmp.substr(values_at, snmp.find('\n', values_at) - values_at));
+    std::string n, v;
+    while (names >> n && values >> v)
+      if (n == "InEchos") return std::stol(v);
+    return -1L;
+  };
+  EXPECT_FALSE(ping(gb, "10.2.0.2", "1")) << "B1 must not reach A2";
+  const long before = echoes_received();
+  EXPECT_TRUE(ping(g2, "10.1.0.2", "3")) << "A2 reaches A1's 10.1.0.2...";
+  EXPECT_EQ(echoes_received(), before) << "...and never B1's 10.1.0.2";
+  EXPECT_GE(before, 0);
+
+  // The gateway port and routers are adopted by a new fabric as they are.
+  f0.reset();
+  f0 = open(nodes[0], "10.254.0.1");
+  ASSERT_TRUE(f0);
+  EXPECT_EQ(stats(f0).routers_created, 0u);
+  EXPECT_EQ(f0->list_local().value(), sorted({G0, GB}));
+  EXPECT_TRUE(ping(g0, "10.2.0.2", "1"));
+
+  // Deleting the interfaces removes every gateway port and router namespace.
+  ASSERT_TRUE(f0->delete_local(G0));
+  ASSERT_TRUE(f0->delete_remote(routed(remote(1002, "10.2.0.2", "10.254.0.3"), a2)));
+  EXPECT_FALSE(netns_exists(r0a));
+  EXPECT_TRUE(netns_exists(r0b));
+  ASSERT_TRUE(f0->delete_local(GB));
+  ASSERT_TRUE(f2->delete_local(G2));
+  ASSERT_TRUE(f2->delete_remote(routed(remote(1001, "10.1.0.2", "10.254.0.1"), a1)));
+  EXPECT_FALSE(netns_exists(r0b));
+  EXPECT_FALSE(netns_exists(r2a));
+  for (const auto& n : {nodes[0], nodes[2]})
+    for (const auto& name : link_names(n)) EXPECT_FALSE(name.starts_with("kos")) << name << " left in " << n;
 }
 
 }  // namespace
