@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libmnl-dev libnl-3-dev libnl-route-3-dev
   etcd-server etcd-client prometheus
-  iproute2 iputils-ping procps python3-kubernetes
+  iproute2 iputils-ping traceroute procps python3-kubernetes
   systemd util-linux
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   openvswitch-switch

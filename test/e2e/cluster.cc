@@ -189,8 +189,12 @@ int Cluster::node_index(const std::string& name) const {
   return -1;
 }
 
-std::vector<std::string> Cluster::post_create_exec(const std::string& attachment, int prefix_len) const {
-  return {kGuestScript, "add", "${ifname}", "${ipv4}/" + std::to_string(prefix_len), guest_ns(attachment)};
+std::vector<std::string> Cluster::post_create_exec(const std::string& attachment, int prefix_len,
+                                                   bool gateway) const {
+  std::vector<std::string> out{kGuestScript, "add", "${ifname}", "${ipv4}/" + std::to_string(prefix_len),
+                               guest_ns(attachment)};
+  if (gateway) out.push_back("${gateway}");
+  return out;
 }
 
 std::vector<std::string> Cluster::post_delete_exec(const std::string& attachment) const {

@@ -96,7 +96,9 @@ class Cluster {
   // The guest namespace for an attachment name, and the exec lines that move the guest
   // interface there (kos-guest-netns add/del).
   std::string guest_ns(const std::string& attachment) const { return prefix_ + "-g-" + attachment; }
-  std::vector<std::string> post_create_exec(const std::string& attachment, int prefix_len) const;
+  // With `gateway`, the guest's default route goes through ${gateway} (subnets of a VPC).
+  std::vector<std::string> post_create_exec(const std::string& attachment, int prefix_len,
+                                            bool gateway = false) const;
   std::vector<std::string> post_delete_exec(const std::string& attachment) const;
 
   // Reads a node's KOS kernel state.

@@ -552,6 +552,14 @@ struct OvsFabric::Impl {
         op->error = std::move(e);
         continue;
       }
+      // Routing between the subnets of a VPC is the linux fabric's so far: a routed
+      // interface here would be reachable on its subnet only, its gateway dead.
+      if (op->is_create() && (op->is_local() ? op->local.routing : op->remote.routing) != Routing{}) {
+        op->error = Error{Errc::kUnsupported,
+                          "the ovs fabric does not route the subnets of a VPC yet (VNI " +
+                              std::to_string(op->vni()) + "): run the agent with --fabric linux", {}};
+        continue;
+      }
       switch (op->kind) {
         case Kind::kCreateLocal: want_local[op->local.mac] = op->local; break;
         case Kind::kDeleteLocal: want_local[op->local.mac] = std::nullopt; break;
