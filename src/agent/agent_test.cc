@@ -131,6 +131,75 @@ TEST_F(AgentTest, EachAgentLearnsOnlyTheVnisItHosts) {
   }));
 }
 
+// VPCs: a node hosting an attachment of VPC A learns every attachment of A's subnets (to
+// route to them), with their routing, and nothing of VPC B or of isolated subnets it does
+// not host; no node receives an event it does not need.
+TEST_F(AgentTest, EachAgentLearnsExactlyTheVpcsItHosts) {
+  constexpr int kNodes = 6;
+  for (int n = 0; n < kNodes; ++n) add_agent("node" + std::to_string(n), 0x0a080000u + static_cast<uint32_t>(n) + 1);
+  for (auto [name, vni] : {std::pair{"a", 900u}, std::pair{"b", 950u}}) {
+    api::Vpc v;
+    v.metadata.namespace_ = "ns";
+    v.metadata.name = name;
+    v.spec.vni = vni;
+    ASSERT_TRUE(c_->create(v).has_value());
+  }
+  struct Net {
+    const char* name;
+    uint32_t vni;
+    const char* cidr;
+    const char* vpc;
+  };
+  for (const Net& n : {Net{"a1", 901, "10.1.0.0/24", "a"}, Net{"a2", 902, "10.2.0.0/24", "a"},
+                       Net{"a3", 903, "10.3.0.0/24", "a"}, Net{"b1", 951, "10.1.0.0/24", "b"},
+                       Net{"b2", 952, "10.2.0.0/24", "b"}, Net{"s", 960, "10.1.0.0/24", ""}}) {
+    api::Subnet s;
+    s.metadata.namespace_ = "ns";
+    s.metadata.name = n.name;
+    s.spec.vni = n.vni;
+    s.spec.ipv4 = n.cidr;
+    s.spec.vpc = n.vpc;
+    ASSERT_TRUE(c_->create(s).has_value());
+  }
+  // (subnet, node) of every attachment.
+  const std::vector<std::pair<std::string, int>> placed{{"a1", 0}, {"a2", 1}, {"a3", 2}, {"a1", 2},
+                                                        {"b1", 3}, {"b2", 4}, {"s", 5},  {"s", 0}};
+  for (size_t i = 0; i < placed.size(); ++i)
+    attach(*c_, "na-" + std::to_string(i), "node" + std::to_string(placed[i].second), placed[i].first);
+  // What each node must map: the others' attachments of the VPCs and subnets it hosts.
+  auto hosted = [&](int n) {
+    std::set<std::string> domains;  // "vpc a", "vpc b" or a subnet name
+    for (const auto& [sub, node] : placed)
+      if (node == n) domains.insert(sub == "s" ? sub : std::string("vpc ") + sub[0]);
+    return domains;
+  };
+  for (int n = 0; n < kNodes; ++n) {
+    const auto domains = hosted(n);
+    size_t want = 0;
+    for (const auto& [sub, node] : placed)
+      if (node != n && domains.count(sub == "s" ? sub : std::string("vpc ") + sub[0])) ++want;
+    auto& f = *fabrics_[static_cast<size_t>(n)];
+    EXPECT_TRUE(eventually([&] { return f.remotes().size() == want; }))
+        << "node" << n << ": " << f.remotes().size() << " remotes, want " << want;
+    for (const auto& r : f.remotes()) {
+      const bool vpc_a = r.vni >= 901 && r.vni <= 903, vpc_b = r.vni == 951 || r.vni == 952;
+      EXPECT_TRUE((vpc_a && domains.count("vpc a")) || (vpc_b && domains.count("vpc b")) ||
+                  (r.vni == 960 && domains.count("s")))
+          << "node" << n << " maps VNI " << r.vni;
+      EXPECT_EQ(r.routing.vpc, vpc_a ? 900u : vpc_b ? 950u : 0u) << "node" << n << " VNI " << r.vni;
+    }
+    for (const auto& l : f.locals()) EXPECT_EQ(l.routing.vpc != 0, l.vni != 960) << "node" << n;
+    auto counts = agents_[static_cast<size_t>(n)]->counts();
+    EXPECT_EQ(counts.irrelevant_events, 0u) << "node" << n;
+  }
+  EXPECT_EQ(agents_[0]->relevant_vnis(), (std::set<uint32_t>{900, 960}));
+  EXPECT_EQ(agents_[3]->relevant_vnis(), (std::set<uint32_t>{950}));
+  const auto locals0 = fabrics_[0]->locals();
+  const auto a1 = std::ranges::find_if(locals0, [](const auto& l) { return l.vni == 901; });
+  ASSERT_NE(a1, locals0.end());
+  EXPECT_EQ(a1->routing, (fabric::Routing{900, *api::parse_ipv4("10.1.0.1"), 24}));
+}
+
 // Creates attachment ns/`name` of Subnet `subnet` on `node`.
 void attach(client::RestClient& c, const std::string& name, const std::string& node,
             const std::string& subnet) {

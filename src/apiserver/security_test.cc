@@ -194,7 +194,8 @@ TEST_F(SecurityTest, ANodeListsAndWatchesOnlyItsOwnAttachmentsAndTheVnisItHosts)
   make_na("mine", "n1");
   // n1's attachment addressed on VNI 7 (the controller's write).
   auto addressed = call(controller(), bhttp::verb::patch, std::string(kNa) + "ns1/networkattachments/mine/status",
-                        R"({"status":{"ipv4":"10.0.0.2","addressVNI":7}})", "application/merge-patch+json");
+                        R"({"status":{"ipv4":"10.0.0.2","addressVNI":7,"routingVNI":70,"gateway":"10.0.0.1","prefixLength":24}})",
+                        "application/merge-patch+json");
   ASSERT_EQ(addressed.status, 200u) << addressed.body;
   const std::string list = std::string("/apis/network.example.com/v1alpha1/networkattachments?fieldSelector=");
   EXPECT_EQ(call(node("n1"), bhttp::verb::get, list + "spec.node%3Dn1").status, 200u);
@@ -202,6 +203,11 @@ TEST_F(SecurityTest, ANodeListsAndWatchesOnlyItsOwnAttachmentsAndTheVnisItHosts)
   auto other_vni = call(node("n1"), bhttp::verb::get, list + "status.addressVNI%3D8");
   EXPECT_EQ(other_vni.status, 403u) << other_vni.body;
   EXPECT_NE(other_vni.body.find("hosts no attachment on VNI 8"), std::string::npos) << other_vni.body;
+  // The attachments of the VPC it hosts (routing VNI 70), not of another.
+  EXPECT_EQ(call(node("n1"), bhttp::verb::get, list + "status.routingVNI%3D70,spec.node!%3Dn1").status, 200u);
+  auto other_vpc = call(node("n1"), bhttp::verb::get, list + "status.routingVNI%3D71");
+  EXPECT_EQ(other_vpc.status, 403u) << other_vpc.body;
+  EXPECT_NE(other_vpc.body.find("hosts no attachment in the VPC of routing VNI 71"), std::string::npos) << other_vpc.body;
   EXPECT_EQ(call(node("n1"), bhttp::verb::get, list + "spec.node%3Dn2").status, 403u);
   EXPECT_EQ(call(node("n1"), bhttp::verb::get, "/apis/network.example.com/v1alpha1/networkattachments").status, 403u);
   EXPECT_EQ(call(node("n1"), bhttp::verb::get, "/apis/network.example.com/v1alpha1/subnets").status, 200u);

@@ -510,6 +510,55 @@ TEST_P(KubectlTest, ApiResourcesAndExplain) {
   EXPECT_THAT(r.err, HasSubstr("field \"nope\" does not exist"));
 }
 
+// ---- VPCs -----------------------------------------------------------------------------
+
+TEST_P(KubectlTest, VpcsGetExplainAndSelectTheirSubnets) {
+  const std::string doc =
+      "apiVersion: network.example.com/v1alpha1\nkind: Vpc\nmetadata:\n  name: a\n  namespace: ns1\n"
+      "spec:\n  vni: 100\n  cidrBlocks: [10.0.0.0/8]\n---\n" +
+      subnet_yaml("a1", "ns1", 101, "10.1.0.0/24") + "  vpc: a\n---\n" +
+      subnet_yaml("a2", "ns1", 102, "10.2.0.0/24") + "  vpc: a\n---\n" + subnet_yaml("iso", "ns1", 103, "10.3.0.0/24");
+  auto r = kubectl()({"apply", "-f", file("vpc.yaml", doc).string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("vpc.network.example.com/a created"));
+
+  r = kubectl()({"get", "vpc", "-n", "ns1"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  Table t = parse_table(r.out);
+  EXPECT_THAT(t.headers, ElementsAre("NAME", "VNI", "CIDRS", "SUBNETS", "VALIDATED", "AGE")) << r.out;
+  ASSERT_EQ(t.rows.size(), 1u) << r.out;
+  EXPECT_EQ(t.rows[0].at("VNI"), "100");
+  EXPECT_EQ(t.rows[0].at("CIDRS"), "10.0.0.0/8");
+
+  r = kubectl()({"get", "subnets", "-n", "ns1", "--field-selector", "spec.vpc=a", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(names(r), ElementsAre("subnet.network.example.com/a1", "subnet.network.example.com/a2"));
+  r = kubectl()({"get", "vpcs", "-A", "--field-selector", "spec.vni=100", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(names(r), ElementsAre("vpc.network.example.com/a"));
+
+  r = kubectl()({"explain", "vpc.spec"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("vni\t<integer> -required-"));
+  EXPECT_THAT(r.out, HasSubstr("cidrBlocks\t<[]string>"));
+  r = kubectl()({"explain", "subnet.spec.vpc"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("gateway"));
+  r = kubectl()({"explain", "na.status.routingVNI"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+
+  // spec.vpc and spec.vni are immutable; a VPC subnet needs a /29 or larger.
+  r = kubectl()({"patch", "subnet", "a1", "-n", "ns1", "--type", "merge", "-p", R"({"spec":{"vpc":"b"}})"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.vpc: Invalid value: \"b\": field is immutable"));
+  r = kubectl()({"patch", "vpc", "a", "-n", "ns1", "--type", "merge", "-p", R"({"spec":{"vni":200}})"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.vni: Invalid value: 200: field is immutable"));
+  r = kubectl()({"apply", "-f", file("tiny.yaml", subnet_yaml("tiny", "ns1", 104, "10.4.0.0/30") + "  vpc: a\n").string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("a subnet of a VPC needs room for a gateway: a /29 or larger"));
+}
+
 // ---- watch ----------------------------------------------------------------------------
 
 // A `kubectl get -w --output-watch-events` process; reads its table lines as word lists.
