@@ -343,7 +343,17 @@ Response LocalApi::add(const Request& req, KeyState& ks) {
                                         std::to_string(timeout_of(req).count()) +
                                         " ms: " + why));
     }
-    fabric::Plug plug{req.netns, req.ifname, (*ifc)->guest_ip, cidr->prefix};
+    fabric::Plug plug{req.netns, req.ifname, (*ifc)->guest_ip, cidr->prefix, {}, {}};
+    // A subnet of a VPC: the routes through its gateway (the routing the interface has).
+    std::vector<std::string> gateway_routes;
+    if ((*ifc)->routing.gateway) {
+      plug.gateway = (*ifc)->routing.gateway;
+      for (const auto& r : subnet->status.routes)
+        if (auto c = api::parse_cidr(r)) {
+          plug.via_gateway.emplace_back(c->addr, c->prefix);
+          gateway_routes.push_back(c->to_string());
+        }
+    }
     if (!cidr->contains((*ifc)->guest_ip))
       return failed(Response::error(cni::kTryAgainLater, "the address " + api::format_ipv4((*ifc)->guest_ip) +
                                                              " is not in Subnet " + req.subnet + "'s " + cidr->to_string() +
@@ -371,6 +381,10 @@ Response LocalApi::add(const Request& req, KeyState& ks) {
     r.address = api::format_ipv4((*ifc)->guest_ip) + "/" + std::to_string(cidr->prefix);
     if (cidr->size() >= 5) r.gateway = api::format_ipv4(cidr->addr + 1);
     r.routes = {cidr->to_string()};
+    if (plug.gateway) {
+      r.gateway = api::format_ipv4(plug.gateway);
+      r.gateway_routes = std::move(gateway_routes);
+    }
     return r;
   }
 }

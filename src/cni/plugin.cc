@@ -258,6 +258,7 @@ Outcome run(const Invocation& inv, const AgentCall& call) {
   result["ips"] = json::array{ip};
   json::array routes;
   for (const auto& r : answer->routes) routes.push_back(json::object{{"dst", r}});
+  for (const auto& r : answer->gateway_routes) routes.push_back(json::object{{"dst", r}, {"gw", answer->gateway}});
   result["routes"] = std::move(routes);
   result["dns"] = json::object{};
   return Outcome{0, json::serialize(result)};

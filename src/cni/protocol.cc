@@ -121,6 +121,7 @@ std::string encode(const Response& r) {
   if (!r.address.empty()) o["address"] = r.address;
   if (!r.gateway.empty()) o["gateway"] = r.gateway;
   if (!r.routes.empty()) o["routes"] = arr(r.routes);
+  if (!r.gateway_routes.empty()) o["gatewayRoutes"] = arr(r.gateway_routes);
   if (!r.deleted.empty()) o["deleted"] = arr(r.deleted);
   return json::serialize(o);
 }
@@ -163,6 +164,7 @@ Result<Response> decode_response(std::string_view text) {
   r.address = str(*o, "address");
   r.gateway = str(*o, "gateway");
   r.routes = strs(*o, "routes");
+  r.gateway_routes = strs(*o, "gatewayRoutes");
   r.deleted = strs(*o, "deleted");
   return r;
 }

@@ -61,6 +61,7 @@ struct Response {
   int mtu = 0;
   std::string address, gateway;     // "a.b.c.d/len", "a.b.c.d" (empty: none)
   std::vector<std::string> routes;  // destinations reached through the interface
+  std::vector<std::string> gateway_routes;  // destinations reached through the gateway
   // gc
   std::vector<std::string> deleted;  // namespace/name
   bool operator==(const Response&) const = default;

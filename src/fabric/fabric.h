@@ -81,6 +81,10 @@ struct Plug {
   std::string ifname;  // the interface's name in it (1..15 characters)
   uint32_t ipv4 = 0;
   int prefix_len = 0;
+  // A subnet of a VPC: routes (destination, prefix length) through `gateway` on the
+  // interface (e.g. the default route, 0.0.0.0/0), replacing any of the same destination.
+  uint32_t gateway = 0;
+  std::vector<std::pair<uint32_t, int>> via_gateway;
 };
 
 // What a workload's namespace has under one name, read back (the CNI CHECK).

@@ -41,6 +41,17 @@ class CniE2e : public ::testing::Test {
     // Two tenants with the same CIDR on two VNIs.
     for (auto [ns, name, vni] : {std::tuple{"cni-a", "sa", 5101u}, std::tuple{"cni-b", "sb", 5102u}})
       if (!c->create(make_subnet(ns, name, "10.60.0.0/24", vni))) error_ = "cannot create subnet " + std::string(name);
+    // A VPC with two subnets.
+    api::Vpc v;
+    v.metadata.namespace_ = "cni-v";
+    v.metadata.name = "v";
+    v.spec.vni = 5110;
+    if (!c->create(v)) error_ = "cannot create the VPC";
+    for (auto [name, cidr, vni] : {std::tuple{"v1", "10.61.0.0/24", 5111u}, std::tuple{"v2", "10.62.0.0/24", 5112u}}) {
+      auto s = make_subnet("cni-v", name, cidr, vni);
+      s.spec.vpc = "v";
+      if (!c->create(s)) error_ = "cannot create subnet " + std::string(name);
+    }
   }
   static void TearDownTestSuite() {
     delete cluster_;
@@ -217,6 +228,41 @@ TEST_F(CniE2e, ThroughLibcniContainersOnTwoNodesPingAndAnotherVniCannot) {
   EXPECT_TRUE(poll_until([&] { return nothing_left(); }, 30s)) << leftovers();
   auto again = libcni("del", a0, "ctr-one", c1);
   EXPECT_EQ(again.exit_code, 0) << "DEL of what is gone succeeds: " << again.err;
+}
+
+// Containers on two subnets of a VPC: the Result names the gateway and the routes through
+// it, the container routes through it, and the two reach each other across nodes.
+TEST_F(CniE2e, ContainersOnTwoSubnetsOfAVpcRouteThroughTheirGateway) {
+  ASSERT_TRUE(poll_until([&] {
+    for (const char* s : {"v1", "v2"}) {
+      auto sn = cluster_->client()->get<api::Subnet>("cni-v", s);
+      if (!sn || !sn->status.validated) return false;
+    }
+    return true;
+  }, 30s));
+  const std::string c1 = container("v1"), c2 = container("v2");
+  auto conf = [&](const std::string& subnet, int node) {
+    auto p = plugin_conf("v", node);
+    p["subnet"] = subnet;
+    return p;
+  };
+  auto r1 = exec("ADD", conf("v1", 0), "ctr-v1", c1);
+  ASSERT_EQ(r1.exit_code, 0) << r1.out << r1.err;
+  auto r2 = exec("ADD", conf("v2", 1), "ctr-v2", c2);
+  ASSERT_EQ(r2.exit_code, 0) << r2.out << r2.err;
+  auto res = json::parse(r1.out).as_object();
+  EXPECT_EQ(res.at("ips").as_array().at(0).as_object().at("gateway"), "10.61.0.1");
+  const auto& routes = res.at("routes").as_array();
+  EXPECT_NE(std::find(routes.begin(), routes.end(), json::value(json::object{{"dst", "0.0.0.0/0"}, {"gw", "10.61.0.1"}})),
+            routes.end())
+      << r1.out;
+  auto table = run({"ip", "-n", ns_name(c1), "route", "show", "default"});
+  EXPECT_NE(table.out.find("default via 10.61.0.1 dev eth0"), std::string::npos) << table.out << table.err;
+  const std::string ip1 = address_of(r1.out), ip2 = address_of(r2.out);
+  EXPECT_TRUE(ping(ns_name(c1), ip2, 3)) << "v1 on node 0 -> v2 on node 1, routed";
+  EXPECT_TRUE(ping(ns_name(c2), ip1, 3)) << "v2 on node 1 -> v1 on node 0, routed";
+  EXPECT_EQ(exec("DEL", conf("v1", 0), "ctr-v1", c1).exit_code, 0);
+  EXPECT_EQ(exec("DEL", conf("v2", 1), "ctr-v2", c2).exit_code, 0);
 }
 
 TEST_F(CniE2e, AddTwiceIsIdempotentAndDelWithoutTheNamespaceCleansUp) {

@@ -115,6 +115,23 @@ Request msg_set_addr(int index, uint32_t ip, int prefix_len, const std::string& 
   return m.done("set address " + api::format_ipv4(ip) + "/" + std::to_string(prefix_len) + " on " + name);
 }
 
+Request msg_set_route(int index, uint32_t dst, int prefix_len, uint32_t via, const std::string& name) {
+  MsgBuilder m(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+  auto* rt = m.header<rtmsg>();
+  rt->rtm_family = AF_INET;
+  rt->rtm_dst_len = static_cast<uint8_t>(prefix_len);
+  rt->rtm_table = RT_TABLE_MAIN;
+  rt->rtm_protocol = RTPROT_BOOT;
+  rt->rtm_scope = RT_SCOPE_UNIVERSE;
+  rt->rtm_type = RTN_UNICAST;
+  const uint32_t be_dst = htonl(dst), be_via = htonl(via);
+  if (prefix_len > 0) m.bytes(RTA_DST, &be_dst, 4);
+  m.bytes(RTA_GATEWAY, &be_via, 4);
+  m.u32(RTA_OIF, static_cast<uint32_t>(index));
+  return m.done("set route " + api::format_ipv4(dst) + "/" + std::to_string(prefix_len) + " via " +
+                api::format_ipv4(via) + " on " + name);
+}
+
 Request msg_set_alias(const std::string& name, const std::string& alias) {
   MsgBuilder m(RTM_SETLINK, 0);
   link_header(m, false);
@@ -513,6 +530,9 @@ Result<Plugged> plug_guest_end(int fabric_ns_fd, const std::string& where, const
     if (auto r = one(sock, msg_set_addr(index, plug.ipv4, plug.prefix_len, plug.ifname), there); !r) return fail(r.error());
     if (!((*l)->flags & IFF_UP))
       if (auto r = one(sock, msg_set_up(index, plug.ifname), there); !r) return fail(r.error());
+    for (auto [dst, len] : plug.via_gateway)
+      if (auto r = one(sock, msg_set_route(index, dst, len, plug.gateway, plug.ifname), there); !r)
+        return fail(r.error());
     return read_plugged(sock, plug.ifname, there);
   });
 }

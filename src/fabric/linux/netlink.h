@@ -83,6 +83,9 @@ Request msg_move_link(int index, int netns_fd, const std::string& new_name, cons
 Request msg_set_up(int index, const std::string& name);
 Request msg_set_addr(int index, uint32_t ip, int prefix_len, const std::string& name);
 Request msg_set_alias(const std::string& name, const std::string& alias);
+// A route in the main table: dst/prefix_len through gateway `via` on interface `index`
+// (replacing one of the same destination).
+Request msg_set_route(int index, uint32_t dst, int prefix_len, uint32_t via, const std::string& name);
 std::vector<uint8_t> msg_dump_links();
 
 // ---------------------------------------------------------------------------------------
