@@ -96,6 +96,10 @@ void add_driver_command(CLI::App& app, std::function<int()>& run_fn) {
   // Networks.
   c->add_option("--vnis", o.vnis, "virtual networks (one Subnet each, on consecutive VNIs)")->capture_default_str();
   c->add_option("--vni-base", o.vni_base, "first VNI (default: random; pick one no other subnet uses)");
+  c->add_option("--vpcs", o.vpcs,
+                "0: isolated subnets. N > 0: N Vpcs (routing VNIs after the subnets'), network i a subnet "
+                "of VPC i mod N; create -> implemented then waits for every node of the attachment's VPC")
+      ->capture_default_str();
   c->add_option("--cidr-base", o.cidr_base,
                 "first address of the subnets, laid out upward, each sized for twice its slots")
       ->capture_default_str();

@@ -89,7 +89,8 @@ class WorkPool {
 
 struct Network {
   uint32_t vni = 0;
-  std::string ns, subnet;
+  uint32_t domain = 0;  // what makes nodes relevant: the VNI, or its VPC's routing VNI
+  std::string ns, subnet, vpc;
   api::Ipv4Cidr cidr;
   uint32_t slots = 0;
 };
@@ -187,6 +188,7 @@ class Driver {
   const std::atomic<bool>& stop_;
   std::mt19937_64 rng_;
   std::string run_id_;
+  std::string vpc_name(uint32_t i) const { return run_id_ + "-vpc-" + std::to_string(i + 1); }
   std::shared_ptr<client::RestClient> client_;
   std::vector<std::string> nodes_;
   std::vector<Network> nets_;
@@ -253,11 +255,19 @@ Result<void> Driver::plan_networks() {
   auto cidrs = layout_subnets(*slots, *base);
   if (!cidrs) return fail(Errc::kInvalid, "--cidr-base: " + cidrs.error().message);
   uint32_t vni_base = o_.vni_base;
-  if (vni_base == 0) vni_base = 1 + static_cast<uint32_t>(rng_() % (api::kMaxVni - o_.vnis + 1));
+  if (vni_base == 0) vni_base = 1 + static_cast<uint32_t>(rng_() % (api::kMaxVni - o_.vnis - o_.vpcs + 1));
   for (uint32_t i = 0; i < o_.vnis; ++i) {
     Network n;
     n.vni = vni_base + i;
+    n.domain = n.vni;
     n.ns = o_.namespaces[i % o_.namespaces.size()];
+    if (o_.vpcs > 0) {
+      // A VPC's subnets share its namespace.
+      const uint32_t v = i % o_.vpcs;
+      n.vpc = vpc_name(v);
+      n.domain = vni_base + o_.vnis + v;
+      n.ns = o_.namespaces[v % o_.namespaces.size()];
+    }
     n.subnet = run_id_ + "-net-" + std::to_string(i + 1);
     n.cidr = (*cidrs)[i];
     n.slots = (*slots)[i];
@@ -268,6 +278,19 @@ Result<void> Driver::plan_networks() {
 }
 
 Result<void> Driver::create_subnets() {
+  std::map<std::string, std::pair<std::string, uint32_t>> vpcs;  // name -> (namespace, VNI)
+  for (const auto& n : nets_)
+    if (!n.vpc.empty()) vpcs[n.vpc] = {n.ns, n.domain};
+  for (const auto& [name, where] : vpcs) {
+    api::Vpc v;
+    v.metadata.namespace_ = where.first;
+    v.metadata.name = name;
+    v.metadata.labels[kRunLabel] = run_id_;
+    v.spec.vni = where.second;
+    auto r = client_->create(v);
+    if (!r) return fail(r.error().code, "creating VPC " + where.first + "/" + name + " (VNI " +
+                                            std::to_string(where.second) + "): " + r.error().message);
+  }
   for (const auto& n : nets_) {
     api::Subnet s;
     s.metadata.namespace_ = n.ns;
@@ -275,6 +298,7 @@ Result<void> Driver::create_subnets() {
     s.metadata.labels[kRunLabel] = run_id_;
     s.spec.vni = n.vni;
     s.spec.ipv4 = n.cidr.to_string();
+    s.spec.vpc = n.vpc;
     auto r = client_->create(s);
     if (!r) return fail(r.error().code, "creating subnet " + n.ns + "/" + n.subnet + " (VNI " + std::to_string(n.vni) +
                                             ", " + s.spec.ipv4 + "): " + r.error().message);
@@ -405,7 +429,7 @@ void Driver::create_job(const Live& l, const std::string& node, bool measured, S
     std::lock_guard lk(mu_);
     lag_.push_back(std::chrono::duration<double>(start_steady - due).count());
   }
-  tracker_.begin_create(l.key, net.vni, node, measured, start);
+  tracker_.begin_create(l.key, net.domain, node, measured, start);
   auto r = client_->create(na);
   const auto end = std::chrono::system_clock::now();
   if (r) tracker_.create_done(l.key, end, r->metadata.uid);
@@ -557,6 +581,17 @@ void Driver::cleanup() {
       else ++failed;
     }
   }
+  size_t vpcs = 0;
+  for (const auto& ns : nss) {
+    auto l = client_->list<api::Vpc>(ns, lo);
+    if (!l) continue;
+    for (const auto& v : *l) {
+      auto r = client_->remove<api::Vpc>(ns, v.metadata.name);
+      if (r || r.error().code == Errc::kNotFound) ++vpcs;
+      else ++failed;
+    }
+  }
+  if (vpcs > 0) std::fprintf(stderr, "kos driver: clean-up: deleted %zu VPCs\n", vpcs);
   std::fprintf(stderr, "kos driver: clean-up: deleted %zu attachments and %zu subnets%s\n", deleted.load(), subnets,
                failed ? (", " + std::to_string(failed.load()) + " deletes failed").c_str() : "");
 }
@@ -634,6 +669,7 @@ RunReport Driver::make_report() {
        {"namespaces", join(o_.namespaces)},
        {"nodes", join(nodes_)},
        {"vnis", std::to_string(o_.vnis) + " (" + std::to_string(nets_.front().vni) + ".." + std::to_string(nets_.back().vni) + ")"},
+       {"vpcs", o_.vpcs == 0 ? std::string("none (isolated subnets)") : std::to_string(o_.vpcs)},
        {"slots", "top " + num(o_.slots_top) + ", exponent " + num(o_.slots_exponent) + ", total " + std::to_string(total_slots)},
        {"subnets", nets_.front().cidr.to_string() + " .. " + nets_.back().cidr.to_string()},
        {"rate", num(o_.rate) + " creates/s, " + o_.arrivals + " arrivals"},
@@ -732,8 +768,9 @@ Result<void> validate(const DriverOptions& o) {
   }
   if (o.vnis == 0) return bad("--vnis: at least 1");
   if (o.vnis > api::kMaxVni) return bad("--vnis: at most " + std::to_string(api::kMaxVni));
-  if (o.vni_base != 0 && (o.vni_base > api::kMaxVni || o.vni_base + o.vnis - 1 > api::kMaxVni))
-    return bad("--vni-base: the VNIs base .. base+vnis-1 must lie in 1.." + std::to_string(api::kMaxVni));
+  if (o.vni_base != 0 && (o.vni_base > api::kMaxVni || o.vni_base + o.vnis + o.vpcs - 1 > api::kMaxVni))
+    return bad("--vni-base: the VNIs base .. base+vnis+vpcs-1 must lie in 1.." + std::to_string(api::kMaxVni));
+  if (o.vpcs > o.vnis) return bad("--vpcs: at most --vnis (each VPC has at least one subnet)");
   if (auto s = slot_distribution(o.vnis, o.slots_top, o.slots_exponent); !s)
     return bad("--slots-top/--slots-exponent: " + s.error().message);
   if (!api::parse_ipv4(o.cidr_base)) return bad("--cidr-base " + o.cidr_base + ": not an IPv4 address");

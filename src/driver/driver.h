@@ -33,6 +33,9 @@ struct DriverOptions {
   std::string run_id;  // empty: random
   uint32_t vnis = 10;
   uint32_t vni_base = 0;  // 0: random
+  // > 0: that many Vpcs (routing VNIs base+vnis ..), network i a subnet of VPC i mod vpcs;
+  // create -> implemented then means on every node of the attachment's VPC.
+  uint32_t vpcs = 0;
   std::string cidr_base = "10.0.0.0";
   double slots_top = 100;
   double slots_exponent = 1.0;
