@@ -133,6 +133,21 @@ TEST_F(OvsFabricTest, ABatchMakesPortsVethsAndTheFlowsOfKosApiInOneBundle) {
   EXPECT_EQ(ovs_fabric().stats().bundles, after.bundles);
 }
 
+// Routing between the subnets of a VPC is the linux fabric's so far: a routed interface is
+// refused with a message that says so, and the rest of its batch goes through.
+TEST_F(OvsFabricTest, RoutedInterfacesAreRefusedUntilTheOvsFabricRoutes) {
+  auto routed = local(201, "10.1.0.2");
+  routed.routing = Routing{200, *api::parse_ipv4("10.1.0.1"), 24};
+  const auto plain = local(202, "10.2.0.2");
+  auto res = fabric_->apply({Change::create(routed), Change::create(plain)});
+  ASSERT_EQ(res.size(), 2u);
+  ASSERT_FALSE(res[0]);
+  EXPECT_EQ(res[0].error().code, Errc::kUnsupported);
+  EXPECT_NE(res[0].error().message.find("does not route the subnets of a VPC"), std::string::npos);
+  EXPECT_TRUE(res[1]) << res[1].error().message;
+  EXPECT_EQ(fabric_->list_local().value(), std::vector<LocalIfc>{plain});
+}
+
 TEST_F(OvsFabricTest, DeletesLeaveOnlyTheDefaultsAndAStaleRemoteDeleteChangesNothing) {
   const auto l1 = local(101, "10.0.0.1");
   const auto r1 = remote(101, "10.0.0.2", "10.253.0.2");
