@@ -12,6 +12,20 @@
 
 namespace kos::api {
 
+// Where a field is ("status" + "ipv4"), spelled out only when a cause names it: validation
+// walks every field of every write, and most writes are valid.
+struct FieldPath {
+  std::string_view prefix, name;
+  std::string str() const {
+    if (prefix.empty()) return std::string(name);
+    std::string out;
+    out.reserve(prefix.size() + 1 + name.size());
+    out.append(prefix).append(".").append(name);
+    return out;
+  }
+  operator std::string() const { return str(); }
+};
+
 // A value as Kubernetes shows it after "Invalid value: ": strings quoted and escaped.
 inline std::string show(std::string_view s) {
   constexpr std::size_t kMax = 100;

@@ -68,7 +68,7 @@ struct Field : FieldInfo {
   // Error messages: as Kubernetes shows values after "Invalid value: ".
   std::function<std::string(const S&)> shown;
   // Validation of a create: required, range, the field's own rule, nested fields.
-  std::function<void(Causes&, const std::string& path, const S&)> check;
+  std::function<void(Causes&, const FieldPath& path, const S&)> check;
   // Adds the sections whose fields differ between old (nullptr: a new object) and new.
   std::function<void(const S* old_s, const S& new_s, std::string_view section,
                      std::vector<std::string_view>& out)>
@@ -100,7 +100,7 @@ class StructDesc : public StructInfo {
 // A rule of one field beyond its type, required and range: adds causes for a bad value.
 // Runs only on non-empty values.
 template <class V>
-using FieldRule = std::function<void(Causes&, const std::string& path, const V&)>;
+using FieldRule = std::function<void(Causes&, const FieldPath& path, const V&)>;
 
 namespace describe_detail {
 
@@ -181,14 +181,16 @@ Field<S> field(std::string_view name, V S::*member, FieldInfo info, FieldRule<V>
   f.decode = [member](detail::Decoder& d, const boost::json::value& v, const std::string& path,
                       S& s) { d.read(v, path, s.*member); };
   f.encode = [member, name, always](boost::json::object& o, const S& s) {
-    if (always || !dd::is_zero(s.*member)) o.emplace(name, dd::to_value(s.*member));
+    if (!always && dd::is_zero(s.*member)) return;
+    if constexpr (std::is_same_v<V, std::string> || std::is_arithmetic_v<V>) o.emplace(name, s.*member);
+    else o.emplace(name, dd::to_value(s.*member));
   };
   f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
   f.text = [member](const S& s) { return dd::text_of(s.*member); };
   f.shown = [member](const S& s) { return dd::shown_of(s.*member); };
   const bool required = f.required;
   const auto minimum = f.minimum, maximum = f.maximum;
-  f.check = [member, required, minimum, maximum, rule](Causes& c, const std::string& path,
+  f.check = [member, required, minimum, maximum, rule](Causes& c, const FieldPath& path,
                                                        const S& s) {
     const V& v = s.*member;
     if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
@@ -236,13 +238,14 @@ void decode_struct(detail::Decoder& d, const boost::json::value& v, const std::s
 template <class S>
 boost::json::object encode_struct(const StructDesc<S>& desc, const S& s) {
   boost::json::object o;
+  o.reserve(desc.all().size());
   for (const auto& f : desc.all()) f.encode(o, s);
   return o;
 }
 
 template <class S>
 void check_struct(Causes& c, std::string_view prefix, const StructDesc<S>& desc, const S& s) {
-  for (const auto& f : desc.all()) f.check(c, describe_detail::path_of(prefix, f.name), s);
+  for (const auto& f : desc.all()) f.check(c, FieldPath{prefix, f.name}, s);
 }
 
 // An update that changes an immutable field (top-level fields of the struct).
@@ -302,8 +305,8 @@ Field<S> object_field(std::string_view name, M S::*member, const StructDesc<N>& 
   f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
   f.text = [](const S&) { return std::string(); };
   f.shown = [](const S&) { return std::string("{...}"); };
-  f.check = [get, n](Causes& c, const std::string& path, const S& s) {
-    if (const N* x = get(s)) check_struct(c, path, *n, *x);
+  f.check = [get, n](Causes& c, const FieldPath& path, const S& s) {
+    if (const N* x = get(s)) check_struct(c, path.str(), *n, *x);
   };
   f.sections = [get, n, member](const S* o, const S& s, std::string_view section,
                                 std::vector<std::string_view>& out) {

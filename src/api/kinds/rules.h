@@ -10,15 +10,15 @@
 namespace kos::api::rules {
 
 // A reference to another object by name: a DNS-1123 subdomain.
-void object_name(Causes& c, const std::string& path, const std::string& value);
+void object_name(Causes& c, const FieldPath& path, const std::string& value);
 // A CIDR (cidr.h) inside 10/8, 172.16/12 or 192.168/16.
-void private_cidr(Causes& c, const std::string& path, const std::string& value);
+void private_cidr(Causes& c, const FieldPath& path, const std::string& value);
 // A dotted-quad IPv4 address.
-void ipv4_address(Causes& c, const std::string& path, const std::string& value);
+void ipv4_address(Causes& c, const FieldPath& path, const std::string& value);
 // A MAC address, aa:bb:cc:dd:ee:ff.
-void mac_address(Causes& c, const std::string& path, const std::string& value);
+void mac_address(Causes& c, const FieldPath& path, const std::string& value);
 // A command: the program first, so element 0 must not be empty.
-void exec_command(Causes& c, const std::string& path, const std::vector<std::string>& command);
+void exec_command(Causes& c, const FieldPath& path, const std::vector<std::string>& command);
 
 // "1..2097151 (21 bits)", for documentation.
 std::string vni_range();

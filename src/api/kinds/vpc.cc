@@ -30,11 +30,11 @@ const StructDesc<VpcSpec>& spec() {
                                 "through the gateway. Optional. Immutable.",
                  .immutable = true},
                 FieldRule<std::vector<std::string>>(
-                    [](Causes& c, const std::string& path, const std::vector<std::string>& v) {
+                    [](Causes& c, const FieldPath& path, const std::vector<std::string>& v) {
                       for (std::size_t i = 0; i < v.size(); ++i) {
-                        const std::string p = path + "[" + std::to_string(i) + "]";
+                        const std::string p = path.str() + "[" + std::to_string(i) + "]";
                         if (v[i].empty()) c.required(p);
-                        else rules::private_cidr(c, p, v[i]);
+                        else rules::private_cidr(c, FieldPath{{}, p}, v[i]);
                       }
                     })),
       }};
