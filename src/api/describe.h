@@ -4,7 +4,8 @@
 // written once, in src/api/kinds/<kind>.cc. The JSON codec (json.cc), validation
 // (validation.cc), field selectors (selectors.cc), the API server's strategies and its
 // OpenAPI document all work from the description, so a new kind is its struct in
-// types.h plus one description file.
+// types.h (with its Kind, KindInfo and AnyObject entries), one description file and its
+// declaration below.
 //
 // Descriptions are built on first use and never change; any thread may read them.
 #pragma once
@@ -399,17 +400,6 @@ template <>
 const KindDesc<Vpc>& describe<Vpc>();
 
 const KindDescBase& describe(Kind kind);
-
-template <class T>
-typename StatusOf<T>::type* status_of(T& obj) {
-  if constexpr (requires { obj.status; }) return &obj.status;
-  else return nullptr;
-}
-template <class T>
-const typename StatusOf<T>::type* status_of(const T& obj) {
-  if constexpr (requires { obj.status; }) return &obj.status;
-  else return nullptr;
-}
 
 template <class T>
 void KindDesc<T>::finish() {
