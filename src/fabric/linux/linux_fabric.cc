@@ -310,6 +310,12 @@ struct FabricMetrics {
       process_counter("kos_fabric_unchanged_total", "Fabric calls that found the kernel as asked.");
   metrics::Counter& resyncs =
       process_counter("kos_fabric_resyncs_total", "Full reads of the kernel's state by the fabric.");
+  metrics::Counter& routers_created = process_counter(
+      "kos_fabric_routers_created_total", "Router namespaces of VPCs created by the linux fabric.");
+  metrics::Counter& routers_deleted = process_counter(
+      "kos_fabric_routers_deleted_total", "Router namespaces of VPCs deleted by the linux fabric.");
+  metrics::Counter& gateways_created = process_counter(
+      "kos_fabric_gateways_created_total", "Gateway ports (a routed VNI of a VPC on this node) created.");
 };
 
 FabricMetrics& fabric_metrics() {
@@ -789,6 +795,7 @@ struct LinuxFabric::Impl {
     }
     routers[vpc] = *fd;
     bump(&LinuxFabricStats::routers_created);
+    fabric_metrics().routers_created.inc();
     spdlog::info("linux fabric: created router namespace {} for VPC {}{}", name, vpc, where);
     return *fd;
   }
@@ -807,6 +814,7 @@ struct LinuxFabric::Impl {
       }
       if (auto r = nl::delete_named_netns(name); !r) return r;
       bump(&LinuxFabricStats::routers_deleted);
+      fabric_metrics().routers_deleted.inc();
       spdlog::info("linux fabric: deleted router namespace {}{}", name, where);
     }
     return {};
@@ -852,6 +860,7 @@ struct LinuxFabric::Impl {
     v.gw_port = *idx;
     v.routing = want;
     bump(&LinuxFabricStats::gateways_created);
+    fabric_metrics().gateways_created.inc();
     spdlog::debug("linux fabric: VNI {} routed in VPC {} through {}/{}{}", vni, want.vpc,
                   api::format_ipv4(want.gateway), want.prefix_len, where);
     return {};
