@@ -57,6 +57,17 @@ class TlsTest : public ::testing::Test {
     c.ca_pem = pki_.ca.cert_pem;
     return c;
   }
+  // config() with the client certificate of node `node` (user kos:node:NODE in kos:nodes).
+  RestConfig node_config(const std::string& node) const {
+    RestConfig c = config();
+    auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:" + node, {"kos:nodes"}}});
+    EXPECT_TRUE(cert) << cert.error().message;
+    if (cert) {
+      c.cert_pem = cert->cert_pem;
+      c.key_pem = cert->key_pem;
+    }
+    return c;
+  }
   Result<HttpResponse> whoami(const RestConfig& c) {
     auto t = Transport::create(c);
     if (!t) return fail(t.error());
@@ -77,11 +88,7 @@ class TlsTest : public ::testing::Test {
 };
 
 TEST_F(TlsTest, AClientCertificateNamesTheUserAndItsGroups) {
-  auto c = config();
-  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n7", {"kos:nodes"}}});
-  ASSERT_TRUE(cert);
-  c.cert_pem = cert->cert_pem;
-  c.key_pem = cert->key_pem;
+  auto c = node_config("n7");
   auto r = whoami(c);
   ASSERT_TRUE(r) << r.error().message;
   ASSERT_EQ(r->status, 201u) << r->body;
@@ -92,11 +99,7 @@ TEST_F(TlsTest, AClientCertificateNamesTheUserAndItsGroups) {
 }
 
 TEST_F(TlsTest, AWatchStreamStartsAtOnceAndOutlivesTheHeaderTimeout) {
-  auto c = config();
-  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n1", {"kos:nodes"}}});
-  ASSERT_TRUE(cert);
-  c.cert_pem = cert->cert_pem;
-  c.key_pem = cert->key_pem;
+  auto c = node_config("n1");
   auto t = Transport::create(c);
   ASSERT_TRUE(t);
   std::mutex mu;
@@ -193,11 +196,7 @@ TEST_F(TlsTest, ARequestSentWithTheHandshakesLastFlightIsAnswered) {
 }
 
 TEST_F(TlsTest, ConnectionsResumeTheSessionAndKeepTheirUserAndWatchesReuseIdleConnections) {
-  auto c = config();
-  auto cert = pki::issue(pki_.ca, {.subject = {"kos:node:n3", {"kos:nodes"}}});
-  ASSERT_TRUE(cert);
-  c.cert_pem = cert->cert_pem;
-  c.key_pem = cert->key_pem;
+  auto c = node_config("n3");
   auto t = Transport::create(c);
   ASSERT_TRUE(t);
   HttpRequest who;

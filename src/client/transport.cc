@@ -346,66 +346,64 @@ class TransportImpl final : public Transport {
   }
 
   void send_stream(const std::shared_ptr<StreamImpl>& s) {
-    {
-      s->msg = {verb_of(s->req.method), s->req.target, 11};
-      s->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
-      s->msg.set(http::field::user_agent, opts_.user_agent);
-      s->msg.set(http::field::accept, s->req.accept);
-      if (!cfg_.bearer_token.empty())
-        s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
-      s->msg.prepare_payload();
-      // The headers' deadline is a timer of its own: the socket has none once the
-      // stream runs (a watch lives long).
-      s->conn_->tcp().expires_never();
-      s->header_timer = std::make_shared<net::steady_timer>(ioc_, s->req.timeout);
-      s->header_timer->async_wait([this, s](beast::error_code tec) {
-        if (!tec && !s->ended) close(*s->conn_);
-      });
-      s->conn_->io([&](auto& stream) {
-      http::async_write(stream, s->msg, [this, s, &stream](beast::error_code ec2, size_t) {
-        if (ec2) {
-          if (retry_stream(s)) return;
-          return end_stream(s, ec2);
+    s->msg = {verb_of(s->req.method), s->req.target, 11};
+    s->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
+    s->msg.set(http::field::user_agent, opts_.user_agent);
+    s->msg.set(http::field::accept, s->req.accept);
+    if (!cfg_.bearer_token.empty())
+      s->msg.set(http::field::authorization, "Bearer " + cfg_.bearer_token);
+    s->msg.prepare_payload();
+    // The headers' deadline is a timer of its own: the socket has none once the
+    // stream runs (a watch lives long).
+    s->conn_->tcp().expires_never();
+    s->header_timer = std::make_shared<net::steady_timer>(ioc_, s->req.timeout);
+    s->header_timer->async_wait([this, s](beast::error_code tec) {
+      if (!tec && !s->ended) close(*s->conn_);
+    });
+    s->conn_->io([&](auto& stream) {
+    http::async_write(stream, s->msg, [this, s, &stream](beast::error_code ec2, size_t) {
+      if (ec2) {
+        if (retry_stream(s)) return;
+        return end_stream(s, ec2);
+      }
+      s->parser.body_limit(boost::none);
+      // Owned by the stream itself (Beast keeps a reference): captures a plain pointer.
+      s->chunk_cb = [s = s.get()](std::uint64_t, beast::string_view body, beast::error_code&) {
+        s->pending.append(body.data(), body.size());
+        size_t start = 0, nl;
+        while ((nl = s->pending.find('\n', start)) != std::string::npos) {
+          if (s->cancelled) break;
+          if (nl > start) s->on_line(std::string_view(s->pending).substr(start, nl - start));
+          start = nl + 1;
         }
-        s->parser.body_limit(boost::none);
-        // Owned by the stream itself (Beast keeps a reference): captures a plain pointer.
-        s->chunk_cb = [s = s.get()](std::uint64_t, beast::string_view body, beast::error_code&) {
-          s->pending.append(body.data(), body.size());
-          size_t start = 0, nl;
-          while ((nl = s->pending.find('\n', start)) != std::string::npos) {
-            if (s->cancelled) break;
-            if (nl > start) s->on_line(std::string_view(s->pending).substr(start, nl - start));
-            start = nl + 1;
-          }
-          s->pending.erase(0, start);
-          return body.size();
-        };
-        s->parser.on_chunk_body(s->chunk_cb);
-        http::async_read_header(stream, s->conn_->buffer, s->parser,
-                                [this, s, &stream](beast::error_code ec3, size_t) {
-                                  s->header_timer->cancel();
-                                  if (ec3) {
-                                    if (retry_stream(s)) return;
-                                    return end_stream(s, ec3);
-                                  }
-                                  unsigned status = s->parser.get().result_int();
-                                  if (status != 200) {
-                                    // An error document, not a stream: read it whole.
-                                    s->conn_->tcp().expires_after(s->req.timeout);
-                                    http::async_read(stream, s->conn_->buffer, s->parser,
-                                                     [this, s, status](beast::error_code ec4, size_t) {
-                                                       if (!s->cancelled)
-                                                         s->on_status(status, ec4 ? std::string() : s->parser.get().body());
-                                                       end_stream(s, {});
-                                                     });
-                                    return;
-                                  }
-                                  if (!s->cancelled) s->on_status(200, {});
-                                  read_stream(s);
-                                });
-      });
-      });
-    }
+        s->pending.erase(0, start);
+        return body.size();
+      };
+      s->parser.on_chunk_body(s->chunk_cb);
+      http::async_read_header(stream, s->conn_->buffer, s->parser,
+                              [this, s, &stream](beast::error_code ec3, size_t) {
+                                s->header_timer->cancel();
+                                if (ec3) {
+                                  if (retry_stream(s)) return;
+                                  return end_stream(s, ec3);
+                                }
+                                unsigned status = s->parser.get().result_int();
+                                if (status != 200) {
+                                  // An error document, not a stream: read it whole.
+                                  s->conn_->tcp().expires_after(s->req.timeout);
+                                  http::async_read(stream, s->conn_->buffer, s->parser,
+                                                   [this, s, status](beast::error_code ec4, size_t) {
+                                                     if (!s->cancelled)
+                                                       s->on_status(status, ec4 ? std::string() : s->parser.get().body());
+                                                     end_stream(s, {});
+                                                   });
+                                  return;
+                                }
+                                if (!s->cancelled) s->on_status(200, {});
+                                read_stream(s);
+                              });
+    });
+    });
   }
 
   void read_stream(const std::shared_ptr<StreamImpl>& s) {
