@@ -68,6 +68,8 @@ struct Field : FieldInfo {
   std::function<std::string(const S&)> text;
   // Error messages: as Kubernetes shows values after "Invalid value: ".
   std::function<std::string(const S&)> shown;
+  // A `kubectl get` cell: numbers and booleans as they are, lists joined with "; ".
+  std::function<boost::json::value(const S&)> cell;
   // Validation of a create: required, range, the field's own rule, nested fields.
   std::function<void(Causes&, const FieldPath& path, const S&)> check;
   // Adds the sections whose fields differ between old (nullptr: a new object) and new.
@@ -189,6 +191,10 @@ Field<S> field(std::string_view name, V S::*member, FieldInfo info, FieldRule<V>
   f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
   f.text = [member](const S& s) { return dd::text_of(s.*member); };
   f.shown = [member](const S& s) { return dd::shown_of(s.*member); };
+  f.cell = [member](const S& s) -> boost::json::value {
+    if constexpr (std::is_arithmetic_v<V>) return s.*member;
+    else return boost::json::value(dd::text_of(s.*member));
+  };
   const bool required = f.required;
   const auto minimum = f.minimum, maximum = f.maximum;
   f.check = [member, required, minimum, maximum, rule](Causes& c, const FieldPath& path,
@@ -306,6 +312,7 @@ Field<S> object_field(std::string_view name, M S::*member, const StructDesc<N>& 
   f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
   f.text = [](const S&) { return std::string(); };
   f.shown = [](const S&) { return std::string("{...}"); };
+  f.cell = [](const S&) { return boost::json::value(""); };
   f.check = [get, n](Causes& c, const FieldPath& path, const S& s) {
     if (const N* x = get(s)) check_struct(c, path.str(), *n, *x);
   };
@@ -341,15 +348,22 @@ struct StatusOf<T> {
 template <class T>
 using SpecOf = decltype(T::spec);
 
-// A column of `kubectl get` between Name (first) and Age (last), which every kind has.
+// A column of `kubectl get` between Name (first) and Age (last), which every kind has:
+// a field of the kind (field_column), or a cell computed from the object.
 template <class T>
 struct Column {
   std::string name;
-  std::string type;  // "string", "integer", "boolean"
+  std::string type;  // "string", "integer", "boolean" (a field column: the field's)
   std::string description;
   int priority = 0;  // 1: only with -o wide
-  std::function<boost::json::value(const T&)> cell;
+  std::function<boost::json::value(const T&)> cell;  // a field column: set by finish()
+  std::string field{};  // "spec.vni": the column shows that field
 };
+
+template <class T>
+Column<T> field_column(std::string name, std::string field, std::string description, int priority = 0) {
+  return Column<T>{std::move(name), {}, std::move(description), priority, {}, std::move(field)};
+}
 
 // What code that does not know the kind's type reads (OpenAPI, discovery, indexes).
 struct KindDescBase {
@@ -405,6 +419,22 @@ template <class T>
 void KindDesc<T>::finish() {
   this->spec = spec_desc;
   this->status = status_desc;
+  for (auto& c : columns) {
+    if (c.field.empty()) continue;
+    auto bind = [&c](const auto& desc, std::string_view name, auto part) {
+      const auto* f = desc.find(name);
+      if (!f) return;  // no cell: Describe.EveryKindIsDescribedCompletely fails
+      c.type = f->type == FieldType::kInteger ? "integer" : f->type == FieldType::kBoolean ? "boolean" : "string";
+      c.cell = [f, part](const T& x) { return f->cell(part(x)); };
+    };
+    const std::string_view path = c.field;
+    if (path.starts_with("spec.")) {
+      bind(*spec_desc, path.substr(5), [](const T& x) -> const Spec& { return x.spec; });
+    } else if constexpr (requires(const T& x) { x.status; }) {
+      if (path.starts_with("status."))
+        bind(*status_desc, path.substr(7), [](const T& x) -> const Status& { return x.status; });
+    }
+  }
   this->selectable = {"metadata.name", "metadata.namespace"};
   for (const auto& f : spec_desc->all()) {
     if (f.selectable) this->selectable.push_back("spec." + std::string(f.name));

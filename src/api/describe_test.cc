@@ -12,6 +12,15 @@
 namespace kos::api {
 namespace {
 
+// Every column of kind T has a cell and a type (a field column names a field that exists).
+template <class T>
+void expect_columns_bound() {
+  for (const auto& c : describe<T>().columns) {
+    EXPECT_TRUE(static_cast<bool>(c.cell)) << kind_info(T::kKind).name << " column " << c.name << " (" << c.field << ")";
+    EXPECT_FALSE(c.type.empty()) << kind_info(T::kKind).name << " column " << c.name;
+  }
+}
+
 void expect_unique_names(const StructInfo& s) {
   std::set<std::string_view> seen;
   for (const FieldInfo* f : s.fields) {
@@ -39,6 +48,7 @@ TEST(Describe, EveryKindIsDescribedCompletely) {
     for (auto f : d.indexed_fields)
       EXPECT_NE(std::ranges::find(d.selectable, std::string(f)), d.selectable.end()) << k.name << " indexes " << f;
     EXPECT_FALSE(field_value(zero, "spec.nope").has_value());
+    std::visit([](const auto& x) { expect_columns_bound<std::decay_t<decltype(x)>>(); }, zero);
   }
 }
 

@@ -44,8 +44,7 @@ KindDesc<IPLock> make() {
     return std::nullopt;
   };
   d.columns = {
-      {"Subnet", "string", "Subnet of the locked address", 0,
-       [](const IPLock& l) { return boost::json::value(l.spec.subnet_name); }},
+      field_column<IPLock>("Subnet", "spec.subnetName", "Subnet of the locked address"),
       {"Owner", "string", "Attachment that holds the lock", 0,
        [](const IPLock& l) {
          std::string owner;

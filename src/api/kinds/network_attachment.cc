@@ -208,25 +208,16 @@ KindDesc<NA> make() {
   d.status_desc = &status();
   d.indexed_fields = {"spec.node", "status.addressVNI", "status.routingVNI"};
   d.sections = {section::kSpec, section::kAddress, section::kImpl, section::kExecReport};
-  auto str = [](auto get) {
-    return [get](const NA& na) { return boost::json::value(get(na)); };
-  };
   d.columns = {
-      {"Subnet", "string", "Subnet the attachment is on", 0,
-       str([](const NA& na) { return na.spec.subnet; })},
-      {"Node", "string", "Node that implements it", 0,
-       str([](const NA& na) { return na.spec.node; })},
-      {"IPv4", "string", "Assigned guest address", 0,
-       str([](const NA& na) { return na.status.ipv4; })},
-      {"MAC", "string", "Guest MAC address", 0,
-       str([](const NA& na) { return na.status.mac_address; })},
-      {"HostIP", "string", "Underlay address of the node", 0,
-       str([](const NA& na) { return na.status.host_ip; })},
-      {"Ifc", "string", "Name of the Linux interface", 0,
-       str([](const NA& na) { return na.status.ifc_name; })},
-      {"Errors", "string", "IPAM and host errors", 1, str(errors_cell)},
-      {"VNI", "integer", "VNI of the assigned address", 1,
-       str([](const NA& na) { return na.status.address_vni; })},
+      field_column<NA>("Subnet", "spec.subnet", "Subnet the attachment is on"),
+      field_column<NA>("Node", "spec.node", "Node that implements it"),
+      field_column<NA>("IPv4", "status.ipv4", "Assigned guest address"),
+      field_column<NA>("MAC", "status.macAddress", "Guest MAC address"),
+      field_column<NA>("HostIP", "status.hostIP", "Underlay address of the node"),
+      field_column<NA>("Ifc", "status.ifcName", "Name of the Linux interface"),
+      {"Errors", "string", "IPAM and host errors", 1,
+       [](const NA& na) { return boost::json::value(errors_cell(na)); }},
+      field_column<NA>("VNI", "status.addressVNI", "VNI of the assigned address", 1),
   };
   d.finish();
   return d;

@@ -105,18 +105,12 @@ KindDesc<Subnet> make() {
     }
   };
   d.columns = {
-      {"VNI", "integer", "VXLAN network identifier", 0,
-       [](const Subnet& s) { return boost::json::value(s.spec.vni); }},
-      {"CIDR", "string", "IPv4 block of the subnet", 0,
-       [](const Subnet& s) { return boost::json::value(s.spec.ipv4); }},
-      {"VPC", "string", "The VPC that routes it", 1,
-       [](const Subnet& s) { return boost::json::value(s.spec.vpc); }},
-      {"Gateway", "string", "Gateway address (subnets of a VPC)", 1,
-       [](const Subnet& s) { return boost::json::value(s.status.gateway); }},
-      {"Validated", "boolean", "Passed the subnet validator", 0,
-       [](const Subnet& s) { return boost::json::value(s.status.validated); }},
-      {"Errors", "string", "Why it is not validated", 1,
-       [](const Subnet& s) { return boost::json::value(describe_detail::text_of(s.status.errors)); }},
+      field_column<Subnet>("VNI", "spec.vni", "VXLAN network identifier"),
+      field_column<Subnet>("CIDR", "spec.ipv4", "IPv4 block of the subnet"),
+      field_column<Subnet>("VPC", "spec.vpc", "The VPC that routes it", 1),
+      field_column<Subnet>("Gateway", "status.gateway", "Gateway address (subnets of a VPC)", 1),
+      field_column<Subnet>("Validated", "status.validated", "Passed the subnet validator"),
+      field_column<Subnet>("Errors", "status.errors", "Why it is not validated", 1),
   };
   d.finish();
   return d;

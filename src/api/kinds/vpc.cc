@@ -76,20 +76,16 @@ KindDesc<Vpc> make() {
   d.indexed_fields = {"spec.vni"};
   d.sections = {section::kSpec, section::kStatus};
   d.columns = {
-      {"VNI", "integer", "Routing VNI", 0,
-       [](const Vpc& v) { return boost::json::value(v.spec.vni); }},
+      field_column<Vpc>("VNI", "spec.vni", "Routing VNI"),
       {"CIDRs", "string", "Address ranges of its subnets", 0,
        [](const Vpc& v) {
          return boost::json::value(v.spec.cidr_blocks.empty()
                                        ? std::string("<any>")
                                        : describe_detail::text_of(v.spec.cidr_blocks));
        }},
-      {"Subnets", "integer", "Subnets that name it", 0,
-       [](const Vpc& v) { return boost::json::value(v.status.subnet_count); }},
-      {"Validated", "boolean", "Passed the subnet validator", 0,
-       [](const Vpc& v) { return boost::json::value(v.status.validated); }},
-      {"Errors", "string", "Why it is not validated", 1,
-       [](const Vpc& v) { return boost::json::value(describe_detail::text_of(v.status.errors)); }},
+      field_column<Vpc>("Subnets", "status.subnetCount", "Subnets that name it"),
+      field_column<Vpc>("Validated", "status.validated", "Passed the subnet validator"),
+      field_column<Vpc>("Errors", "status.errors", "Why it is not validated", 1),
   };
   d.finish();
   return d;
