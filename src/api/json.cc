@@ -97,18 +97,11 @@ Result<Obj> decode_top(const json::value& v, const DecodeOptions& options) {
 
 // ---- encoding ----
 
-json::array to_array(const std::vector<std::string>& v) {
-  json::array a;
-  a.reserve(v.size());
-  for (const auto& s : v) a.emplace_back(s);
-  return a;
-}
-
 void put(json::object& o, std::string_view k, const std::string& s) {
   if (!s.empty()) o.emplace(k, s);
 }
 void put(json::object& o, std::string_view k, const std::vector<std::string>& v) {
-  if (!v.empty()) o.emplace(k, to_array(v));
+  if (!v.empty()) o.emplace(k, describe_detail::to_value(v));
 }
 void put(json::object& o, std::string_view k, const std::map<std::string, std::string>& m) {
   if (m.empty()) return;

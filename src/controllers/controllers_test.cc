@@ -29,12 +29,14 @@ class ControllersTest : public client::testing::ApiServerTest {
     ipam_ = std::make_unique<Ipam>(c_, opts);
     ASSERT_TRUE(ipam_->start().has_value());
   }
-  api::Subnet subnet(const std::string& ns, const std::string& name, uint32_t vni, const std::string& cidr) {
+  api::Subnet subnet(const std::string& ns, const std::string& name, uint32_t vni, const std::string& cidr,
+                     const std::string& vpc = {}) {
     api::Subnet s;
     s.metadata.namespace_ = ns;
     s.metadata.name = name;
     s.spec.vni = vni;
     s.spec.ipv4 = cidr;
+    s.spec.vpc = vpc;
     auto r = c_->create(s);
     EXPECT_TRUE(r.has_value()) << r.error().message;
     return r ? *r : s;
@@ -177,17 +179,6 @@ TEST_F(ControllersTest, VpcSubnetsAreValidatedWithTheirVpcAndRouteThroughTheGate
     auto r = c_->create(v);
     EXPECT_TRUE(r.has_value()) << r.error().message;
   };
-  auto vpc_subnet = [&](const std::string& name, uint32_t vni, const std::string& cidr,
-                        const std::string& in) {
-    api::Subnet s;
-    s.metadata.namespace_ = "ns";
-    s.metadata.name = name;
-    s.spec.vni = vni;
-    s.spec.ipv4 = cidr;
-    s.spec.vpc = in;
-    auto r = c_->create(s);
-    EXPECT_TRUE(r.has_value()) << r.error().message;
-  };
   auto has_error = [&](const std::string& name, const std::string& why) {
     return eventually([&] {
       auto s = c_->get<api::Subnet>("ns", name);
@@ -200,7 +191,7 @@ TEST_F(ControllersTest, VpcSubnetsAreValidatedWithTheirVpcAndRouteThroughTheGate
   };
 
   // A subnet waits for its VPC, and is validated once the VPC is.
-  vpc_subnet("a1", 101, "10.1.0.0/24", "a");
+  subnet("ns", "a1", 101, "10.1.0.0/24", "a");
   EXPECT_TRUE(has_error("a1", "Vpc ns/a does not exist"));
   vpc("a", 100, {"10.0.0.0/8"});
   ASSERT_TRUE(validated("a1"));
@@ -208,23 +199,23 @@ TEST_F(ControllersTest, VpcSubnetsAreValidatedWithTheirVpcAndRouteThroughTheGate
   EXPECT_EQ(a1.status.gateway, "10.1.0.1");
   EXPECT_EQ(a1.status.routes, std::vector<std::string>{"10.0.0.0/8"});
   EXPECT_EQ(a1.status.routing_vni, 100u);
-  vpc_subnet("a2", 102, "10.2.0.0/24", "a");
+  subnet("ns", "a2", 102, "10.2.0.0/24", "a");
   ASSERT_TRUE(validated("a2"));
   EXPECT_TRUE(eventually([&] { return c_->get<api::Vpc>("ns", "a")->status.subnet_count == 2; }));
 
   // Overlaps inside a VPC, ranges outside its blocks, shared and routing VNIs are refused.
-  vpc_subnet("a3", 103, "10.1.0.128/25", "a");
+  subnet("ns", "a3", 103, "10.1.0.128/25", "a");
   EXPECT_TRUE(has_error("a3", "CIDR overlaps with ns/a1's (10.1.0.0/24) in Vpc a"));
-  vpc_subnet("a4", 104, "192.168.0.0/24", "a");
+  subnet("ns", "a4", 104, "192.168.0.0/24", "a");
   EXPECT_TRUE(has_error("a4", "CIDR 192.168.0.0/24 is not inside the cidrBlocks of Vpc ns/a (10.0.0.0/8)"));
-  vpc_subnet("a5", 100, "10.5.0.0/24", "a");
+  subnet("ns", "a5", 100, "10.5.0.0/24", "a");
   EXPECT_TRUE(has_error("a5", "VNI 100 is the routing VNI of Vpc ns/a"));
   subnet("ns", "plain", 102, "10.8.0.0/24");
   EXPECT_TRUE(has_error("plain", "same VNI as ns/a2: a subnet of a VPC needs a VNI of its own"));
 
   // Another VPC may reuse A's ranges, not its VNI.
   vpc("b", 200);
-  vpc_subnet("b1", 201, "10.1.0.0/24", "b");
+  subnet("ns", "b1", 201, "10.1.0.0/24", "b");
   ASSERT_TRUE(validated("b1"));
   EXPECT_EQ(c_->get<api::Subnet>("ns", "b1")->status.routes, std::vector<std::string>{"0.0.0.0/0"});
   vpc("c", 100);

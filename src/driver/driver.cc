@@ -571,26 +571,22 @@ void Driver::cleanup() {
       });
   }
   pool_->wait_idle();
-  size_t subnets = 0;
-  for (const auto& ns : nss) {
-    auto l = client_->list<api::Subnet>(ns, lo);
-    if (!l) continue;
-    for (const auto& s : *l) {
-      auto r = client_->remove<api::Subnet>(ns, s.metadata.name);
-      if (r || r.error().code == Errc::kNotFound) ++subnets;
-      else ++failed;
+  // The run's objects of kind T in every namespace, one by one; how many went.
+  auto remove_all = [&]<class T>() {
+    size_t removed = 0;
+    for (const auto& ns : nss) {
+      auto l = client_->list<T>(ns, lo);
+      if (!l) continue;
+      for (const auto& x : *l) {
+        auto r = client_->remove<T>(ns, x.metadata.name);
+        if (r || r.error().code == Errc::kNotFound) ++removed;
+        else ++failed;
+      }
     }
-  }
-  size_t vpcs = 0;
-  for (const auto& ns : nss) {
-    auto l = client_->list<api::Vpc>(ns, lo);
-    if (!l) continue;
-    for (const auto& v : *l) {
-      auto r = client_->remove<api::Vpc>(ns, v.metadata.name);
-      if (r || r.error().code == Errc::kNotFound) ++vpcs;
-      else ++failed;
-    }
-  }
+    return removed;
+  };
+  const size_t subnets = remove_all.template operator()<api::Subnet>();
+  const size_t vpcs = remove_all.template operator()<api::Vpc>();
   if (vpcs > 0) std::fprintf(stderr, "kos driver: clean-up: deleted %zu VPCs\n", vpcs);
   std::fprintf(stderr, "kos driver: clean-up: deleted %zu attachments and %zu subnets%s\n", deleted.load(), subnets,
                failed ? (", " + std::to_string(failed.load()) + " deletes failed").c_str() : "");

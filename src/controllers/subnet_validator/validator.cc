@@ -56,10 +56,7 @@ SubnetValidator::SubnetValidator(std::shared_ptr<client::RestClient> client,
       [subnet_changed](const client::ObjectPtr&, const client::ObjectPtr& o) { subnet_changed(o); },
       [this](const client::ObjectPtr& o, bool) {
         const auto& gone = std::get<api::Subnet>(*o);
-        for (const auto& other : informer_.indexer().by_index("vni", vni_key(gone.spec.vni)))
-          controller_.enqueue(client::object_key(*other));
-        for (const auto& v : vpcs_.indexer().by_index("vni", vni_key(gone.spec.vni)))
-          vpc_controller_.enqueue(client::object_key(*v));
+        requeue_vni(gone.spec.vni);
         if (auto k = vpc_key(gone); !k.empty()) vpc_controller_.enqueue(k);
       }});
   // The Subnets of a VPC wait for it; a Vpc that goes may unblock the Subnets and the Vpcs
@@ -73,13 +70,12 @@ SubnetValidator::SubnetValidator(std::shared_ptr<client::RestClient> client,
   vpcs_.add_handlers(client::EventHandlers{
       vpc_changed,
       [vpc_changed](const client::ObjectPtr&, const client::ObjectPtr& o) { vpc_changed(o); },
-      [this](const client::ObjectPtr& o, bool) {
-        const auto& gone = std::get<api::Vpc>(*o);
-        for (const auto& v : vpcs_.indexer().by_index("vni", vni_key(gone.spec.vni)))
-          vpc_controller_.enqueue(client::object_key(*v));
-        for (const auto& s : informer_.indexer().by_index("vni", vni_key(gone.spec.vni)))
-          controller_.enqueue(client::object_key(*s));
-      }});
+      [this](const client::ObjectPtr& o, bool) { requeue_vni(std::get<api::Vpc>(*o).spec.vni); }});
+}
+
+void SubnetValidator::requeue_vni(std::uint32_t vni) {
+  for (const auto& s : informer_.indexer().by_index("vni", vni_key(vni))) controller_.enqueue(client::object_key(*s));
+  for (const auto& v : vpcs_.indexer().by_index("vni", vni_key(vni))) vpc_controller_.enqueue(client::object_key(*v));
 }
 
 SubnetValidator::~SubnetValidator() { stop(); }

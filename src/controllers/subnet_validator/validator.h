@@ -48,6 +48,8 @@ class SubnetValidator {
   // Why `subnet` (as the store has it, with its CIDR) cannot be validated now.
   Result<std::vector<std::string>> vpc_conflicts(api::Subnet& next, const api::Ipv4Cidr& cidr);
   Result<std::vector<std::string>> vpc_vni_users(std::uint32_t vni, const std::string& except_vpc);
+  // Requeues the Subnets and Vpcs on `vni`: one that went may unblock them.
+  void requeue_vni(std::uint32_t vni);
 
   std::shared_ptr<client::RestClient> client_;
   client::EventRecorder* events_;
