@@ -25,28 +25,33 @@ const api::OwnerReference* controller_ref(const api::IPLock& lock) {
 
 std::string key_of(const api::ObjectMeta& m) { return client::object_key(m.namespace_, m.name); }
 
-// Copies what a guest on a subnet of a VPC routes by (the validated Subnet's status) into
-// an attachment's status; clears it for an isolated subnet.
-void set_routing(api::NetworkAttachmentStatus& st, const api::Subnet& subnet, const api::Ipv4Cidr& cidr) {
-  const bool routed = !subnet.spec.vpc.empty() && !subnet.status.gateway.empty();
-  st.gateway = routed ? subnet.status.gateway : std::string();
-  st.prefix_length = routed ? cidr.prefix : 0;
-  st.routes = routed ? subnet.status.routes : std::vector<std::string>();
-  st.routing_vni = routed ? subnet.status.routing_vni : 0;
-}
-
-bool routing_matches(const api::NetworkAttachmentStatus& st, const api::Subnet& subnet,
-                     const api::Ipv4Cidr& cidr) {
-  api::NetworkAttachmentStatus want = st;
-  set_routing(want, subnet, cidr);
-  return want == st;
-}
+// A validated subnet of a VPC: its attachments route through its gateway.
+bool routed(const api::Subnet& subnet) { return !subnet.spec.vpc.empty() && !subnet.status.gateway.empty(); }
 
 void clear_routing(api::NetworkAttachmentStatus& st) {
   st.gateway.clear();
   st.prefix_length = 0;
   st.routes.clear();
   st.routing_vni = 0;
+}
+
+// Copies what a guest on a subnet of a VPC routes by (the validated Subnet's status) into
+// an attachment's status; clears it for an isolated subnet.
+void set_routing(api::NetworkAttachmentStatus& st, const api::Subnet& subnet, const api::Ipv4Cidr& cidr) {
+  if (!routed(subnet)) return clear_routing(st);
+  st.gateway = subnet.status.gateway;
+  st.prefix_length = cidr.prefix;
+  st.routes = subnet.status.routes;
+  st.routing_vni = subnet.status.routing_vni;
+}
+
+// What set_routing would write is there already (compared in place: this runs on every
+// reconcile of an addressed attachment).
+bool routing_matches(const api::NetworkAttachmentStatus& st, const api::Subnet& subnet,
+                     const api::Ipv4Cidr& cidr) {
+  if (!routed(subnet)) return st.gateway.empty() && st.prefix_length == 0 && st.routes.empty() && st.routing_vni == 0;
+  return st.gateway == subnet.status.gateway && st.prefix_length == cidr.prefix &&
+         st.routes == subnet.status.routes && st.routing_vni == subnet.status.routing_vni;
 }
 
 }  // namespace
