@@ -17,6 +17,7 @@ PACKAGES=(
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   openvswitch-switch
   clang-16 libclang-rt-16-dev
+  nftables libnftables-dev
 )
 
 missing=()

@@ -1,5 +1,7 @@
 #include "fabric/fabric.h"
 
+#include <algorithm>
+
 namespace kos::fabric {
 
 namespace {
@@ -71,5 +73,54 @@ std::vector<Result<void>> Fabric::apply(const std::vector<Change>& changes) {
   }
   return out;
 }
+
+std::optional<Error> check_set_name(const std::string& name) {
+  const bool ok = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z' &&
+                  std::all_of(name.begin(), name.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+                  });
+  if (ok) return std::nullopt;
+  return Error{Errc::kInvalid, "address set name \"" + name + "\" is not 1..63 characters of [a-z0-9_-] starting with a letter", {}};
+}
+
+std::optional<Error> check(const Policy& policy) {
+  for (const auto* rules : {&policy.ingress, &policy.egress}) {
+    for (const auto& r : *rules) {
+      if (r.protocol != 0 && r.protocol != 1 && r.protocol != 6 && r.protocol != 17)
+        return Error{Errc::kInvalid, "protocol " + std::to_string(r.protocol) + " is not 0 (any), 1, 6 or 17", {}};
+      if (!r.ports.empty() && r.protocol != 6 && r.protocol != 17)
+        return Error{Errc::kInvalid, "ports need protocol tcp or udp", {}};
+      for (const auto& p : r.ports) {
+        if (p.first == 0 || p.first > p.last)
+          return Error{Errc::kInvalid, "port range " + std::to_string(p.first) + "-" + std::to_string(p.last) + " is empty or reversed", {}};
+      }
+      for (const auto& [addr, len] : r.cidrs) {
+        if (len < 0 || len > 32)
+          return Error{Errc::kInvalid, "prefix length " + std::to_string(len) + " is out of range 0..32", {}};
+      }
+      for (const auto& s : r.sets) {
+        if (auto e = check_set_name(s)) return e;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+Result<void> Fabric::set_policy(const LocalIfc&, const std::optional<Policy>& policy) {
+  if (!policy) return {};
+  return fail(Errc::kUnsupported, "the " + name() + " fabric does not enforce security groups");
+}
+
+Result<void> Fabric::update_set(const std::string&, const std::vector<uint32_t>&, const std::vector<uint32_t>&) {
+  return fail(Errc::kUnsupported, "the " + name() + " fabric does not enforce security groups");
+}
+
+Result<void> Fabric::delete_set(const std::string&) { return {}; }
+
+Result<std::map<std::string, std::vector<uint32_t>>> Fabric::list_sets() {
+  return std::map<std::string, std::vector<uint32_t>>{};
+}
+
+Result<std::map<std::string, Policy>> Fabric::list_policies() { return std::map<std::string, Policy>{}; }
 
 }  // namespace kos::fabric

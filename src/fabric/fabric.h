@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -106,6 +107,41 @@ std::optional<Error> check(const Plug& plug);
 std::optional<Error> check(const LocalIfc& ifc);
 std::optional<Error> check(const RemoteIfc& ifc);
 
+// Security groups. A local interface whose attachment is in at least one group carries a
+// Policy: it accepts only what `ingress` allows and sends only what `egress` allows;
+// replies of allowed connections pass both ways (stateful), everything else is dropped.
+// An interface without a policy accepts and sends everything. A rule's peers are CIDRs
+// and address sets: a set is named by the agent (a referenced group's members in the
+// interface's address domain) and kept by the fabric, which updates it element by
+// element (update_set), so a member joining a set of 10,000 costs what it costs in a set
+// of 10. A rule naming a set the fabric does not have makes it (empty).
+struct PortRange {
+  uint16_t first = 0, last = 0;  // inclusive; first <= last
+  bool operator==(const PortRange&) const = default;
+  auto operator<=>(const PortRange&) const = default;
+};
+
+struct PolicyRule {
+  uint8_t protocol = 0;           // 0: any; else IPPROTO_ICMP, IPPROTO_TCP or IPPROTO_UDP
+  std::vector<PortRange> ports;   // tcp and udp: the destination ports; empty: every port
+  std::vector<std::pair<uint32_t, int>> cidrs;  // peers (address, prefix length)
+  std::vector<std::string> sets;  // peers: the addresses of these sets
+  bool operator==(const PolicyRule&) const = default;
+};
+
+struct Policy {
+  std::vector<PolicyRule> ingress;  // peer: the source
+  std::vector<PolicyRule> egress;   // peer: the destination
+  bool operator==(const Policy&) const = default;
+};
+
+// A set's name: 1..63 characters of [a-z0-9_-], starting with a letter.
+std::optional<Error> check_set_name(const std::string& name);
+// Why a policy cannot be programmed (a protocol not in {0, 1, 6, 17}, ports on a
+// protocol without them, an empty or reversed port range, a prefix length outside
+// 0..32, a bad set name), or nullopt.
+std::optional<Error> check(const Policy& policy);
+
 // One create or delete of a batch.
 struct Change {
   enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote };
@@ -142,6 +178,25 @@ class Fabric {
   // What exists now (read back from the kernel for linux), for adoption at start-up.
   virtual Result<std::vector<LocalIfc>> list_local() = 0;
   virtual Result<std::vector<RemoteIfc>> list_remote() = 0;
+
+  // Security groups (see Policy above). The defaults, for fabrics that do not enforce
+  // them: set_policy(ifc, nullopt) and list calls succeed with nothing, everything else
+  // answers kUnsupported.
+  //
+  // set_policy gives local interface `ifc` (created already, kNotFound otherwise) the
+  // policy `policy`, replacing the one it had; nullopt: none. The policy goes with the
+  // interface (delete_local).
+  virtual Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy);
+  // Adds `add` to set `name` and removes `remove` from it (making the set if needed);
+  // adding what is there or removing what is not succeeds.
+  virtual Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add,
+                                  const std::vector<uint32_t>& remove);
+  // Deletes set `name` (absent: success). kConflict while a policy names it.
+  virtual Result<void> delete_set(const std::string& name);
+  // What exists now, for adoption at start-up: the sets with their addresses, and the
+  // policies by local interface name (LocalIfc::name).
+  virtual Result<std::map<std::string, std::vector<uint32_t>>> list_sets();
+  virtual Result<std::map<std::string, Policy>> list_policies();
 };
 
 }  // namespace kos::fabric
