@@ -71,6 +71,9 @@ class Causes {
   void immutable(std::string field, const std::string& shown) {
     invalid(std::move(field), shown, "field is immutable");
   }
+  void duplicate(std::string field, const std::string& shown) {
+    add("FieldValueDuplicate", std::move(field), "Duplicate value: " + shown);
+  }
   void too_long(std::string field, std::size_t max_bytes) {
     add("FieldValueTooLong", std::move(field),
         "Too long: must have at most " + std::to_string(max_bytes) + " bytes");

@@ -24,11 +24,12 @@
 
 #include "api/causes.h"
 #include "api/decoder.h"
+#include "api/selectors.h"
 #include "api/types.h"
 
 namespace kos::api {
 
-enum class FieldType { kString, kInteger, kBoolean, kStringList, kTime, kObject };
+enum class FieldType { kString, kInteger, kBoolean, kStringList, kTime, kObject, kObjectList };
 
 struct StructInfo;
 
@@ -48,7 +49,7 @@ struct FieldInfo {
   // The ExtendedObjectMeta section a change of the field belongs to; empty: the
   // section of the struct it is in.
   std::string_view section{};
-  const StructInfo* nested = nullptr;  // kObject: the nested struct's description
+  const StructInfo* nested = nullptr;  // kObject, kObjectList: the nested struct's description
 };
 
 // What a struct is: its OpenAPI definition.
@@ -64,7 +65,8 @@ struct Field : FieldInfo {
       decode;
   std::function<void(boost::json::object&, const S&)> encode;
   std::function<bool(const S&, const S&)> equal;
-  // Selectors and table cells: strings as they are, numbers in decimal.
+  // Field selectors: strings as they are, numbers in decimal, string lists as a list value
+  // (selectors.h).
   std::function<std::string(const S&)> text;
   // Error messages: as Kubernetes shows values after "Invalid value: ".
   std::function<std::string(const S&)> shown;
@@ -189,7 +191,16 @@ Field<S> field(std::string_view name, V S::*member, FieldInfo info, FieldRule<V>
     else o.emplace(name, dd::to_value(s.*member));
   };
   f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
-  f.text = [member](const S& s) { return dd::text_of(s.*member); };
+  if constexpr (std::is_same_v<V, std::vector<std::string>>) {
+    // A selectable list: selectors.h's list value (kListMark before each element).
+    f.text = [member](const S& s) {
+      std::string out;
+      for (const auto& e : s.*member) out.append(1, kListMark).append(e);
+      return out;
+    };
+  } else {
+    f.text = [member](const S& s) { return dd::text_of(s.*member); };
+  }
   f.shown = [member](const S& s) { return dd::shown_of(s.*member); };
   f.cell = [member](const S& s) -> boost::json::value {
     if constexpr (std::is_arithmetic_v<V>) return s.*member;
@@ -228,6 +239,13 @@ Field<S> field(std::string_view name, V S::*member, FieldInfo info, FieldRule<V>
 template <class S, class M, class N>
 Field<S> object_field(std::string_view name, M S::*member, const StructDesc<N>& nested,
                       FieldInfo info);
+
+// A list of nested structs (`std::vector<N> S::*`), each element checked at path[i].
+// `rule` runs on each element after its fields' checks.
+template <class S, class N>
+Field<S> list_field(std::string_view name, std::vector<N> S::*member, const StructDesc<N>& nested,
+                    FieldInfo info,
+                    std::type_identity_t<std::function<void(Causes&, const std::string& path, const N&)>> rule = {});
 
 // ---- operations on described structs ----
 
@@ -330,6 +348,56 @@ Field<S> object_field(std::string_view name, M S::*member, const StructDesc<N>& 
   return f;
 }
 
+template <class S, class N>
+Field<S> list_field(std::string_view name, std::vector<N> S::*member, const StructDesc<N>& nested,
+                    FieldInfo info,
+                    std::type_identity_t<std::function<void(Causes&, const std::string& path, const N&)>> rule) {
+  namespace dd = describe_detail;
+  Field<S> f;
+  static_cast<FieldInfo&>(f) = std::move(info);
+  f.name = name;
+  f.type = FieldType::kObjectList;
+  f.nested = &nested;
+  const StructDesc<N>* n = &nested;
+  const bool always = f.always, required = f.required;
+  f.decode = [member, n](detail::Decoder& d, const boost::json::value& v, const std::string& path,
+                         S& s) {
+    detail::read_list(d, v, path, s.*member,
+                      [&](const boost::json::value& e, const std::string& p, N& x) {
+                        decode_struct(d, e, p, *n, x);
+                      });
+  };
+  f.encode = [member, n, name, always](boost::json::object& o, const S& s) {
+    if (!always && (s.*member).empty()) return;
+    boost::json::array a;
+    a.reserve((s.*member).size());
+    for (const auto& x : s.*member) a.emplace_back(encode_struct(*n, x));
+    o.emplace(name, std::move(a));
+  };
+  f.equal = [member](const S& a, const S& b) { return a.*member == b.*member; };
+  f.text = [](const S&) { return std::string(); };
+  f.shown = [](const S&) { return std::string("[...]"); };
+  f.cell = [member](const S& s) { return boost::json::value(std::to_string((s.*member).size())); };
+  f.check = [member, n, required, rule](Causes& c, const FieldPath& path, const S& s) {
+    const auto& v = s.*member;
+    if (v.empty()) {
+      if (required) c.required(path);
+      return;
+    }
+    const std::string p = path.str();
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const std::string ep = p + "[" + std::to_string(i) + "]";
+      check_struct(c, ep, *n, v[i]);
+      if (rule) rule(c, ep, v[i]);
+    }
+  };
+  f.sections = [member](const S* o, const S& s, std::string_view section,
+                        std::vector<std::string_view>& out) {
+    if (o ? !((*o).*member == s.*member) : !(s.*member).empty()) dd::add_section(out, section);
+  };
+  return f;
+}
+
 // ---- kinds ----
 
 // Each kind's status type; NoStatus for a kind without one (IPLock).
@@ -412,6 +480,8 @@ template <>
 const KindDesc<IPLock>& describe<IPLock>();
 template <>
 const KindDesc<Vpc>& describe<Vpc>();
+template <>
+const KindDesc<SecurityGroup>& describe<SecurityGroup>();
 
 const KindDescBase& describe(Kind kind);
 

@@ -62,6 +62,8 @@ NetworkAttachment full_na() {
   st.post_create_exec_report =
       ExecReport{{"/bin/ping", "-c", "1"},          -1,    mt("2024-05-06T07:08:09.100000Z"),
                  mt("2024-05-06T07:08:10.200000Z"), "out", "err"};
+  na.spec.security_groups = {"web", "ssh"};
+  st.security_groups_in_force = {{"web", "17"}, {"ssh", ""}};
   return na;
 }
 
@@ -80,6 +82,28 @@ void expect_round_trip(const T& x) {
   ASSERT_TRUE(back.has_value()) << back.error().to_string() << "\n" << text;
   EXPECT_EQ(*back, x) << text;
   EXPECT_EQ(encode(*back), text);
+}
+
+SecurityGroup full_group() {
+  SecurityGroup g;
+  g.metadata = full_meta();
+  g.spec.ingress = {{"tcp", {"22", "8000-8080"}, {{"", "clients"}, {"10.0.0.0/8", ""}}},
+                    {"icmp", {}, {{"0.0.0.0/0", ""}}}};
+  g.spec.egress = {{"any", {}, {{"", "servers"}}}};
+  return g;
+}
+
+TEST(JsonRoundTrip, SecurityGroup) {
+  expect_round_trip(full_group());
+  expect_round_trip(SecurityGroup{});
+  const std::string text = encode(full_group());
+  EXPECT_NE(text.find(R"("ingress":[{"protocol":"tcp","ports":["22","8000-8080"],"from":[{"securityGroup":"clients"},{"cidr":"10.0.0.0/8"}]})"),
+            std::string::npos)
+      << text;
+  // A list of objects that is not one gets a precise error.
+  auto bad = decode<SecurityGroup>(R"({"spec":{"ingress":[{"protocol":"tcp","from":"x"}]}})", {.strict = true});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("spec.ingress[0].from"), std::string::npos) << bad.error().message;
 }
 
 TEST(JsonRoundTrip, FullObjects) {

@@ -42,6 +42,40 @@ class LabelSelector {
   std::vector<LabelRequirement> requirements_;
 };
 
+// The value of a selectable list field (spec.securityGroups): each element preceded by
+// kListMark, which no element contains (they are names). On such a field `f=v` selects
+// the objects whose list holds v, `f!=v` those whose list does not; an empty list is "".
+inline constexpr char kListMark = '\x1f';
+
+// Whether a field's value `have` (a list as above, or a plain value) is, or holds, `want`.
+inline bool field_value_is(std::string_view have, std::string_view want) {
+  if (have.empty() || have.front() != kListMark) return have == want;
+  while (!have.empty()) {
+    have.remove_prefix(1);
+    const auto end = have.find(kListMark);
+    if (have.substr(0, end) == want) return true;
+    if (end == std::string_view::npos) break;
+    have.remove_prefix(end);
+  }
+  return false;
+}
+
+// Calls f(element) for each element of a list value, or f(have) for a plain value.
+template <class F>
+void for_each_field_value(std::string_view have, F&& f) {
+  if (have.empty() || have.front() != kListMark) {
+    f(have);
+    return;
+  }
+  while (!have.empty()) {
+    have.remove_prefix(1);
+    const auto end = have.find(kListMark);
+    f(have.substr(0, end));
+    if (end == std::string_view::npos) break;
+    have.remove_prefix(end);
+  }
+}
+
 struct FieldRequirement {
   std::string field;
   bool equals = true;  // false for !=
@@ -62,7 +96,7 @@ class FieldSelector {
   bool matches(Getter&& get) const {
     for (const auto& r : requirements_) {
       const std::optional<std::string> v = get(std::string_view(r.field));
-      if ((v.value_or(std::string()) == r.value) != r.equals) return false;
+      if (field_value_is(v.value_or(std::string()), r.value) != r.equals) return false;
     }
     return true;
   }

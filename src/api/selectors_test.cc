@@ -258,6 +258,22 @@ TEST(FieldSelector, Matches) {
     ASSERT_TRUE(s.has_value()) << r.selector;
     EXPECT_EQ(s->matches(na), r.want) << r.selector;
   }
+  // A list field: "=" selects the lists that hold the value, "!=" those that do not.
+  NetworkAttachment member = std::get<NetworkAttachment>(na);
+  member.spec.security_groups = {"web", "db"};
+  for (const auto& [sel, want] : std::vector<std::pair<std::string, bool>>{
+           {"spec.securityGroups=web", true},
+           {"spec.securityGroups=db", true},
+           {"spec.securityGroups=we", false},
+           {"spec.securityGroups=web;db", false},
+           {"spec.securityGroups!=web", false},
+           {"spec.securityGroups!=ssh", true},
+           {"spec.securityGroups=", false},
+       }) {
+    EXPECT_EQ(FieldSelector::parse(sel)->matches(AnyObject(member)), want) << sel;
+  }
+  EXPECT_TRUE(FieldSelector::parse("spec.securityGroups=")->matches(na));
+  EXPECT_FALSE(FieldSelector::parse("spec.securityGroups=web")->matches(na));
   // An unaddressed NA: the agent's "status.ipv4!=" excludes it.
   EXPECT_FALSE(FieldSelector::parse("status.ipv4!=")->matches(AnyObject(NetworkAttachment{})));
   // A custom getter; a field without a value reads as "".

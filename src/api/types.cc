@@ -86,12 +86,13 @@ Result<Parsed> parse_rfc3339(std::string_view s) {
   return Parsed{sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} - offset, frac};
 }
 
-constexpr std::array<KindInfo, 4> kKinds{{
+constexpr std::array<KindInfo, 5> kKinds{{
     {Kind::kSubnet, "Subnet", "subnets", "subnet", "sn", true},
     {Kind::kNetworkAttachment, "NetworkAttachment", "networkattachments", "networkattachment", "na",
      true},
     {Kind::kIPLock, "IPLock", "iplocks", "iplock", "ipl", false},
     {Kind::kVpc, "Vpc", "vpcs", "vpc", "vpc", true},
+    {Kind::kSecurityGroup, "SecurityGroup", "securitygroups", "securitygroup", "sg", false},
 }};
 
 }  // namespace

@@ -70,6 +70,7 @@ inline constexpr std::string_view kStatus = "status";                 // Subnet
 inline constexpr std::string_view kAddress = "status.address";        // NA, by IPAM
 inline constexpr std::string_view kImpl = "status.impl";              // NA, by the agent
 inline constexpr std::string_view kExecReport = "status.execReport";  // NA, by the agent
+inline constexpr std::string_view kPolicy = "status.policy";          // NA, by the agent
 }  // namespace section
 
 struct ObjectWrite {
@@ -90,7 +91,7 @@ struct ExtendedObjectMeta {
   bool operator==(const ExtendedObjectMeta&) const = default;
 };
 
-enum class Kind { kSubnet, kNetworkAttachment, kIPLock, kVpc };
+enum class Kind { kSubnet, kNetworkAttachment, kIPLock, kVpc, kSecurityGroup };
 
 struct KindInfo {
   Kind kind;
@@ -138,6 +139,7 @@ struct NetworkAttachmentSpec {
   std::string subnet;
   std::vector<std::string> post_create_exec;
   std::vector<std::string> post_delete_exec;
+  std::vector<std::string> security_groups;  // SecurityGroups (same namespace) it is in
   bool operator==(const NetworkAttachmentSpec&) const = default;
 };
 
@@ -157,6 +159,12 @@ struct ExecReport {
   bool operator==(const ExecReport&) const = default;
 };
 
+struct SecurityGroupRevision {
+  std::string name;
+  std::string resource_version;
+  bool operator==(const SecurityGroupRevision&) const = default;
+};
+
 struct NetworkAttachmentStatus {
   NetworkAttachmentErrors errors;
   bool address_contention = false;
@@ -174,6 +182,9 @@ struct NetworkAttachmentStatus {
   std::int32_t prefix_length = 0;
   std::vector<std::string> routes;
   std::uint32_t routing_vni = 0;
+  // The SecurityGroups whose rules are in force on the attachment's node, each at the
+  // resourceVersion the agent programmed (written by the agent).
+  std::vector<SecurityGroupRevision> security_groups_in_force;
   bool operator==(const NetworkAttachmentStatus&) const = default;
 };
 
@@ -224,7 +235,43 @@ struct Vpc {
 };
 
 // Alternatives are in Kind order, so index() == static_cast<size_t>(kind).
-using AnyObject = std::variant<Subnet, NetworkAttachment, IPLock, Vpc>;
+// A security group: what its member attachments (those naming it in
+// spec.securityGroups) may accept and send. Peers are CIDRs or other groups' members.
+struct SecurityGroupPeer {
+  std::string cidr;            // either this
+  std::string security_group;  // or this: a group in the same namespace
+  bool operator==(const SecurityGroupPeer&) const = default;
+};
+
+struct SecurityGroupIngressRule {
+  std::string protocol;            // tcp, udp, icmp or any
+  std::vector<std::string> ports;  // "N" or "N-M"; tcp and udp only; empty: all
+  std::vector<SecurityGroupPeer> from;
+  bool operator==(const SecurityGroupIngressRule&) const = default;
+};
+
+struct SecurityGroupEgressRule {
+  std::string protocol;
+  std::vector<std::string> ports;
+  std::vector<SecurityGroupPeer> to;
+  bool operator==(const SecurityGroupEgressRule&) const = default;
+};
+
+struct SecurityGroupSpec {
+  std::vector<SecurityGroupIngressRule> ingress;
+  std::vector<SecurityGroupEgressRule> egress;
+  bool operator==(const SecurityGroupSpec&) const = default;
+};
+
+struct SecurityGroup {
+  static constexpr Kind kKind = Kind::kSecurityGroup;
+  ObjectMeta metadata;
+  ExtendedObjectMeta extended_metadata;
+  SecurityGroupSpec spec;
+  bool operator==(const SecurityGroup&) const = default;
+};
+
+using AnyObject = std::variant<Subnet, NetworkAttachment, IPLock, Vpc, SecurityGroup>;
 
 inline Kind kind_of(const AnyObject& o) { return static_cast<Kind>(o.index()); }
 AnyObject make_object(Kind kind);  // a default-constructed object of that kind

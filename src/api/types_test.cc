@@ -104,7 +104,7 @@ TEST(ExtendedObjectMeta, SetWriteReplacesAndPutsNewestFirst) {
 }
 
 TEST(Kind, TablesAgree) {
-  ASSERT_EQ(all_kinds().size(), 4u);
+  ASSERT_EQ(all_kinds().size(), 5u);
   for (const auto& k : all_kinds()) {
     EXPECT_EQ(kind_info(k.kind).name, k.name);
     EXPECT_EQ(kind_from_plural(k.plural), k.kind);

@@ -230,6 +230,64 @@ TEST(Validation, NetworkAttachmentRules) {
   EXPECT_TRUE(validate_network_attachment(na).has_value());
 }
 
+SecurityGroup good_group() {
+  SecurityGroup g;
+  g.metadata = meta_named("sftp-servers");
+  g.spec.ingress = {{"tcp", {"22", "443"}, {{"", "sftp-clients"}, {"10.9.0.0/16", ""}}}};
+  g.spec.egress = {{"any", {}, {{"0.0.0.0/0", ""}}}};
+  return g;
+}
+
+TEST(Validation, SecurityGroupRules) {
+  EXPECT_TRUE(validate(AnyObject(good_group())).has_value());
+  using R = Row<SecurityGroup>;
+  expect_rows<SecurityGroup>(
+      good_group(),
+      {
+          R{"no protocol", [](auto& g) { g.spec.ingress[0].protocol = ""; },
+            "spec.ingress[0].protocol", kRequired, "Required"},
+          R{"bad protocol", [](auto& g) { g.spec.egress[0].protocol = "sctp"; },
+            "spec.egress[0].protocol", kInvalid, "must be tcp, udp, icmp or any"},
+          R{"bad port", [](auto& g) { g.spec.ingress[0].ports[1] = "70000"; },
+            "spec.ingress[0].ports[1]", kInvalid, "1 <= N <= M <= 65535"},
+          R{"reversed range", [](auto& g) { g.spec.ingress[0].ports[0] = "30-20"; },
+            "spec.ingress[0].ports[0]", kInvalid, "N-M"},
+          R{"ports on icmp", [](auto& g) { g.spec.ingress[0].protocol = "icmp"; },
+            "spec.ingress[0].ports", kInvalid, "only tcp and udp rules have ports"},
+          R{"no peers", [](auto& g) { g.spec.egress[0].to.clear(); }, "spec.egress[0].to",
+            kRequired, "Required"},
+          R{"peer with both", [](auto& g) { g.spec.ingress[0].from[0].cidr = "10.0.0.0/8"; },
+            "spec.ingress[0].from[0]", kInvalid, "exactly one of cidr and securityGroup"},
+          R{"peer with neither", [](auto& g) { g.spec.ingress[0].from[1].cidr = ""; },
+            "spec.ingress[0].from[1]", kInvalid, "exactly one of cidr and securityGroup"},
+          R{"bad cidr", [](auto& g) { g.spec.ingress[0].from[1].cidr = "10.9.0.1/16"; },
+            "spec.ingress[0].from[1].cidr", kInvalid, "10.9.0.0/16"},
+          R{"bad group name", [](auto& g) { g.spec.ingress[0].from[0].security_group = "A_b"; },
+            "spec.ingress[0].from[0].securityGroup", kInvalid, "RFC 1123"},
+      });
+}
+
+TEST(Validation, AttachmentSecurityGroups) {
+  using R = Row<NetworkAttachment>;
+  expect_rows<NetworkAttachment>(
+      good_na(),
+      {
+          R{"bad name", [](auto& na) { na.spec.security_groups = {"ok", "Not_OK"}; },
+            "spec.securityGroups[1]", kInvalid, "RFC 1123"},
+          R{"repeat", [](auto& na) { na.spec.security_groups = {"a", "b", "a"}; },
+            "spec.securityGroups[2]", "FieldValueDuplicate", "Duplicate value: \"a\""},
+          R{"too many",
+            [](auto& na) {
+              for (int i = 0; i < 17; ++i) na.spec.security_groups.push_back("g" + std::to_string(i));
+            },
+            "spec.securityGroups", kInvalid, "at most 16"},
+      });
+  // Mutable: a live attachment changes its groups.
+  NetworkAttachment a = good_na(), b = good_na();
+  b.spec.security_groups = {"web"};
+  EXPECT_TRUE(validate_update(AnyObject(a), AnyObject(b)).has_value());
+}
+
 TEST(Validation, IPLockRules) {
   using R = Row<IPLock>;
   expect_rows<IPLock>(

@@ -99,9 +99,9 @@ Decision Authorizer::node_rule(const std::string& node, const Attributes& a) con
     return deny("nodes may only create and update events");
   }
   if (!is_kos(a)) return deny("nodes may not use " + a.resource);
-  if (a.resource == "subnets") {
-    if (is_read(a.verb) && a.subresource.empty()) return allow("nodes may read subnets");
-    return deny("nodes may not change subnets");
+  if (a.resource == "subnets" || a.resource == "securitygroups") {
+    if (is_read(a.verb) && a.subresource.empty()) return allow("nodes may read " + a.resource);
+    return deny("nodes may not change " + a.resource);
   }
   if (a.resource != "networkattachments") return deny("nodes may not use " + a.resource);
   if (a.subresource == "status") {
@@ -182,8 +182,8 @@ Decision Authorizer::authorize(const Attributes& a) const {
         } else if (a.group.empty() && a.resource == "namespaces") {
           d = is_read(a.verb) ? allow("tenants may read their namespace") : deny("tenants may not change namespaces");
         } else if (is_kos(a) && (a.resource == "subnets" || a.resource == "networkattachments" ||
-                                 a.resource == "vpcs")) {
-          d = a.subresource.empty() ? allow("tenants may manage the VPCs, subnets and attachments of their namespace")
+                                 a.resource == "vpcs" || a.resource == "securitygroups")) {
+          d = a.subresource.empty() ? allow("tenants may manage the VPCs, subnets, attachments and security groups of their namespace")
                                     : deny("tenants may not write or read " + a.resource + "/" + a.subresource);
         } else if ((is_kos(a) && a.resource == "iplocks") || (a.group.empty() && a.resource == "events")) {
           d = is_read(a.verb) ? allow("tenants may read the " + a.resource + " of their namespace")

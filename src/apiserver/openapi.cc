@@ -137,6 +137,8 @@ Schema field_schema(const api::FieldInfo& f) {
     case api::FieldType::kStringList: return string_list(f.description);
     case api::FieldType::kTime: return ref_schema(meta_def("MicroTime"), f.description);
     case api::FieldType::kObject: return ref_schema(kos_def(f.nested->name), f.description);
+    case api::FieldType::kObjectList:
+      return array_schema(ref_schema(kos_def(f.nested->name), {}), f.description);
   }
   return string_schema(f.description);
 }

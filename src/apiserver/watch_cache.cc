@@ -74,12 +74,14 @@ void WatchCache::index_object(const CachedObject& o, bool add) {
     auto v = o.field(fields[i]);
     if (!v) continue;
     auto& m = obj_index_[i];
-    if (add) {
-      m[std::string(*v)].insert(o.key);
-    } else if (auto it = m.find(std::string(*v)); it != m.end()) {
-      it->second.erase(o.key);
-      if (it->second.empty()) m.erase(it);
-    }
+    api::for_each_field_value(*v, [&](std::string_view x) {  // a list: under each element
+      if (add) {
+        m[std::string(x)].insert(o.key);
+      } else if (auto it = m.find(std::string(x)); it != m.end()) {
+        it->second.erase(o.key);
+        if (it->second.empty()) m.erase(it);
+      }
+    });
   }
 }
 
@@ -311,9 +313,11 @@ void WatchCache::dispatch(const Event& e) {
       if (!o) continue;
       auto v = o->field(fields[i]);
       if (!v) continue;
-      auto b = index_[i].find(std::string(*v));
-      if (b == index_[i].end()) continue;
-      for (Watcher* w : b->second) consider(w);
+      api::for_each_field_value(*v, [&](std::string_view x) {
+        auto b = index_[i].find(std::string(x));
+        if (b != index_[i].end())
+          for (Watcher* w : b->second) consider(w);
+      });
     }
   }
   for (Watcher* w : unindexed_) consider(w);

@@ -2,6 +2,7 @@
 #include "api/describe.h"
 #include "api/kinds/rules.h"
 #include "api/names.h"
+#include "api/security_groups.h"
 
 namespace kos::api {
 namespace {
@@ -46,6 +47,48 @@ const StructDesc<NetworkAttachmentSpec>& spec() {
                                 "has deleted the interface, in the same form and with the "
                                 "same substitutions as postCreateExec. Optional. Mutable."},
                 FieldRule<std::vector<std::string>>(rules::exec_command)),
+          field("securityGroups", &S::security_groups,
+                {.description = "Names of the SecurityGroups, in the same namespace, the "
+                                "attachment is in: it accepts only what their ingress rules "
+                                "allow and sends only what their egress rules allow (replies "
+                                "to allowed traffic pass). Empty: it accepts and sends "
+                                "everything. At most " +
+                                std::to_string(kMaxAttachmentGroups) +
+                                ", without repeats. Mutable: a change takes effect on the live "
+                                "interface (see status.securityGroupsInForce). Selectable: "
+                                "spec.securityGroups=G selects the members of G.",
+                 .selectable = true},
+                FieldRule<std::vector<std::string>>(
+                    [](Causes& c, const FieldPath& path, const std::vector<std::string>& v) {
+                      if (v.size() > kMaxAttachmentGroups) {
+                        c.invalid(path, std::to_string(v.size()) + " groups",
+                                  "at most " + std::to_string(kMaxAttachmentGroups));
+                        return;
+                      }
+                      for (std::size_t i = 0; i < v.size(); ++i) {
+                        const std::string p = path.str() + "[" + std::to_string(i) + "]";
+                        if (v[i].empty()) c.required(p);
+                        else rules::object_name(c, FieldPath{{}, p}, v[i]);
+                        for (std::size_t j = 0; j < i; ++j) {
+                          if (v[j] == v[i]) c.duplicate(p, show(v[i]));
+                        }
+                      }
+                    })),
+      }};
+  return d;
+}
+
+const StructDesc<SecurityGroupRevision>& group_revision() {
+  using S = SecurityGroupRevision;
+  static const StructDesc<S> d{
+      "SecurityGroupRevision",
+      "A SecurityGroup at one resourceVersion.",
+      {
+          field("name", &S::name, {.description = "The group's name.", .always = true}),
+          field("resourceVersion", &S::resource_version,
+                {.description = "The group's metadata.resourceVersion whose rules are in "
+                                "force.",
+                 .always = true}),
       }};
   return d;
 }
@@ -179,6 +222,17 @@ const StructDesc<NetworkAttachmentStatus>& status() {
                        {.description = "The outcome of running spec.postCreateExec, absent "
                                        "until it ran. Written by the connection agent.",
                         .section = section::kExecReport}),
+          list_field("securityGroupsInForce", &S::security_groups_in_force, group_revision(),
+                     {.description = "The SecurityGroups of spec.securityGroups whose rules are "
+                                     "in force on the attachment's interface, each at the "
+                                     "resourceVersion programmed, with the members of the "
+                                     "groups their rules name as the node's watch of them had "
+                                     "them. A group that does not exist is listed with an "
+                                     "empty resourceVersion (it allows nothing). Written by "
+                                     "the connection agent; when it lists every group of "
+                                     "spec.securityGroups at their current versions, the "
+                                     "attachment's policy is in force.",
+                      .section = section::kPolicy}),
       }};
   return d;
 }
@@ -206,8 +260,11 @@ KindDesc<NA> make() {
       "(from the connection agent).";
   d.spec_desc = &spec();
   d.status_desc = &status();
-  d.indexed_fields = {"spec.node", "status.addressVNI", "status.routingVNI"};
-  d.sections = {section::kSpec, section::kAddress, section::kImpl, section::kExecReport};
+  // spec.securityGroups before the VNIs: a watch of one group's members in one VNI is indexed
+  // by its group (few events), not by its VNI (every event of the VNI).
+  d.indexed_fields = {"spec.node", "spec.securityGroups", "status.addressVNI", "status.routingVNI"};
+  d.sections = {section::kSpec, section::kAddress, section::kImpl, section::kExecReport,
+                section::kPolicy};
   d.columns = {
       field_column<NA>("Subnet", "spec.subnet", "Subnet the attachment is on"),
       field_column<NA>("Node", "spec.node", "Node that implements it"),
@@ -218,6 +275,7 @@ KindDesc<NA> make() {
       {"Errors", "string", "IPAM and host errors", 1,
        [](const NA& na) { return boost::json::value(errors_cell(na)); }},
       field_column<NA>("VNI", "status.addressVNI", "VNI of the assigned address", 1),
+      field_column<NA>("Groups", "spec.securityGroups", "Security groups it is in", 1),
   };
   d.finish();
   return d;
