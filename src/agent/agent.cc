@@ -21,6 +21,8 @@ namespace {
 
 constexpr const char* kRelevanceKey = "@relevance";
 constexpr const char* kAddressVni = "address-vni";  // index of the local informer: domains
+constexpr const char* kGroups = "groups";  // index of the local informer: "ns/group" of each group it is in
+constexpr std::string_view kSetPrefix = "@set/";  // a member set's key: "@set/<name>"
 
 // The domain an addressed attachment makes relevant on its node: its VNI ("V"), or for an
 // attachment on a subnet of a VPC the VPC's routing VNI ("rR"): the node then learns every
@@ -61,6 +63,12 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& unchanged = metrics::Registry::global().counter(
       "kos_agent_remote_events_unchanged_total",
       "Remote attachment events that changed nothing programmed here (no reconcile queued).");
+  metrics::Family<metrics::Counter>& irrelevant_members = metrics::Registry::global().counter(
+      "kos_agent_irrelevant_member_events_total",
+      "Security group member events about an attachment that is not a member of the watched group "
+      "in the watched domain (must stay 0: a node learns only the members its rules use).");
+  metrics::Family<metrics::Gauge>& member_watches = metrics::Registry::global().gauge(
+      "kos_agent_member_watches", "Security group member watches (one per group and address domain used here).");
   metrics::Family<metrics::Histogram>& exec = metrics::Registry::global().histogram(
       "kos_agent_exec_seconds", "Duration of postCreateExec and postDeleteExec commands.", {"kind"});
 };
@@ -118,6 +126,12 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
     const auto& na = std::get<api::NetworkAttachment>(o);
     if (na.status.address_vni == 0 || na.status.ipv4.empty()) return std::vector<std::string>{};
     return std::vector<std::string>{domain_of(na)};
+  });
+  local_.indexer().add_index(kGroups, [](const api::AnyObject& o) {
+    const auto& na = std::get<api::NetworkAttachment>(o);
+    std::vector<std::string> out;
+    for (const auto& g : na.spec.security_groups) out.push_back(na.metadata.namespace_ + "/" + g);
+    return out;
   });
   local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
                        [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
@@ -269,6 +283,279 @@ void Agent::update_relevance() {
         if (!first || *t < *first) first = *t;
     if (first) agent_metrics().relevance.get().observe(std::chrono::system_clock::now() - *first);
   }
+  update_policy_relevance();
+}
+
+void Agent::update_policy_relevance() {
+  // The groups of the local attachments: one informer each.
+  std::set<std::string> want_groups;
+  for (const auto& g : local_.indexer().index_values(kGroups)) want_groups.insert(g);
+  std::vector<std::unique_ptr<client::Informer>> to_stop;
+  std::vector<client::Informer*> started;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = group_informers_.begin(); it != group_informers_.end();) {
+      if (want_groups.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      to_stop.push_back(std::move(it->second));
+      it = group_informers_.erase(it);
+    }
+    for (const auto& gkey : want_groups) {
+      if (group_informers_.contains(gkey)) continue;
+      const auto slash = gkey.find('/');
+      client::InformerOptions o;
+      o.kind = api::Kind::kSecurityGroup;
+      o.ns = gkey.substr(0, slash);
+      o.field_selector = "metadata.name=" + gkey.substr(slash + 1);
+      auto inf = std::make_unique<client::Informer>(client_, o);
+      const client::Informer* p = inf.get();
+      auto on = [this, gkey, p](const client::ObjectPtr&) { on_group(gkey, p); };
+      inf->add_handlers({on, [on](const client::ObjectPtr&, const client::ObjectPtr& x) { on(x); },
+                         [on](const client::ObjectPtr& x, bool) { on(x); }});
+      inf->start();
+      started.push_back(inf.get());
+      group_informers_.emplace(gkey, std::move(inf));
+    }
+    counts_.group_informers = group_informers_.size();
+  }
+  for (auto& inf : to_stop) inf->stop();  // blocks on the transport: never under mu_
+  to_stop.clear();
+  // A new group's rules decide which member watches its attachments need.
+  for (auto* inf : started) inf->wait_for_sync(std::chrono::seconds(5));
+
+  // The member watches: for each addressed local attachment in domain D and each group G
+  // it is in, the groups G's rules name, in D.
+  struct Want {
+    std::string ns, group, domain;
+  };
+  std::map<std::string, Want> want_sets;
+  for (const auto& gkey : want_groups) {
+    client::ObjectPtr gobj;
+    {
+      std::lock_guard lk(mu_);
+      auto it = group_informers_.find(gkey);
+      if (it != group_informers_.end()) gobj = it->second->indexer().get(gkey);
+    }
+    if (!gobj) continue;
+    const auto refs = referenced_groups(std::get<api::SecurityGroup>(*gobj));
+    if (refs.empty()) continue;
+    const std::string ns = gkey.substr(0, gkey.find('/'));
+    for (const auto& o : local_.indexer().by_index(kGroups, gkey)) {
+      const auto& na = std::get<api::NetworkAttachment>(*o);
+      if (na.status.ipv4.empty() || na.status.address_vni == 0) continue;
+      const std::string domain = address_domain(na);
+      for (const auto& ref : refs) want_sets.emplace(member_set_name(ns, ref, domain), Want{ns, ref, domain});
+    }
+  }
+  std::vector<std::string> new_sets, gone_sets;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = member_watches_.begin(); it != member_watches_.end();) {
+      if (want_sets.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      to_stop.push_back(std::move(it->second.informer));
+      gone_sets.push_back(it->first);
+      spdlog::info("agent: node {} no longer uses the members of group {}/{} in domain {}", opts_.node,
+                   it->second.ns, it->second.group, it->second.domain);
+      it = member_watches_.erase(it);
+    }
+    for (auto& [set, w] : want_sets) {
+      if (member_watches_.contains(set)) continue;
+      client::InformerOptions o;
+      o.ns = w.ns;
+      o.field_selector = member_selector(w.group, w.domain);
+      auto inf = std::make_unique<client::Informer>(client_, o);
+      const client::Informer* p = inf.get();
+      const std::string name = set;
+      inf->add_handlers({[this, name, p](const client::ObjectPtr& x) { on_member(name, p, x, true); },
+                         [this, name, p](const client::ObjectPtr&, const client::ObjectPtr& x) { on_member(name, p, x, true); },
+                         [this, name, p](const client::ObjectPtr& x, bool) { on_member(name, p, x, false); }});
+      MemberWatch mw{w.ns, w.group, w.domain, std::move(inf), {}, {}, std::nullopt};
+      if (auto a = adopted_sets_.find(set); a != adopted_sets_.end()) {
+        mw.adopted = std::move(a->second);
+        adopted_sets_.erase(a);
+      }
+      auto& placed = member_watches_.emplace(set, std::move(mw)).first->second;
+      placed.informer->start();
+      started.push_back(placed.informer.get());
+      new_sets.push_back(set);
+      spdlog::info("agent: node {} uses the members of group {}/{} in domain {} (set {})", opts_.node, w.ns,
+                   w.group, w.domain, set);
+    }
+    counts_.member_watches = member_watches_.size();
+    counts_.watched_groups.clear();
+    for (const auto& [_, w] : member_watches_) counts_.watched_groups.insert(w.ns + "/" + w.group);
+    agent_metrics().member_watches.get().inc(static_cast<double>(new_sets.size()) - static_cast<double>(gone_sets.size()));
+  }
+  for (auto& inf : to_stop) inf->stop();
+  for (const auto& set : gone_sets) controller_.enqueue(std::string(kSetPrefix) + set);  // deleted once unused
+  if (started.empty() && gone_sets.empty()) return;
+  for (const auto& set : new_sets) {
+    client::Informer* inf = nullptr;
+    {
+      std::lock_guard lk(mu_);
+      if (auto it = member_watches_.find(set); it != member_watches_.end()) inf = it->second.informer.get();
+    }
+    // Only this worker stops member watches (relevance is one key), so inf stays alive.
+    if (inf) inf->wait_for_sync(std::chrono::seconds(5));
+    controller_.enqueue(std::string(kSetPrefix) + set);
+  }
+  // What is in force changed for the attachments of these groups.
+  for (const auto& gkey : want_groups)
+    for (const auto& o : local_.indexer().by_index(kGroups, gkey)) controller_.enqueue(client::object_key(*o));
+}
+
+void Agent::on_group(const std::string& gkey, const client::Informer* from) {
+  {
+    std::lock_guard lk(mu_);
+    auto it = group_informers_.find(gkey);
+    if (it == group_informers_.end() || it->second.get() != from) return;  // stopped meanwhile
+    ++counts_.group_events;
+  }
+  agent_metrics().events.with({"group"}).inc();
+  controller_.enqueue(kRelevanceKey);  // its rules may name other groups now
+  for (const auto& o : local_.indexer().by_index(kGroups, gkey)) controller_.enqueue(client::object_key(*o));
+}
+
+void Agent::on_member(const std::string& set, const client::Informer* from, const client::ObjectPtr& obj,
+                      bool present) {
+  const std::string key = client::object_key(*obj);
+  {
+    std::lock_guard lk(mu_);
+    auto it = member_watches_.find(set);
+    if (it == member_watches_.end() || it->second.informer.get() != from) return;
+    auto& w = it->second;
+    ++counts_.member_events;
+    agent_metrics().events.with({"member"}).inc();
+    const auto& na = std::get<api::NetworkAttachment>(*obj);
+    const bool member = na.metadata.namespace_ == w.ns &&
+                        std::ranges::find(na.spec.security_groups, w.group) != na.spec.security_groups.end() &&
+                        address_domain(na) == w.domain;
+    // A DELETED event of one that left the group (or the domain) carries its new state,
+    // which is not a member's: that news is relevant. Added and modified ones must be members.
+    if (present && !member) {
+      ++counts_.irrelevant_member_events;
+      agent_metrics().irrelevant_members.get().inc();
+    }
+    w.dirty.insert(key);
+  }
+  controller_.enqueue(std::string(kSetPrefix) + set);
+}
+
+Result<controllers::Requeue> Agent::reconcile_set(const std::string& set) {
+  MemberSet::Delta delta;
+  std::vector<std::pair<std::string, std::optional<uint32_t>>> before;  // to undo on failure
+  std::optional<std::set<uint32_t>> adopted;
+  std::vector<client::ObjectPtr> added;
+  bool remove = false;
+  {
+    std::lock_guard lk(mu_);
+    auto it = member_watches_.find(set);
+    if (it == member_watches_.end()) {
+      remove = true;
+    } else {
+      auto& w = it->second;
+      // The first sync of an adopted set needs all its members: wait for the list.
+      if (w.adopted && !w.informer->has_synced()) return controllers::Requeue{false, std::chrono::milliseconds(100)};
+      for (const auto& key : w.dirty) {
+        auto obj = w.informer->indexer().get(key);
+        std::optional<uint32_t> ip;
+        if (obj)
+          if (auto p = api::parse_ipv4(std::get<api::NetworkAttachment>(*obj).status.ipv4)) ip = *p;
+        before.emplace_back(key, w.members.of(key));
+        auto d = w.members.set(key, ip);
+        if (!d.add.empty() && obj) added.push_back(obj);
+        delta.add.insert(delta.add.end(), d.add.begin(), d.add.end());
+        delta.remove.insert(delta.remove.end(), d.remove.begin(), d.remove.end());
+      }
+      w.dirty.clear();
+      if (w.adopted) {
+        adopted = std::move(w.adopted);
+        w.adopted.reset();
+        delta = w.members.against(*adopted);
+      }
+    }
+  }
+  if (remove) {
+    auto r = timed("delete_set", [&] { return fabric_.delete_set(set); });
+    // A policy still names it: the attachments' policies change first, then it goes.
+    if (!r && r.error().code == Errc::kConflict) return controllers::Requeue{false, std::chrono::milliseconds(1000)};
+    if (!r) return fail(r.error());
+    std::lock_guard lk(mu_);
+    adopted_sets_.erase(set);
+    return controllers::Requeue{};
+  }
+  if (delta.empty()) return controllers::Requeue{};
+  if (auto r = timed("update_set", [&] { return fabric_.update_set(set, delta.add, delta.remove); }); !r) {
+    std::lock_guard lk(mu_);
+    if (auto it = member_watches_.find(set); it != member_watches_.end()) {
+      for (auto b = before.rbegin(); b != before.rend(); ++b) {
+        it->second.members.restore(b->first, b->second);
+        it->second.dirty.insert(b->first);
+      }
+      if (adopted) it->second.adopted = std::move(adopted);
+    }
+    return fail(r.error());
+  }
+  for (const auto& obj : added)
+    implemented(Implemented::Kind::kMember, client::object_key(*obj), std::get<api::NetworkAttachment>(*obj));
+  return controllers::Requeue{};
+}
+
+Agent::PolicyWant Agent::policy_want_locked(const api::NetworkAttachment& na) const {
+  PolicyWant w;
+  if (na.spec.security_groups.empty()) return w;
+  const std::string& ns = na.metadata.namespace_;
+  const std::string domain = address_domain(na);
+  std::vector<client::ObjectPtr> keep;
+  std::vector<const api::SecurityGroup*> groups;
+  for (const auto& name : na.spec.security_groups) {
+    const std::string gkey = ns + "/" + name;
+    auto it = group_informers_.find(gkey);
+    if (it == group_informers_.end() || !it->second->has_synced()) continue;  // unknown yet: allows nothing
+    auto obj = it->second->indexer().get(gkey);
+    if (!obj) {
+      w.in_force.push_back({name, ""});  // no such group: it allows nothing
+      continue;
+    }
+    const auto& g = std::get<api::SecurityGroup>(*obj);
+    groups.push_back(&g);
+    keep.push_back(obj);
+    bool members_known = true;
+    for (const auto& ref : referenced_groups(g)) {
+      auto m = member_watches_.find(member_set_name(ns, ref, domain));
+      if (m == member_watches_.end() || !m->second.informer->has_synced()) members_known = false;
+    }
+    if (members_known) w.in_force.push_back({name, g.metadata.resource_version});
+  }
+  w.policy = build_policy(groups, ns, domain);
+  return w;
+}
+
+Result<void> Agent::ensure_policy(const std::string& key, const api::NetworkAttachment& na,
+                                  const fabric::LocalIfc& ifc, std::vector<api::SecurityGroupRevision>& in_force) {
+  PolicyWant want;
+  std::optional<fabric::Policy> have;
+  {
+    std::lock_guard lk(mu_);
+    want = policy_want_locked(na);
+    if (auto it = policies_.find(key); it != policies_.end()) have = it->second;
+  }
+  if (have != want.policy) {
+    if (auto r = timed("set_policy", [&] { return fabric_.set_policy(ifc, want.policy); }); !r) return r;
+    std::lock_guard lk(mu_);
+    if (want.policy) policies_[key] = *want.policy;
+    else policies_.erase(key);
+  }
+  if (want.in_force.size() == na.spec.security_groups.size() && !want.in_force.empty() &&
+      want.in_force != na.status.security_groups_in_force)
+    implemented(Implemented::Kind::kPolicy, key, na);
+  in_force = std::move(want.in_force);
+  return {};
 }
 
 Result<void> Agent::start() {
@@ -350,6 +637,16 @@ void Agent::stop() {
     infs.swap(vni_informers_);
   }
   for (auto& [_, inf] : infs) inf->stop();
+  std::vector<std::unique_ptr<client::Informer>> policy_infs;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [_, inf] : group_informers_) policy_infs.push_back(std::move(inf));
+    for (auto& [_, w] : member_watches_) policy_infs.push_back(std::move(w.informer));
+    group_informers_.clear();
+    agent_metrics().member_watches.get().dec(static_cast<double>(member_watches_.size()));
+    member_watches_.clear();
+  }
+  for (auto& inf : policy_infs) inf->stop();
   local_.stop();
   std::lock_guard lk(mu_);
   // A stopped agent no longer counts (its fabric state stays as it is).
@@ -368,6 +665,10 @@ Result<void> Agent::adopt() {
   if (!locals) return fail(locals.error());
   auto remotes = fabric_.list_remote();
   if (!remotes) return fail(remotes.error());
+  auto sets = fabric_.list_sets();
+  if (!sets) return fail(sets.error());
+  auto policies = fabric_.list_policies();
+  if (!policies) return fail(policies.error());
   client::ListOptions lo;
   lo.field_selector = "spec.node=" + opts_.node;
   auto local_list = client_->list<api::NetworkAttachment>("", lo);
@@ -406,6 +707,7 @@ Result<void> Agent::adopt() {
       }
       const auto& na = *it->second.second;
       locals_[it->second.first] = LocalState{ifc, na.metadata.uid, na.spec.post_delete_exec};
+      if (auto p = policies->find(ifc.name); p != policies->end()) policies_[it->second.first] = p->second;
       if (na.status.post_create_exec_report) execs_done_.insert(na.metadata.uid + "/" + ifc.name);
     }
     for (const auto& r : *remotes) {
@@ -414,7 +716,19 @@ Result<void> Agent::adopt() {
       else remotes_[it->second] = r;
     }
     publish_counts();
+    // Sets: a watched one is made exactly its members at its first sync; the others go
+    // once no policy names them.
+    for (auto& [name, elems] : *sets) {
+      std::set<uint32_t> have(elems.begin(), elems.end());
+      if (auto w = member_watches_.find(name); w != member_watches_.end()) {
+        w->second.adopted = std::move(have);
+        controller_.enqueue(std::string(kSetPrefix) + name);
+      } else {
+        adopted_sets_[name] = std::move(have);
+      }
+    }
   }
+  for (const auto& [name, _] : adopted_sets_) controller_.enqueue(std::string(kSetPrefix) + name);
   // Fabric calls never under mu_ (informer handlers take it on the transport thread).
   for (const auto& ifc : orphan_locals) {
     spdlog::info("agent: removing orphan local interface {} (vni {})", ifc.name, ifc.vni);
@@ -432,6 +746,7 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
     update_relevance();
     return controllers::Requeue{};
   }
+  if (key.starts_with(kSetPrefix)) return reconcile_set(key.substr(kSetPrefix.size()));
   client::ObjectPtr obj;
   uint32_t where = kLocal;
   {
@@ -532,7 +847,7 @@ std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vect
     std::lock_guard lk(mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
       const std::string& key = keys[i];
-      if (key == kRelevanceKey || locals_.count(key)) {
+      if (key.starts_with('@') || locals_.count(key)) {  // relevance, member sets, locals
         singles.push_back(i);
         continue;
       }
@@ -665,6 +980,8 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
       publish_counts();
       return fail(r.error());
     }
+    std::lock_guard lk(mu_);
+    policies_.erase(key);
   }
   if (!have) {
     if (auto r = timed("create_local", [&] { return fabric_.create_local(want); }); !r) {
@@ -683,7 +1000,18 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
     implemented(Implemented::Kind::kLocal, key, na);
   }
 
+  // Security groups: in force before the guest is told it is ready (and before its
+  // postCreateExec, which may start it).
+  std::vector<api::SecurityGroupRevision> in_force;
+  if (auto r = ensure_policy(key, na, want, in_force); !r) {
+    api::NetworkAttachment next = na;
+    next.status.errors.host = {"cannot enforce security groups on " + want.name + ": " + r.error().message};
+    if (next.status != na.status) (void)client_->update_status(next);
+    return fail(r.error());
+  }
+
   api::NetworkAttachment next = na;
+  next.status.security_groups_in_force = std::move(in_force);
   next.status.mac_address = api::format_mac(want.mac);
   next.status.ifc_name = want.name;
   next.status.host_ip = api::format_ipv4(opts_.host_ip);
@@ -739,6 +1067,10 @@ Result<void> Agent::remove_local(const std::string& key) {
     std::lock_guard lk(mu_);
     locals_[key] = st;  // try again later
     return r;
+  }
+  {
+    std::lock_guard lk(mu_);
+    policies_.erase(key);  // the policy went with the interface
   }
   if (!st.post_delete_exec.empty()) {
     auto report = run_exec("postDeleteExec", st.post_delete_exec, st.ifc);

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/policy.h"
 #include "client/informer.h"
 #include "common/clock.h"
 #include "controllers/controller.h"
@@ -46,7 +47,10 @@ namespace kos::agent {
 // What the agent has just made real, for observers (the driver's create->implemented
 // measurements, `kos simulate`). Called on a worker thread; must not block.
 struct Implemented {
-  enum class Kind { kLocal, kRemote } kind;
+  // kMember: attachment `key` is in this node's address sets of a group it is a member of
+  // (its address added, as its status had it); kPolicy: the local attachment `key`'s
+  // security groups are in force (status.securityGroupsInForce is about to say so).
+  enum class Kind { kLocal, kRemote, kMember, kPolicy } kind;
   std::string node;
   std::string key;  // namespace/name of the attachment
   std::string uid;
@@ -89,6 +93,15 @@ class Agent {
     uint64_t irrelevant_events = 0;  // about a VNI not hosted here, or a local attachment
     uint64_t remote_unchanged = 0;   // remote events that changed nothing programmed here
     uint64_t vni_informers_started = 0;
+    // Security groups: notifications from the group informers and the member watches,
+    // member events about an attachment that is not a member in the watch's domain (must
+    // stay 0), and the watches running now.
+    uint64_t group_events = 0;
+    uint64_t member_events = 0;
+    uint64_t irrelevant_member_events = 0;
+    uint64_t group_informers = 0;
+    uint64_t member_watches = 0;
+    std::set<std::string> watched_groups;  // "ns/name" of the member watches' groups
   };
   Counts counts() const;
 
@@ -132,6 +145,25 @@ class Agent {
   void update_relevance();  // starts/stops VNI informers to match the local attachments
   Result<void> adopt();
   Result<controllers::Requeue> ensure_local(const std::string& key, const api::NetworkAttachment& na);
+
+  // Security groups (policy.h). Informers: one per group a local attachment is in
+  // (metadata.name=G in its namespace), and a member watch per (group, domain) that a
+  // rule of those groups names, for the domains of the local attachments in them; both
+  // follow the local attachments in update_relevance. A member watch feeds one fabric
+  // address set, changed element by element ("@set/<name>" keys).
+  void update_policy_relevance();  // a worker, from update_relevance
+  void on_group(const std::string& gkey, const client::Informer* from);
+  void on_member(const std::string& set, const client::Informer* from, const client::ObjectPtr& obj, bool present);
+  Result<controllers::Requeue> reconcile_set(const std::string& set);
+  // mu_ held: the policy `na` (a local attachment implemented as `ifc`) wants, and the
+  // groups in force once it is programmed (those whose informers and member watches synced).
+  struct PolicyWant {
+    std::optional<fabric::Policy> policy;
+    std::vector<api::SecurityGroupRevision> in_force;
+  };
+  PolicyWant policy_want_locked(const api::NetworkAttachment& na) const;
+  Result<void> ensure_policy(const std::string& key, const api::NetworkAttachment& na, const fabric::LocalIfc& ifc,
+                             std::vector<api::SecurityGroupRevision>& in_force);
   Result<void> remove_local(const std::string& key);
   // A remote mapping to program (want set) or remove (want unset) for `key`; `old` is what
   // the fabric has for it (taken out of remotes_ until apply_remotes writes it back).
@@ -178,6 +210,19 @@ class Agent {
   std::set<std::string> execs_done_;                  // uid + ifc name: postCreateExec ran
   std::map<std::string, std::pair<std::string, std::string>> placements_;  // key -> (netns, ifname)
   Counts counts_;
+  std::map<std::string, std::unique_ptr<client::Informer>> group_informers_;  // "ns/name" ->
+  struct MemberWatch {
+    std::string ns, group, domain;
+    std::unique_ptr<client::Informer> informer;
+    MemberSet members;              // what the fabric's set has, by member
+    std::set<std::string> dirty;    // members whose events are not applied yet
+    // The set as the fabric had it at start-up: the first sync after the watch has synced
+    // makes it exactly the members (removing addresses of members gone meanwhile).
+    std::optional<std::set<uint32_t>> adopted;
+  };
+  std::map<std::string, MemberWatch> member_watches_;  // by set name
+  std::map<std::string, std::set<uint32_t>> adopted_sets_;  // listed at start-up, not yet watched
+  std::map<std::string, fabric::Policy> policies_;          // local key -> the fabric's policy
   struct {
     double locals = 0, remotes = 0, vnis = 0;
   } published_;  // this agent's share of the process-wide gauges

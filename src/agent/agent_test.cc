@@ -200,6 +200,115 @@ TEST_F(AgentTest, EachAgentLearnsExactlyTheVpcsItHosts) {
   EXPECT_EQ(a1->routing, (fabric::Routing{900, *api::parse_ipv4("10.1.0.1"), 24}));
 }
 
+// Security groups on the fake fabric: a node learns the members of a group only where a
+// rule of a group of one of its attachments names it, and only those in its attachments'
+// address domains; membership changes reach the set element by element.
+TEST_F(AgentTest, EachNodeLearnsOnlyTheGroupMembersItsRulesUse) {
+  for (int n = 0; n < 4; ++n) add_agent("node" + std::to_string(n), 0x0a0a0000u + static_cast<uint32_t>(n) + 1);
+  auto group = [&](const std::string& name, std::vector<api::SecurityGroupIngressRule> in,
+                   std::vector<api::SecurityGroupEgressRule> out) {
+    api::SecurityGroup g;
+    g.metadata.namespace_ = "ns";
+    g.metadata.name = name;
+    g.spec.ingress = std::move(in);
+    g.spec.egress = std::move(out);
+    auto r = c_->create(g);
+    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message);
+  };
+  group("servers", {{"tcp", {"22", "443"}, {{"", "clients"}}}}, {});
+  group("clients", {}, {{"any", {}, {{"0.0.0.0/0", ""}}}});
+  group("admins", {}, {});
+  for (auto [name, vni] : {std::pair{"s1", 700u}, std::pair{"s2", 710u}}) {
+    api::Subnet s;
+    s.metadata.namespace_ = "ns";
+    s.metadata.name = name;
+    s.spec.vni = vni;
+    s.spec.ipv4 = "10.7.0.0/24";
+    ASSERT_TRUE(c_->create(s).has_value());
+  }
+  auto member = [&](const std::string& name, const std::string& node, const std::string& subnet,
+                    std::vector<std::string> groups) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = name;
+    na.spec.node = node;
+    na.spec.subnet = subnet;
+    na.spec.security_groups = std::move(groups);
+    ASSERT_TRUE(c_->create(na).has_value()) << name;
+  };
+  member("srv", "node0", "s1", {"servers"});
+  member("cli1", "node1", "s1", {"clients"});
+  member("cli2", "node2", "s1", {"clients"});
+  member("cli3", "node3", "s2", {"clients"});  // another VNI: not srv's clients
+  member("x", "node3", "s1", {});
+  auto ip_of = [&](const std::string& name) -> uint32_t {
+    auto na = c_->get<api::NetworkAttachment>("ns", name);
+    if (!na) return 0;
+    return api::parse_ipv4(na->status.ipv4).value_or(0);
+  };
+  auto na_of = [&](const std::string& name) { return *c_->get<api::NetworkAttachment>("ns", name); };
+  const std::string clients_700 = member_set_name("ns", "clients", "700");
+  auto& f0 = *fabrics_[0];
+  ASSERT_TRUE(eventually([&] {
+    auto sets = f0.sets();
+    return sets.contains(clients_700) && sets[clients_700] == std::set<uint32_t>{ip_of("cli1"), ip_of("cli2")} &&
+           ip_of("cli1") != 0 && ip_of("cli2") != 0;
+  })) << "node0's set of clients";
+  EXPECT_EQ(f0.sets().size(), 1u);
+  // srv's policy: ingress 22 and 443 from the set; nothing sent but replies.
+  const std::string srv_ifc = na_of("srv").status.ifc_name;
+  ASSERT_TRUE(eventually([&] { return f0.policies().contains(na_of("srv").status.ifc_name); }));
+  const fabric::Policy srv_policy = f0.policies().at(na_of("srv").status.ifc_name);
+  ASSERT_EQ(srv_policy.ingress.size(), 1u);
+  EXPECT_EQ(srv_policy.ingress[0].protocol, 6);
+  EXPECT_EQ(srv_policy.ingress[0].ports, (std::vector<fabric::PortRange>{{22, 22}, {443, 443}}));
+  EXPECT_EQ(srv_policy.ingress[0].sets, std::vector<std::string>{clients_700});
+  EXPECT_TRUE(srv_policy.egress.empty());
+  // In force, at the group's version.
+  const auto servers = *c_->get<api::SecurityGroup>("ns", "servers");
+  EXPECT_TRUE(eventually([&] {
+    return na_of("srv").status.security_groups_in_force ==
+           std::vector<api::SecurityGroupRevision>{{"servers", servers.metadata.resource_version}};
+  }));
+  // The clients' rules name no group: their nodes watch no members, and x has no policy.
+  for (int n = 1; n < 4; ++n) {
+    EXPECT_TRUE(eventually([&] { return fabrics_[static_cast<size_t>(n)]->policies().size() == 1u; })) << n;
+    EXPECT_TRUE(fabrics_[static_cast<size_t>(n)]->sets().empty()) << n;
+    EXPECT_EQ(agents_[static_cast<size_t>(n)]->counts().member_watches, 0u) << n;
+  }
+  EXPECT_EQ(agents_[0]->counts().watched_groups, std::set<std::string>{"ns/clients"});
+
+  // cli2 leaves the group, x joins it: one element each.
+  const auto before = f0.counts().set_elements_changed;
+  auto cli2 = na_of("cli2");
+  cli2.spec.security_groups.clear();
+  ASSERT_TRUE(c_->update(cli2).has_value());
+  auto x = na_of("x");
+  x.spec.security_groups = {"clients"};
+  ASSERT_TRUE(c_->update(x).has_value());
+  EXPECT_TRUE(eventually([&] {
+    return f0.sets()[clients_700] == std::set<uint32_t>{ip_of("cli1"), ip_of("x")};
+  }));
+  EXPECT_EQ(f0.counts().set_elements_changed - before, 2u);
+  EXPECT_TRUE(eventually([&] { return fabrics_[2]->policies().empty(); })) << "cli2 has no group now";
+
+  // servers now also takes ssh from admins: node0 watches admins too.
+  auto srv_group = servers;
+  srv_group.spec.ingress.push_back({"tcp", {"22"}, {{"", "admins"}}});
+  ASSERT_TRUE(c_->update(srv_group).has_value());
+  EXPECT_TRUE(eventually([&] {
+    return agents_[0]->counts().watched_groups == std::set<std::string>{"ns/admins", "ns/clients"} &&
+           f0.policies().at(srv_ifc).ingress.size() == 2u;
+  }));
+  for (int n = 0; n < 4; ++n)
+    EXPECT_EQ(agents_[static_cast<size_t>(n)]->counts().irrelevant_member_events, 0u) << "node" << n;
+
+  // srv goes: node0 stops watching and removes its sets.
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "srv").has_value());
+  EXPECT_TRUE(eventually([&] { return f0.sets().empty() && f0.policies().empty(); }));
+  EXPECT_EQ(agents_[0]->counts().member_watches, 0u);
+}
+
 // Creates attachment ns/`name` of Subnet `subnet` on `node`.
 void attach(client::RestClient& c, const std::string& name, const std::string& node,
             const std::string& subnet) {

@@ -42,7 +42,15 @@ ImplementationPage ImplementationLog::since(uint64_t since, size_t limit) const 
 
 namespace {
 
-std::string_view kind_name(Implemented::Kind k) { return k == Implemented::Kind::kLocal ? "local" : "remote"; }
+std::string_view kind_name(Implemented::Kind k) {
+  switch (k) {
+    case Implemented::Kind::kLocal: return "local";
+    case Implemented::Kind::kRemote: return "remote";
+    case Implemented::Kind::kMember: return "member";
+    case Implemented::Kind::kPolicy: return "policy";
+  }
+  return "local";
+}
 
 api::MicroTime micro(std::chrono::system_clock::time_point t) {
   return std::chrono::time_point_cast<std::chrono::microseconds>(t);
@@ -135,7 +143,9 @@ Result<ImplementationPage> page_from_json(std::string_view body) {
     if (ec) return bad("an item's vni or seq is not an unsigned integer");
     if (*kind == "local") r.what.kind = Implemented::Kind::kLocal;
     else if (*kind == "remote") r.what.kind = Implemented::Kind::kRemote;
-    else return bad("an item's kind is neither local nor remote");
+    else if (*kind == "member") r.what.kind = Implemented::Kind::kMember;
+    else if (*kind == "policy") r.what.kind = Implemented::Kind::kPolicy;
+    else return bad("an item's kind is not local, remote, member or policy");
     auto t = api::parse_micro_time(std::string_view(time->data(), time->size()));
     if (!t) return bad("an item's time: " + t.error().message);
     r.what.at = *t;

@@ -5,7 +5,7 @@
 //   GET /debug/implementations?since=SEQ&limit=L
 //   {"next":SEQ, "dropped":bool,
 //    "items":[{"seq":N,"node":"...","key":"ns/name","uid":"...","vni":V,
-//              "kind":"local"|"remote","time":"2024-01-02T03:04:05.123456Z"}]}
+//              "kind":"local"|"remote"|"member"|"policy","time":"2024-01-02T03:04:05.123456Z"}]}
 //
 // Records are numbered 0, 1, 2, ... in the order they were recorded. A page holds the
 // records with seq >= since, oldest first, at most `limit` of them; `next` is the seq to

@@ -208,6 +208,8 @@ void Tracker::implemented(const agent::Implemented& rec) {
   if (it == atts_.end()) return;
   Att& a = it->second;
   if (!a.uid.empty() && rec.uid != a.uid) return;
+  // Security-group records are not this tracker's stages.
+  if (rec.kind == agent::Implemented::Kind::kMember || rec.kind == agent::Implemented::Kind::kPolicy) return;
   if (rec.kind == agent::Implemented::Kind::kLocal) {
     if (rec.node != a.node || a.local_impl) return;
     a.local_impl = rec.at;

@@ -1,5 +1,6 @@
 #include "fabric/fake/fake_fabric.h"
 
+#include <algorithm>
 #include <thread>
 
 namespace kos::fabric {
@@ -86,7 +87,9 @@ Result<void> FakeFabric::delete_local(const LocalIfc& ifc) {
 Result<void> FakeFabric::do_delete_local(const LocalIfc& ifc) {
   if (auto e = check(ifc)) return fail(*e);
   std::lock_guard lk(mu_);
-  if (locals_.erase({ifc.vni, ifc.mac}) > 0) {
+  if (auto it = locals_.find({ifc.vni, ifc.mac}); it != locals_.end()) {
+    policies_.erase(it->second.name);
+    locals_.erase(it);
     unplug(ifc.vni, ifc.mac);
     ++counts_.changes;
   }
@@ -185,6 +188,78 @@ std::vector<RemoteIfc> FakeFabric::remotes() const {
   out.reserve(remotes_.size());
   for (const auto& [_, ifc] : remotes_) out.push_back(ifc);
   return out;
+}
+
+bool FakeFabric::set_in_use(const std::string& name) const {
+  for (const auto& [_, p] : policies_)
+    for (const auto* rules : {&p.ingress, &p.egress})
+      for (const auto& r : *rules)
+        if (std::find(r.sets.begin(), r.sets.end(), name) != r.sets.end()) return true;
+  return false;
+}
+
+Result<void> FakeFabric::set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) {
+  if (auto e = begin(Op::kSetPolicy, &Counts::set_policy)) return fail(*e);
+  if (auto e = check(ifc)) return fail(*e);
+  if (policy)
+    if (auto e = check(*policy)) return fail(*e);
+  std::lock_guard lk(mu_);
+  auto it = locals_.find({ifc.vni, ifc.mac});
+  if (it == locals_.end()) return fail(Errc::kNotFound, "no local interface " + ifc.name);
+  if (!policy) {
+    if (policies_.erase(ifc.name) > 0) ++counts_.changes;
+    return {};
+  }
+  for (const auto* rules : {&policy->ingress, &policy->egress})
+    for (const auto& r : *rules)
+      for (const auto& s : r.sets) sets_.try_emplace(s);
+  auto& p = policies_[ifc.name];
+  if (!(p == *policy)) {
+    p = *policy;
+    ++counts_.changes;
+  }
+  return {};
+}
+
+Result<void> FakeFabric::update_set(const std::string& name, const std::vector<uint32_t>& add,
+                                    const std::vector<uint32_t>& remove) {
+  if (auto e = begin(Op::kUpdateSet, &Counts::update_set)) return fail(*e);
+  if (auto e = check_set_name(name)) return fail(*e);
+  std::lock_guard lk(mu_);
+  auto& s = sets_[name];
+  for (uint32_t ip : remove) counts_.set_elements_changed += s.erase(ip);
+  for (uint32_t ip : add) counts_.set_elements_changed += s.insert(ip).second ? 1 : 0;
+  return {};
+}
+
+Result<void> FakeFabric::delete_set(const std::string& name) {
+  if (auto e = check_set_name(name)) return fail(*e);
+  std::lock_guard lk(mu_);
+  if (set_in_use(name)) return fail(Errc::kConflict, "address set " + name + " is named by a policy");
+  sets_.erase(name);
+  return {};
+}
+
+Result<std::map<std::string, std::vector<uint32_t>>> FakeFabric::list_sets() {
+  std::lock_guard lk(mu_);
+  std::map<std::string, std::vector<uint32_t>> out;
+  for (const auto& [n, s] : sets_) out[n] = std::vector<uint32_t>(s.begin(), s.end());
+  return out;
+}
+
+Result<std::map<std::string, Policy>> FakeFabric::list_policies() {
+  std::lock_guard lk(mu_);
+  return policies_;
+}
+
+std::map<std::string, Policy> FakeFabric::policies() const {
+  std::lock_guard lk(mu_);
+  return policies_;
+}
+
+std::map<std::string, std::set<uint32_t>> FakeFabric::sets() const {
+  std::lock_guard lk(mu_);
+  return sets_;
 }
 
 }  // namespace kos::fabric

@@ -12,6 +12,9 @@
 //  - plug() records (netns, ifname) -> the interface; it needs the local to exist and
 //    refuses an (netns, ifname) that holds another MAC; deleting or replacing the local
 //    unplugs it. The fake cannot see namespaces: any absolute path is one;
+//  - security groups: a policy per local interface (by name; kNotFound for an interface it
+//    does not have) and address sets by name, as fabric.h says; delete_local drops the
+//    interface's policy, delete_set refuses a set a policy names (kConflict);
 //  - the same argument checks: VNI 1..api::kMaxVni, a unicast non-zero MAC, a local name
 //    of 1..15 characters, a non-zero guest IP and (remote) host IP; else kInvalid.
 //
@@ -25,6 +28,8 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -39,7 +44,7 @@ struct FakeFabricOptions {
 
 class FakeFabric final : public Fabric {
  public:
-  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote, kPlug };
+  enum class Op { kCreateLocal, kDeleteLocal, kCreateRemote, kDeleteRemote, kListLocal, kListRemote, kPlug, kSetPolicy, kUpdateSet };
 
   // Calls by kind (failed and no-op calls included), and how many calls changed the state.
   struct Counts {
@@ -50,6 +55,9 @@ class FakeFabric final : public Fabric {
     uint64_t list_local = 0;
     uint64_t list_remote = 0;
     uint64_t plug = 0;
+    uint64_t set_policy = 0;
+    uint64_t update_set = 0;
+    uint64_t set_elements_changed = 0;  // elements added or removed by update_set
     uint64_t changes = 0;  // creates and deletes that added, replaced or removed something
     uint64_t batches = 0;  // apply() calls
     uint64_t mutations() const { return create_local + delete_local + create_remote + delete_remote; }
@@ -68,6 +76,12 @@ class FakeFabric final : public Fabric {
   Result<std::vector<RemoteIfc>> list_remote() override;
   Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
   Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
+  Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) override;
+  Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add,
+                          const std::vector<uint32_t>& remove) override;
+  Result<void> delete_set(const std::string& name) override;
+  Result<std::map<std::string, std::vector<uint32_t>>> list_sets() override;
+  Result<std::map<std::string, Policy>> list_policies() override;
   // One latency for the whole batch (a batched kernel operation), each change counted as
   // its call.
   std::vector<Result<void>> apply(const std::vector<Change>& changes) override;
@@ -82,6 +96,8 @@ class FakeFabric final : public Fabric {
   // Snapshots, ordered by (vni, mac) and (vni, guest_ip).
   std::vector<LocalIfc> locals() const;
   std::vector<RemoteIfc> remotes() const;
+  std::map<std::string, Policy> policies() const;              // by local interface name
+  std::map<std::string, std::set<uint32_t>> sets() const;      // by set name
 
  private:
   // Sleeps the latency, counts the call and consumes an injected failure if one is armed.
@@ -98,6 +114,9 @@ class FakeFabric final : public Fabric {
   std::map<Op, std::pair<int, Error>> failures_;
   std::map<std::pair<uint32_t, api::MacAddress>, LocalIfc> locals_;
   std::map<std::pair<uint32_t, uint32_t>, RemoteIfc> remotes_;
+  std::map<std::string, Policy> policies_;
+  std::map<std::string, std::set<uint32_t>> sets_;
+  bool set_in_use(const std::string& name) const;  // mu_ held
   struct PlugState {
     uint32_t vni;
     Plugged plugged;
