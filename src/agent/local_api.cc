@@ -75,7 +75,9 @@ int64_t ms_since(Steady::time_point t) {
 
 LocalApi::LocalApi(std::shared_ptr<client::RestClient> client, Agent& agent, fabric::Fabric& fabric,
                    LocalApiOptions opts)
-    : client_(std::move(client)), agent_(agent), fabric_(fabric), opts_(std::move(opts)) {}
+    : client_(std::move(client)), agent_(agent), fabric_(fabric), opts_(std::move(opts)) {
+  if (!opts_.prober) opts_.prober = std::make_shared<LinuxGuestProber>();
+}
 
 LocalApi::~LocalApi() { stop(); }
 
@@ -189,6 +191,7 @@ Response LocalApi::handle(const Request& req) {
   Response r;
   if (req.op == "status") r = status();
   else if (req.op == "gc") r = gc(req);
+  else if (req.op == "probe") r = probe(req);
   else if (req.op == "add" || req.op == "del" || req.op == "check") {
     // Arguments first: nothing is read or made for a request that cannot be served.
     if (auto e = container_id_error(req.container_id)) return Response::error(cni::kInvalidEnvironment, *e);
@@ -209,7 +212,11 @@ Response LocalApi::handle(const Request& req) {
   } else {
     return Response::error(cni::kDecodeFailure, "unknown operation \"" + req.op + "\"");
   }
-  const std::string who = req.container_id.empty() ? "" : " container=" + req.container_id + " ifname=" + req.ifname;
+  std::string who = req.container_id.empty() ? "" : " container=" + req.container_id + " ifname=" + req.ifname;
+  if (req.op == "probe") {
+    who = " from=" + req.ns + "/" + req.attachment + " to=" + req.target + (req.port ? " port=" + std::to_string(req.port) : "") + " protocol=" + req.protocol;
+    if (r.code == 0) who += " verdict=" + r.verdict + " (" + r.detail + ")";
+  }
   if (r.code == 0)
     spdlog::info("cni: {}{} attachment={} address={} took_ms={}", req.op, who, r.attachment, r.address, ms_since(t0));
   else
@@ -490,6 +497,64 @@ Response LocalApi::gc(const Request& req) {
                                                   na.metadata.name + ": " + res.error().message);
     r.deleted.push_back(na.metadata.namespace_ + "/" + na.metadata.name);
   }
+  return r;
+}
+
+Response LocalApi::probe(const Request& req) {
+  // Arguments first.
+  if (auto e = api::dns1123_label_error(req.ns)) return Response::error(cni::kInvalidConfig, "namespace \"" + req.ns + "\": " + *e);
+  if (auto e = api::dns1123_subdomain_error(req.attachment))
+    return Response::error(cni::kInvalidConfig, "attachment \"" + req.attachment + "\": " + *e);
+  auto target = api::parse_ipv4(req.target);
+  if (!target) return Response::error(cni::kInvalidConfig, "target \"" + req.target + "\" is not an IPv4 address");
+  auto proto = parse_probe_protocol(req.protocol);
+  if (!proto) return Response::error(cni::kInvalidConfig, "protocol \"" + req.protocol + "\": tcp, udp or icmp");
+  if (*proto == ProbeProtocol::kIcmp ? req.port != 0 : (req.port < 1 || req.port > 65535))
+    return Response::error(cni::kInvalidConfig, *proto == ProbeProtocol::kIcmp
+                                                    ? "an icmp probe takes no port"
+                                                    : "port " + std::to_string(req.port) + ": 1..65535 for " + req.protocol);
+  ProbeSpec spec;
+  spec.protocol = *proto;
+  spec.target = *target;
+  spec.port = static_cast<uint16_t>(req.port);
+  spec.timeout = std::clamp(req.timeout_ms > 0 ? std::chrono::milliseconds(req.timeout_ms) : kDefaultProbeTimeout,
+                            kMinProbeTimeout, kMaxProbeTimeout);
+
+  // The source: an attachment this agent has implemented (its incarnation read from the
+  // API unless the caller knows it).
+  const std::string key = key_of(req.ns, req.attachment);
+  std::string uid = req.uid;
+  if (uid.empty()) {
+    auto na = client_->get<api::NetworkAttachment>(req.ns, req.attachment);
+    if (!na) {
+      if (na.error().code == Errc::kNotFound)
+        return Response::error(cni::kNotLocal, "NetworkAttachment " + key + " does not exist");
+      return Response::error(cni::kApiServer, "cannot read NetworkAttachment " + key + ": " + na.error().message);
+    }
+    if (na->spec.node != agent_.node())
+      return Response::error(cni::kNotLocal, "NetworkAttachment " + key + " is on node " +
+                                                 (na->spec.node.empty() ? "(none)" : na->spec.node) + ", not " +
+                                                 agent_.node() + ": ask that node's agent");
+    uid = na->metadata.uid;
+  }
+  auto ifc = agent_.local(key, uid);
+  if (!ifc)
+    return Response::error(cni::kNotLocal, "NetworkAttachment " + key + (req.uid.empty() ? "" : " (uid " + req.uid + ")") +
+                                               " is not implemented on node " + agent_.node());
+  auto answer = opts_.prober->probe(Guest{key, uid, ifc->mac, ifc->guest_ip}, spec);
+  if (!answer) {
+    if (answer.error().code == Errc::kNotFound)
+      return Response::error(cni::kNoGuest, "the guest of NetworkAttachment " + key + " was not found on node " +
+                                                agent_.node() + ": " + answer.error().message);
+    return Response::error(cni::kProbeFailed, "cannot probe from NetworkAttachment " + key + ": " + answer.error().message);
+  }
+  Response r;
+  r.attachment = key;
+  r.ifname = answer->where.ifname;
+  r.sandbox = answer->where.path;
+  r.verdict = answer->outcome.allowed ? "allow" : "deny";
+  r.detail = answer->outcome.detail;
+  r.elapsed_us = std::max<int64_t>(1, answer->outcome.elapsed.count());
   return r;
 }
 

@@ -23,6 +23,12 @@
 //         container's interface has its MAC and address and is up.
 //  status the agent answers (it does) and the API server answers a list.
 //  gc     deletes this node's attachments of that network not in the valid list.
+//  probe  (`kos check`) a TCP connect, UDP datagram or ICMP echo from inside the guest of
+//         a local attachment to an address, with a short timeout (probe.h): the guest's
+//         namespace is found by its MAC. Code 0 with verdict "allow" or "deny" and how it
+//         went; kNotLocal: the attachment does not exist, is on another node or is not
+//         implemented here; kNoGuest: no namespace holds its guest interface; kProbeFailed:
+//         the probe could not be sent (e.g. the guest interface lacks its address).
 //
 // Threads: the server accepts on a thread of its own and runs each request on a thread of
 // its own (at most kMaxInFlight at once; more are answered "try again later"). Requests of
@@ -39,6 +45,7 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "agent/probe.h"
 #include "cni/protocol.h"
 #include "fabric/fabric.h"
 
@@ -58,6 +65,7 @@ struct LocalApiOptions {
   std::string socket_path;                           // created (replacing a stale one), mode 0600
   std::chrono::milliseconds default_timeout{30000};  // when a request names none
   std::chrono::milliseconds max_timeout{300000};
+  std::shared_ptr<GuestProber> prober;  // the probe op's; null: a LinuxGuestProber
 };
 
 class LocalApi {
@@ -80,6 +88,7 @@ class LocalApi {
   cni::Response check(const cni::Request& req);
   cni::Response status();
   cni::Response gc(const cni::Request& req);
+  cni::Response probe(const cni::Request& req);
   std::chrono::milliseconds timeout_of(const cni::Request& req) const;  // the request's, clamped
   void accept_loop();
   void serve(int fd);

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <future>
+#include <mutex>
 
 #include <gtest/gtest.h>
 
@@ -255,6 +256,139 @@ TEST_F(LocalApiTest, ASecondServerOnALiveSocketIsRefusedAndAStaleOneReplaced) {
   ASSERT_TRUE(a) << a.error().message;
   EXPECT_EQ(a->code, 0);
   third.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// probe (kos check)
+
+// Records what it is asked to probe and answers `answer`.
+class FakeProber : public GuestProber {
+ public:
+  Result<Answer> probe(const Guest& guest, const ProbeSpec& spec) override {
+    std::lock_guard lk(mu);
+    guests.push_back(guest);
+    specs.push_back(spec);
+    return answer;
+  }
+  std::mutex mu;
+  std::vector<Guest> guests;
+  std::vector<ProbeSpec> specs;
+  Result<Answer> answer = Answer{{"/var/run/netns/guest-a", "eth0"}, {true, "connected in 0.3 ms", 300us}};
+};
+
+Request probe_req(const std::string& name, const std::string& protocol = "tcp", int port = 22,
+                  const std::string& target = "10.10.0.99") {
+  Request r;
+  r.op = "probe";
+  r.ns = "ns1";
+  r.attachment = name;
+  r.target = target;
+  r.protocol = protocol;
+  r.port = port;
+  return r;
+}
+
+TEST_F(LocalApiTest, ProbeRunsFromTheGuestOfAnAttachmentImplementedHere) {
+  ASSERT_EQ(call(req("add")).code, 0);
+  const std::string name = cni_attachment_name("node-a", "c1", "eth0");
+  auto na = c_->get<api::NetworkAttachment>("ns1", name).value();
+  auto prober = std::make_shared<FakeProber>();
+  LocalApiOptions o;
+  o.socket_path = (dir_ / "probe.sock").string();
+  o.prober = prober;
+  LocalApi api(c_, *agent_, fabric_, o);  // handle() alone: no socket
+
+  auto r = api.handle(probe_req(name));
+  ASSERT_EQ(r.code, 0) << r.msg;
+  EXPECT_EQ(r.attachment, "ns1/" + name);
+  EXPECT_EQ(r.verdict, "allow");
+  EXPECT_EQ(r.detail, "connected in 0.3 ms");
+  EXPECT_EQ(r.elapsed_us, 300);
+  EXPECT_EQ(r.ifname, "eth0");
+  EXPECT_EQ(r.sandbox, "/var/run/netns/guest-a");
+  ASSERT_EQ(prober->guests.size(), 1u);
+  const Guest& g = prober->guests[0];
+  EXPECT_EQ(g.key, "ns1/" + name);
+  EXPECT_EQ(g.uid, na.metadata.uid);
+  EXPECT_EQ(g.ip, api::parse_ipv4(na.status.ipv4).value());
+  EXPECT_EQ(g.mac, api::guest_mac(g.ip, 7));
+  const ProbeSpec& s = prober->specs[0];
+  EXPECT_EQ(s.protocol, ProbeProtocol::kTcp);
+  EXPECT_EQ(s.target, api::parse_ipv4("10.10.0.99").value());
+  EXPECT_EQ(s.port, 22);
+  EXPECT_EQ(s.timeout, 1000ms) << "the default";
+
+  // Timeouts are clamped; icmp takes no port.
+  auto q = probe_req(name, "icmp", 0);
+  q.timeout_ms = 5;
+  ASSERT_EQ(api.handle(q).code, 0);
+  EXPECT_EQ(prober->specs.back().timeout, 100ms);
+  EXPECT_EQ(prober->specs.back().protocol, ProbeProtocol::kIcmp);
+  q.timeout_ms = 600000;
+  ASSERT_EQ(api.handle(q).code, 0);
+  EXPECT_EQ(prober->specs.back().timeout, 10000ms);
+
+  // The caller's uid: this incarnation's is served, another's is not here.
+  q.uid = na.metadata.uid;
+  EXPECT_EQ(api.handle(q).code, 0);
+  q.uid = "another-incarnation";
+  auto other = api.handle(q);
+  EXPECT_EQ(other.code, cni::kNotLocal);
+  EXPECT_NE(other.msg.find("(uid another-incarnation) is not implemented on node node-a"), std::string::npos) << other.msg;
+
+  prober->answer = GuestProber::Answer{{"/var/run/netns/guest-a", "eth0"}, {false, "no answer in 1000 ms", 1s}};
+  auto deny = api.handle(probe_req(name, "udp", 53));
+  ASSERT_EQ(deny.code, 0) << deny.msg;
+  EXPECT_EQ(deny.verdict, "deny");
+  EXPECT_EQ(deny.detail, "no answer in 1000 ms");
+
+  prober->answer = fail(Errc::kNotFound, "no network namespace on this node has a guest interface with MAC x");
+  auto lost = api.handle(probe_req(name));
+  EXPECT_EQ(lost.code, cni::kNoGuest);
+  EXPECT_NE(lost.msg.find("the guest of NetworkAttachment ns1/" + name + " was not found on node node-a: no network"),
+            std::string::npos)
+      << lost.msg;
+  prober->answer = fail(Errc::kConflict, "the guest's interface eth0 does not have its address");
+  auto broken = api.handle(probe_req(name));
+  EXPECT_EQ(broken.code, cni::kProbeFailed);
+  EXPECT_NE(broken.msg.find("does not have its address"), std::string::npos) << broken.msg;
+}
+
+TEST_F(LocalApiTest, ProbeRefusesBadArgumentsAndAttachmentsNotHere) {
+  ASSERT_EQ(call(req("add")).code, 0);
+  const std::string name = cni_attachment_name("node-a", "c1", "eth0");
+  EXPECT_EQ(call(probe_req(name, "sctp", 1)).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(probe_req(name, "icmp", 7)).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(probe_req(name, "tcp", 0)).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(probe_req(name, "udp", 70000)).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(probe_req(name, "tcp", 22, "10.0.0.300")).code, cni::kInvalidConfig);
+  EXPECT_EQ(call(probe_req("Not_A_Name")).code, cni::kInvalidConfig);
+
+  auto ghost = call(probe_req("ghost"));
+  EXPECT_EQ(ghost.code, cni::kNotLocal);
+  EXPECT_EQ(ghost.msg, "NetworkAttachment ns1/ghost does not exist");
+
+  api::NetworkAttachment far;
+  far.metadata.namespace_ = "ns1";
+  far.metadata.name = "far";
+  far.spec.node = "node-b";
+  far.spec.subnet = "s1";
+  ASSERT_TRUE(c_->create(far));
+  auto elsewhere = call(probe_req("far"));
+  EXPECT_EQ(elsewhere.code, cni::kNotLocal);
+  EXPECT_EQ(elsewhere.msg, "NetworkAttachment ns1/far is on node node-b, not node-a: ask that node's agent");
+
+  // The real prober finds no guest: the fake fabric makes no interfaces. (It searches an
+  // empty directory here, not this machine's namespaces.)
+  LocalApiOptions o;
+  o.socket_path = (dir_ / "probe.sock").string();
+  o.prober = std::make_shared<LinuxGuestProber>(LinuxGuestProberOptions{{dir_.string()}, false});
+  LocalApi api(c_, *agent_, fabric_, o);
+  auto none = api.handle(probe_req(name));
+  EXPECT_EQ(none.code, cni::kNoGuest);
+  EXPECT_NE(none.msg.find("was not found on node node-a: no network namespace on this node has a guest interface with MAC "),
+            std::string::npos)
+      << none.msg;
 }
 
 }  // namespace

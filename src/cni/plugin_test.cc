@@ -196,5 +196,31 @@ TEST(CniProtocol, RequestsAndResponsesRoundTrip) {
   EXPECT_FALSE(decode_request("nope"));
 }
 
+TEST(CniProtocol, ProbeRequestsAndAnswersRoundTrip) {
+  Request q;
+  q.op = "probe";
+  q.ns = "demo";
+  q.attachment = "client";
+  q.uid = "u-1";
+  q.target = "10.1.0.3";
+  q.protocol = "tcp";
+  q.port = 22;
+  q.timeout_ms = 1000;
+  EXPECT_EQ(decode_request(encode(q)).value(), q);
+  EXPECT_EQ(encode(q),
+            R"({"op":"probe","namespace":"demo","timeoutMs":1000,"attachment":"client","uid":"u-1","target":"10.1.0.3","protocol":"tcp","port":22})");
+  Response r;
+  r.attachment = "demo/client";
+  r.ifname = "eth0";
+  r.sandbox = "/var/run/netns/guest-a";
+  r.verdict = "deny";
+  r.detail = "no answer in 1000 ms";
+  r.elapsed_us = 1000123;
+  EXPECT_EQ(decode_response(encode(r)).value(), r);
+  // An out-of-range port is kept out of range (the agent refuses it), not wrapped.
+  EXPECT_EQ(decode_request(R"({"op":"probe","port":4294967318})").value().port, 1 << 20);
+  EXPECT_EQ(decode_request(R"({"op":"probe","port":-5})").value().port, -1);
+}
+
 }  // namespace
 }  // namespace kos::cni

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -105,6 +106,11 @@ std::string encode(const Request& r) {
     for (const auto& [c, i] : r.valid) a.push_back(json::object{{"containerId", c}, {"ifName", i}});
     o["valid"] = std::move(a);
   }
+  if (!r.attachment.empty()) o["attachment"] = r.attachment;
+  if (!r.uid.empty()) o["uid"] = r.uid;
+  if (!r.target.empty()) o["target"] = r.target;
+  if (!r.protocol.empty()) o["protocol"] = r.protocol;
+  if (r.port) o["port"] = r.port;
   return json::serialize(o);
 }
 
@@ -123,6 +129,9 @@ std::string encode(const Response& r) {
   if (!r.routes.empty()) o["routes"] = arr(r.routes);
   if (!r.gateway_routes.empty()) o["gatewayRoutes"] = arr(r.gateway_routes);
   if (!r.deleted.empty()) o["deleted"] = arr(r.deleted);
+  if (!r.verdict.empty()) o["verdict"] = r.verdict;
+  if (!r.detail.empty()) o["detail"] = r.detail;
+  if (r.elapsed_us) o["elapsedUs"] = r.elapsed_us;
   return json::serialize(o);
 }
 
@@ -146,6 +155,11 @@ Result<Request> decode_request(std::string_view text) {
   if (const auto* a = o->if_contains("valid"); a && a->is_array())
     for (const auto& e : a->as_array())
       if (e.is_object()) r.valid.emplace_back(str(e.as_object(), "containerId"), str(e.as_object(), "ifName"));
+  r.attachment = str(*o, "attachment");
+  r.uid = str(*o, "uid");
+  r.target = str(*o, "target");
+  r.protocol = str(*o, "protocol");
+  r.port = static_cast<int>(std::clamp<int64_t>(num(*o, "port"), -1, 1 << 20));
   return r;
 }
 
@@ -166,6 +180,9 @@ Result<Response> decode_response(std::string_view text) {
   r.routes = strs(*o, "routes");
   r.gateway_routes = strs(*o, "gatewayRoutes");
   r.deleted = strs(*o, "deleted");
+  r.verdict = str(*o, "verdict");
+  r.detail = str(*o, "detail");
+  r.elapsed_us = num(*o, "elapsedUs");
   return r;
 }
 

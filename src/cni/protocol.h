@@ -6,7 +6,8 @@
 // plugin stays small, and the agent holds the credentials and the watches (the plugin
 // never talks to the API server).
 //
-// Operations (Request::op): "add", "del", "check", "status", "gc"; see the agent's
+// Operations (Request::op): "add", "del", "check", "status", "gc" (the plugin's) and
+// "probe" (`kos check`'s: a connection attempt from inside a local guest); see the agent's
 // local_api.h for what each does. A Response with code 0 succeeded; any other code is a
 // CNI error code (the plugin prints it as the CNI error JSON unchanged).
 #pragma once
@@ -38,6 +39,9 @@ enum Code : int {
   kAgentUnreachable = 100,  // the agent's socket does not answer
   kApiServer = 101,         // the agent could not read or write the API
   kMismatch = 102,          // CHECK: the container's interface differs from prevResult
+  kNotLocal = 103,          // probe: the attachment does not exist or is not implemented here
+  kNoGuest = 104,           // probe: no network namespace holds the attachment's guest end
+  kProbeFailed = 105,       // probe: the probe could not be run (a socket call failed)
 };
 
 struct Request {
@@ -49,6 +53,12 @@ struct Request {
   std::map<std::string, std::string> args;  // CNI_ARGS the agent records (K8S_POD_*)
   std::string prev_address, prev_mac;       // check: from prevResult ("a.b.c.d/len")
   std::vector<std::pair<std::string, std::string>> valid;  // gc: (container id, ifname)
+  // probe: from attachment `ns`/`attachment` (of incarnation `uid`, if the caller knows
+  // it: then the agent need not read the API) to IPv4 address `target`, `protocol` tcp,
+  // udp or icmp, `port` 1..65535 (tcp and udp; 0 for icmp). timeout_ms is the probe's
+  // (default 1000, clamped to 100..10000).
+  std::string attachment, uid, target, protocol;
+  int port = 0;
   bool operator==(const Request&) const = default;
 };
 
@@ -64,6 +74,12 @@ struct Response {
   std::vector<std::string> gateway_routes;  // destinations reached through the gateway
   // gc
   std::vector<std::string> deleted;  // namespace/name
+  // probe (also attachment; ifname and sandbox: the guest's interface and the namespace
+  // the probe ran in): "allow" (the network delivered it: TCP connected or refused, a UDP
+  // reply or port unreachable, an ICMP echo reply) or "deny" (no answer within the
+  // timeout, or unreachable), how ("connected in 0.3 ms") and how long it took.
+  std::string verdict, detail;
+  int64_t elapsed_us = 0;
   bool operator==(const Response&) const = default;
 
   static Response error(int code, std::string msg, std::string details = {}) {
