@@ -78,7 +78,7 @@ Result<T> in_namespace(const std::string& path, const std::function<Result<T>()>
 std::string ms_text(std::chrono::microseconds d) {
   const double ms = static_cast<double>(d.count()) / 1000.0;
   char buf[32];
-  std::snprintf(buf, sizeof buf, ms < 100 ? "%.1f ms" : "%.0f ms", ms);
+  std::snprintf(buf, sizeof buf, ms < 1 ? "%.2f ms" : ms < 100 ? "%.1f ms" : "%.0f ms", ms);
   return buf;
 }
 
@@ -86,8 +86,8 @@ std::chrono::microseconds since(Steady::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Steady::now() - t0);
 }
 
-int remaining_ms(Steady::time_point deadline) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()).count();
+int remaining_ms(Steady::time_point deadline) {  // rounded up: poll's wait may end early otherwise
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
   return ms <= 0 ? 0 : static_cast<int>(std::min<int64_t>(ms, 1 << 30));
 }
 
@@ -97,7 +97,8 @@ short wait_for(int fd, short events, Steady::time_point deadline) {
     pollfd p{fd, events, 0};
     const int n = ::poll(&p, 1, remaining_ms(deadline));
     if (n > 0) return p.revents;
-    if (n == 0) return 0;
+    if (n == 0 && Steady::now() >= deadline) return 0;
+    if (n == 0) continue;
     if (errno != EINTR) return POLLERR;
   }
 }
