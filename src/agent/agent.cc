@@ -119,6 +119,8 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
                   metrics::Registry::global(), opts_.clock) {
   // Exported from the start (0 is the figure that matters for this one).
   agent_metrics().irrelevant.get();
+  agent_metrics().irrelevant_members.get();
+  agent_metrics().member_watches.get();
   // The VNIs of the addressed local attachments: what update_relevance wants, without a
   // walk over every local attachment on each local event (30% of the agents' CPU with
   // ~100 attachments per node).

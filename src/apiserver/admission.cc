@@ -72,7 +72,8 @@ std::string string_at(const json::object* o, std::string_view key) {
 json::object status_not_owned_by_agent(const json::object& obj) {
   const auto* st = object_at(obj, "status");
   json::object out = st ? *st : json::object();
-  for (std::string_view k : {"macAddress", "ifcName", "hostIP", "postCreateExecReport"}) out.erase(k);
+  for (std::string_view k : {"macAddress", "ifcName", "hostIP", "postCreateExecReport", "securityGroupsInForce"})
+    out.erase(k);
   if (auto* e = out.if_contains("errors"); e && e->is_object()) {
     e->get_object().erase("host");
     if (e->get_object().empty()) out.erase("errors");
@@ -129,7 +130,8 @@ Result<void> UserAdmission::admit_attachment(const json::object* old_obj, const 
                                 " (this one's is \"" + obj_node + "\")");
     if (old_obj && status_not_owned_by_agent(*old_obj) != status_not_owned_by_agent(obj))
       return forbidden(obj, "nodes may write only the agent's part of an attachment's status "
-                            "(macAddress, ifcName, hostIP, errors.host, postCreateExecReport), not "
+                            "(macAddress, ifcName, hostIP, errors.host, postCreateExecReport, "
+                            "securityGroupsInForce), not "
                             "IPAM fields (ipv4, addressVNI, lockUID, addressContention, errors.ipam)");
     return {};
   }

@@ -100,6 +100,10 @@ void add_driver_command(CLI::App& app, std::function<int()>& run_fn) {
                 "0: isolated subnets. N > 0: N Vpcs (routing VNIs after the subnets'), network i a subnet "
                 "of VPC i mod N; create -> implemented then waits for every node of the attachment's VPC")
       ->capture_default_str();
+  c->add_option("--security-groups", o.security_groups,
+                "0: no security groups. N > 0: N SecurityGroups per namespace (each takes tcp 22 from its "
+                "own members), every attachment in one of them; measures create -> rules in force")
+      ->capture_default_str();
   c->add_option("--cidr-base", o.cidr_base,
                 "first address of the subnets, laid out upward, each sized for twice its slots")
       ->capture_default_str();

@@ -151,6 +151,7 @@ class Driver {
           TrackerOptions t;
           t.measure_implemented = !o.agent_endpoints.empty();
           t.measure_tested = o.ping;
+          t.measure_policy = o.security_groups > 0;
           t.stage_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(o.stage_timeout);
           return t;
         }()) {}
@@ -189,6 +190,7 @@ class Driver {
   std::mt19937_64 rng_;
   std::string run_id_;
   std::string vpc_name(uint32_t i) const { return run_id_ + "-vpc-" + std::to_string(i + 1); }
+  std::string group_name(size_t j) const { return run_id_ + "-sg-" + std::to_string(j + 1); }
   std::shared_ptr<client::RestClient> client_;
   std::vector<std::string> nodes_;
   std::vector<Network> nets_;
@@ -290,6 +292,20 @@ Result<void> Driver::create_subnets() {
     auto r = client_->create(v);
     if (!r) return fail(r.error().code, "creating VPC " + where.first + "/" + name + " (VNI " +
                                             std::to_string(where.second) + "): " + r.error().message);
+  }
+  std::set<std::string> group_namespaces;
+  for (const auto& n : nets_) group_namespaces.insert(n.ns);
+  for (const auto& ns : group_namespaces) {
+    for (uint32_t j = 0; j < o_.security_groups; ++j) {
+      api::SecurityGroup g;
+      g.metadata.namespace_ = ns;
+      g.metadata.name = group_name(j);
+      g.metadata.labels[kRunLabel] = run_id_;
+      g.spec.ingress = {{"tcp", {"22"}, {{"", g.metadata.name}}}};
+      g.spec.egress = {{"any", {}, {{"0.0.0.0/0", ""}}}};
+      auto r = client_->create(g);
+      if (!r) return fail(r.error().code, "creating SecurityGroup " + ns + "/" + g.metadata.name + ": " + r.error().message);
+    }
   }
   for (const auto& n : nets_) {
     api::Subnet s;
@@ -417,6 +433,7 @@ void Driver::create_job(const Live& l, const std::string& node, bool measured, S
   na.metadata.labels[kRunLabel] = run_id_;
   na.spec.node = node;
   na.spec.subnet = net.subnet;
+  if (o_.security_groups > 0) na.spec.security_groups = {group_name(std::hash<std::string>{}(l.name) % o_.security_groups)};
   if (o_.ping) {
     na.spec.post_create_exec = {o_.ping_program, "${ifname}", "${ipv4}", "${mac}"};
     std::lock_guard lk(mu_);
@@ -587,6 +604,8 @@ void Driver::cleanup() {
   };
   const size_t subnets = remove_all.template operator()<api::Subnet>();
   const size_t vpcs = remove_all.template operator()<api::Vpc>();
+  const size_t groups = remove_all.template operator()<api::SecurityGroup>();
+  if (groups > 0) std::fprintf(stderr, "kos driver: clean-up: deleted %zu security groups\n", groups);
   if (vpcs > 0) std::fprintf(stderr, "kos driver: clean-up: deleted %zu VPCs\n", vpcs);
   std::fprintf(stderr, "kos driver: clean-up: deleted %zu attachments and %zu subnets%s\n", deleted.load(), subnets,
                failed ? (", " + std::to_string(failed.load()) + " deletes failed").c_str() : "");
@@ -645,6 +664,7 @@ RunReport Driver::make_report() {
   r.results = tracker_.results(origin_);
   r.measure_implemented = !o_.agent_endpoints.empty();
   r.measure_tested = o_.ping;
+  r.measure_policy = o_.security_groups > 0;
   r.nodes = nodes_.size();
   r.vnis = nets_.size();
   r.target_rate = o_.rate;
@@ -666,6 +686,8 @@ RunReport Driver::make_report() {
        {"nodes", join(nodes_)},
        {"vnis", std::to_string(o_.vnis) + " (" + std::to_string(nets_.front().vni) + ".." + std::to_string(nets_.back().vni) + ")"},
        {"vpcs", o_.vpcs == 0 ? std::string("none (isolated subnets)") : std::to_string(o_.vpcs)},
+       {"security groups", o_.security_groups == 0 ? std::string("none")
+                                                   : std::to_string(o_.security_groups) + " per namespace"},
        {"slots", "top " + num(o_.slots_top) + ", exponent " + num(o_.slots_exponent) + ", total " + std::to_string(total_slots)},
        {"subnets", nets_.front().cidr.to_string() + " .. " + nets_.back().cidr.to_string()},
        {"rate", num(o_.rate) + " creates/s, " + o_.arrivals + " arrivals"},
@@ -802,6 +824,7 @@ uint64_t total_failures(const RunReport& r) {
   for (Stage s : kAllStages) {
     if (s == Stage::kImplemented && !r.measure_implemented) continue;
     if (s == Stage::kTested && !r.measure_tested) continue;
+    if (s == Stage::kInForce && !r.measure_policy) continue;
     n += r.results.stages[static_cast<size_t>(s)].failures;
   }
   return n;

@@ -36,6 +36,10 @@ struct DriverOptions {
   // > 0: that many Vpcs (routing VNIs base+vnis ..), network i a subnet of VPC i mod vpcs;
   // create -> implemented then means on every node of the attachment's VPC.
   uint32_t vpcs = 0;
+  // > 0: that many SecurityGroups per namespace ("<run>-sg-<j>", each taking tcp 22 from its
+  // own members and sending anything); attachment i is in group i mod this. Measures
+  // create -> rules in force.
+  uint32_t security_groups = 0;
   std::string cidr_base = "10.0.0.0";
   double slots_top = 100;
   double slots_exponent = 1.0;

@@ -25,10 +25,12 @@ std::string ms(double seconds) { return fmt("%.2f", seconds * 1e3); }
 bool stage_measured(const RunReport& r, Stage s) {
   if (s == Stage::kImplemented) return r.measure_implemented;
   if (s == Stage::kTested) return r.measure_tested;
+  if (s == Stage::kInForce) return r.measure_policy;
   return true;
 }
 
 const char* not_measured_reason(Stage s) {
+  if (s == Stage::kInForce) return "not measured (no --security-groups)";
   return s == Stage::kImplemented ? "not measured (no --agent-endpoints)" : "not measured (no --ping)";
 }
 

@@ -19,6 +19,7 @@ struct RunReport {
   Tracker::Results results;
   bool measure_implemented = false;
   bool measure_tested = false;
+  bool measure_policy = false;
   uint64_t nodes = 0, vnis = 0;
   double target_rate = 0;
   double achieved_rate = 0;     // measured creates per second of the measured phase

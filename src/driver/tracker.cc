@@ -26,6 +26,7 @@ const char* stage_label(Stage s) {
     case Stage::kReady: return "create -> ready";
     case Stage::kImplemented: return "create -> implemented (all nodes)";
     case Stage::kTested: return "create -> tested";
+    case Stage::kInForce: return "create -> rules in force";
     case Stage::kDelete: return "delete call";
   }
   return "?";
@@ -38,6 +39,7 @@ const char* stage_id(Stage s) {
     case Stage::kReady: return "ready";
     case Stage::kImplemented: return "implemented";
     case Stage::kTested: return "tested";
+    case Stage::kInForce: return "in-force";
     case Stage::kDelete: return "delete";
   }
   return "?";
@@ -54,9 +56,10 @@ Tracker::Tracker(TrackerOptions opts) : opts_(opts) {}
 
 bool Tracker::open(const Att& a) const {
   if (!a.measured) return false;
-  for (Stage s : {Stage::kCreate, Stage::kAddressed, Stage::kReady, Stage::kImplemented, Stage::kTested}) {
+  for (Stage s : {Stage::kCreate, Stage::kAddressed, Stage::kReady, Stage::kImplemented, Stage::kTested, Stage::kInForce}) {
     if (s == Stage::kImplemented && !opts_.measure_implemented) continue;
     if (s == Stage::kTested && !opts_.measure_tested) continue;
+    if (s == Stage::kInForce && !opts_.measure_policy) continue;
     if (!a.settled[static_cast<size_t>(s)]) return true;
   }
   return false;
@@ -101,6 +104,7 @@ void Tracker::begin_create(const std::string& key, uint32_t vni, const std::stri
   a.waiting = a.required;
   if (!opts_.measure_implemented) a.settled[static_cast<size_t>(Stage::kImplemented)] = true;
   if (!opts_.measure_tested) a.settled[static_cast<size_t>(Stage::kTested)] = true;
+  if (!opts_.measure_policy) a.settled[static_cast<size_t>(Stage::kInForce)] = true;
   a.settled[static_cast<size_t>(Stage::kDelete)] = true;  // deletes are counted per call
   auto& slot = atts_[key] = std::move(a);
   set_live(slot, true);
@@ -182,6 +186,11 @@ void Tracker::observe(const api::NetworkAttachment& na, TimePoint now) {
     a.ready = now;
     ++progress_.ready;
     settle(key, a, Stage::kReady, now, {});
+  }
+  if (!na.spec.security_groups.empty() && st.security_groups_in_force.size() == na.spec.security_groups.size() &&
+      !a.in_force) {
+    a.in_force = now;
+    settle(key, a, Stage::kInForce, now, {});
   }
   if (st.post_create_exec_report && !a.tested) {
     a.tested = now;

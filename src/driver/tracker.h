@@ -52,16 +52,20 @@ namespace kos::driver {
 
 using TimePoint = std::chrono::system_clock::time_point;
 
-enum class Stage { kCreate, kAddressed, kReady, kImplemented, kTested, kDelete };
-inline constexpr size_t kStageCount = 6;
-inline constexpr std::array<Stage, kStageCount> kAllStages = {Stage::kCreate, Stage::kAddressed, Stage::kReady,
-                                                             Stage::kImplemented, Stage::kTested, Stage::kDelete};
+// kInForce: the attachment's security groups are in force on its node (status.securityGroupsInForce
+// lists every group of spec.securityGroups).
+enum class Stage { kCreate, kAddressed, kReady, kImplemented, kTested, kInForce, kDelete };
+inline constexpr size_t kStageCount = 7;
+inline constexpr std::array<Stage, kStageCount> kAllStages = {Stage::kCreate,      Stage::kAddressed, Stage::kReady,
+                                                             Stage::kImplemented, Stage::kTested,    Stage::kInForce,
+                                                             Stage::kDelete};
 const char* stage_label(Stage s);  // "create call", "create -> addressed", ...
 const char* stage_id(Stage s);     // "create", "addressed", ... (JSON keys)
 
 struct TrackerOptions {
   bool measure_implemented = false;  // agent endpoints are polled
   bool measure_tested = false;       // attachments carry a postCreateExec
+  bool measure_policy = false;       // attachments are in security groups
   std::chrono::milliseconds stage_timeout{60000};
 };
 
@@ -136,7 +140,7 @@ class Tracker {
     bool measured = false, live = true, create_failed = false;
     uint64_t seq = 0;  // creation order among the measured attachments
     TimePoint create_start{};
-    std::optional<TimePoint> addressed, ready, tested, local_impl, implemented_all;
+    std::optional<TimePoint> addressed, ready, tested, in_force, local_impl, implemented_all;
     std::map<std::string, TimePoint> remote_impl;  // first programming per node
     std::set<std::string> waiting;                 // relevant nodes not yet programmed/dropped
     std::set<std::string> required;                // relevant nodes still required

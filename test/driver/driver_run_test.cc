@@ -151,11 +151,13 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
 
   // Churn: at most 40 live, so the driver deletes the oldest before each create (after a
   // 1 s warm-up that fills the cap). Deletes are measured; an attachment deleted before a
-  // stage counts as cancelled, never as failed.
+  // stage counts as cancelled, never as failed. Every attachment is in one of 2 security
+  // groups (each taking tcp 22 from its own members): create -> rules in force is measured.
   const fs::path churn_json = server.dir() / "churn.json";
   auto c = kos_run({"--log-level", "warn", "driver", "--kubeconfig", server.kubeconfig().string(), "--node-prefix",
                     "sim", "--node-count", "3", "--vnis", "3", "--slots-top", "30", "--rate", "100", "--warmup", "1s",
                     "--count", "150", "--max-live", "40", "--cooldown", "10s", "--seed", "8", "--agent-endpoints", url,
+                    "--security-groups", "2",
                     "--json", churn_json.string(), "--no-progress"});
   ASSERT_EQ(c.exit_code, 0) << describe(c) << logs({&server.process(), cm.get(), &sim});
   std::cout << c.out;
@@ -166,7 +168,8 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   EXPECT_EQ(num("create", "count"), 150u);
   EXPECT_GE(num("delete", "count"), 140u);  // one per measured create, once the cap is reached
   EXPECT_EQ(num("delete", "failures"), 0u);
-  for (const char* s : {"addressed", "ready", "implemented"}) {
+  EXPECT_TRUE(std::regex_search(c.out, std::regex("create -> rules in force +[0-9]+"))) << c.out;
+  for (const char* s : {"addressed", "ready", "implemented", "in-force"}) {
     EXPECT_EQ(num(s, "count") + num(s, "cancelled"), 150u) << s;
     EXPECT_EQ(num(s, "failures"), 0u) << s;
   }
@@ -183,6 +186,8 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   EXPECT_GE(sample(metrics, "kos_agent_write_to_local_ifc_seconds_count"), 200 + 150) << metrics;
   double irrelevant = sample(metrics, "kos_agent_irrelevant_events_total");  // absent until counted
   EXPECT_TRUE(irrelevant == -1 || irrelevant == 0) << irrelevant;
+  EXPECT_EQ(sample(metrics, "kos_agent_irrelevant_member_events_total"), 0) << metrics;
+  EXPECT_EQ(sample(metrics, "kos_agent_member_watches"), 0) << "every member watch stopped with its groups' users";
 
   // A clean stop.
   int status = sim.stop(10s);
