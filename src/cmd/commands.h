@@ -23,6 +23,8 @@ void add_controller_manager_command(CLI::App& app, std::function<int()>& run);
 void add_up_commands(CLI::App& app, std::function<int()>& run);
 // `kos ipam-check`: report (and with --repair, fix) IPAM inconsistencies.
 void add_ipam_check_command(CLI::App& app, std::function<int()>& run);
+// `kos check -f FILE`: connectivity expectations probed from inside the guests.
+void add_check_command(CLI::App& app, std::function<int()>& run);
 void add_credentials_command(CLI::App& app, std::function<int()>& run);
 
 }  // namespace kos::cmd

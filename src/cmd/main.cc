@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   kos::cmd::add_agent_command(app, run);
   kos::cmd::add_store_commands(app, run);
   kos::cmd::add_ipam_check_command(app, run);
+  kos::cmd::add_check_command(app, run);
   kos::cmd::add_credentials_command(app, run);
   kos::cmd::add_simulate_command(app, run);
   kos::cmd::add_driver_command(app, run);
