@@ -559,6 +559,59 @@ TEST_P(KubectlTest, VpcsGetExplainAndSelectTheirSubnets) {
   EXPECT_THAT(r.err, HasSubstr("a subnet of a VPC needs room for a gateway: a /29 or larger"));
 }
 
+TEST_P(KubectlTest, SecurityGroupsGetExplainAndSelectTheirMembers) {
+  const std::string doc =
+      "apiVersion: network.example.com/v1alpha1\nkind: SecurityGroup\nmetadata:\n  name: web\n  namespace: ns1\n"
+      "spec:\n  ingress:\n  - protocol: tcp\n    ports: [\"80\", \"8000-8080\"]\n    from:\n    - securityGroup: lb\n"
+      "    - cidr: 10.9.0.0/16\n  egress:\n  - protocol: any\n    to:\n    - cidr: 0.0.0.0/0\n---\n" +
+      subnet_yaml("s", "ns1", 301, "10.30.0.0/24") + "---\n" + na_yaml("w1", "ns1", "s", "n1") +
+      "  securityGroups: [web, ssh]\n---\n" + na_yaml("w2", "ns1", "s", "n1") + "  securityGroups: [ssh]\n---\n" +
+      na_yaml("w3", "ns1", "s", "n1");
+  auto r = kubectl()({"apply", "-f", file("sg.yaml", doc).string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("securitygroup.network.example.com/web created"));
+
+  r = kubectl()({"get", "sg", "-n", "ns1"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  Table t = parse_table(r.out);
+  EXPECT_THAT(t.headers, ElementsAre("NAME", "INGRESS", "EGRESS", "AGE")) << r.out;
+  ASSERT_EQ(t.rows.size(), 1u) << r.out;
+  EXPECT_EQ(t.rows[0].at("INGRESS"), "1");
+  EXPECT_EQ(t.rows[0].at("EGRESS"), "1");
+
+  // The members of a group: a list field selects the attachments whose list holds it.
+  r = kubectl()({"get", "na", "-n", "ns1", "--field-selector", "spec.securityGroups=ssh", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(names(r), ElementsAre("networkattachment.network.example.com/w1", "networkattachment.network.example.com/w2"));
+  r = kubectl()({"get", "na", "-n", "ns1", "--field-selector", "spec.securityGroups!=ssh", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(names(r), ElementsAre("networkattachment.network.example.com/w3"));
+
+  r = kubectl()({"explain", "securitygroup.spec.ingress"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("protocol\t<string> -required-"));
+  EXPECT_THAT(r.out, HasSubstr("from\t<[]SecurityGroupPeer> -required-"));
+  r = kubectl()({"explain", "na.status.securityGroupsInForce"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("resourceVersion"));
+
+  // Field-precise errors; the groups of a live attachment may change.
+  r = kubectl()({"patch", "sg", "web", "-n", "ns1", "--type", "json", "-p",
+                 R"([{"op":"replace","path":"/spec/ingress/0/ports/1","value":"8080-8000"}])"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.ingress[0].ports[1]: Invalid value: \"8080-8000\""));
+  r = kubectl()({"patch", "sg", "web", "-n", "ns1", "--type", "json", "-p",
+                 R"([{"op":"replace","path":"/spec/egress/0/protocol","value":"icmp"},{"op":"add","path":"/spec/egress/0/ports","value":["1"]}])"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.egress[0].ports: Invalid value"));
+  EXPECT_THAT(r.err, HasSubstr("only tcp and udp rules have ports"));
+  r = kubectl()({"patch", "na", "w3", "-n", "ns1", "--type", "merge", "-p", R"({"spec":{"securityGroups":["web"]}})"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  r = kubectl()({"patch", "na", "w3", "-n", "ns1", "--type", "merge", "-p", R"({"spec":{"securityGroups":["web","web"]}})"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.securityGroups[1]: Duplicate value: \"web\""));
+}
+
 // ---- watch ----------------------------------------------------------------------------
 
 // A `kubectl get -w --output-watch-events` process; reads its table lines as word lists.
