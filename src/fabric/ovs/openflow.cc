@@ -67,6 +67,36 @@ constexpr uint16_t kBasic = 0x8000, kNxm1 = 0x0001;
 constexpr uint32_t kOxmInPort = oxm(kBasic, 0, 4), kOxmEthDst = oxm(kBasic, 3, 6), kOxmEthType = oxm(kBasic, 5, 2),
                    kOxmArpTpa = oxm(kBasic, 23, 4), kOxmTunId = oxm(kBasic, 38, 8),
                    kNxmTunIpv4Dst = oxm(kNxm1, 32, 4);
+// Security groups: OXM metadata, ip_proto, ipv4_src/dst, tcp_dst, udp_dst; NXM ct_state,
+// conj_id, tun_id (the ct zone's source). A masked field's header has bit 8 set and twice
+// the length (value, then mask).
+constexpr uint32_t kOxmMetadata = oxm(kBasic, 2, 8), kOxmIpProto = oxm(kBasic, 10, 1),
+                   kOxmIpv4Src = oxm(kBasic, 11, 4), kOxmIpv4Dst = oxm(kBasic, 12, 4),
+                   kOxmTcpDst = oxm(kBasic, 14, 2), kOxmUdpDst = oxm(kBasic, 16, 2),
+                   kNxmCtState = oxm(kNxm1, 105, 4), kNxmConjId = oxm(kNxm1, 37, 4), kNxmTunId = oxm(kNxm1, 16, 8);
+constexpr uint32_t kHasMask = 0x100;
+constexpr uint32_t masked(uint32_t h) { return (h & ~0xffu) | kHasMask | ((h & 0xff) * 2); }
+// Nicira vendor actions (OFPAT_EXPERIMENTER, NX_VENDOR_ID).
+constexpr uint16_t kExperimenter = 0xffff;
+constexpr uint32_t kNxVendor = 0x00002320;
+constexpr uint16_t kNxastResubmitTable = 14, kNxastConjunction = 34, kNxastCt = 35;
+constexpr uint16_t kOfppInPort16 = 0xfff8;
+constexpr uint16_t kZoneTunIdOfsNbits = 15;  // ofs 0 << 6 | (16 bits - 1)
+
+void field32(W& w, uint32_t h, const std::pair<uint32_t, uint32_t>& vm) {
+  if (vm.second == 0xffffffffu) {
+    w.u32(h), w.u32(vm.first);
+  } else {
+    w.u32(masked(h)), w.u32(vm.first & vm.second), w.u32(vm.second);
+  }
+}
+void field16(W& w, uint32_t h, const std::pair<uint16_t, uint16_t>& vm) {
+  if (vm.second == 0xffff) {
+    w.u32(h), w.u16(vm.first);
+  } else {
+    w.u32(masked(h)), w.u16(static_cast<uint16_t>(vm.first & vm.second)), w.u16(vm.second);
+  }
+}
 
 void match(W& w, const Match& m) {
   const size_t start = w.b.size();
@@ -77,6 +107,13 @@ void match(W& w, const Match& m) {
   if (m.eth_type || m.arp_tpa) w.u32(kOxmEthType), w.u16(m.eth_type.value_or(0x0806));
   if (m.arp_tpa) w.u32(kOxmArpTpa), w.u32(*m.arp_tpa);
   if (m.tun_id) w.u32(kOxmTunId), w.u64(*m.tun_id);
+  if (m.metadata) w.u32(kOxmMetadata), w.u64(*m.metadata);
+  if (m.ip_proto) w.u32(kOxmIpProto), w.u8(*m.ip_proto);
+  if (m.ipv4_src) field32(w, kOxmIpv4Src, *m.ipv4_src);
+  if (m.ipv4_dst) field32(w, kOxmIpv4Dst, *m.ipv4_dst);
+  if (m.tp_dst) field16(w, m.ip_proto.value_or(6) == 17 ? kOxmUdpDst : kOxmTcpDst, *m.tp_dst);
+  if (m.ct_state) field32(w, kNxmCtState, *m.ct_state);
+  if (m.conj_id) w.u32(kNxmConjId), w.u32(*m.conj_id);
   w.set_u16(start + 2, static_cast<uint16_t>(w.b.size() - start));
   w.pad8(start);
 }
@@ -98,6 +135,22 @@ void instructions(W& w, const Flow& f) {
         case Action::Kind::kSetTunDst:
           w.u16(25), w.u16(16), w.u32(kNxmTunIpv4Dst), w.u32(static_cast<uint32_t>(a.value)), w.zeros(4);
           break;
+        case Action::Kind::kCt:  // nx_action_conntrack, no nested actions
+          w.u16(kExperimenter), w.u16(24), w.u32(kNxVendor), w.u16(kNxastCt);
+          w.u16(static_cast<uint16_t>(a.arg & 1));  // NX_CT_F_COMMIT
+          w.u32(kNxmTunId), w.u16(kZoneTunIdOfsNbits);
+          w.u8(static_cast<uint8_t>(a.value)), w.zeros(3);
+          w.u16(0);  // no ALG
+          break;
+        case Action::Kind::kConjunction:  // nx_action_conjunction: clause is 0-based
+          w.u16(kExperimenter), w.u16(16), w.u32(kNxVendor), w.u16(kNxastConjunction);
+          w.u8(static_cast<uint8_t>((a.arg >> 8) - 1)), w.u8(static_cast<uint8_t>(a.arg));
+          w.u32(static_cast<uint32_t>(a.value));
+          break;
+        case Action::Kind::kResubmit:  // nx_action_resubmit, in_port OFPP_IN_PORT
+          w.u16(kExperimenter), w.u16(16), w.u32(kNxVendor), w.u16(kNxastResubmitTable);
+          w.u16(kOfppInPort16), w.u8(static_cast<uint8_t>(a.value)), w.zeros(3);
+          break;
       }
     }
     w.set_u16(start + 2, static_cast<uint16_t>(w.b.size() - start));
@@ -117,17 +170,18 @@ std::vector<uint8_t> encode_hello(uint32_t xid) {
 
 std::vector<uint8_t> encode_flow_mod(const FlowMod& mod, uint32_t xid) {
   W w = header(kFlowMod, xid);
-  const bool add = mod.op == FlowMod::Op::kAdd;
-  w.u64(add ? mod.flow.cookie : mod.cookie);
+  const bool add = mod.op == FlowMod::Op::kAdd, strict = mod.op == FlowMod::Op::kDeleteStrict;
+  const bool has_flow = add || strict;
+  w.u64(has_flow ? mod.flow.cookie : mod.cookie);
   w.u64(add ? 0 : ~uint64_t{0});                 // cookie mask
-  w.u8(add ? mod.flow.table : 0xff);             // OFPTT_ALL for the delete
-  w.u8(add ? 0 : 3);                             // OFPFC_ADD / OFPFC_DELETE
+  w.u8(has_flow ? mod.flow.table : 0xff);        // OFPTT_ALL for the delete by cookie
+  w.u8(add ? 0 : strict ? 4 : 3);                // OFPFC_ADD / OFPFC_DELETE_STRICT / OFPFC_DELETE
   w.u16(0), w.u16(0);                            // idle and hard timeouts
-  w.u16(add ? mod.flow.priority : 0);
+  w.u16(has_flow ? mod.flow.priority : 0);
   w.u32(0xffffffff);                             // OFP_NO_BUFFER
   w.u32(kPortAny), w.u32(0xffffffff);            // out_port, out_group: any
   w.u16(0), w.u16(0);                            // flags, importance
-  match(w, add ? mod.flow.match : Match{});
+  match(w, has_flow ? mod.flow.match : Match{});
   if (add) instructions(w, mod.flow);
   return done(w);
 }
@@ -171,11 +225,29 @@ bool decode_match(const uint8_t* p, size_t len, Match& m) {
     const size_t n = h & 0xff;
     if (off + 4 + n > len) return false;
     const uint8_t* v = p + off + 4;
+    auto m32 = [&](uint32_t field) -> std::optional<std::pair<uint32_t, uint32_t>> {
+      if (h == field) return std::pair{get_u32(v), 0xffffffffu};
+      if (h == masked(field)) return std::pair{get_u32(v), get_u32(v + 4)};
+      return std::nullopt;
+    };
+    auto m16 = [&](uint32_t field) -> std::optional<std::pair<uint16_t, uint16_t>> {
+      if (h == field) return std::pair{get_u16(v), uint16_t{0xffff}};
+      if (h == masked(field)) return std::pair{get_u16(v), get_u16(v + 2)};
+      return std::nullopt;
+    };
     if (h == kOxmInPort) m.in_port = get_u32(v);
     else if (h == kOxmEthDst) m.eth_dst.emplace(), std::memcpy(m.eth_dst->data(), v, 6);
     else if (h == kOxmEthType) m.eth_type = get_u16(v);
     else if (h == kOxmArpTpa) m.arp_tpa = get_u32(v);
-    else if (h == kOxmTunId) m.tun_id = get_u64(v);
+    else if (h == kOxmTunId || h == kNxmTunId) m.tun_id = get_u64(v);
+    else if (h == kOxmMetadata) m.metadata = get_u64(v);
+    else if (h == kOxmIpProto) m.ip_proto = v[0];
+    else if (auto s = m32(kOxmIpv4Src)) m.ipv4_src = s;
+    else if (auto d = m32(kOxmIpv4Dst)) m.ipv4_dst = d;
+    else if (auto t = m16(kOxmTcpDst)) m.tp_dst = t;
+    else if (auto u = m16(kOxmUdpDst)) m.tp_dst = u;
+    else if (auto c = m32(kNxmCtState)) m.ct_state = c;
+    else if (h == kNxmConjId) m.conj_id = get_u32(v);
     else ok = false;
     off += 4 + n;
   }
@@ -195,6 +267,20 @@ bool decode_actions(const uint8_t* p, size_t len, std::vector<Action>& out) {
       if (h == kOxmTunId && n >= 16) out.push_back(Action::set_tun_id(get_u64(a + 4)));
       else if (h == kNxmTunIpv4Dst && n >= 12) out.push_back(Action::set_tun_dst(get_u32(a + 4)));
       else ok = false;
+    } else if (type == kExperimenter && n >= 16 && get_u32(a) == kNxVendor) {
+      const uint16_t sub = get_u16(a + 4);
+      const uint8_t* b = a + 6;  // after the subtype
+      if (sub == kNxastResubmitTable && get_u16(b) == kOfppInPort16) {
+        out.push_back(Action::resubmit(b[2]));
+      } else if (sub == kNxastConjunction) {
+        out.push_back(Action::conjunction(get_u32(b + 2), static_cast<uint8_t>(b[0] + 1), b[1]));
+      } else if (sub == kNxastCt && n == 24 && (get_u16(b) & ~1u) == 0 &&
+                 (get_u32(b + 2) == kNxmTunId || get_u32(b + 2) == kOxmTunId) && get_u16(b + 6) == kZoneTunIdOfsNbits &&
+                 get_u16(b + 12) == 0) {
+        out.push_back(Action::ct(get_u16(b) & 1, b[8]));
+      } else {
+        ok = false;
+      }
     } else {
       ok = false;
     }

@@ -3,9 +3,15 @@
 // over which batches of flow changes go as atomic, ordered bundles.
 //
 // Only what KOS's flows need: matches on in_port, tun_id, eth_dst, eth_type and arp_tpa;
-// actions output, set_field tun_id / tun_ipv4_dst (the Nicira field OVS takes in OXM form);
-// the goto_table instruction; flow deletes by cookie; the flow-stats dump (cookies, tables,
-// priorities: adoption compares cookies, which are derived from the flows' content).
+// for security groups (flows.h) also metadata, ip_proto, ipv4_src/ipv4_dst and tcp/udp
+// tp_dst (maskable), and the Nicira fields ct_state (maskable) and conj_id; actions
+// output, set_field tun_id / tun_ipv4_dst (the Nicira field OVS takes in OXM form), and
+// the Nicira actions ct (NXAST_CT: commit flag, recirculation table, the zone taken from
+// NXM_NX_TUN_ID[0..15]), conjunction (NXAST_CONJUNCTION) and resubmit(,table)
+// (NXAST_RESUBMIT_TABLE: the only way back to an earlier table); the goto_table
+// instruction; flow deletes by cookie and strict deletes of one flow; the flow-stats dump
+// (cookies, tables, priorities: adoption compares cookies, which are derived from the
+// flows' content).
 #pragma once
 
 #include <chrono>
@@ -34,15 +40,40 @@ struct Match {
   std::optional<api::MacAddress> eth_dst;
   std::optional<uint16_t> eth_type;  // 0x0806 with arp_tpa
   std::optional<uint32_t> arp_tpa;   // host byte order
+  // Security groups. Masked fields are (value, mask); a full mask is sent unmasked and a
+  // field decoded unmasked has the full mask, so a flow compares equal to its dump.
+  // ipv4_* and ip_proto need eth_type 0x0800; tp_dst needs ip_proto 6 or 17 (it is sent as
+  // tcp_dst or udp_dst by ip_proto).
+  std::optional<uint64_t> metadata;
+  std::optional<uint8_t> ip_proto;
+  std::optional<std::pair<uint32_t, uint32_t>> ipv4_src, ipv4_dst;  // host byte order
+  std::optional<std::pair<uint16_t, uint16_t>> tp_dst;
+  std::optional<std::pair<uint32_t, uint32_t>> ct_state;  // the kCt* bits below
+  std::optional<uint32_t> conj_id;
   bool operator==(const Match&) const = default;
 };
 
+// ct_state bits (NXM_NX_CT_STATE).
+inline constexpr uint32_t kCtNew = 0x01, kCtEst = 0x02, kCtRel = 0x04, kCtRpl = 0x08, kCtInv = 0x10, kCtTrk = 0x20;
+inline constexpr uint8_t kNoRecirc = 0xff;
+
 struct Action {
-  enum class Kind { kOutput, kSetTunId, kSetTunDst } kind = Kind::kOutput;
-  uint64_t value = 0;  // port, tun_id, or tunnel destination IPv4 (host byte order)
-  static Action output(uint32_t port) { return {Kind::kOutput, port}; }
-  static Action set_tun_id(uint64_t id) { return {Kind::kSetTunId, id}; }
-  static Action set_tun_dst(uint32_t ip) { return {Kind::kSetTunDst, ip}; }
+  enum class Kind { kOutput, kSetTunId, kSetTunDst, kCt, kConjunction, kResubmit } kind = Kind::kOutput;
+  // port, tun_id, tunnel destination IPv4 (host byte order), ct's recirculation table
+  // (kNoRecirc: none), the conjunction id, or the resubmit table.
+  uint64_t value = 0;
+  // ct: 1 to commit; conjunction: clause k (1-based) << 8 | the number of clauses n.
+  uint32_t arg = 0;
+  static Action output(uint32_t port) { return {Kind::kOutput, port, 0}; }
+  static Action set_tun_id(uint64_t id) { return {Kind::kSetTunId, id, 0}; }
+  static Action set_tun_dst(uint32_t ip) { return {Kind::kSetTunDst, ip, 0}; }
+  // ct(zone=NXM_NX_TUN_ID[0..15][,commit][,table=T]): the connection tracker, in the zone of
+  // the packet's VNI (its low 16 bits).
+  static Action ct(bool commit, uint8_t table = kNoRecirc) { return {Kind::kCt, table, commit ? 1u : 0u}; }
+  static Action conjunction(uint32_t id, uint8_t k, uint8_t n) {
+    return {Kind::kConjunction, id, static_cast<uint32_t>(k) << 8 | n};
+  }
+  static Action resubmit(uint8_t table) { return {Kind::kResubmit, table, 0}; }
   bool operator==(const Action&) const = default;
 };
 
@@ -56,14 +87,16 @@ struct Flow {
   bool operator==(const Flow&) const = default;
 };
 
-// A change of a bundle: add (or replace) a flow, or delete every flow whose cookie is
-// `cookie` (in any table).
+// A change of a bundle: add (or replace) a flow, delete every flow whose cookie is
+// `cookie` (in any table), or delete the one flow of `flow`'s table, priority, match and
+// cookie (OFPFC_DELETE_STRICT; absent: nothing).
 struct FlowMod {
-  enum class Op { kAdd, kDeleteCookie } op = Op::kAdd;
-  Flow flow;        // kAdd
+  enum class Op { kAdd, kDeleteCookie, kDeleteStrict } op = Op::kAdd;
+  Flow flow;        // kAdd, kDeleteStrict
   uint64_t cookie;  // kDeleteCookie
   static FlowMod add(Flow f) { return {Op::kAdd, std::move(f), 0}; }
   static FlowMod remove(uint64_t cookie) { return {Op::kDeleteCookie, {}, cookie}; }
+  static FlowMod remove_strict(Flow f) { return {Op::kDeleteStrict, std::move(f), 0}; }
 };
 
 // What a flow-stats dump says of each flow: the flow as far as this encoder's vocabulary

@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -43,6 +46,9 @@ constexpr const char* kExtVni = "kos-vni";
 constexpr const char* kExtIp = "kos-ip";
 constexpr const char* kExtName = "kos-ifname";
 constexpr const char* kExtMac = "attached-mac";
+// external_ids of the bridge (flows.h): each set's name, each policy as given.
+constexpr std::string_view kExtSet = "kos-set-";
+constexpr std::string_view kExtPolicy = "kos-policy-";
 
 metrics::Counter& counter(const std::string& name, const std::string& help) {
   return metrics::Registry::global().counter(name, help).get();
@@ -125,6 +131,14 @@ struct OvsFabric::Impl {
   };
   std::map<api::MacAddress, LocalState> locals;
   std::map<RemoteKey, RemoteIfc> remotes;
+  std::map<api::MacAddress, Policy> policies;  // of locals, by MAC
+  ovs::Sets sets;
+
+  // Security-group calls run on the worker too, as tasks beside the queue's batches
+  // (worker_queue.h carries creates, deletes and lists only). run(false): cancelled.
+  std::mutex task_mu;
+  std::deque<std::function<void(bool)>> tasks;
+  bool tasks_closed = false;
   bool dirty = true;           // OVS may differ from the cache: restore before the next batch
   bool reported_down = false;  // "lost OVS" logged
   bool connected_once = false;  // a connection now is a reconnection
@@ -137,8 +151,44 @@ struct OvsFabric::Impl {
   }
   void stop() {
     queue.stop();
+    std::deque<std::function<void(bool)>> left;
+    {
+      std::lock_guard lk(task_mu);
+      tasks_closed = true;
+      left.swap(tasks);
+    }
+    for (auto& t : left) t(false);
     of.reset();
     db.reset();
+  }
+
+  // Runs fn on the worker thread and waits for its result.
+  template <class T>
+  Result<T> call(std::function<Result<T>()> fn) {
+    auto done = std::make_shared<std::promise<Result<T>>>();
+    auto fut = done->get_future();
+    {
+      std::lock_guard lk(task_mu);
+      if (tasks_closed) return fail(Errc::kCancelled, "the ovs fabric is shutting down");
+      tasks.push_back([done, fn = std::move(fn)](bool run) {
+        if (run) done->set_value(fn());
+        else done->set_value(fail(Errc::kCancelled, "the ovs fabric is shutting down"));
+      });
+    }
+    queue.wake();
+    return fut.get();
+  }
+  bool has_tasks() {
+    std::lock_guard lk(task_mu);
+    return !tasks.empty();
+  }
+  void run_tasks() {
+    std::deque<std::function<void(bool)>> now;
+    {
+      std::lock_guard lk(task_mu);
+      now.swap(tasks);
+    }
+    for (auto& t : now) t(true);
   }
 
   // --- the worker thread
@@ -165,7 +215,8 @@ struct OvsFabric::Impl {
       if (!taken) return;
       const std::vector<Op*> batch = std::move(*taken);
       // Restoration: at once for a batch, else every kReconnectEvery while OVS is away.
-      if (!healthy() && (!batch.empty() || std::chrono::steady_clock::now() - last_try >= kReconnectEvery)) {
+      const bool work = !batch.empty() || has_tasks();
+      if (!healthy() && (work || std::chrono::steady_clock::now() - last_try >= kReconnectEvery)) {
         last_try = std::chrono::steady_clock::now();
         if (auto r = restore(false); !r) {
           if (!last_restore_error || last_restore_error->message != r.error().message)
@@ -179,6 +230,7 @@ struct OvsFabric::Impl {
         }
       }
       if (!batch.empty()) process(batch);
+      run_tasks();
     }
   }
 
@@ -380,6 +432,38 @@ struct OvsFabric::Impl {
     return {};
   }
 
+  // The bridge's external_ids.
+  Result<std::map<std::string, std::string>> bridge_ext() {
+    json::array ops{json::object{{"op", "select"},
+                                 {"table", "Bridge"},
+                                 {"where", ovs::where_name(opts.bridge)},
+                                 {"columns", json::array{"external_ids"}}}};
+    auto r = transact(std::move(ops));
+    if (!r) return fail(r.error());
+    const auto* res = r->empty() ? nullptr : r->at(0).if_object();
+    const auto* rows = res ? res->if_contains("rows") : nullptr;
+    if (!rows || !rows->is_array() || rows->as_array().empty() || !rows->as_array()[0].is_object())
+      return fail(Errc::kInternal, "ovsdb-server has no bridge " + opts.bridge);
+    const auto* ext = rows->as_array()[0].as_object().if_contains("external_ids");
+    if (!ext) return std::map<std::string, std::string>{};
+    return ovs::parse_ovsdb_map(*ext);
+  }
+
+  // Sets keys `put` (replacing) and removes keys `del` of the bridge's external_ids: one
+  // transaction (nothing when both are empty).
+  Result<void> update_bridge_ext(const std::map<std::string, std::string>& put, const std::vector<std::string>& del) {
+    json::array keys;
+    for (const auto& k : del) keys.push_back(json::string(k));
+    for (const auto& [k, _] : put) keys.push_back(json::string(k));
+    if (keys.empty()) return {};
+    json::array muts{json::array{"external_ids", "delete", json::array{"set", keys}}};
+    if (!put.empty()) muts.push_back(json::array{"external_ids", "insert", ovs::ovsdb_map(put)});
+    auto r = transact(json::array{json::object{
+        {"op", "mutate"}, {"table", "Bridge"}, {"where", ovs::where_name(opts.bridge)}, {"mutations", muts}}});
+    if (!r) return fail(r.error());
+    return {};
+  }
+
   // --- veths
 
   // The netlink requests making the veths of `ls` (msgs_new_local); fds to close once sent.
@@ -440,6 +524,8 @@ struct OvsFabric::Impl {
       by_cookie[e.flow.cookie].push_back(std::move(e.flow));
     }
     auto ours = our_ports();
+    auto bext = bridge_ext();
+    if (!bext) return fail(bext.error());
 
     if (adopt) {
       // Locals from the kernel (the host ends' aliases): a veth outlives a lost database,
@@ -454,6 +540,31 @@ struct OvsFabric::Impl {
         if (!r || ovs::remote_cookie(*r) != cookie || check(*r) || remotes.contains(key_of(*r))) continue;
         remotes[key_of(*r)] = *r;
       }
+      // Sets: their names from the bridge, their addresses from their table-250 flows;
+      // policies as given, of the locals adopted (by interface name).
+      sets.clear();
+      policies.clear();
+      std::map<std::string, api::MacAddress> by_name;
+      for (const auto& [mac, st] : locals) by_name[st.ifc.name] = mac;
+      for (const auto& [k, v] : *bext) {
+        if (k.starts_with(kExtSet)) {
+          const std::string name = k.substr(kExtSet.size());
+          if (check_set_name(name)) continue;
+          auto& addrs = sets[name];
+          auto it = by_cookie.find(ovs::set_cookie(name));
+          if (it == by_cookie.end()) continue;
+          for (const auto& f : it->second)
+            if (f.match.ipv4_src && f.match.ipv4_src->second == 0xffffffffu &&
+                f == ovs::set_store_flow(name, f.match.ipv4_src->first))
+              addrs.insert(f.match.ipv4_src->first);
+        } else if (k.starts_with(kExtPolicy)) {
+          auto who = by_name.find(k.substr(kExtPolicy.size()));
+          auto p = ovs::parse_policy_text(v);
+          if (who != by_name.end() && p) policies[who->second] = std::move(*p);
+        }
+      }
+      for (const auto& [_, p] : policies)
+        for (const auto& name : ovs::sets_named(p)) sets[name];
     }
 
     // Ports and veths: remove what the cache does not have, make what it has.
@@ -515,6 +626,32 @@ struct OvsFabric::Impl {
     want[ovs::kDefaultsCookie] = ovs::default_flows();
     for (const auto& [_, st] : locals) want[ovs::local_cookie(st.ifc, st.ofport)] = ovs::local_flows(st.ifc, st.ofport);
     for (const auto& [_, r] : remotes) want[ovs::remote_cookie(r)] = ovs::remote_flows(r, vtep);
+    std::erase_if(policies, [&](const auto& kv) { return !locals.contains(kv.first); });
+    if (!policies.empty()) want[ovs::kPolicyDefaultsCookie] = ovs::policy_default_flows();
+    for (const auto& [mac, p] : policies) {
+      const auto& st = locals.at(mac);
+      want[ovs::policy_cookie(st.ifc, st.ofport, p)] = ovs::policy_flows(st.ifc, st.ofport, p, sets);
+    }
+    for (const auto& [name, addrs] : sets) {
+      auto& fs = want[ovs::set_cookie(name)];
+      for (uint32_t a : addrs) fs.push_back(ovs::set_store_flow(name, a));
+      if (fs.empty()) want.erase(ovs::set_cookie(name));
+    }
+    // The bridge's record of sets and policies.
+    std::map<std::string, std::string> want_ext;
+    for (const auto& [name, _] : sets) want_ext[std::string(kExtSet) + name] = "";
+    for (const auto& [mac, p] : policies) want_ext[std::string(kExtPolicy) + locals.at(mac).ifc.name] = ovs::policy_text(p);
+    std::map<std::string, std::string> put;
+    std::vector<std::string> del;
+    for (const auto& [k, v] : *bext) {
+      if (!k.starts_with(kExtSet) && !k.starts_with(kExtPolicy)) continue;
+      auto w = want_ext.find(k);
+      if (w == want_ext.end()) del.push_back(k);
+      else if (w->second != v) put.insert(*w);
+    }
+    for (const auto& [k, v] : want_ext)
+      if (!bext->contains(k)) put.insert({k, v});
+    if (auto r = update_bridge_ext(put, del); !r) return r;
     std::vector<ovs::of::FlowMod> mods;
     std::set<uint64_t> intact;
     for (const auto& [cookie, fs] : by_cookie) {
@@ -680,6 +817,31 @@ struct OvsFabric::Impl {
         for (auto& f : ovs::local_flows(l, ofport[l.mac])) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
     for (const auto& r : remote_made)
       for (auto& f : ovs::remote_flows(r, vtep)) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    // Policies go with their locals: a replaced local keeps its policy (on its new port),
+    // a deleted one loses it; the security-group defaults go with the last policy.
+    std::set<api::MacAddress> remade;
+    for (const auto& l : made)
+      if (!local_err[l.mac]) remade.insert(l.mac);
+    std::vector<api::MacAddress> unpoliced;
+    for (const auto& [mac, st] : gone) {
+      auto p = policies.find(mac);
+      if (local_err[mac] || p == policies.end()) continue;
+      mods.push_back(ovs::of::FlowMod::remove(ovs::policy_cookie(st.ifc, st.ofport, p->second)));
+      if (!remade.contains(mac)) unpoliced.push_back(mac);
+    }
+    for (const auto& l : made)
+      if (auto p = policies.find(l.mac); !local_err[l.mac] && p != policies.end())
+        for (auto& f : ovs::policy_flows(l, ofport[l.mac], p->second, sets)) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    if (!policies.empty() && unpoliced.size() == policies.size())
+      mods.push_back(ovs::of::FlowMod::remove(ovs::kPolicyDefaultsCookie));
+    std::map<std::string, std::string> ext_put;
+    std::vector<std::string> ext_del;
+    for (const auto& [mac, st] : gone)
+      if (policies.contains(mac) && !local_err[mac]) ext_del.push_back(std::string(kExtPolicy) + st.ifc.name);
+    for (const auto& l : made)
+      if (auto p = policies.find(l.mac); !local_err[l.mac] && p != policies.end())
+        ext_put[std::string(kExtPolicy) + l.name] = ovs::policy_text(p->second);
+    std::erase_if(ext_del, [&](const std::string& k) { return ext_put.contains(k); });
     if (auto r = bundle(mods); !r) {
       for (auto& [mac, e] : local_err)
         if (!e) fail_local(mac, r.error());
@@ -689,6 +851,14 @@ struct OvsFabric::Impl {
     }
 
     // The cache follows what succeeded; each call gets its interface's outcome.
+    for (const auto& mac : unpoliced)
+      if (!local_err[mac]) policies.erase(mac);
+    if (!ext_put.empty() || !ext_del.empty()) {
+      if (auto r = update_bridge_ext(ext_put, ext_del); !r) {
+        spdlog::warn("ovs fabric: cannot record policies on bridge {}{}: {}", opts.bridge, where, r.error().message);
+        dirty = true;  // the next restoration writes them from the cache
+      }
+    }
     for (const auto& [mac, st] : gone)
       if (!local_err[mac]) locals.erase(mac);
     for (const auto& l : made)
@@ -704,9 +874,155 @@ struct OvsFabric::Impl {
       if (auto it = remote_err.find(k); it != remote_err.end() && it->second)
         for (Op* op : v) op->error = it->second;
   }
+
+  // --- security groups (flows.h), on the worker thread
+
+  Result<void> unavailable() const {
+    return fail(last_restore_error.value_or(Error{Errc::kUnavailable, "OVS is not reachable", {}}));
+  }
+
+  // Makes the sets in `names` that do not exist (empty): their bridge records.
+  Result<void> make_sets(const std::set<std::string>& names) {
+    std::map<std::string, std::string> put;
+    for (const auto& n : names)
+      if (!sets.contains(n)) put[std::string(kExtSet) + n] = "";
+    if (auto r = update_bridge_ext(put, {}); !r) return r;
+    for (const auto& n : names) sets[n];
+    return {};
+  }
+
+  Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) {
+    if (auto e = check(ifc)) return fail(std::move(*e));
+    if (policy) {
+      if (auto e = check(*policy)) return fail(std::move(*e));
+      if (auto e = ovs::check_programmable(*policy)) return fail(std::move(*e));
+    }
+    auto it = locals.find(ifc.mac);
+    if (it == locals.end() || it->second.ifc.name != ifc.name || it->second.ifc.vni != ifc.vni)
+      return fail(Errc::kNotFound, "the ovs fabric has no local interface " + ifc.name + " (MAC " +
+                                       api::format_mac(ifc.mac) + ", VNI " + std::to_string(ifc.vni) + ")");
+    const LocalState& st = it->second;
+    auto old = policies.find(ifc.mac);
+    if (!policy && old == policies.end()) return {};
+    if (policy && old != policies.end() && old->second == *policy) return {};
+    if (!healthy()) return unavailable();
+    if (policy) {
+      if (auto r = make_sets(ovs::sets_named(*policy)); !r) return r;
+    }
+    std::vector<ovs::of::FlowMod> mods;
+    if (old != policies.end()) mods.push_back(ovs::of::FlowMod::remove(ovs::policy_cookie(st.ifc, st.ofport, old->second)));
+    const size_t after = policies.size() + (policy ? 1 : 0) - (old != policies.end() ? 1 : 0);
+    if (policies.empty() && after > 0)
+      for (auto& f : ovs::policy_default_flows()) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    if (policy)
+      for (auto& f : ovs::policy_flows(st.ifc, st.ofport, *policy, sets)) mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    if (!policies.empty() && after == 0) mods.push_back(ovs::of::FlowMod::remove(ovs::kPolicyDefaultsCookie));
+    const std::string key = std::string(kExtPolicy) + st.ifc.name;
+    if (policy) {
+      if (auto r = update_bridge_ext({{key, ovs::policy_text(*policy)}}, {}); !r) return r;
+    } else {
+      if (auto r = update_bridge_ext({}, {key}); !r) return r;
+    }
+    if (auto r = bundle(mods); !r) {
+      dirty = true;  // the bridge's record says the new policy: the restoration follows the cache
+      return r;
+    }
+    if (policy) policies[ifc.mac] = *policy;
+    else policies.erase(ifc.mac);
+    return {};
+  }
+
+  Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add, const std::vector<uint32_t>& remove) {
+    if (auto e = check_set_name(name)) return fail(std::move(*e));
+    if (!healthy()) return unavailable();
+    if (auto r = make_sets({name}); !r) return r;
+    const std::set<uint32_t>& cur = sets[name];
+    std::set<uint32_t> gone(remove.begin(), remove.end()), fresh;
+    for (uint32_t a : add)
+      if (!cur.contains(a) && !gone.contains(a)) fresh.insert(a);
+    std::erase_if(gone, [&](uint32_t a) { return !cur.contains(a); });
+    if (fresh.empty() && gone.empty()) return {};
+    // One flow per address in the set's table, and one per rule naming the set of each
+    // policy: O(rules naming the set) per address, whatever the set's size.
+    std::vector<ovs::of::FlowMod> mods;
+    for (uint32_t a : gone) mods.push_back(ovs::of::FlowMod::remove_strict(ovs::set_store_flow(name, a)));
+    for (uint32_t a : fresh) mods.push_back(ovs::of::FlowMod::add(ovs::set_store_flow(name, a)));
+    for (const auto& [mac, p] : policies) {
+      if (!ovs::sets_named(p).contains(name)) continue;
+      const LocalState& st = locals.at(mac);
+      for (uint32_t a : gone)
+        for (auto& f : ovs::set_member_flows(st.ifc, st.ofport, p, name, a, sets))
+          mods.push_back(ovs::of::FlowMod::remove_strict(std::move(f)));
+      for (uint32_t a : fresh)
+        for (auto& f : ovs::set_member_flows(st.ifc, st.ofport, p, name, a, sets))
+          mods.push_back(ovs::of::FlowMod::add(std::move(f)));
+    }
+    if (auto r = bundle(mods); !r) {
+      dirty = true;
+      return r;
+    }
+    auto& s = sets[name];
+    for (uint32_t a : gone) s.erase(a);
+    s.insert(fresh.begin(), fresh.end());
+    return {};
+  }
+
+  Result<void> delete_set(const std::string& name) {
+    if (auto e = check_set_name(name)) return fail(std::move(*e));
+    if (!sets.contains(name)) return {};
+    for (const auto& [mac, p] : policies)
+      if (ovs::sets_named(p).contains(name))
+        return fail(Errc::kConflict, "address set " + name + " is named by the policy of " + locals.at(mac).ifc.name);
+    if (!healthy()) return unavailable();
+    if (auto r = bundle({ovs::of::FlowMod::remove(ovs::set_cookie(name))}); !r) {
+      dirty = true;
+      return r;
+    }
+    if (auto r = update_bridge_ext({}, {std::string(kExtSet) + name}); !r) {
+      dirty = true;
+      return r;
+    }
+    sets.erase(name);
+    return {};
+  }
+
+  std::map<std::string, std::vector<uint32_t>> list_sets() const {
+    std::map<std::string, std::vector<uint32_t>> out;
+    for (const auto& [name, addrs] : sets) out[name].assign(addrs.begin(), addrs.end());
+    return out;
+  }
+
+  std::map<std::string, Policy> list_policies() const {
+    std::map<std::string, Policy> out;
+    for (const auto& [mac, p] : policies) out[locals.at(mac).ifc.name] = p;
+    return out;
+  }
 };
 
 // ---------------------------------------------------------------------------------------
+
+Result<void> OvsFabric::set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) {
+  return impl_->call<void>([&] { return impl_->set_policy(ifc, policy); });
+}
+
+Result<void> OvsFabric::update_set(const std::string& name, const std::vector<uint32_t>& add,
+                                   const std::vector<uint32_t>& remove) {
+  return impl_->call<void>([&] { return impl_->update_set(name, add, remove); });
+}
+
+Result<void> OvsFabric::delete_set(const std::string& name) {
+  return impl_->call<void>([&] { return impl_->delete_set(name); });
+}
+
+Result<std::map<std::string, std::vector<uint32_t>>> OvsFabric::list_sets() {
+  return impl_->call<std::map<std::string, std::vector<uint32_t>>>(
+      [&]() -> Result<std::map<std::string, std::vector<uint32_t>>> { return impl_->list_sets(); });
+}
+
+Result<std::map<std::string, Policy>> OvsFabric::list_policies() {
+  return impl_->call<std::map<std::string, Policy>>(
+      [&]() -> Result<std::map<std::string, Policy>> { return impl_->list_policies(); });
+}
 
 OvsFabric::OvsFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OvsFabric::~OvsFabric() = default;

@@ -14,7 +14,8 @@
 //    device that ovs-vswitchd addresses by name in its own namespace, so it could not be
 //    handed to a container; a veth's guest end can, and plug() is the linux fabric's.
 //  - Flows: flows.h (two tables; three flows per local, two per remote; one cookie per
-//    attachment).
+//    attachment; security groups: conntrack and per-policy tables, only once a local has
+//    a policy).
 //
 // Batches. Calls queue requests for one worker thread; the requests waiting together form
 // a batch, planned against the fabric's cache by final state per interface (a local by
@@ -32,7 +33,11 @@
 // or differs, and its flows if they are not exactly its three; a remote is read back from
 // its two flows (parse_remote); anything else (a port or veth of no local, a flow whose
 // cookie no adopted attachment has) is removed, and missing flows are added, in one
-// bundle. A live attachment's flows are never touched.
+// bundle. A live attachment's flows are never touched. Security groups the same way:
+// policies come back from the bridge's external_ids (kos-policy-<interface>, for locals
+// that still exist; the others' records and flows go), sets from their names there
+// (kos-set-<name>) and their addresses from their own flows (flows.h), and a policy's
+// flows stay if they are exactly as its policy and sets say.
 // When either connection drops (ovs-vswitchd or ovsdb-server restarted), the worker
 // reconnects (at once, then every 500 ms until OVS answers) and restores the bridge, the ports, the veths and the flows of
 // everything in its cache the same way, without the agent restarting. Calls made while OVS
@@ -91,6 +96,20 @@ class OvsFabric final : public QueuedFabric {
   // view (adopted at open, kept since), ordered by (vni, mac) and (vni, guest_ip).
   Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
   Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
+
+  // Security groups (fabric.h; the flows: flows.h), enforced with the userspace datapath's
+  // connection tracker. Each call runs on the worker after what was queued before it:
+  // set_policy and update_set send one bundle (update_set: O(rules naming the set) flows
+  // per address added or removed), recording the policy and the set's name in the bridge's
+  // external_ids first; the lists answer from the fabric's view (adopted at open: policies
+  // from the bridge's external_ids, set addresses from their flows). kUnavailable while
+  // OVS is away; kInvalid for a policy of more than 4096 rules in a direction.
+  Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) override;
+  Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add,
+                          const std::vector<uint32_t>& remove) override;
+  Result<void> delete_set(const std::string& name) override;
+  Result<std::map<std::string, std::vector<uint32_t>>> list_sets() override;
+  Result<std::map<std::string, Policy>> list_policies() override;
 
   OvsFabricStats stats() const;
 
