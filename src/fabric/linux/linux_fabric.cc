@@ -47,6 +47,7 @@
 #include "api/cidr.h"
 #include "common/metrics.h"
 #include "fabric/linux/netlink.h"
+#include "fabric/linux/policy.h"
 #include "fabric/linux/router.h"
 #include "fabric/worker_queue.h"
 
@@ -355,6 +356,9 @@ struct Plan {
   std::vector<Request> reqs;
   std::vector<Op*> owners;
   std::vector<int> fds;  // namespaces the requests name (IFLA_NET_NS_FD), open until sent
+  // Calls that delete a local or make a new one (replacing any with its MAC): a policy its
+  // host end had goes with it (fabric.h), once the kernel has done it.
+  std::vector<Op*> policy_goes;
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -396,6 +400,7 @@ struct LinuxFabric::Impl {
   int underlay = 0;
   bool cache_valid = false;
   std::map<uint32_t, int> routers;  // VPC routing VNI -> its router namespace, open
+  std::unique_ptr<sg::PolicyTables> policy;  // security groups (policy.h); made by init()
 
   void bump(uint64_t LinuxFabricStats::*field, uint64_t n = 1) {
     std::lock_guard lk(stats_mu);
@@ -407,7 +412,56 @@ struct LinuxFabric::Impl {
   Result<void> start(int netns_fd) {
     return queue.start([this, netns_fd] { return init(netns_fd); }, [this] { loop(); });
   }
-  void stop() { queue.stop(); }
+  void stop() {
+    {
+      std::lock_guard lk(tasks_mu);
+      tasks_closed = true;
+    }
+    queue.stop();
+    std::deque<Task> left;
+    {
+      std::lock_guard lk(tasks_mu);
+      left.swap(tasks);
+    }
+    for (auto& t : left) t.cancel();
+  }
+
+  // Work that is not a FabricOp (the security groups): run by the worker between batches,
+  // in its namespace, with its cache. The caller waits.
+  struct Task {
+    std::function<void()> run;
+    std::function<void()> cancel;  // answers kCancelled
+  };
+  std::mutex tasks_mu;
+  std::deque<Task> tasks;
+  bool tasks_closed = false;
+
+  template <class T>
+  Result<T> on_worker(std::function<Result<T>()> fn) {
+    auto done = std::make_shared<std::promise<Result<T>>>();
+    auto answer = done->get_future();
+    {
+      std::lock_guard lk(tasks_mu);
+      if (tasks_closed) return fail(Errc::kCancelled, "the linux fabric is shutting down");
+      tasks.push_back(Task{[done, fn = std::move(fn)] { done->set_value(fn()); },
+                           [done] { done->set_value(fail(Errc::kCancelled, "the linux fabric is shutting down")); }});
+    }
+    queue.wake();
+    return answer.get();
+  }
+
+  void run_tasks() {
+    for (;;) {
+      Task t;
+      {
+        std::lock_guard lk(tasks_mu);
+        if (tasks.empty()) return;
+        t = std::move(tasks.front());
+        tasks.pop_front();
+      }
+      t.run();
+    }
+  }
 
   // --- the worker thread
 
@@ -434,6 +488,9 @@ struct LinuxFabric::Impl {
       if (!r) return fail(r.error());
     }
     if (auto r = gc_routers(); !r) return fail(r.error());
+    // Security groups: adopted now if nftables can be read (else before their first call).
+    policy = std::make_unique<sg::PolicyTables>(where, [this](const std::string& h) { return bridge_of(h); });
+    if (auto r = policy->open(); !r) spdlog::warn("linux fabric: security groups{}: {}", where, r.error().message);
     size_t locals = 0, fdb = 0;
     for (const auto& [_, v] : vnis) {
       locals += v.locals.size();
@@ -450,7 +507,8 @@ struct LinuxFabric::Impl {
       const auto due = opts.vni_linger.count() > 0 ? expire_idle() : std::nullopt;
       auto batch = queue.take(due);
       if (!batch) return;
-      if (!batch->empty()) process(*batch);  // else a lingering VNI is due
+      if (!batch->empty()) process(*batch);  // else a lingering VNI is due (or a task came)
+      run_tasks();
     }
   }
 
@@ -583,6 +641,15 @@ struct LinuxFabric::Impl {
         }
       }
     }
+    for (Op* op : plan.policy_goes) {
+      if (op->error || !policy) continue;
+      const std::string host = host_end_name(op->local.mac);
+      if (!policy->has_policy_pieces(host)) continue;
+      if (auto r = policy->remove_policy(host); !r) {
+        op->error = r.error();
+        failed = true;
+      }
+    }
     if (failed) (void)resync();  // the optimistic cache updates of failed requests are undone
     if (cache_valid && opts.vni_linger.count() > 0) {  // expire_idle() deletes them later
       const auto now = std::chrono::steady_clock::now();
@@ -609,6 +676,46 @@ struct LinuxFabric::Impl {
     }
   }
 
+  // --- security groups (policy.h), on the worker
+
+  // The bridge of the local whose host end is `host`, if there is one.
+  std::optional<std::string> bridge_of(const std::string& host) {
+    auto mac = parse_host_end_name(host);
+    if (!mac) return std::nullopt;
+    auto found = find_local(*mac);
+    if (!found) return std::nullopt;
+    return bridge_device_name(found->first);
+  }
+
+  Result<void> ensure_cache() {
+    if (cache_valid) return {};
+    return resync();
+  }
+
+  Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& p) {
+    if (auto r = ensure_cache(); !r) return r;
+    const std::string host = host_end_name(ifc.mac);
+    if (!p) return policy->remove_policy(host);  // the interface's by its MAC, whatever its name
+    auto found = find_local(ifc.mac);
+    if (!found || found->first != ifc.vni || found->second->name != ifc.name)
+      return fail(Errc::kNotFound, "local interface " + ifc.name + " (VNI " + std::to_string(ifc.vni) + ", MAC " +
+                                       api::format_mac(ifc.mac) + ") does not exist" + where);
+    return policy->set_policy(host, bridge_device_name(ifc.vni), *p);
+  }
+
+  Result<std::map<std::string, Policy>> list_policies() {
+    if (auto r = resync(); !r) return fail(r.error());  // as list_local: the kernel's now
+    auto by_host = policy->list_policies();
+    if (!by_host) return by_host;
+    std::map<std::string, Policy> out;
+    for (auto& [host, p] : *by_host) {
+      auto mac = parse_host_end_name(host);
+      auto found = mac ? find_local(*mac) : std::nullopt;
+      if (found) out[found->second->name] = std::move(p);
+    }
+    return out;
+  }
+
   std::optional<std::pair<uint32_t, LocalState*>> find_local(const api::MacAddress& mac) {
     for (auto& [vni, v] : vnis)
       if (auto it = v.locals.find(mac); it != v.locals.end()) return std::pair{vni, &it->second};
@@ -628,6 +735,7 @@ struct LinuxFabric::Impl {
           found->second->guest_ip = l.guest_ip;
           return;
         }
+        plan.policy_goes.push_back(&op);
         if (found) {  // the same MAC with another name or on another VNI: replaced
           plan.add(&op, msg_del_link(host));
           touched.insert(found->first);
@@ -639,6 +747,7 @@ struct LinuxFabric::Impl {
         return;
       }
       case Kind::kDeleteLocal: {
+        plan.policy_goes.push_back(&op);  // (also when the local is gone already)
         auto found = find_local(op.local.mac);
         if (!found) return;
         plan.add(&op, msg_del_link(host_end_name(op.local.mac)));
@@ -996,9 +1105,48 @@ Result<std::unique_ptr<Fabric>> LinuxFabric::open(const LinuxFabricOptions& opts
 
 WorkerQueue& LinuxFabric::queue() { return impl_->queue; }
 
+Result<void> LinuxFabric::set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) {
+  if (auto e = check(ifc)) return fail(std::move(*e));
+  if (policy)
+    if (auto e = check(*policy)) return fail(std::move(*e));
+  return impl_->on_worker<void>([&] { return impl_->set_policy(ifc, policy); });
+}
+
+Result<void> LinuxFabric::update_set(const std::string& name, const std::vector<uint32_t>& add,
+                                     const std::vector<uint32_t>& remove) {
+  if (auto e = check_set_name(name)) return fail(std::move(*e));
+  return impl_->on_worker<void>([&] { return impl_->policy->update_set(name, add, remove); });
+}
+
+Result<void> LinuxFabric::delete_set(const std::string& name) {
+  if (auto e = check_set_name(name)) return fail(std::move(*e));
+  return impl_->on_worker<void>([&] { return impl_->policy->delete_set(name); });
+}
+
+Result<std::map<std::string, std::vector<uint32_t>>> LinuxFabric::list_sets() {
+  return impl_->on_worker<std::map<std::string, std::vector<uint32_t>>>([&] { return impl_->policy->list_sets(); });
+}
+
+Result<std::map<std::string, Policy>> LinuxFabric::list_policies() {
+  return impl_->on_worker<std::map<std::string, Policy>>([&] { return impl_->list_policies(); });
+}
+
 LinuxFabricStats LinuxFabric::stats() const {
-  std::lock_guard lk(impl_->stats_mu);
-  return impl_->stats;
+  LinuxFabricStats s;
+  {
+    std::lock_guard lk(impl_->stats_mu);
+    s = impl_->stats;
+  }
+  // The policy tables exist from open() on (made by the worker's init, which open() waited for).
+  if (const auto* p = impl_->policy.get()) {
+    const sg::PolicyStats& ps = p->stats();
+    s.nft_transactions = ps.transactions;
+    s.nft_errors = ps.errors;
+    s.policy_updates = ps.policy_updates;
+    s.set_elements_changed = ps.set_elements_changed;
+    s.policy_adoptions = ps.adoptions;
+  }
+  return s;
 }
 
 }  // namespace kos::fabric

@@ -37,6 +37,11 @@
 // Namespaces. With options.netns set, the worker thread enters that network namespace
 // (setns on /var/run/netns/NAME, or on the path itself if it starts with '/') before it
 // opens its socket; all kernel work happens there. No other thread changes namespace.
+//
+// Security groups (set_policy, the address sets): nftables tables `inet kos` and `bridge
+// kos` in the fabric's namespace, programmed through libnftables by the worker thread
+// (policy.h has the layout, and why the bridge ports travel in the packet mark). They need
+// br_netfilter (net.bridge.bridge-nf-call-iptables = 1, which set_policy ensures).
 #pragma once
 
 #include <chrono>
@@ -94,6 +99,12 @@ struct LinuxFabricStats {
   uint64_t routers_created = 0;   // router namespaces of VPCs (router.h)
   uint64_t routers_deleted = 0;
   uint64_t gateways_created = 0;  // gateway ports: VNIs of a VPC routed here
+  // Security groups (policy.h).
+  uint64_t nft_transactions = 0;      // nftables transactions run
+  uint64_t nft_errors = 0;            // ... that nftables refused
+  uint64_t policy_updates = 0;        // set_policy and removals that changed the kernel
+  uint64_t set_elements_changed = 0;  // addresses added to or removed from address sets
+  uint64_t policy_adoptions = 0;      // reads of the kos tables from the kernel
 };
 
 class LinuxFabric final : public QueuedFabric {
@@ -124,6 +135,22 @@ class LinuxFabric final : public QueuedFabric {
   // not here, kConflict when the workload already has another interface of that name.
   Result<Plugged> plug(const LocalIfc& ifc, const Plug& plug) override;
   Result<Plugged> inspect(const std::string& netns, const std::string& ifname) override;
+
+  // Security groups (fabric.h), in nftables as policy.h describes, by the worker thread
+  // in the fabric's namespace. Arguments are checked first (kInvalid). set_policy: kNotFound
+  // unless a local of that VNI, MAC and name exists; with a policy it also makes
+  // net.bridge.bridge-nf-call-iptables 1 (kUnsupported without br_netfilter); nullopt
+  // removes the policy of the local with that MAC (none: success). delete_local, and a
+  // create_local that makes the veth pair anew, remove the host end's policy. list_sets and
+  // list_policies read the kernel again; list_policies names each policed local by its
+  // guest end (LocalIfc::name). Without nf_tables in the kernel the lists are empty,
+  // removals succeed and the rest is kUnsupported.
+  Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) override;
+  Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add,
+                          const std::vector<uint32_t>& remove) override;
+  Result<void> delete_set(const std::string& name) override;
+  Result<std::map<std::string, std::vector<uint32_t>>> list_sets() override;
+  Result<std::map<std::string, Policy>> list_policies() override;
 
   LinuxFabricStats stats() const;
 
