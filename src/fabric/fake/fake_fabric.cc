@@ -204,12 +204,11 @@ Result<void> FakeFabric::set_policy(const LocalIfc& ifc, const std::optional<Pol
   if (policy)
     if (auto e = check(*policy)) return fail(*e);
   std::lock_guard lk(mu_);
-  auto it = locals_.find({ifc.vni, ifc.mac});
-  if (it == locals_.end()) return fail(Errc::kNotFound, "no local interface " + ifc.name);
-  if (!policy) {
+  if (!policy) {  // removing what is absent succeeds
     if (policies_.erase(ifc.name) > 0) ++counts_.changes;
     return {};
   }
+  if (!locals_.contains({ifc.vni, ifc.mac})) return fail(Errc::kNotFound, "no local interface " + ifc.name);
   for (const auto* rules : {&policy->ingress, &policy->egress})
     for (const auto& r : *rules)
       for (const auto& s : r.sets) sets_.try_emplace(s);
