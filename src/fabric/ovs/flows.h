@@ -28,8 +28,10 @@
 // so a bridge without policies carries exactly the program above. Conntrack (the
 // userspace datapath's, zone = the VNI's low 16 bits: VNIs equal modulo 65536 share a zone,
 // which matters only to connections of identical addresses and ports in both) sees only
-// the IPv4 traffic of policed locals; each such packet is tracked once, whichever ends are
-// policed, and a new connection is committed only after both ends' checks passed.
+// the IPv4 traffic of policed locals; a packet is looked up once whichever ends are
+// policed, and a new connection is committed (a second pass, for its first packet) only
+// after both ends' checks passed: the source's egress rules, then the destination's
+// ingress rules.
 //
 //   policed local (OpenFlow port P, VNI V, MAC M), cookie: the policy's
 //   table 0, priority 110:  in_port=P, ip -> set_field:V->tun_id, ct(zone, table=2)

@@ -173,7 +173,10 @@ std::vector<uint8_t> encode_flow_mod(const FlowMod& mod, uint32_t xid) {
   const bool add = mod.op == FlowMod::Op::kAdd, strict = mod.op == FlowMod::Op::kDeleteStrict;
   const bool has_flow = add || strict;
   w.u64(has_flow ? mod.flow.cookie : mod.cookie);
-  w.u64(add ? 0 : ~uint64_t{0});                 // cookie mask
+  // Cookie mask: a delete by cookie matches it exactly; a strict delete not at all (its
+  // table, priority and match name one flow, and OVS looks a masked cookie up among every
+  // flow of that cookie: a set's thousands).
+  w.u64(add || strict ? 0 : ~uint64_t{0});
   w.u8(has_flow ? mod.flow.table : 0xff);        // OFPTT_ALL for the delete by cookie
   w.u8(add ? 0 : strict ? 4 : 3);                // OFPFC_ADD / OFPFC_DELETE_STRICT / OFPFC_DELETE
   w.u16(0), w.u16(0);                            // idle and hard timeouts

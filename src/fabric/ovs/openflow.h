@@ -88,8 +88,8 @@ struct Flow {
 };
 
 // A change of a bundle: add (or replace) a flow, delete every flow whose cookie is
-// `cookie` (in any table), or delete the one flow of `flow`'s table, priority, match and
-// cookie (OFPFC_DELETE_STRICT; absent: nothing).
+// `cookie` (in any table), or delete the one flow of `flow`'s table, priority and match,
+// whatever its cookie (OFPFC_DELETE_STRICT; absent: nothing).
 struct FlowMod {
   enum class Op { kAdd, kDeleteCookie, kDeleteStrict } op = Op::kAdd;
   Flow flow;        // kAdd, kDeleteStrict
