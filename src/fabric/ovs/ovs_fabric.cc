@@ -897,13 +897,15 @@ struct OvsFabric::Impl {
       if (auto e = check(*policy)) return fail(std::move(*e));
       if (auto e = ovs::check_programmable(*policy)) return fail(std::move(*e));
     }
+    // Removing: the policy of the local with that MAC, if any (as the linux fabric does:
+    // an absent local or policy is success).
+    auto old = policies.find(ifc.mac);
+    if (!policy && old == policies.end()) return {};
     auto it = locals.find(ifc.mac);
-    if (it == locals.end() || it->second.ifc.name != ifc.name || it->second.ifc.vni != ifc.vni)
+    if (it == locals.end() || (policy && (it->second.ifc.name != ifc.name || it->second.ifc.vni != ifc.vni)))
       return fail(Errc::kNotFound, "the ovs fabric has no local interface " + ifc.name + " (MAC " +
                                        api::format_mac(ifc.mac) + ", VNI " + std::to_string(ifc.vni) + ")");
     const LocalState& st = it->second;
-    auto old = policies.find(ifc.mac);
-    if (!policy && old == policies.end()) return {};
     if (policy && old != policies.end() && old->second == *policy) return {};
     if (!healthy()) return unavailable();
     if (policy) {
@@ -937,10 +939,13 @@ struct OvsFabric::Impl {
     if (!healthy()) return unavailable();
     if (auto r = make_sets({name}); !r) return r;
     const std::set<uint32_t>& cur = sets[name];
-    std::set<uint32_t> gone(remove.begin(), remove.end()), fresh;
-    for (uint32_t a : add)
-      if (!cur.contains(a) && !gone.contains(a)) fresh.insert(a);
-    std::erase_if(gone, [&](uint32_t a) { return !cur.contains(a); });
+    // An address both added and removed stays (as in the linux fabric).
+    const std::set<uint32_t> adding(add.begin(), add.end());
+    std::set<uint32_t> gone, fresh;
+    for (uint32_t a : adding)
+      if (!cur.contains(a)) fresh.insert(a);
+    for (uint32_t a : remove)
+      if (cur.contains(a) && !adding.contains(a)) gone.insert(a);
     if (fresh.empty() && gone.empty()) return {};
     // One flow per address in the set's table, and one per rule naming the set of each
     // policy: O(rules naming the set) per address, whatever the set's size.

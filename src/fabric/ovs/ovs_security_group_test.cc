@@ -214,6 +214,11 @@ TEST_F(OvsSecurityGroupTest, APolicyGoesWithItsInterfaceAndBadCallsAreRefused) {
   ASSERT_TRUE(fabric_->create_local(b));
   const auto baseline = ovs_->flows_without_cookies("kos");
   EXPECT_EQ(fabric_->set_policy(local(101, "10.0.0.9"), Policy{}).error().code, Errc::kNotFound);
+  EXPECT_TRUE(fabric_->set_policy(local(101, "10.0.0.9"), std::nullopt));  // nothing to remove
+  // An address both added and removed stays.
+  ASSERT_TRUE(fabric_->update_set("both", {ip("10.9.0.1")}, {ip("10.9.0.1")}));
+  EXPECT_EQ(fabric_->list_sets().value().at("both"), std::vector<uint32_t>{ip("10.9.0.1")});
+  ASSERT_TRUE(fabric_->delete_set("both"));
   Policy bad;
   bad.ingress.push_back(PolicyRule{6, {{0, 22}}, {}, {}});
   EXPECT_EQ(fabric_->set_policy(a, bad).error().code, Errc::kInvalid);
