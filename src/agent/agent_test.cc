@@ -309,6 +309,66 @@ TEST_F(AgentTest, EachNodeLearnsOnlyTheGroupMembersItsRulesUse) {
   EXPECT_EQ(agents_[0]->counts().member_watches, 0u);
 }
 
+// A restarted agent adopts the fabric's policies and sets: nothing is re-programmed that
+// is as wanted (no moment without a policy), and a set is made exactly the members it has
+// now (a member that left while the agent was down is removed, one that joined added).
+TEST_F(AgentTest, RestartAdoptsPoliciesAndCorrectsSetsToTheMembersOfNow) {
+  add_agent("node0", 0x0a0b0001u);
+  api::SecurityGroup servers, clients;
+  servers.metadata.namespace_ = clients.metadata.namespace_ = "ns";
+  servers.metadata.name = "servers";
+  servers.spec.ingress = {{"tcp", {"22"}, {{"", "clients"}}}};
+  clients.metadata.name = "clients";
+  ASSERT_TRUE(c_->create(servers).has_value());
+  ASSERT_TRUE(c_->create(clients).has_value());
+  api::Subnet s;
+  s.metadata.namespace_ = "ns";
+  s.metadata.name = "s";
+  s.spec.vni = 720;
+  s.spec.ipv4 = "10.72.0.0/24";
+  ASSERT_TRUE(c_->create(s).has_value());
+  for (auto [name, node, group] : {std::tuple{"srv", "node0", "servers"}, std::tuple{"c1", "elsewhere", "clients"},
+                                   std::tuple{"c2", "elsewhere", "clients"}, std::tuple{"c3", "elsewhere", ""}}) {
+    api::NetworkAttachment na;
+    na.metadata.namespace_ = "ns";
+    na.metadata.name = name;
+    na.spec.node = node;
+    na.spec.subnet = "s";
+    if (*group) na.spec.security_groups = {group};
+    ASSERT_TRUE(c_->create(na).has_value()) << name;
+  }
+  auto ip_of = [&](const std::string& name) {
+    auto na = c_->get<api::NetworkAttachment>("ns", name);
+    return na ? api::parse_ipv4(na->status.ipv4).value_or(0) : 0u;
+  };
+  auto& f = *fabrics_[0];
+  const std::string set = member_set_name("ns", "clients", "720");
+  ASSERT_TRUE(eventually([&] {
+    return ip_of("c1") && ip_of("c2") && f.sets()[set] == std::set<uint32_t>{ip_of("c1"), ip_of("c2")} &&
+           f.policies().size() == 1u;
+  }));
+  const auto policies = f.policies();
+  agents_[0]->stop();
+  // While it is down: c1 leaves, c3 joins.
+  auto c1 = *c_->get<api::NetworkAttachment>("ns", "c1");
+  c1.spec.security_groups.clear();
+  ASSERT_TRUE(c_->update(c1).has_value());
+  auto c3 = *c_->get<api::NetworkAttachment>("ns", "c3");
+  c3.spec.security_groups = {"clients"};
+  ASSERT_TRUE(c_->update(c3).has_value());
+  const auto before = f.counts();
+  AgentOptions o;
+  o.node = "node0";
+  o.host_ip = 0x0a0b0001u;
+  o.workers = 2;
+  agents_[0] = std::make_unique<Agent>(client(), f, o);
+  ASSERT_TRUE(agents_[0]->start().has_value());
+  EXPECT_TRUE(eventually([&] { return f.sets()[set] == std::set<uint32_t>{ip_of("c2"), ip_of("c3")}; }));
+  EXPECT_EQ(f.counts().set_elements_changed - before.set_elements_changed, 2u) << "c1 removed, c3 added";
+  EXPECT_EQ(f.counts().set_policy, before.set_policy) << "the adopted policy was as wanted";
+  EXPECT_EQ(f.policies(), policies);
+}
+
 // Creates attachment ns/`name` of Subnet `subnet` on `node`.
 void attach(client::RestClient& c, const std::string& name, const std::string& node,
             const std::string& subnet) {
