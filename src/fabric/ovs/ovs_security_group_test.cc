@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <set>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -93,10 +94,11 @@ class OvsSecurityGroupTest : public ::testing::Test {
   OvsFabric& ovs_fabric() { return static_cast<OvsFabric&>(*fabric_); }
 
   // A local plugged into a namespace of its own; returns the namespace's name.
-  std::string guest(const LocalIfc& l) {
+  std::string guest(const LocalIfc& l) { return guest(*fabric_, l); }
+  std::string guest(Fabric& fabric, const LocalIfc& l) {
     auto ns = std::make_unique<kos::testing::ScopedNetns>(ns_->name() + "-g" + std::to_string(guests_.size()));
-    EXPECT_TRUE(fabric_->create_local(l));
-    auto p = fabric_->plug(l, Plug{"/var/run/netns/" + ns->name(), "eth0", l.guest_ip, 24});
+    EXPECT_TRUE(fabric.create_local(l));
+    auto p = fabric.plug(l, Plug{"/var/run/netns/" + ns->name(), "eth0", l.guest_ip, 24});
     EXPECT_TRUE(p) << p.error().message;
     // The userspace datapath reads packets off the veths as they are: with transmit
     // checksum offload their TCP checksums are never filled in (ethtool -K eth0 tx off).
@@ -242,6 +244,70 @@ TEST_F(OvsSecurityGroupTest, APolicyGoesWithItsInterfaceAndBadCallsAreRefused) {
   EXPECT_EQ(fabric_->list_policies().value(), (std::map<std::string, Policy>{}));
   EXPECT_EQ(fabric_->list_sets().value(), (std::map<std::string, std::vector<uint32_t>>{}));
   EXPECT_NE(baseline.size(), 0u);
+}
+
+// A second node over VXLAN: each node's own OVS in its namespace, the underlay address on
+// an OVS bridge brul holding the underlay veth (OVS's userspace tunnelling sends and
+// receives VXLAN through the bridge that has the address), as kos up --fabric ovs does.
+TEST_F(OvsSecurityGroupTest, PoliciesHoldAcrossNodesOverVxlan) {
+  const std::string a_ns = ns_->name();
+  kos::testing::ScopedNetns b_ns(ns_->name() + "-b");
+  auto must = [](std::vector<std::string> argv) {
+    auto r = kos::testing::run(argv);
+    EXPECT_EQ(r.exit_code, 0) << ::testing::PrintToString(argv) << ": " << r.err;
+  };
+  must({"ip", "-n", a_ns, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", b_ns.name()});
+  kos::testing::OvsInstance ovs_b(b_ns.name());
+  ASSERT_EQ(ovs_b.start(), "");
+  const std::string host_a = "10.253.0.1", host_b = "10.253.0.2";
+  for (auto [ovs, ns, host] : {std::tuple{ovs_.get(), a_ns, host_a}, std::tuple{&ovs_b, b_ns.name(), host_b}}) {
+    auto r = ovs->vsctl({"add-br", "brul", "--", "set", "bridge", "brul", "datapath_type=netdev", "--", "add-port",
+                         "brul", "ul0"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    must({"ip", "-n", ns, "link", "set", "ul0", "up"});
+    must({"ip", "-n", ns, "addr", "add", host + "/24", "dev", "brul"});
+    must({"ip", "-n", ns, "link", "set", "brul", "up"});
+  }
+  OvsFabricOptions o;
+  o.db = ovs_b.db();
+  o.netns = b_ns.name();
+  o.datapath_type = "netdev";
+  auto opened = OvsFabric::open(o);
+  ASSERT_TRUE(opened) << opened.error().message;
+  std::unique_ptr<Fabric> fabric_b = std::move(*opened);
+
+  const auto server = local(101, "10.0.0.1"), client = local(101, "10.0.0.3");
+  const std::string sns = guest(server), cns = guest(*fabric_b, client);
+  ASSERT_TRUE(fabric_->create_remote(testing::remote(101, "10.0.0.3", host_b)));
+  ASSERT_TRUE(fabric_b->create_remote(testing::remote(101, "10.0.0.1", host_a)));
+  ASSERT_FALSE(HasFailure());
+  serve(sns, {"22", "23", "443"});
+  serve(cns, {"22"});
+  ASSERT_FALSE(HasFailure());
+  bool up = false;
+  for (int i = 0; i < 10 && !up; ++i) up = pings(cns, server.guest_ip);
+  ASSERT_TRUE(up) << "no VXLAN between the nodes";
+  ASSERT_TRUE(connects_soon(cns, server.guest_ip, 23));
+
+  ASSERT_TRUE(fabric_->update_set("clients", {client.guest_ip}, {}));
+  ASSERT_TRUE(fabric_->set_policy(server, server_policy()));
+  ASSERT_TRUE(fabric_b->set_policy(client, client_policy(server.guest_ip)));
+  EXPECT_TRUE(connects_soon(cns, server.guest_ip, 22));
+  EXPECT_TRUE(connects(cns, server.guest_ip, 443));
+  EXPECT_FALSE(connects(cns, server.guest_ip, 23));
+  EXPECT_FALSE(pings(cns, server.guest_ip));
+  EXPECT_FALSE(connects(sns, client.guest_ip, 22));
+  // Only the server's side polices: the client may try 23, the server still refuses it.
+  ASSERT_TRUE(fabric_b->set_policy(client, std::nullopt));
+  EXPECT_FALSE(connects(cns, server.guest_ip, 23));
+  EXPECT_TRUE(connects(cns, server.guest_ip, 443));
+  ASSERT_TRUE(fabric_->update_set("clients", {}, {client.guest_ip}));
+  EXPECT_FALSE(connects(cns, server.guest_ip, 443));
+  ASSERT_TRUE(fabric_->set_policy(server, std::nullopt));
+  EXPECT_TRUE(connects(cns, server.guest_ip, 23));
+  servers_.clear();
+  guests_.clear();
+  fabric_b.reset();
 }
 
 // OVS restarts (ovs-vswitchd; ovsdb-server on an empty database): the fabric puts the
