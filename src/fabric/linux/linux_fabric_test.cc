@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "api/cidr.h"
+#include "test/support/netns.h"
 #include "test/support/process.h"
 
 namespace kos::fabric {
@@ -63,52 +64,9 @@ using Entry = std::pair<std::string, std::string>;
 
 bool succeeds(const std::vector<std::string>& argv) { return run(argv).exit_code == 0; }
 
-// A network namespace for the life of the object. The first one of a test process also
-// deletes those left by earlier test processes that were killed (their pid is gone), which
-// no destructor removed.
-class Netns {
- public:
-  Netns() : name_("kos-t-" + std::to_string(getpid()) + "-" + std::to_string(counter_++)) {
-    static const bool swept = [] {
-      std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
-        const std::string n = e.path().filename().string();
-        if (!n.starts_with("kos-t-")) continue;
-        const std::string pid = n.substr(6, n.find('-', 6) == std::string::npos ? 0 : n.find('-', 6) - 6);
-        if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-        if (kill(std::stoi(pid), 0) != 0 && errno == ESRCH) run({"ip", "netns", "del", n});
-      }
-      return true;
-    }();
-    (void)swept;
-    auto r = run({"ip", "netns", "add", name_});
-    ok_ = r.exit_code == 0;
-    if (!ok_) {
-      error_ = r.err;
-      return;
-    }
-    sh({"ip", "-n", name_, "link", "set", "lo", "up"});
-  }
-  ~Netns() {
-    if (!ok_) return;
-    run({"ip", "netns", "del", name_});
-    // Router namespaces a fabric in this one made (router.h), if a test failed before
-    // its fabric deleted them.
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec))
-      if (e.path().filename().string().starts_with(name_ + "-vpc")) run({"ip", "netns", "del", e.path().filename().string()});
-  }
-  Netns(const Netns&) = delete;
-  Netns& operator=(const Netns&) = delete;
-  const std::string& name() const { return name_; }
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-
- private:
-  static inline std::atomic<int> counter_{0};
-  std::string name_;
-  bool ok_ = false;
-  std::string error_;
+// A network namespace for the life of the object (test/support/netns.h).
+struct Netns : kos::testing::TestNetns {
+  Netns() : TestNetns("kos-t") {}
 };
 
 // `ip -d -j link show` in a namespace: ifname -> object.

@@ -30,6 +30,7 @@
 
 #include "fabric/linux/linux_fabric.h"
 #include "fabric/testing.h"
+#include "test/support/netns.h"
 #include "test/support/process.h"
 #include "test/support/skip.h"
 
@@ -134,46 +135,9 @@ std::string sh(const std::vector<std::string>& argv) {
   return r.out;
 }
 
-// A network namespace for the life of the object (kos-p-<pid>-<n>); the first one of a
-// process also deletes those of earlier test processes that are gone.
-class Netns {
- public:
-  Netns() : name_("kos-p-" + std::to_string(getpid()) + "-" + std::to_string(counter_++)) {
-    static const bool swept = [] {
-      std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
-        const std::string n = e.path().filename().string();
-        if (!n.starts_with("kos-p-")) continue;
-        const std::string pid = n.substr(6, n.find('-', 6) == std::string::npos ? 0 : n.find('-', 6) - 6);
-        if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-        if (kill(std::stoi(pid), 0) != 0 && errno == ESRCH) run({"ip", "netns", "del", n});
-      }
-      return true;
-    }();
-    (void)swept;
-    auto r = run({"ip", "netns", "add", name_});
-    ok_ = r.exit_code == 0;
-    if (!ok_) {
-      error_ = r.err;
-      return;
-    }
-    sh({"ip", "-n", name_, "link", "set", "lo", "up"});
-  }
-  ~Netns() {
-    if (ok_) run({"ip", "netns", "del", name_});
-  }
-  Netns(const Netns&) = delete;
-  Netns& operator=(const Netns&) = delete;
-  const std::string& name() const { return name_; }
-  std::string path() const { return "/var/run/netns/" + name_; }
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-
- private:
-  static inline std::atomic<int> counter_{0};
-  std::string name_;
-  bool ok_ = false;
-  std::string error_;
+// A network namespace for the life of the object (test/support/netns.h).
+struct Netns : kos::testing::TestNetns {
+  Netns() : TestNetns("kos-p") {}
 };
 
 // Enters namespace `ns` on the calling thread (a test's own thread).
