@@ -103,7 +103,14 @@ class OvsFabric final : public QueuedFabric {
   // per address added or removed), recording the policy and the set's name in the bridge's
   // external_ids first; the lists answer from the fabric's view (adopted at open: policies
   // from the bridge's external_ids, set addresses from their flows). kUnavailable while
-  // OVS is away; kInvalid for a policy of more than 4096 rules in a direction.
+  // OVS is away; kInvalid for a policy of more than 4096 rules in a direction. A change is
+  // in the OpenFlow tables when the call returns; ovs-vswitchd revalidates the datapath's
+  // cached flows after it asynchronously (typically within milliseconds), so a packet of
+  // that moment may still meet the old verdict. Fragmented IPv4 to or from a policed
+  // local is dropped unless the datapath's reassembly is enabled (ovs-appctl
+  // dpctl/ipf-set-enabled v4 true). The userspace datapath forwards what a veth hands it
+  // as it is: guests must not offload transmit checksums (ethtool -K eth0 tx off) for
+  // TCP to pass at all, policy or not.
   Result<void> set_policy(const LocalIfc& ifc, const std::optional<Policy>& policy) override;
   Result<void> update_set(const std::string& name, const std::vector<uint32_t>& add,
                           const std::vector<uint32_t>& remove) override;
