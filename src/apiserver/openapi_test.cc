@@ -209,7 +209,7 @@ TEST_F(V2, KindsCarryTheGroupVersionKindExtensionAsYaml) {
   // Only kinds have it: kubectl maps a GVK to the one definition carrying it.
   int with_gvk = 0;
   for (const auto& [name, s] : defs_) with_gvk += !extension(s->vendor_extension(), kGvk).empty();
-  EXPECT_EQ(with_gvk, 8);  // four kinds and their lists
+  EXPECT_EQ(with_gvk, 10);  // five kinds and their lists
 }
 
 TEST_F(V2, EveryFieldOfEveryKindIsDocumented) {
@@ -329,7 +329,7 @@ TEST_F(V2, PathsDeclarePatchForEachKind) {
     }
     EXPECT_TRUE(path_params) << np.name();
   }
-  EXPECT_EQ(kinds_with_patch, (std::set<std::string>{"Subnet", "NetworkAttachment", "IPLock", "Vpc"}));
+  EXPECT_EQ(kinds_with_patch, (std::set<std::string>{"Subnet", "NetworkAttachment", "IPLock", "Vpc", "SecurityGroup"}));
 }
 
 // ---- OpenAPI v3 ----
@@ -428,7 +428,7 @@ TEST_F(V3, SchemasAreTheV2Definitions) {
 TEST_F(V3, KindsCarryTheGroupVersionKindExtensionAsArray) {
   int with_gvk = 0;
   for (const auto& [name, s] : *schemas_) with_gvk += s.as_object().contains(kGvk);
-  EXPECT_EQ(with_gvk, 8);  // four kinds and their lists
+  EXPECT_EQ(with_gvk, 10);  // five kinds and their lists
   for (const api::KindInfo& k : api::all_kinds()) {
     for (const std::string& kind : {std::string(k.name), std::string(k.name) + "List"}) {
       const json::object* s = definition(kos(kind));
@@ -563,7 +563,7 @@ TEST_F(V3, PathsDeclarePatchWithFieldValidationAndNoStrategicMerge) {
     }
     EXPECT_TRUE(field_validation) << path;
   }
-  EXPECT_EQ(kinds_with_patch, (std::set<std::string>{"Subnet", "NetworkAttachment", "IPLock", "Vpc"}));
+  EXPECT_EQ(kinds_with_patch, (std::set<std::string>{"Subnet", "NetworkAttachment", "IPLock", "Vpc", "SecurityGroup"}));
   EXPECT_TRUE(
       paths.contains("/apis/network.example.com/v1alpha1/namespaces/{namespace}/networkattachments/"
                      "{name}/status"));

@@ -433,7 +433,9 @@ void Driver::create_job(const Live& l, const std::string& node, bool measured, S
   na.metadata.labels[kRunLabel] = run_id_;
   na.spec.node = node;
   na.spec.subnet = net.subnet;
-  if (o_.security_groups > 0) na.spec.security_groups = {group_name(std::hash<std::string>{}(l.name) % o_.security_groups)};
+  const std::string group =
+      o_.security_groups > 0 ? group_name(std::hash<std::string>{}(l.name) % o_.security_groups) : std::string();
+  if (!group.empty()) na.spec.security_groups = {group};
   if (o_.ping) {
     na.spec.post_create_exec = {o_.ping_program, "${ifname}", "${ipv4}", "${mac}"};
     std::lock_guard lk(mu_);
@@ -446,7 +448,7 @@ void Driver::create_job(const Live& l, const std::string& node, bool measured, S
     std::lock_guard lk(mu_);
     lag_.push_back(std::chrono::duration<double>(start_steady - due).count());
   }
-  tracker_.begin_create(l.key, net.domain, node, measured, start);
+  tracker_.begin_create(l.key, net.domain, node, measured, start, group);
   auto r = client_->create(na);
   const auto end = std::chrono::system_clock::now();
   if (r) tracker_.create_done(l.key, end, r->metadata.uid);
@@ -825,6 +827,7 @@ uint64_t total_failures(const RunReport& r) {
     if (s == Stage::kImplemented && !r.measure_implemented) continue;
     if (s == Stage::kTested && !r.measure_tested) continue;
     if (s == Stage::kInForce && !r.measure_policy) continue;
+    if (s == Stage::kMember && !(r.measure_policy && r.measure_implemented)) continue;
     n += r.results.stages[static_cast<size_t>(s)].failures;
   }
   return n;

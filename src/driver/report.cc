@@ -26,11 +26,13 @@ bool stage_measured(const RunReport& r, Stage s) {
   if (s == Stage::kImplemented) return r.measure_implemented;
   if (s == Stage::kTested) return r.measure_tested;
   if (s == Stage::kInForce) return r.measure_policy;
+  if (s == Stage::kMember) return r.measure_policy && r.measure_implemented;
   return true;
 }
 
 const char* not_measured_reason(Stage s) {
   if (s == Stage::kInForce) return "not measured (no --security-groups)";
+  if (s == Stage::kMember) return "not measured (needs --security-groups and --agent-endpoints)";
   return s == Stage::kImplemented ? "not measured (no --agent-endpoints)" : "not measured (no --ping)";
 }
 

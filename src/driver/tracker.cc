@@ -27,6 +27,7 @@ const char* stage_label(Stage s) {
     case Stage::kImplemented: return "create -> implemented (all nodes)";
     case Stage::kTested: return "create -> tested";
     case Stage::kInForce: return "create -> rules in force";
+    case Stage::kMember: return "create -> member (all users)";
     case Stage::kDelete: return "delete call";
   }
   return "?";
@@ -40,6 +41,7 @@ const char* stage_id(Stage s) {
     case Stage::kImplemented: return "implemented";
     case Stage::kTested: return "tested";
     case Stage::kInForce: return "in-force";
+    case Stage::kMember: return "member";
     case Stage::kDelete: return "delete";
   }
   return "?";
@@ -56,10 +58,12 @@ Tracker::Tracker(TrackerOptions opts) : opts_(opts) {}
 
 bool Tracker::open(const Att& a) const {
   if (!a.measured) return false;
-  for (Stage s : {Stage::kCreate, Stage::kAddressed, Stage::kReady, Stage::kImplemented, Stage::kTested, Stage::kInForce}) {
+  for (Stage s : {Stage::kCreate, Stage::kAddressed, Stage::kReady, Stage::kImplemented, Stage::kTested, Stage::kInForce,
+                  Stage::kMember}) {
     if (s == Stage::kImplemented && !opts_.measure_implemented) continue;
     if (s == Stage::kTested && !opts_.measure_tested) continue;
     if (s == Stage::kInForce && !opts_.measure_policy) continue;
+    if (s == Stage::kMember && !measure_member()) continue;
     if (!a.settled[static_cast<size_t>(s)]) return true;
   }
   return false;
@@ -88,11 +92,12 @@ void Tracker::set_live(Att& a, bool live) {
   a.live = live;
   int& n = live_[a.vni][a.node];
   n += live ? 1 : -1;
+  if (!a.group.empty()) live_groups_[{a.vni, a.group}][a.node] += live ? 1 : -1;
   live ? ++progress_.live : --progress_.live;
 }
 
 void Tracker::begin_create(const std::string& key, uint32_t vni, const std::string& node, bool measured,
-                           TimePoint start) {
+                           TimePoint start, const std::string& group) {
   std::lock_guard lk(mu_);
   Att a;
   a.vni = vni;
@@ -102,12 +107,17 @@ void Tracker::begin_create(const std::string& key, uint32_t vni, const std::stri
   a.create_start = start;
   a.required = relevant_nodes(live_[vni], node);
   a.waiting = a.required;
+  a.group = group;
   if (!opts_.measure_implemented) a.settled[static_cast<size_t>(Stage::kImplemented)] = true;
   if (!opts_.measure_tested) a.settled[static_cast<size_t>(Stage::kTested)] = true;
   if (!opts_.measure_policy) a.settled[static_cast<size_t>(Stage::kInForce)] = true;
+  if (!measure_member() || group.empty()) a.settled[static_cast<size_t>(Stage::kMember)] = true;
   a.settled[static_cast<size_t>(Stage::kDelete)] = true;  // deletes are counted per call
   auto& slot = atts_[key] = std::move(a);
   set_live(slot, true);
+  if (!slot.group.empty())  // its own node too: the node's set holds its own members
+    for (const auto& [n, count] : live_groups_[{vni, slot.group}])
+      if (count > 0) slot.member_waiting.insert(n);
   if (measured) {
     slot.seq = measured_;
     ++measured_;
@@ -217,8 +227,13 @@ void Tracker::implemented(const agent::Implemented& rec) {
   if (it == atts_.end()) return;
   Att& a = it->second;
   if (!a.uid.empty() && rec.uid != a.uid) return;
-  // Security-group records are not this tracker's stages.
-  if (rec.kind == agent::Implemented::Kind::kMember || rec.kind == agent::Implemented::Kind::kPolicy) return;
+  if (rec.kind == agent::Implemented::Kind::kPolicy) return;  // the status says it (kInForce)
+  if (rec.kind == agent::Implemented::Kind::kMember) {
+    if (a.group.empty() || !a.member_at.emplace(rec.node, rec.at).second) return;
+    a.member_waiting.erase(rec.node);
+    try_member(rec.key, a);
+    return;
+  }
   if (rec.kind == agent::Implemented::Kind::kLocal) {
     if (rec.node != a.node || a.local_impl) return;
     a.local_impl = rec.at;
@@ -253,12 +268,29 @@ void Tracker::try_implemented(const std::string& key, Att& a) {
   settle(key, a, Stage::kImplemented, t, {});
 }
 
+// Settles kMember once every node that used the group at the create (and still does) has
+// the address in its set; a node whose last attachment of the group went is not waited for.
+void Tracker::try_member(const std::string& key, Att& a) {
+  const auto i = static_cast<size_t>(Stage::kMember);
+  if (a.settled[i]) return;
+  auto& live = live_groups_[{a.vni, a.group}];
+  for (auto n = a.member_waiting.begin(); n != a.member_waiting.end();) {
+    auto l = live.find(*n);
+    n = l != live.end() && l->second > 0 ? std::next(n) : a.member_waiting.erase(n);
+  }
+  if (!a.member_waiting.empty() || a.member_at.empty()) return;
+  TimePoint t{};
+  for (const auto& [_, at] : a.member_at) t = std::max(t, at);
+  settle(key, a, Stage::kMember, t, {});
+}
+
 void Tracker::evaluate(TimePoint now) {
   std::lock_guard lk(mu_);
   std::vector<std::string> keys(open_.begin(), open_.end());
   for (const auto& key : keys) {
     Att& a = atts_.at(key);
     try_implemented(key, a);
+    try_member(key, a);
     if (now - a.create_start < opts_.stage_timeout) continue;
     char buf[64];
     std::snprintf(buf, sizeof buf, "timed out after %g s", static_cast<double>(opts_.stage_timeout.count()) / 1000.0);

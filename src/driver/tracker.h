@@ -53,12 +53,14 @@ namespace kos::driver {
 using TimePoint = std::chrono::system_clock::time_point;
 
 // kInForce: the attachment's security groups are in force on its node (status.securityGroupsInForce
-// lists every group of spec.securityGroups).
-enum class Stage { kCreate, kAddressed, kReady, kImplemented, kTested, kInForce, kDelete };
-inline constexpr size_t kStageCount = 7;
-inline constexpr std::array<Stage, kStageCount> kAllStages = {Stage::kCreate,      Stage::kAddressed, Stage::kReady,
-                                                             Stage::kImplemented, Stage::kTested,    Stage::kInForce,
-                                                             Stage::kDelete};
+// lists every group of spec.securityGroups). kMember: its address is in the member set of
+// its group on every node that uses the group (a node with a live attachment of the group
+// in its domain, its own included), from the agents' "member" records.
+enum class Stage { kCreate, kAddressed, kReady, kImplemented, kTested, kInForce, kMember, kDelete };
+inline constexpr size_t kStageCount = 8;
+inline constexpr std::array<Stage, kStageCount> kAllStages = {
+    Stage::kCreate, Stage::kAddressed, Stage::kReady,  Stage::kImplemented,
+    Stage::kTested, Stage::kInForce,   Stage::kMember, Stage::kDelete};
 const char* stage_label(Stage s);  // "create call", "create -> addressed", ...
 const char* stage_id(Stage s);     // "create", "addressed", ... (JSON keys)
 
@@ -94,7 +96,9 @@ class Tracker {
   explicit Tracker(TrackerOptions opts);
 
   // The driver is about to create `key` (namespace/name). Counts it live from now.
-  void begin_create(const std::string& key, uint32_t vni, const std::string& node, bool measured, TimePoint start);
+  // `group`: the security group it is in ("" none).
+  void begin_create(const std::string& key, uint32_t vni, const std::string& node, bool measured, TimePoint start,
+                    const std::string& group = "");
   // The create call returned: the new object's uid, or the error (then it is not live).
   void create_done(const std::string& key, TimePoint end, const Result<std::string>& uid);
   // The driver is about to delete `key`: it stops being live now.
@@ -142,6 +146,9 @@ class Tracker {
     TimePoint create_start{};
     std::optional<TimePoint> addressed, ready, tested, in_force, local_impl, implemented_all;
     std::map<std::string, TimePoint> remote_impl;  // first programming per node
+    std::string group;                             // its security group ("" none)
+    std::map<std::string, TimePoint> member_at;    // in the group's set, per node
+    std::set<std::string> member_waiting;          // nodes using the group, not yet there
     std::set<std::string> waiting;                 // relevant nodes not yet programmed/dropped
     std::set<std::string> required;                // relevant nodes still required
     std::array<bool, kStageCount> settled{};
@@ -150,6 +157,8 @@ class Tracker {
   void settle(const std::string& key, Att& a, Stage s, std::optional<TimePoint> at, const std::string& why);  // mu_ held
   void set_live(Att& a, bool live);            // mu_ held
   void try_implemented(const std::string& key, Att& a);  // mu_ held
+  void try_member(const std::string& key, Att& a);       // mu_ held
+  bool measure_member() const { return opts_.measure_policy && opts_.measure_implemented; }
   bool open(const Att& a) const;               // mu_ held: a measured stage is still unsettled
 
   TrackerOptions opts_;
@@ -162,6 +171,8 @@ class Tracker {
   std::vector<Times> retired_;  // of the measured attachments deleted so far
   std::set<std::string> open_;  // measured keys with an unsettled stage
   std::map<uint32_t, std::map<std::string, int>> live_;  // vni -> node -> live attachments
+  // (domain, group) -> node -> live attachments in the group: the nodes that use its set.
+  std::map<std::pair<uint32_t, std::string>, std::map<std::string, int>> live_groups_;
   std::array<StageResult, kStageCount> stages_;
   RelevanceCounts relevance_;
   uint64_t measured_ = 0, status_errors_ = 0;

@@ -169,7 +169,8 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   EXPECT_GE(num("delete", "count"), 140u);  // one per measured create, once the cap is reached
   EXPECT_EQ(num("delete", "failures"), 0u);
   EXPECT_TRUE(std::regex_search(c.out, std::regex("create -> rules in force +[0-9]+"))) << c.out;
-  for (const char* s : {"addressed", "ready", "implemented", "in-force"}) {
+  EXPECT_TRUE(std::regex_search(c.out, std::regex("create -> member \\(all users\\) +[0-9]+"))) << c.out;
+  for (const char* s : {"addressed", "ready", "implemented", "in-force", "member"}) {
     EXPECT_EQ(num(s, "count") + num(s, "cancelled"), 150u) << s;
     EXPECT_EQ(num(s, "failures"), 0u) << s;
   }

@@ -441,10 +441,11 @@ TEST_P(KubectlTest, ApiResourcesAndExplain) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   Table t = parse_table(r.out);
   EXPECT_THAT(t.headers, ElementsAre("NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"));
-  ASSERT_EQ(t.rows.size(), 4u) << r.out;
+  ASSERT_EQ(t.rows.size(), 5u) << r.out;
   const std::map<std::string, std::pair<std::string, std::string>> want = {
       {"iplocks", {"ipl", "IPLock"}},
       {"networkattachments", {"na", "NetworkAttachment"}},
+      {"securitygroups", {"sg", "SecurityGroup"}},
       {"subnets", {"sn", "Subnet"}},
       {"vpcs", {"vpc", "Vpc"}}};
   for (const auto& [plural, sk] : want) {
