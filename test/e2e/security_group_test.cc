@@ -77,8 +77,7 @@ TEST(SecurityGroupNodes, SftpServerTakesSshAndHttpsFromItsClientsOnly) {
   if (auto e = cluster.start(); !e.empty()) FAIL() << e << "\n" << cluster.logs();
   auto c = cluster.client();
   const std::string admin = cluster.server().credential("admin").string();
-  auto apply = run({"kubectl", "--kubeconfig", admin, "create", "namespace", kNs});
-  apply = run({"kubectl", "--kubeconfig", admin, "apply", "-f", kExamples + "/security-groups/sftp.yaml"});
+  auto apply = run({"kubectl", "--kubeconfig", admin, "apply", "-f", kExamples + "/security-groups/sftp.yaml"});
   ASSERT_EQ(apply.exit_code, 0) << apply.out << apply.err;
 
   // Every attachment ready, with its groups in force at their current versions.
