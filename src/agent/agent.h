@@ -13,9 +13,14 @@
 // the set of informers holding it and leaves it alone while there are
 // several; the stale informer's delete notification requeues it.
 //
+// Security groups (policy.h): an informer per group a local attachment is in, and a member
+// watch per (group a rule of those names, address domain of their local attachments),
+// each feeding one fabric address set element by element; a local attachment's policy is
+// programmed before it is reported ready (status.securityGroupsInForce says when).
+//
 // Start-up: sync the local informer, start and sync the VNI informers, read what the
-// fabric already has, adopt what matches consistent lists of the attachments, remove
-// orphans, then start the workers.
+// fabric already has (interfaces, mappings, policies, sets), adopt what matches consistent
+// lists of the attachments, remove orphans, then start the workers.
 //
 // Batches: a worker takes up to kMaxBatch ready keys; their remote mappings go to the
 // fabric as one batch (see reconcile_batch), so a cold start with 10,000 mappings makes
