@@ -1,6 +1,7 @@
 // OvsFabric against a real Open vSwitch of the test's own (ovsdb-server and a userspace
 // ovs-vswitchd in a namespace; test/support/ovs.h). What it made is read back with
 // ovs-ofctl, ovs-vsctl and ip, independently of the fabric's code. Root.
+#include "fabric/ovs/fixture.h"
 #include "fabric/ovs/ovs_fabric.h"
 
 #include <unistd.h>
@@ -29,33 +30,9 @@ using kos::testing::poll_until;
 
 using kos::testing::expected_flows;
 
-class OvsFabricTest : public ::testing::Test {
+class OvsFabricTest : public OvsFixture {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) KOS_SKIP_UNLESS_CI() << "needs root (network namespaces, ovs-vswitchd)";
-    if (!kos::testing::ovs_installed()) KOS_SKIP_UNLESS_CI() << "needs openvswitch-switch";
-    static int n = 0;
-    ns_ = std::make_unique<kos::testing::ScopedNetns>("kos-ovs-" + std::to_string(getpid()) + "-" + std::to_string(n++));
-    ovs_ = std::make_unique<kos::testing::OvsInstance>(ns_->name());
-    ASSERT_EQ(ovs_->start(), "");
-    open_fabric();
-  }
-  void TearDown() override {
-    fabric_.reset();
-    ovs_.reset();
-    ns_.reset();
-  }
-
-  void open_fabric() {
-    OvsFabricOptions o;
-    o.db = ovs_->db();
-    o.netns = ns_->name();
-    o.datapath_type = "netdev";
-    auto f = OvsFabric::open(o);
-    ASSERT_TRUE(f) << f.error().message;
-    fabric_ = std::move(*f);
-  }
-  OvsFabric& ovs_fabric() { return static_cast<OvsFabric&>(*fabric_); }
+  OvsFabricTest() : OvsFixture("kos-ovs") {}
 
   int ofport(const std::string& iface) {
     auto r = ovs_->vsctl({"get", "interface", iface, "ofport"});
@@ -77,9 +54,6 @@ class OvsFabricTest : public ::testing::Test {
     return kos::testing::run({"ip", "-n", ns_->name(), "-o", "link", "show", dev}).out;
   }
 
-  std::unique_ptr<kos::testing::ScopedNetns> ns_;
-  std::unique_ptr<kos::testing::OvsInstance> ovs_;
-  std::unique_ptr<Fabric> fabric_;
 };
 
 TEST(OvsFabricOpen, RejectsBadOptions) {

@@ -14,6 +14,7 @@
 
 #include "api/cidr.h"
 #include "fabric/linux/linux_fabric.h"
+#include "fabric/ovs/fixture.h"
 #include "fabric/ovs/ovs_fabric.h"
 #include "fabric/testing.h"
 #include "test/support/netns.h"
@@ -63,35 +64,14 @@ ifreq = struct.pack("16sP", b"eth0", ctypes.addressof(value)) + bytes(16)
 fcntl.ioctl(socket.socket(), 0x8946, ifreq)
 )";
 
-class OvsSecurityGroupTest : public ::testing::Test {
+class OvsSecurityGroupTest : public OvsFixture {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) KOS_SKIP_UNLESS_CI() << "needs root (network namespaces, ovs-vswitchd)";
-    if (!kos::testing::ovs_installed()) KOS_SKIP_UNLESS_CI() << "needs openvswitch-switch";
-    static int n = 0;
-    ns_ = std::make_unique<kos::testing::ScopedNetns>("kos-sg-" + std::to_string(getpid()) + "-" + std::to_string(n++));
-    ovs_ = std::make_unique<kos::testing::OvsInstance>(ns_->name());
-    ASSERT_EQ(ovs_->start(), "");
-    open_fabric();
-  }
+  OvsSecurityGroupTest() : OvsFixture("kos-sg") {}
   void TearDown() override {
     servers_.clear();
     guests_.clear();
-    fabric_.reset();
-    ovs_.reset();
-    ns_.reset();
+    OvsFixture::TearDown();
   }
-
-  void open_fabric() {
-    OvsFabricOptions o;
-    o.db = ovs_->db();
-    o.netns = ns_->name();
-    o.datapath_type = "netdev";
-    auto f = OvsFabric::open(o);
-    ASSERT_TRUE(f) << f.error().message;
-    fabric_ = std::move(*f);
-  }
-  OvsFabric& ovs_fabric() { return static_cast<OvsFabric&>(*fabric_); }
 
   // A local plugged into a namespace of its own; returns the namespace's name.
   std::string guest(const LocalIfc& l) { return guest(*fabric_, l); }
@@ -137,9 +117,6 @@ class OvsSecurityGroupTest : public ::testing::Test {
   }
   void flush_neighbours(const std::string& ns) { kos::testing::run({"ip", "-n", ns, "neigh", "flush", "all"}); }
 
-  std::unique_ptr<kos::testing::ScopedNetns> ns_;
-  std::unique_ptr<kos::testing::OvsInstance> ovs_;
-  std::unique_ptr<Fabric> fabric_;
   std::vector<std::unique_ptr<kos::testing::ScopedNetns>> guests_;
   std::vector<std::unique_ptr<kos::testing::ChildProcess>> servers_;
 };
