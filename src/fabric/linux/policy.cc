@@ -847,30 +847,32 @@ Result<void> PolicyTables::delete_set(const std::string& name) {
   });
 }
 
-Result<std::map<std::string, std::vector<uint32_t>>> PolicyTables::list_sets() {
-  std::map<std::string, std::vector<uint32_t>> out;
+Result<bool> PolicyTables::read_for_listing() {
   if (auto r = ready(); !r) {
-    if (r.error().code == Errc::kUnsupported) return out;
+    if (r.error().code == Errc::kUnsupported) return false;
     return fail(r.error());
   }
   if (auto r = read(); !r) {
     adopted_ = false;
     return fail(r.error());
   }
+  return true;
+}
+
+Result<std::map<std::string, std::vector<uint32_t>>> PolicyTables::list_sets() {
+  std::map<std::string, std::vector<uint32_t>> out;
+  auto have = read_for_listing();
+  if (!have) return fail(have.error());
+  if (!*have) return out;
   for (const auto& [name, addrs] : sets_) out[name] = std::vector<uint32_t>(addrs.begin(), addrs.end());
   return out;
 }
 
 Result<std::map<std::string, Policy>> PolicyTables::list_policies() {
   std::map<std::string, Policy> out;
-  if (auto r = ready(); !r) {
-    if (r.error().code == Errc::kUnsupported) return out;
-    return fail(r.error());
-  }
-  if (auto r = read(); !r) {
-    adopted_ = false;
-    return fail(r.error());
-  }
+  auto have = read_for_listing();
+  if (!have) return fail(have.error());
+  if (!*have) return out;
   for (const auto& [h, _] : state_.ports)
     if (auto p = policy_of(state_, h)) out[h] = std::move(*p);
   return out;

@@ -179,6 +179,9 @@ class PolicyTables {
   struct Tx;
   Result<void> ready();
   Result<void> read();
+  // ready() and read() for list_sets and list_policies: false without nf_tables (nothing
+  // to list).
+  Result<bool> read_for_listing();
   Result<void> adopt();
   Result<void> run(Tx& tx);
   Result<void> retrying(const std::function<Result<void>(Tx&)>& plan);
