@@ -1,4 +1,5 @@
 #include "apiserver/gc.h"
+#include "common/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -44,7 +45,10 @@ void GarbageCollector::start() {
     for (const auto& o : snap.items)
       if (!o->owners.empty() || o->deleting) enqueue({i, o->ns, o->name});
   }
-  for (int i = 0; i < kWorkers; ++i) threads_.emplace_back([this] { run(); });
+  for (int i = 0; i < kWorkers; ++i) threads_.emplace_back([this] {
+    name_this_thread("kos-gc");
+    run();
+  });
 }
 
 void GarbageCollector::stop() {

@@ -1,4 +1,5 @@
 #include "apiserver/watch_cache.h"
+#include "common/thread_name.h"
 
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
@@ -89,7 +90,10 @@ WatchCache::~WatchCache() { stop(); }
 
 Result<void> WatchCache::start() {
   if (auto r = relist(); !r) return r;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("kos-wc-" + strategy_.info().plural);
+    run();
+  });
   return {};
 }
 

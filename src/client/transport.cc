@@ -1,4 +1,5 @@
 #include "client/transport.h"
+#include "common/thread_name.h"
 
 #include <atomic>
 #include <future>
@@ -93,7 +94,10 @@ class TransportImpl final : public Transport {
   TransportImpl(const RestConfig& cfg, const TransportOptions& opts,
                 std::unique_ptr<net::ssl::context> tls)
       : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)) {
-    thread_ = std::thread([this] { ioc_.run(); });
+    thread_ = std::thread([this] {
+      name_this_thread("kos-client-io");
+      ioc_.run();
+    });
   }
   ~TransportImpl() override {
     shutdown();

@@ -1,4 +1,5 @@
 #include "client/workqueue.h"
+#include "common/thread_name.h"
 
 #include <algorithm>
 #include <climits>
@@ -111,7 +112,10 @@ WorkQueue::WorkQueue(std::string name, metrics::Registry& registry, Options opts
                                         {"name"}).with({name_})),
       retries_(registry.counter("kos_workqueue_retries_total", "Rate-limited re-adds of keys.",
                                 {"name"}).with({name_})) {
-  if (opts.delay_thread) delay_thread_ = std::thread([this] { delay_loop(); });
+  if (opts.delay_thread) delay_thread_ = std::thread([this] {
+    name_this_thread("kos-wq-delay");
+    delay_loop();
+  });
 }
 
 WorkQueue::~WorkQueue() {

@@ -1,4 +1,5 @@
 #include "common/http_server.h"
+#include "common/thread_name.h"
 
 #include "common/x509_subject.h"
 
@@ -446,7 +447,10 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler
   impl->port = impl->acceptor.local_endpoint().port();
   impl->accept();
   for (int i = 0; i < std::max(1, opts.io_threads); ++i)
-    impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
+    impl->threads.emplace_back([raw = impl.get()] {
+      name_this_thread("kos-http-io");
+      raw->ioc.run();
+    });
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

@@ -1,4 +1,5 @@
 #include "controllers/controller.h"
+#include "common/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -49,7 +50,10 @@ Controller::Controller(std::string name, int workers, size_t max_batch, Reconcil
 Controller::~Controller() { stop(); }
 
 void Controller::start() {
-  for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { work(); });
+  for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] {
+    name_this_thread("kos-worker");
+    work();
+  });
 }
 
 void Controller::stop() {

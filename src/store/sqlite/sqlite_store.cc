@@ -1,4 +1,5 @@
 #include "store/sqlite/sqlite_store.h"
+#include "common/thread_name.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -736,7 +737,10 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
   impl->compact_rev = *compacted;
   impl->pool = std::make_shared<ReadPool>(opts);
   impl->hub = std::make_shared<Hub>(*max_rev, opts.watch_queue_limit);
-  impl->writer = std::thread([raw = impl.get()] { raw->run_writer(); });
+  impl->writer = std::thread([raw = impl.get()] {
+    name_this_thread("kos-sqlite-w");
+    raw->run_writer();
+  });
   spdlog::info("sqlite store: opened path={} revision={} compacted={}", opts.path, *max_rev,
                *compacted);
   return std::unique_ptr<Store>(new SqliteStore(std::move(impl)));
