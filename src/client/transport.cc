@@ -199,36 +199,49 @@ class TransportImpl final : public Transport {
     --open_;
   }
 
+  // The server's addresses. An address in the kubeconfig (the usual case) is used as it
+  // is: asio resolves names on a thread of its own, a hand-off per new connection.
+  template <class Then>
+  void resolve(Then then) {
+    beast::error_code ec;
+    auto addr = net::ip::make_address(cfg_.host, ec);
+    if (!ec) return then(ec, std::vector<tcp::endpoint>{tcp::endpoint(addr, cfg_.port)});
+    auto resolver = std::make_shared<tcp::resolver>(ioc_);
+    resolver->async_resolve(cfg_.host, std::to_string(cfg_.port),
+                            [resolver, then](beast::error_code ec2, tcp::resolver::results_type r) mutable {
+                              std::vector<tcp::endpoint> eps;
+                              for (const auto& e : r) eps.push_back(e.endpoint());
+                              then(ec2, std::move(eps));
+                            });
+  }
+
   template <class Then>
   void connect(const ConnPtr& c, Then then) {
     ++open_;
     busy_.insert(c);
     c->tcp().expires_after(opts_.connect_timeout);
-    auto resolver = std::make_shared<tcp::resolver>(ioc_);
-    resolver->async_resolve(
-        cfg_.host, std::to_string(cfg_.port),
-        [this, c, resolver, then](beast::error_code ec, tcp::resolver::results_type r) mutable {
-          if (ec) return then(ec);
-          c->tcp().async_connect(r, [this, c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
-            if (ec2 || !c->ssl) {
-              if (!ec2) c->tcp().socket().set_option(tcp::no_delay(true));
-              return then(ec2);
-            }
-            c->tcp().socket().set_option(tcp::no_delay(true));
-            // TLS: the server must present a certificate for the host we asked for, signed
-            // by the configured CA (unless insecure-skip-tls-verify).
-            beast::error_code vec;
-            net::ip::make_address(cfg_.host, vec);
-            if (vec)  // a name, not an address: send it (SNI)
-              SSL_set_tlsext_host_name(c->ssl->native_handle(), cfg_.host.c_str());
-            if (!cfg_.insecure_skip_verify)
-              c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
-            // Resume the last session: no certificates sent or verified again, no signature.
-            if (session_) SSL_set_session(c->ssl->native_handle(), session_);
-            c->ssl->async_handshake(net::ssl::stream_base::client,
-                                    [then](beast::error_code ec3) mutable { then(ec3); });
-          });
-        });
+    resolve([this, c, then](beast::error_code ec, std::vector<tcp::endpoint> r) mutable {
+      if (ec) return then(ec);
+      c->tcp().async_connect(r, [this, c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
+        if (ec2 || !c->ssl) {
+          if (!ec2) c->tcp().socket().set_option(tcp::no_delay(true));
+          return then(ec2);
+        }
+        c->tcp().socket().set_option(tcp::no_delay(true));
+        // TLS: the server must present a certificate for the host we asked for, signed
+        // by the configured CA (unless insecure-skip-tls-verify).
+        beast::error_code vec;
+        net::ip::make_address(cfg_.host, vec);
+        if (vec)  // a name, not an address: send it (SNI)
+          SSL_set_tlsext_host_name(c->ssl->native_handle(), cfg_.host.c_str());
+        if (!cfg_.insecure_skip_verify)
+          c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
+        // Resume the last session: no certificates sent or verified again, no signature.
+        if (session_) SSL_set_session(c->ssl->native_handle(), session_);
+        c->ssl->async_handshake(net::ssl::stream_base::client,
+                                [then](beast::error_code ec3) mutable { then(ec3); });
+      });
+    });
   }
 
   void start(const std::shared_ptr<Exchange>& ex) {
