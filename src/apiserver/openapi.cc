@@ -449,6 +449,10 @@ std::vector<Param> list_params() {
        "Stream the changes (ADDED, MODIFIED, DELETED) instead of returning a list."},
       {"allowWatchBookmarks", "query", "boolean",
        "Let a watch send periodic BOOKMARK events carrying only a resourceVersion."},
+      {"sendInitialEvents", "query", "boolean",
+       "With watch, allowWatchBookmarks and resourceVersionMatch=NotOlderThan: first send "
+       "the state (not older than resourceVersion) as ADDED events, then a BOOKMARK annotated "
+       "k8s.io/initial-events-end, then the changes."},
       {"timeoutSeconds", "query", "integer", "Close the watch after this many seconds."},
   };
 }

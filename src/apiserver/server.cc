@@ -822,7 +822,36 @@ http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, co
         if (wants_table(req))
           wr.format = table_objects(q) == TableObjects::kObject ? WatchFormat::kTableWithObject
                                                                 : WatchFormat::kTable;
-        if (lr->resource_version && !lr->resource_version->empty() && *lr->resource_version != "0") {
+        // WatchList (sendInitialEvents=true, as kube-apiserver's): the state as ADDED
+        // events, a bookmark annotated k8s.io/initial-events-end, then the changes. An
+        // informer syncs with it without a LIST: one request instead of two.
+        std::vector<std::shared_ptr<const std::string>> initial;
+        if (q.flag("sendInitialEvents")) {
+          auto forbidden = [&](std::string field, std::string msg) {
+            return fail_with(Error{Errc::kInvalid, field + ": Forbidden: " + msg, {{"FieldValueForbidden", msg, field}}});
+          };
+          if (!wr.bookmarks)
+            return forbidden("allowWatchBookmarks", "sendInitialEvents requires setting allowWatchBookmarks to true");
+          if (lr->resource_version_match != "NotOlderThan")
+            return forbidden("resourceVersionMatch",
+                             "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan");
+          // The state is a list, not older than resourceVersion ("0": any, from the watch
+          // cache; unset: the latest, from the store); the changes follow from its revision.
+          ListRequest state_req = *lr;
+          if (!state_req.resource_version || state_req.resource_version->empty()) {
+            state_req.resource_version.reset();
+            state_req.resource_version_match.clear();
+          }
+          state_req.limit = 0;
+          state_req.continue_token.clear();
+          auto listed = reg.list(state_req);
+          if (!listed) return fail_with(listed.error());
+          initial.reserve(listed->items.size() + 1);
+          for (const auto& obj : listed->items)
+            initial.push_back(std::make_shared<const std::string>(res->cache->event_line("ADDED", *obj, wr.format)));
+          initial.push_back(std::make_shared<const std::string>(res->cache->bookmark_line(listed->rv, true)));
+          wr.since = listed->rv;
+        } else if (lr->resource_version && !lr->resource_version->empty() && *lr->resource_version != "0") {
           int64_t v = 0;
           const auto& s = *lr->resource_version;
           auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -867,8 +896,17 @@ http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, co
         ss.max_queued_bytes = opts_.watch_queue_bytes;
         ss.budget = watch_budget_;
         ss.timeout = timeout;
-        ss.attach = [state, cache, wr = std::move(wr), rname](std::shared_ptr<http::Stream> s) mutable {
+        ss.attach = [state, cache, wr = std::move(wr), rname,
+                     initial = std::move(initial)](std::shared_ptr<http::Stream> s) mutable {
           auto sink = std::make_shared<StreamSink>(s);
+          for (auto& line : initial) {
+            if (sink->send(std::move(line), true)) continue;
+            sink->close(Error{Errc::kCompacted,
+                              "the server's watch memory budget cannot take this watch's initial "
+                              "events; list with a limit, then watch from the list's resourceVersion",
+                              {}});
+            return;
+          }
           auto id = cache->watch(std::move(wr), sink);
           if (!id) {
             sink->close(id.error());

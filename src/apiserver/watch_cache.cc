@@ -368,11 +368,11 @@ std::string WatchCache::event_line(std::string_view type, const CachedObject& ob
   return out;
 }
 
-std::string WatchCache::bookmark_line(store::Revision rv) const {
+std::string WatchCache::bookmark_line(store::Revision rv, bool initial_events_end) const {
   const auto& info = strategy_.info();
   return "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"" + info.kind + "\",\"apiVersion\":\"" +
-         info.api_version() + "\",\"metadata\":{\"resourceVersion\":\"" + std::to_string(rv) +
-         "\"}}}\n";
+         info.api_version() + "\",\"metadata\":{\"resourceVersion\":\"" + std::to_string(rv) + "\"" +
+         (initial_events_end ? ",\"annotations\":{\"k8s.io/initial-events-end\":\"true\"}" : "") + "}}}\n";
 }
 
 void WatchCache::send_bookmarks(uint64_t slice, uint64_t slices) {

@@ -147,7 +147,8 @@ class WatchCache {
 
   // The line of one event in a format (JSON or a Table with one row).
   std::string event_line(std::string_view type, const CachedObject& obj, WatchFormat format) const;
-  std::string bookmark_line(store::Revision rv) const;
+  // initial_events_end: annotated k8s.io/initial-events-end (the end of a WatchList's state).
+  std::string bookmark_line(store::Revision rv, bool initial_events_end = false) const;
 
  private:
   struct Watcher;

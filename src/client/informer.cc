@@ -1,6 +1,7 @@
 #include "client/informer.h"
 
 #include <future>
+#include <optional>
 #include <random>
 
 #include <boost/json/serialize.hpp>
@@ -127,6 +128,9 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
   std::string rv;                  // last resourceVersion seen
   bool relist_needed = false;      // the watch said 410
   bool consistent_relist = false;  // after the first list, relist with a fresh read
+  bool watch_list_refused = false; // the server answered a WatchList with 400 or 422: LIST
+  // During a WatchList's initial events: the state so far, applied at its end bookmark.
+  std::optional<std::map<std::string, ObjectPtr>> initial;
   int failures = 0;
   std::shared_ptr<StreamHandle> stream;
   std::function<void()> cancel_timer;
@@ -158,6 +162,12 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
       if (self->stopped || gen != self->generation) return;
       (self.get()->*fn)();
     });
+  }
+
+  // The first sync (and its retries): a WatchList unless it is off or refused.
+  void sync() {
+    if (opts.watch_list && !watch_list_refused && !consistent_relist) return start_watch(true);
+    list();
   }
 
   void list() {
@@ -209,7 +219,13 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
       auto ptr = std::make_shared<const api::AnyObject>(std::move(*obj));
       fresh.emplace(object_key(*ptr), std::move(ptr));
     }
-    // Deliver the difference between what we had and the list.
+    replace(std::move(fresh), std::string(list_rv->get_string()));
+    watch();
+  }
+
+  // Makes the indexer hold `fresh`, the state at `fresh_rv`, delivering the difference
+  // from what it held; the informer has synced.
+  void replace(std::map<std::string, ObjectPtr> fresh, std::string fresh_rv) {
     for (const auto& key : indexer->keys()) {
       if (fresh.count(key)) continue;
       auto gone = indexer->erase(key);
@@ -226,7 +242,7 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
         }
       }
     }
-    set_rv(std::string(list_rv->get_string()));
+    set_rv(std::move(fresh_rv));
     failures = 0;
     relist_needed = false;
     consistent_relist = true;
@@ -234,10 +250,12 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
       std::lock_guard lk(sync_mu);
       sync_cv.notify_all();
     }
-    watch();
   }
 
-  void watch() {
+  void watch() { start_watch(false); }
+  // Watches from rv; with `initial_state`, a WatchList: the state first (from the server's
+  // cache), collected in `initial` until the bookmark that ends it.
+  void start_watch(bool initial_state) {
     if (stopped) return;
     ++generation;
     ListOptions lo;
@@ -245,6 +263,14 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
     lo.field_selector = opts.field_selector;
     lo.resource_version = rv;
     lo.allow_bookmarks = true;
+    if (initial_state) {
+      lo.resource_version = "0";
+      lo.resource_version_match = "NotOlderThan";
+      lo.send_initial_events = true;
+      initial.emplace();
+      std::lock_guard lk(stats_mu);
+      ++stats.lists;
+    }
     thread_local std::mt19937 rng{std::random_device{}()};
     // Spread the ends of many informers' watches over time.
     auto t = opts.watch_timeout.count();
@@ -264,6 +290,12 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
           auto v = api::parse_json(body);
           Error e = v ? api::error_from_status(*v, static_cast<int>(status))
                       : Error{Errc::kUnavailable, "watch answered HTTP " + std::to_string(status), {}};
+          if (self->initial && (status == 400 || status == 422)) {
+            self->watch_list_refused = true;  // a server without WatchList: LIST and WATCH
+            spdlog::info("informer: the server refused a WatchList resource={} error={}; listing instead",
+                         self->ref.plural, e.message);
+            return;
+          }
           if (e.code == Errc::kCompacted) self->relist_needed = true;
           else spdlog::warn("informer: watch refused resource={} error={}", self->ref.plural, e.message);
           ++self->failures;
@@ -275,6 +307,12 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
         [self, gen](Result<void> end) {
           if (self->stopped || gen != self->generation) return;
           self->stream.reset();
+          if (self->initial) {  // ended before the state was whole
+            self->initial.reset();
+            if (self->relist_needed || self->watch_list_refused) return self->list();
+            ++self->failures;
+            return self->after(self->backoff(), &State::sync);
+          }
           if (self->relist_needed) return self->list();
           if (!end) {
             ++self->failures;
@@ -307,7 +345,17 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
     const auto* m = object->is_object() ? object->get_object().if_contains("metadata") : nullptr;
     const auto* orv = m && m->is_object() ? m->get_object().if_contains("resourceVersion") : nullptr;
     if (t == "BOOKMARK") {
-      if (orv && orv->is_string()) set_rv(std::string(orv->get_string()));
+      if (initial) {
+        const auto* ann = m && m->is_object() ? m->get_object().if_contains("annotations") : nullptr;
+        const auto* end = ann && ann->is_object() ? ann->get_object().if_contains("k8s.io/initial-events-end") : nullptr;
+        if (end && end->is_string() && end->get_string() == "true" && orv && orv->is_string()) {
+          auto fresh = std::move(*initial);
+          initial.reset();
+          replace(std::move(fresh), std::string(orv->get_string()));
+        }
+      } else if (orv && orv->is_string()) {
+        set_rv(std::string(orv->get_string()));
+      }
       std::lock_guard lk(stats_mu);
       ++stats.bookmarks;
       return;
@@ -320,6 +368,11 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
     failures = 0;
     auto ptr = std::make_shared<const api::AnyObject>(std::move(*obj));
     std::string key = object_key(*ptr);
+    if (initial) {  // part of a WatchList's state: delivered at its end
+      if (t == "DELETED") initial->erase(key);
+      else (*initial)[key] = std::move(ptr);
+      return;
+    }
     if (t == "DELETED") {
       if (indexer->erase(key))  // deletions of objects never seen need no handling
         for (auto& h : handlers)
@@ -366,7 +419,7 @@ void Informer::add_handlers(EventHandlers h) { state_->handlers.push_back(std::m
 
 void Informer::start() {
   auto s = state_;
-  s->transport->post([s] { s->list(); });
+  s->transport->post([s] { s->sync(); });
 }
 
 void Informer::stop() {

@@ -2,8 +2,11 @@
 // (the reflector), with handlers for additions, updates and deletions and custom
 // indexes, as client-go's shared informers.
 //
-// The reflector lists (first from the server's watch cache, resourceVersion=0), then
-// watches from the list's resourceVersion with bookmarks. A watch that ends or breaks
+// The reflector syncs with a WatchList (one watch with sendInitialEvents: the state from the
+// server's watch cache as ADDED events, up to a bookmark annotated
+// k8s.io/initial-events-end, then the changes), or, with watch_list off or when the server
+// refuses it, lists (from the watch cache, resourceVersion=0) and then watches from the
+// list's resourceVersion with bookmarks. A watch that ends or breaks
 // resumes from the last resourceVersion seen, so no event is lost or repeated; a 410
 // (the server no longer has that history) makes it list again (a consistent read) and
 // deliver the difference: objects that vanished meanwhile are delivered as deletions with
@@ -82,6 +85,9 @@ struct InformerOptions {
   std::string field_selector;
   std::chrono::seconds watch_timeout{300};  // the server ends each watch after about this
   std::chrono::milliseconds max_backoff{5000};
+  // Sync with a WatchList rather than a LIST and a WATCH. Re-lists after a 410 stay LISTs
+  // (consistent reads).
+  bool watch_list = true;
 };
 
 class Informer {
@@ -101,7 +107,7 @@ class Informer {
   bool wait_for_sync(std::chrono::milliseconds timeout);
 
   struct Stats {
-    uint64_t lists = 0;        // initial list and re-lists
+    uint64_t lists = 0;        // initial syncs (a LIST or a WatchList) and re-lists
     uint64_t watches = 0;      // watch requests made
     uint64_t events = 0;       // ADDED/MODIFIED/DELETED events applied
     uint64_t bookmarks = 0;

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "client/test_server.h"
+#include "common/metrics.h"
 
 namespace kos::client {
 namespace {
@@ -228,6 +229,55 @@ TEST_F(InformerTest, IndexesFollowUpdates) {
   EXPECT_EQ(values(), (std::vector<std::string>{"n1"}));  // a value nobody has is gone
   EXPECT_TRUE(inf.indexer().index_values("no-such-index").empty());
   inf.stop();
+}
+
+double na_requests(const std::string& verb) {
+  return metrics::Registry::global()
+      .counter("kos_apiserver_requests_total", "API requests by verb, resource and HTTP code.",
+               {"verb", "resource", "code"})
+      .with({verb, "networkattachments", "200"})
+      .value();
+}
+
+// An informer syncs with one WatchList request (no LIST): the objects already there reach
+// the handlers as additions and the indexer, then the changes follow; with watch_list off,
+// it lists and watches.
+TEST_F(InformerTest, SyncsWithOneWatchListRequest) {
+  auto c = client();
+  ASSERT_TRUE(c->create(na("a", "n1")).has_value());
+  ASSERT_TRUE(c->create(na("b", "n2")).has_value());
+  for (bool watch_list : {true, false}) {
+    SCOPED_TRACE(watch_list ? "WatchList" : "LIST and WATCH");
+    const double lists0 = na_requests("list"), watches0 = na_requests("watch");
+    InformerOptions o;
+    o.watch_list = watch_list;
+    Informer inf(c, o);
+    Shadow shadow;
+    inf.add_handlers(shadow.handlers());
+    inf.start();
+    ASSERT_TRUE(inf.wait_for_sync(10s));
+    EXPECT_EQ(inf.indexer().size(), 2u);
+    {
+      std::lock_guard lk(shadow.mu);
+      EXPECT_EQ(shadow.objects.size(), 2u);
+    }
+    EXPECT_EQ(na_requests("list") - lists0, watch_list ? 0 : 1);
+    // The stream goes on with the changes after the state.
+    const std::string name = watch_list ? "c" : "d";
+    ASSERT_TRUE(c->create(na(name, "n1")).has_value());
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (inf.indexer().size() < 3 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(10ms);  // polling for the watch event
+    EXPECT_NE(inf.indexer().get("ns/" + name), nullptr);
+    EXPECT_EQ(na_requests("list") - lists0, watch_list ? 0 : 1);
+    EXPECT_EQ(na_requests("watch") - watches0, 1);
+    EXPECT_EQ(inf.stats().lists, 1u);
+    EXPECT_EQ(inf.stats().watches, 1u);
+    std::lock_guard lk(shadow.mu);
+    EXPECT_TRUE(shadow.problems.empty()) << shadow.problems.front();
+    inf.stop();
+    ASSERT_TRUE(c->remove<api::NetworkAttachment>("ns", name).has_value());
+  }
 }
 
 TEST_F(InformerTest, RestClientDecodesStatusErrors) {

@@ -55,6 +55,7 @@ std::string ListOptions::query(bool watch) const {
   if (!continue_token.empty()) add("continue", continue_token);
   if (timeout_seconds) add("timeoutSeconds", std::to_string(*timeout_seconds));
   if (allow_bookmarks) add("allowWatchBookmarks", "true");
+  if (send_initial_events) add("sendInitialEvents", "true");
   return q;
 }
 

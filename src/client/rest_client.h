@@ -55,6 +55,9 @@ struct ListOptions {
   // For watches.
   std::optional<int64_t> timeout_seconds;
   bool allow_bookmarks = false;
+  // WatchList: the state first, as ADDED events, up to a BOOKMARK annotated
+  // k8s.io/initial-events-end (needs allow_bookmarks and resource_version_match NotOlderThan).
+  bool send_initial_events = false;
   std::string query(bool watch) const;  // "?..." or ""
 };
 

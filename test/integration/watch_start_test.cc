@@ -68,6 +68,49 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
   EXPECT_LT(starts_ms.back(), 1000.0);
 }
 
+// WatchList (sendInitialEvents), as kube-apiserver's: the state as ADDED events, then a
+// bookmark annotated k8s.io/initial-events-end at the state's revision, then the changes;
+// from the watch cache ("0") and as a consistent read (resourceVersion unset).
+TEST_P(WatchStartTest, WatchListSendsTheStateThenItsEndBookmarkThenTheChanges) {
+  ApiServerProcess server(GetParam());
+  ASSERT_EQ(server.start(), "");
+  Kubectl kubectl(kKubectl, server.kubeconfig(), server.dir() / "home");
+  auto r = kubectl({"apply", "-f", testdata("seed.yaml").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const RawHttp::Options get{"GET", "", 0, server.kubeconfig().string()};
+  int round = 0;
+  for (std::string rv : {"&resourceVersion=0", ""}) {
+    SCOPED_TRACE("resourceVersion query: '" + rv + "'");
+    RawHttp watch(server.url(),
+                  std::string(kNaPath) + "?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
+                                         "&resourceVersionMatch=NotOlderThan" + rv,
+                  get);
+    ASSERT_TRUE(watch.read_until("k8s.io/initial-events-end", 10s)) << watch.data();
+    const std::string& d = watch.data();
+    EXPECT_NE(d.find(" 200 "), std::string::npos) << d;
+    auto added = d.find("\"ADDED\"");
+    auto end = d.find("\"BOOKMARK\"");
+    ASSERT_NE(added, std::string::npos) << d;
+    EXPECT_NE(d.find("\"name\":\"na1\""), std::string::npos) << d;
+    EXPECT_LT(added, end) << "the state comes before its end bookmark: " << d;
+    EXPECT_EQ(watch.count("\"ADDED\""), 1u) << d;
+    r = kubectl({"label", "networkattachment", "na1", "-n", "ns1", "--overwrite", "wl=" + std::to_string(round++)});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    ASSERT_TRUE(watch.read_until("\"MODIFIED\"", 10s)) << watch.data();
+    EXPECT_EQ(watch.count("\"ADDED\""), 1u) << watch.data();
+  }
+  // Both conditions kube-apiserver sets, each refused with its field.
+  for (std::string q : {"?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+                        "?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"}) {
+    RawHttp bad(server.url(), std::string(kNaPath) + q, get);
+    ASSERT_TRUE(bad.read_until("\"code\":422", 10s)) << bad.data();
+    EXPECT_NE(bad.data().find(q.find("allowWatchBookmarks") == std::string::npos ? "\"field\":\"allowWatchBookmarks\""
+                                                                                : "\"field\":\"resourceVersionMatch\""),
+              std::string::npos)
+        << bad.data();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, WatchStartTest, ::testing::Values(Backend::kSqlite, Backend::kEtcd),
                          [](const auto& info) { return backend_name(info.param); });
 
