@@ -125,7 +125,8 @@ Result<void> WatchCache::relist() {
     for (const auto& o : (*c)->owners) by_owner.emplace(o.uid, kv.key);
     objects.emplace(kv.key, std::move(*c));
   }
-  auto w = store_.watch(prefix, l->revision);
+  // The cache keeps every object: it needs no previous values from the store.
+  auto w = store_.watch(prefix, l->revision, store::Store::WatchOptions{.prev = false});
   if (!w) return fail(w.error());
   std::unique_lock lk(mu_);
   // What changed while the store watch was down, for the listeners (the garbage collector

@@ -207,14 +207,14 @@ Result<KeyValue> FaultStore::remove(const std::string& key, Revision expected_mo
                     [&] { return inner_->remove(key, expected_mod_revision, deleted_at); });
 }
 
-Result<std::unique_ptr<Watch>> FaultStore::watch(const std::string& prefix, Revision after) {
+Result<std::unique_ptr<Watch>> FaultStore::watch(const std::string& prefix, Revision after, const WatchOptions& opts) {
   if (auto f = hit(StoreOp::kWatch, prefix); f && f->error) return fail(*f->error);
   uint64_t epoch;
   {
     std::lock_guard lk(state_->mu);
     epoch = state_->break_epoch;
   }
-  auto w = inner_->watch(prefix, after);
+  auto w = inner_->watch(prefix, after, opts);
   if (!w) return fail(w.error());
   const Revision start = after != 0 ? after : (*w)->progress();
   return std::unique_ptr<Watch>(std::make_unique<FaultWatch>(std::move(*w), state_, epoch, start, prefix));

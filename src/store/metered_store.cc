@@ -35,8 +35,9 @@ Result<KeyValue> MeteredStore::remove(const std::string& key, Revision expected,
                                       Revision* deleted_at) {
   return timed("delete", [&] { return inner_->remove(key, expected, deleted_at); });
 }
-Result<std::unique_ptr<Watch>> MeteredStore::watch(const std::string& prefix, Revision after) {
-  return timed("watch", [&] { return inner_->watch(prefix, after); });
+Result<std::unique_ptr<Watch>> MeteredStore::watch(const std::string& prefix, Revision after,
+                                                    const WatchOptions& opts) {
+  return timed("watch", [&] { return inner_->watch(prefix, after, opts); });
 }
 Result<void> MeteredStore::compact(Revision rev) {
   return timed("compact", [&] { return inner_->compact(rev); });

@@ -101,7 +101,16 @@ class Store {
   // Watches keys under `prefix` for events with revision > `after`. after = 0 means
   // "from the current revision on". Errors: kCompacted when `after` is older than the
   // compaction point.
-  virtual Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after) = 0;
+  struct WatchOptions {
+    // false: events may come without `prev` (etcd then neither reads nor sends the
+    // previous values; a watcher that keeps its own copy, as the watch cache, needs none).
+    bool prev = true;
+  };
+  virtual Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after,
+                                               const WatchOptions& opts) = 0;
+  Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after) {
+    return watch(prefix, after, WatchOptions{});
+  }
 
   // Discards history older than `rev`: reads at revisions < rev and watches starting
   // before rev - 1 fail with kCompacted afterwards. Compacting to an already compacted

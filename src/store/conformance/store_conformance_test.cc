@@ -281,6 +281,20 @@ TYPED_TEST(StoreConformance, WatchDeliversEveryEventWithPreviousValues) {
   EXPECT_EQ(events[2].revision(), deleted_at);
   ASSERT_TRUE(events[2].prev.has_value());
   EXPECT_EQ(*events[2].prev, *u);
+  {
+    // Without previous values: the same events, `prev` optional.
+    auto bare = s.watch(this->prefix_, *start, Store::WatchOptions{.prev = false});
+    ASSERT_TRUE(bare.has_value()) << bare.error().message;
+    auto got = this->drain_until(**bare, deleted_at);
+    ASSERT_EQ(got.size(), events.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].type, events[i].type) << i;
+      EXPECT_EQ(got[i].kv, events[i].kv) << i;
+      if (got[i].prev) {
+        EXPECT_EQ(got[i].prev, events[i].prev) << i;
+      }
+    }
+  }
 
   // Live events after the catch-up.
   auto live = s.create(this->key("w2"), "v");

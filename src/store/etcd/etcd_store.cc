@@ -228,6 +228,7 @@ struct WatchState {
   std::string prefix;
   std::string key;        // WatchCreateRequest.key
   std::string range_end;  // WatchCreateRequest.range_end
+  bool prev_kv = true;    // WatchCreateRequest.prev_kv
 
   std::atomic<bool> stopping{false};
   std::mutex mu;
@@ -461,7 +462,7 @@ class EtcdStore::Client {
       create->set_range_end(w.range_end);
       create->set_start_revision(w.next_revision);
       create->set_progress_notify(true);
-      create->set_prev_kv(true);
+      create->set_prev_kv(w.prev_kv);
     }
     auto stream = ep.watch->Watch(&ctx);
     bool cancel = false;
@@ -797,7 +798,7 @@ Result<KeyValue> EtcdStore::remove(const std::string& key, Revision expected_mod
   return from_pb(deleted.prev_kvs(0));
 }
 
-Result<std::unique_ptr<Watch>> EtcdStore::watch(const std::string& prefix, Revision after) {
+Result<std::unique_ptr<Watch>> EtcdStore::watch(const std::string& prefix, Revision after, const WatchOptions& opts) {
   if (after < 0) {
     return fail(Errc::kBadRequest, "etcd watch prefix=" + prefix + ": negative revision");
   }
@@ -816,6 +817,7 @@ Result<std::unique_ptr<Watch>> EtcdStore::watch(const std::string& prefix, Revis
   }
   auto state = std::make_shared<WatchState>();
   state->prefix = prefix;
+  state->prev_kv = opts.prev;
   state->key = prefix.empty() ? std::string(1, '\0') : prefix;
   state->range_end = prefix_end(prefix);
   if (state->range_end.empty()) state->range_end.assign(1, '\0');

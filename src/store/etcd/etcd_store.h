@@ -23,7 +23,8 @@
 // kTimeout) because the write may or may not have been applied.
 //
 // Watches: each Watch runs one thread reading its own stream (start_revision = after + 1,
-// prev_kv, progress_notify; after = 0 reads the current revision first). watch() checks
+// prev_kv unless WatchOptions::prev is false, progress_notify; after = 0 reads the current
+// revision first). watch() checks
 // that the history after `after` is still there, so a compacted start fails at once with
 // kCompacted. When the stream breaks it is re-created on the current endpoint from the
 // revision after the last one delivered (or after the last progress notification), so no
@@ -79,7 +80,8 @@ class EtcdStore final : public Store {
                           Revision expected_mod_revision) override;
   Result<KeyValue> remove(const std::string& key, Revision expected_mod_revision,
                           Revision* deleted_at = nullptr) override;
-  Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after) override;
+  using Store::watch;
+  Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after, const WatchOptions& opts) override;
   Result<void> compact(Revision rev) override;
   Result<Revision> current_revision() override;
 

@@ -862,7 +862,8 @@ Result<Revision> SqliteStore::current_revision() {
   return impl_->hub->published();
 }
 
-Result<std::unique_ptr<Watch>> SqliteStore::watch(const std::string& prefix, Revision after) {
+// The previous values cost nothing here (the writer has them): opts.prev is not needed.
+Result<std::unique_ptr<Watch>> SqliteStore::watch(const std::string& prefix, Revision after, const WatchOptions&) {
   auto& hub = *impl_->hub;
   std::shared_ptr<Hub::Watcher> w;
   {

@@ -45,7 +45,8 @@ class SqliteStore final : public Store {
                           Revision expected_mod_revision) override;
   Result<KeyValue> remove(const std::string& key, Revision expected_mod_revision,
                           Revision* deleted_at) override;
-  Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after) override;
+  using Store::watch;
+  Result<std::unique_ptr<Watch>> watch(const std::string& prefix, Revision after, const WatchOptions& opts) override;
   Result<void> compact(Revision rev) override;
   Result<Revision> current_revision() override;
 
