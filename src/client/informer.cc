@@ -310,7 +310,7 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
           if (self->initial) {  // ended before the state was whole
             self->initial.reset();
             if (self->relist_needed || self->watch_list_refused) return self->list();
-            ++self->failures;
+            if (!end) ++self->failures;  // a refusal was counted with its status
             return self->after(self->backoff(), &State::sync);
           }
           if (self->relist_needed) return self->list();
