@@ -498,6 +498,31 @@ TEST_F(EtcdStoreTest, CompactedReadsAndWatchesReportCompacted) {
   EXPECT_EQ(future.error().code, Errc::kInvalid);
 }
 
+// WatchOptions::prev = false: etcd is asked for no previous values (prev_kv), so the
+// updates and deletes come without them; by default they come with them.
+TEST_F(EtcdStoreTest, WatchWithoutPreviousValuesGetsNone) {
+  auto store = must_open({etcd_.endpoint()});
+  auto a = store->create("/p/a", "1");
+  ASSERT_TRUE(a);
+  auto with = store->watch("/p/", a->mod_revision);
+  auto bare = store->watch("/p/", a->mod_revision, Store::WatchOptions{.prev = false});
+  ASSERT_TRUE(with && bare);
+  auto u = store->update("/p/a", "2", 0);
+  ASSERT_TRUE(u);
+  Revision deleted_at = 0;
+  ASSERT_TRUE(store->remove("/p/a", 0, &deleted_at));
+  auto got_with = collect(**with, 10s, reaches(deleted_at));
+  auto got_bare = collect(**bare, 10s, reaches(deleted_at));
+  ASSERT_TRUE(got_with && got_bare);
+  ASSERT_EQ(got_with->size(), 2u);
+  ASSERT_EQ(got_bare->size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_TRUE((*got_with)[i].prev.has_value()) << i;
+    EXPECT_FALSE((*got_bare)[i].prev.has_value()) << i;
+    EXPECT_EQ((*got_bare)[i].kv, (*got_with)[i].kv) << i;
+  }
+}
+
 TEST_F(EtcdStoreTest, WatchCompactedWhileDisconnectedReportsCompacted) {
   TcpProxy proxy(etcd_.client_port());
   auto store = must_open({proxy.endpoint()});
