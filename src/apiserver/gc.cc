@@ -1,7 +1,8 @@
 #include "apiserver/gc.h"
-#include "common/thread_name.h"
 
 #include <spdlog/spdlog.h>
+
+#include "common/thread_name.h"
 
 namespace kos::apiserver {
 namespace json = boost::json;
@@ -45,10 +46,7 @@ void GarbageCollector::start() {
     for (const auto& o : snap.items)
       if (!o->owners.empty() || o->deleting) enqueue({i, o->ns, o->name});
   }
-  for (int i = 0; i < kWorkers; ++i) threads_.emplace_back([this] {
-    name_this_thread("kos-gc");
-    run();
-  });
+  for (int i = 0; i < kWorkers; ++i) threads_.push_back(named_thread("kos-gc", [this] { run(); }));
 }
 
 void GarbageCollector::stop() {

@@ -1,10 +1,10 @@
 #include "apiserver/watch_cache.h"
-#include "common/thread_name.h"
 
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
 
 #include "apiserver/table.h"
+#include "common/thread_name.h"
 
 namespace kos::apiserver {
 namespace json = boost::json;
@@ -90,10 +90,7 @@ WatchCache::~WatchCache() { stop(); }
 
 Result<void> WatchCache::start() {
   if (auto r = relist(); !r) return r;
-  thread_ = std::thread([this] {
-    name_this_thread("kos-wc-" + strategy_.info().plural);
-    run();
-  });
+  thread_ = named_thread("kos-wc-" + strategy_.info().plural, [this] { run(); });
   return {};
 }
 

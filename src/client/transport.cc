@@ -1,5 +1,4 @@
 #include "client/transport.h"
-#include "common/thread_name.h"
 
 #include <atomic>
 #include <future>
@@ -11,6 +10,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+
+#include "common/thread_name.h"
 
 namespace kos::client {
 namespace net = boost::asio;
@@ -94,10 +95,7 @@ class TransportImpl final : public Transport {
   TransportImpl(const RestConfig& cfg, const TransportOptions& opts,
                 std::unique_ptr<net::ssl::context> tls)
       : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)) {
-    thread_ = std::thread([this] {
-      name_this_thread("kos-client-io");
-      ioc_.run();
-    });
+    thread_ = named_thread("kos-client-io", [this] { ioc_.run(); });
   }
   ~TransportImpl() override {
     shutdown();

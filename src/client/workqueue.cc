@@ -1,9 +1,10 @@
 #include "client/workqueue.h"
-#include "common/thread_name.h"
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
+
+#include "common/thread_name.h"
 
 namespace kos::client {
 
@@ -112,10 +113,7 @@ WorkQueue::WorkQueue(std::string name, metrics::Registry& registry, Options opts
                                         {"name"}).with({name_})),
       retries_(registry.counter("kos_workqueue_retries_total", "Rate-limited re-adds of keys.",
                                 {"name"}).with({name_})) {
-  if (opts.delay_thread) delay_thread_ = std::thread([this] {
-    name_this_thread("kos-wq-delay");
-    delay_loop();
-  });
+  if (opts.delay_thread) delay_thread_ = named_thread("kos-wq-delay", [this] { delay_loop(); });
 }
 
 WorkQueue::~WorkQueue() {

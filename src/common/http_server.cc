@@ -1,7 +1,4 @@
 #include "common/http_server.h"
-#include "common/thread_name.h"
-
-#include "common/x509_subject.h"
 
 #include <deque>
 #include <mutex>
@@ -13,6 +10,9 @@
 #include <boost/beast/ssl.hpp>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
+
+#include "common/thread_name.h"
+#include "common/x509_subject.h"
 
 namespace kos::http {
 namespace net = boost::asio;
@@ -447,10 +447,7 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler
   impl->port = impl->acceptor.local_endpoint().port();
   impl->accept();
   for (int i = 0; i < std::max(1, opts.io_threads); ++i)
-    impl->threads.emplace_back([raw = impl.get()] {
-      name_this_thread("kos-http-io");
-      raw->ioc.run();
-    });
+    impl->threads.push_back(named_thread("kos-http-io", [raw = impl.get()] { raw->ioc.run(); }));
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

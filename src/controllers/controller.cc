@@ -1,7 +1,8 @@
 #include "controllers/controller.h"
-#include "common/thread_name.h"
 
 #include <spdlog/spdlog.h>
+
+#include "common/thread_name.h"
 
 namespace kos::controllers {
 
@@ -50,10 +51,7 @@ Controller::Controller(std::string name, int workers, size_t max_batch, Reconcil
 Controller::~Controller() { stop(); }
 
 void Controller::start() {
-  for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] {
-    name_this_thread("kos-worker");
-    work();
-  });
+  for (int i = 0; i < workers_; ++i) threads_.push_back(named_thread("kos-worker", [this] { work(); }));
 }
 
 void Controller::stop() {

@@ -1,5 +1,4 @@
 #include "store/sqlite/sqlite_store.h"
-#include "common/thread_name.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -16,6 +15,8 @@
 #include <variant>
 
 #include <spdlog/spdlog.h>
+
+#include "common/thread_name.h"
 
 namespace kos::store {
 namespace {
@@ -737,10 +738,7 @@ Result<std::unique_ptr<Store>> SqliteStore::open(const SqliteOptions& opts) {
   impl->compact_rev = *compacted;
   impl->pool = std::make_shared<ReadPool>(opts);
   impl->hub = std::make_shared<Hub>(*max_rev, opts.watch_queue_limit);
-  impl->writer = std::thread([raw = impl.get()] {
-    name_this_thread("kos-sqlite-w");
-    raw->run_writer();
-  });
+  impl->writer = named_thread("kos-sqlite-w", [raw = impl.get()] { raw->run_writer(); });
   spdlog::info("sqlite store: opened path={} revision={} compacted={}", opts.path, *max_rev,
                *compacted);
   return std::unique_ptr<Store>(new SqliteStore(std::move(impl)));
