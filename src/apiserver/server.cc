@@ -901,10 +901,7 @@ http::Reply ApiServer::serve(const http::Request& req, const RequestInfo& ri, co
           auto sink = std::make_shared<StreamSink>(s);
           for (auto& line : initial) {
             if (sink->send(std::move(line), true)) continue;
-            sink->close(Error{Errc::kCompacted,
-                              "the server's watch memory budget cannot take this watch's initial "
-                              "events; list with a limit, then watch from the list's resourceVersion",
-                              {}});
+            sink->close(initial_events_over_budget());
             return;
           }
           auto id = cache->watch(std::move(wr), sink);

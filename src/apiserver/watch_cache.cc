@@ -427,13 +427,15 @@ void WatchCache::close_watcher(uint64_t id, std::optional<Error> error) {
   w->sink->close(std::move(error));
 }
 
+Error initial_events_over_budget() {
+  return Error{Errc::kCompacted,
+               "the server's watch memory budget cannot take this watch's initial events; list "
+               "with a limit, then watch from the list's resourceVersion",
+               {}};
+}
+
 Result<uint64_t> WatchCache::watch(WatchRequest req, std::shared_ptr<WatchSink> sink) {
-  // The server's watch memory is spent: this watch's initial events do not fit.
-  auto over_budget = [] {
-    return fail(Errc::kCompacted,
-                          "the server's watch memory budget cannot take this watch's initial "
-                          "events; list with a limit, then watch from the list's resourceVersion");
-  };
+  auto over_budget = [] { return fail(initial_events_over_budget()); };
   std::unique_lock lk(mu_);
   auto w = std::make_shared<Watcher>();
   w->id = next_id_++;

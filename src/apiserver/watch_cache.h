@@ -87,6 +87,10 @@ struct WatchRequest {
   WatchFormat format = WatchFormat::kJson;
 };
 
+// The server's watch memory is spent: a watch's initial events (its state, or the history
+// it resumes from) do not fit. 410, so the client lists (with a limit) and watches.
+Error initial_events_over_budget();
+
 class WatchCache {
  public:
   struct Options {
