@@ -5,6 +5,7 @@
 // on every informer start and every relist after a 410.
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include <gtest/gtest.h>
 
@@ -20,14 +21,24 @@ using Steady = std::chrono::steady_clock;
 constexpr char kKubectl[] = "/usr/bin/kubectl";
 constexpr char kNaPath[] = "/apis/network.example.com/v1alpha1/namespaces/ns1/networkattachments";
 
-class WatchStartTest : public ::testing::TestWithParam<Backend> {};
+// An API server on the backend, with the seed objects (ns1: subnet s1, attachment na1).
+class WatchStartTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<ApiServerProcess>(GetParam());
+    ASSERT_EQ(server_->start(), "");
+    kubectl_ = std::make_unique<Kubectl>(kKubectl, server_->kubeconfig(), server_->dir() / "home");
+    auto r = (*kubectl_)({"apply", "-f", testdata("seed.yaml").string()});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+  }
+  std::unique_ptr<ApiServerProcess> server_;
+  std::unique_ptr<Kubectl> kubectl_;
+};
 
 TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
-  ApiServerProcess server(GetParam());
-  ASSERT_EQ(server.start(), "");
-  Kubectl kubectl(kKubectl, server.kubeconfig(), server.dir() / "home");
-  auto r = kubectl({"apply", "-f", testdata("seed.yaml").string()});
-  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  ApiServerProcess& server = *server_;
+  Kubectl& kubectl = *kubectl_;
+  RunResult r;
   // Writes to another resource move the store's revision past the attachments' last write.
   for (int i = 0; i < 5; ++i) {
     r = kubectl({"label", "subnet", "s1", "-n", "ns1", "--overwrite", "round=" + std::to_string(i)});
@@ -72,11 +83,9 @@ TEST_P(WatchStartTest, FromAConsistentListStartsAtOnce) {
 // bookmark annotated k8s.io/initial-events-end at the state's revision, then the changes;
 // from the watch cache ("0") and as a consistent read (resourceVersion unset).
 TEST_P(WatchStartTest, WatchListSendsTheStateThenItsEndBookmarkThenTheChanges) {
-  ApiServerProcess server(GetParam());
-  ASSERT_EQ(server.start(), "");
-  Kubectl kubectl(kKubectl, server.kubeconfig(), server.dir() / "home");
-  auto r = kubectl({"apply", "-f", testdata("seed.yaml").string()});
-  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  ApiServerProcess& server = *server_;
+  Kubectl& kubectl = *kubectl_;
+  RunResult r;
   const RawHttp::Options get{"GET", "", 0, server.kubeconfig().string()};
   int round = 0;
   for (std::string rv : {"&resourceVersion=0", ""}) {
