@@ -24,9 +24,8 @@
 //
 // Watches: each Watch runs one thread reading its own stream (start_revision = after + 1,
 // prev_kv unless WatchOptions::prev is false, progress_notify; after = 0 reads the current
-// revision first). watch() checks
-// that the history after `after` is still there, so a compacted start fails at once with
-// kCompacted. When the stream breaks it is re-created on the current endpoint from the
+// revision first). watch() checks that the history after `after` is still there, so a
+// compacted start fails at once with kCompacted. When the stream breaks it is re-created on the current endpoint from the
 // revision after the last one delivered (or after the last progress notification), so no
 // event is lost or repeated. An outage, however long, is invisible to next() (it returns no
 // events; progress() stands still): the watch keeps trying (backoff up to 1 s, each attempt
