@@ -39,10 +39,10 @@ class ApiServerTest : public ::testing::Test {
     c.port = server_->port();
     return c;
   }
-  std::shared_ptr<RestClient> client(double qps = 0) {
+  std::shared_ptr<RestClient> client(double qps = 0, const TransportOptions& to = {}) {
     ClientOptions o;
     o.qps = qps;
-    return std::make_shared<RestClient>(*Transport::create(config()), o);
+    return std::make_shared<RestClient>(*Transport::create(config(), to), o);
   }
 
   // The server's store: SQLite behind a FaultStore, so tests can inject store errors,

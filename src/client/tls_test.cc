@@ -197,7 +197,9 @@ TEST_F(TlsTest, ARequestSentWithTheHandshakesLastFlightIsAnswered) {
 
 TEST_F(TlsTest, ConnectionsResumeTheSessionAndKeepTheirUserAndWatchesReuseIdleConnections) {
   auto c = node_config("n3");
-  auto t = Transport::create(c);
+  TransportOptions http1;  // HTTP/2 has a connection of its own test (http2_test.cc)
+  http1.http2 = false;
+  auto t = Transport::create(c, http1);
   ASSERT_TRUE(t);
   HttpRequest who;
   who.method = "POST";

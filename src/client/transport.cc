@@ -11,6 +11,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "client/connection.h"
+#include "client/http2_connection.h"
+#include "common/http2_env.h"
 #include "common/thread_name.h"
 
 namespace kos::client {
@@ -33,25 +36,9 @@ http::verb verb_of(const std::string& m) {
   return v == http::verb::unknown ? http::verb::get : v;
 }
 
-// A connection: plain TCP, or TLS over TCP when the server is https.
-struct Conn {
-  Conn(net::io_context& ioc, net::ssl::context* tls) {
-    if (tls) ssl.emplace(ioc, *tls);
-    else plain.emplace(ioc);
-  }
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> ssl;
-  beast::tcp_stream& tcp() { return ssl ? beast::get_lowest_layer(*ssl) : *plain; }
-  // Runs f on the stream requests are written to and read from.
-  template <class F>
-  void io(F&& f) {
-    if (ssl) f(*ssl);
-    else f(*plain);
-  }
-  beast::flat_buffer buffer;
-  bool reused = false;
-};
-using ConnPtr = std::shared_ptr<Conn>;
+using detail::Conn;
+using detail::ConnPtr;
+using detail::H2Connection;
 
 class TransportImpl;
 
@@ -88,13 +75,17 @@ class StreamImpl : public StreamHandle, public std::enable_shared_from_this<Stre
   std::shared_ptr<net::steady_timer> header_timer;
   bool reused = false;      // started on a pooled keep-alive connection
   bool fresh_only = false;  // that failed before an answer: a new connection now
+  // On an HTTP/2 connection: the stream there (the connection is then not conn_).
+  std::weak_ptr<H2Connection> h2;
+  int32_t h2_id = 0;
 };
 
 class TransportImpl final : public Transport {
  public:
   TransportImpl(const RestConfig& cfg, const TransportOptions& opts,
                 std::unique_ptr<net::ssl::context> tls)
-      : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)) {
+      : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)),
+        proto_(opts.http2 ? Proto::kUnknown : Proto::kHttp1) {
     thread_ = named_thread("kos-client-io", [this] { ioc_.run(); });
   }
   ~TransportImpl() override {
@@ -144,6 +135,8 @@ class TransportImpl final : public Transport {
       }
       idle_.clear();
       for (auto& c : busy_) close(*c);  // their handlers fail and release them
+      auto h2 = h2_;  // closing one takes it off the list
+      for (auto& c : h2) c->close();
       p.set_value();
     });
     if (std::this_thread::get_id() != thread_.get_id()) p.get_future().wait();
@@ -178,13 +171,7 @@ class TransportImpl final : public Transport {
     session_ = ss;
   }
 
-  void close(Conn& c) {
-    beast::error_code ec;
-    if (c.tcp().socket().is_open()) {
-      c.tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
-      c.tcp().socket().close(ec);
-    }
-  }
+  void close(Conn& c) { c.close(); }
 
   void release(const ConnPtr& c, bool keep) {
     busy_.erase(c);
@@ -236,6 +223,11 @@ class TransportImpl final : public Transport {
           c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
         // Resume the last session: no certificates sent or verified again, no signature.
         if (session_) SSL_set_session(c->ssl->native_handle(), session_);
+        // Offer HTTP/2 while the server's answer is not known (h2, else HTTP/1.1).
+        if (proto_ != Proto::kHttp1) {
+          static constexpr unsigned char kAlpn[] = "\x02h2\x08http/1.1";
+          SSL_set_alpn_protos(c->ssl->native_handle(), kAlpn, sizeof kAlpn - 1);
+        }
         c->ssl->async_handshake(net::ssl::stream_base::client,
                                 [then](beast::error_code ec3) mutable { then(ec3); });
       });
@@ -244,6 +236,13 @@ class TransportImpl final : public Transport {
 
   void start(const std::shared_ptr<Exchange>& ex) {
     if (stopped_) return ex->done(fail(Errc::kCancelled, "client is shutting down"));
+    if (proto_ != Proto::kHttp1) {
+      if (auto c = h2_pick()) return h2_request(c, ex);
+      return h2_wait([this, ex](beast::error_code ec) {
+        if (ec) return connect_failed(ex, ec);
+        start(ex);
+      });
+    }
     ex->msg = {verb_of(ex->req.method), ex->req.target, 11};
     ex->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
     ex->msg.set(http::field::user_agent, opts_.user_agent);
@@ -267,6 +266,12 @@ class TransportImpl final : public Transport {
     connect(ex->conn, [this, ex](beast::error_code ec) {
       if (!ec) return send(ex);
       release(ex->conn, false);
+      connect_failed(ex, ec);
+    });
+  }
+
+  // An exchange whose connection could not be made.
+  void connect_failed(const std::shared_ptr<Exchange>& ex, beast::error_code ec) {
       // A TLS handshake that failed (a certificate not trusted, not for this host, or
       // refused by the server) fails the same way next time: no retry.
       if (ec.category() == net::error::get_ssl_category())
@@ -282,7 +287,6 @@ class TransportImpl final : public Transport {
       }
       ex->done(fail(Errc::kUnavailable, "cannot connect to the API server at " + cfg_.server +
                                             ": " + ec.message()));
-    });
   }
 
   void send(const std::shared_ptr<Exchange>& ex) {
@@ -328,6 +332,13 @@ class TransportImpl final : public Transport {
 
   void start_stream(const std::shared_ptr<StreamImpl>& s) {
     if (s->cancelled) return;
+    if (proto_ != Proto::kHttp1) {
+      if (auto c = h2_pick()) return h2_stream(c, s);
+      return h2_wait([this, s](beast::error_code ec) {
+        if (ec) return end_stream(s, ec);
+        start_stream(s);
+      });
+    }
     // A pooled keep-alive connection, when there is one: no new connection (and, with TLS,
     // no handshake) per watch. The server closes it when the stream ends.
     if (!idle_.empty() && !s->fresh_only) {
@@ -442,6 +453,119 @@ class TransportImpl final : public Transport {
     s->on_end(fail(Errc::kUnavailable, "watch stream from " + cfg_.server + " broke: " + ec.message()));
   }
 
+  // ---- HTTP/2 (on the io thread) ----
+  // An open HTTP/2 connection that takes another stream, if any.
+  std::shared_ptr<H2Connection> h2_pick() {
+    for (auto& c : h2_)
+      if (c->accepting()) return c;
+    return nullptr;
+  }
+
+  // Calls `then` once a new HTTP/2 connection is ready (the server's settings arrived) or
+  // the protocol is known to be HTTP/1.1 (then with no error: the caller starts again), or
+  // with the error that ended the connection.
+  void h2_wait(std::function<void(beast::error_code)> then) {
+    h2_waiters_.push_back(std::move(then));
+    if (h2_connecting_) return;
+    h2_connecting_ = true;
+    auto conn = std::make_shared<Conn>(ioc_, tls_.get());
+    connect(conn, [this, conn](beast::error_code ec) {
+      if (ec) {
+        release(conn, false);
+        return h2_notify(ec);
+      }
+      if (conn->ssl && !alpn_h2(*conn)) {
+        // The server speaks HTTP/1.1 only: this connection is a pooled one now.
+        proto_ = Proto::kHttp1;
+        release(conn, true);
+        return h2_notify({});
+      }
+      busy_.erase(conn);  // counted in open_ until it closes
+      proto_ = Proto::kHttp2;
+      auto ready = std::make_shared<bool>(false);
+      h2_.push_back(H2Connection::start(
+          conn,
+          {conn->ssl ? "https" : "http", cfg_.host + ":" + std::to_string(cfg_.port), opts_.user_agent,
+           cfg_.bearer_token, cfg_.server},
+          ioc_,
+          [this, ready] {
+            *ready = true;
+            h2_notify({});
+          },
+          [this, ready](H2Connection* gone) {
+            std::erase_if(h2_, [gone](const auto& c) { return c.get() == gone; });
+            --open_;
+            if (*ready) return;
+            // A plain-HTTP server that does not speak HTTP/2 (not KOS's): HTTP/1.1 then.
+            if (gone->refused_http2()) {
+              proto_ = Proto::kHttp1;
+              return h2_notify({});
+            }
+            h2_notify(net::error::connection_reset);
+          }));
+    });
+  }
+
+  void h2_notify(beast::error_code ec) {
+    h2_connecting_ = false;
+    auto waiters = std::move(h2_waiters_);
+    h2_waiters_.clear();
+    for (auto& w : waiters) w(ec);
+  }
+
+  static bool alpn_h2(Conn& c) {
+    const unsigned char* proto = nullptr;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(c.ssl->native_handle(), &proto, &len);
+    return std::string_view(reinterpret_cast<const char*>(proto), len) == "h2";
+  }
+
+  void h2_request(const std::shared_ptr<H2Connection>& c, const std::shared_ptr<Exchange>& ex) {
+    const bool proven = c->answered() > 0;  // as a reused HTTP/1.1 connection
+    c->request(ex->req, [this, c, ex, proven](Result<HttpResponse> r, H2Connection::Failure f) {
+      if (r) {
+        if (c->answered() == 1) remember_session(c->conn());
+        return ex->done(std::move(r));
+      }
+      // Not processed by the server (it was going away): safe to send again.
+      if (f == H2Connection::Failure::kRefused && ex->attempt < 3 &&
+          std::chrono::steady_clock::now() < ex->deadline) {
+        ++ex->attempt;
+        return start(ex);
+      }
+      // A connection that had worked broke before any answer: once more on a new one.
+      if (f == H2Connection::Failure::kNothingReceived && proven && ex->attempt == 0) {
+        ++ex->attempt;
+        return start(ex);
+      }
+      ex->done(std::move(r));
+    });
+  }
+
+  void h2_stream(const std::shared_ptr<H2Connection>& c, const std::shared_ptr<StreamImpl>& s) {
+    s->h2 = c;
+    s->h2_id = c->stream(
+        s->req,
+        [s](unsigned status, const std::string& body) {
+          if (!s->cancelled) s->on_status(status, body);
+        },
+        [s](std::string_view line) {
+          if (!s->cancelled) s->on_line(line);
+        },
+        [s](Result<void> r) {
+          if (s->ended) return;
+          s->ended = true;
+          if (!s->cancelled) s->on_end(std::move(r));
+        });
+  }
+
+ public:
+  void cancel_stream(const std::shared_ptr<StreamImpl>& s) {
+    if (auto c = s->h2.lock()) return c->cancel(s->h2_id);
+    close(*s->conn_);
+  }
+
+ private:
   const RestConfig cfg_;
   const TransportOptions opts_;
   std::unique_ptr<net::ssl::context> tls_;  // null: plain HTTP
@@ -453,6 +577,12 @@ class TransportImpl final : public Transport {
   std::atomic<size_t> open_{0};
   std::vector<ConnPtr> idle_;
   std::set<ConnPtr> busy_;
+  // HTTP/2: unknown until a TLS server answers the offer, or a plain-HTTP one the preface
+  // (prior knowledge; a server that answers in HTTP/1.1 is spoken to in HTTP/1.1).
+  enum class Proto { kUnknown, kHttp2, kHttp1 } proto_;
+  std::vector<std::shared_ptr<H2Connection>> h2_;
+  bool h2_connecting_ = false;
+  std::vector<std::function<void(beast::error_code)>> h2_waiters_;
 };
 
 void StreamImpl::cancel() {
@@ -462,13 +592,15 @@ void StreamImpl::cancel() {
   auto* impl = static_cast<TransportImpl*>(t.get());
   // The connection is read on the transport's thread: a stream may move to another
   // connection before it starts.
-  impl->post([impl, self = shared_from_this()] { impl->close(*self->conn_); });
+  impl->post([impl, self = shared_from_this()] { impl->cancel_stream(self); });
 }
 
 }  // namespace
 
 Result<std::shared_ptr<Transport>> Transport::create(const RestConfig& config,
-                                                     const TransportOptions& opts) {
+                                                     const TransportOptions& options) {
+  TransportOptions opts = options;
+  if (kos::http::http2_disabled_by_env()) opts.http2 = false;
   if (config.host.empty() || config.port == 0)
     return fail(Errc::kBadRequest, "invalid API server address '" + config.server + "'");
   std::unique_ptr<net::ssl::context> tls;

@@ -1,5 +1,7 @@
-// HTTP/1.1 transport of the KOS client library: persistent connections to one API
-// server, asynchronous requests and streamed responses (watches), on one event loop.
+// HTTP transport of the KOS client library: asynchronous requests and streamed
+// responses (watches) to one API server, on one event loop. HTTP/2 multiplexes them on one
+// connection; HTTP/1.1 (a server that does not speak HTTP/2, or http2 off) uses a pool of
+// persistent connections.
 //
 // Threading: the Transport owns an io_context run by one thread. Every method is
 // thread-safe. Completion callbacks and stream callbacks run on that thread, in order per
@@ -46,6 +48,12 @@ struct TransportOptions {
   size_t max_idle_connections = 16;
   std::chrono::milliseconds connect_timeout{5000};
   std::string user_agent = "kos-client";
+  // HTTP/2: all requests and streams on one connection (more only past the server's
+  // limit of streams per connection). Offered by ALPN over TLS, where a server may still
+  // choose HTTP/1.1; spoken with prior knowledge over plain HTTP, falling back to HTTP/1.1
+  // when the server answers the preface in it (KOS's servers speak both). Off: HTTP/1.1,
+  // a connection per request in flight and per watch.
+  bool http2 = true;
 };
 
 class Transport : public std::enable_shared_from_this<Transport> {

@@ -1,16 +1,10 @@
 #include "common/http_server.h"
 
-#include <deque>
-#include <mutex>
-#include <thread>
-
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/ssl.hpp>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
+#include "common/http2_env.h"
+#include "common/http_server_impl.h"
 #include "common/thread_name.h"
 #include "common/x509_subject.h"
 
@@ -20,29 +14,145 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 
-struct Server::Impl {
-  ServerOptions opts;
-  Handler handler;
-  std::optional<net::ssl::context> tls;
-  net::io_context ioc;
-  net::thread_pool workers;
-  tcp::acceptor acceptor{ioc};
-  std::vector<std::thread> threads;
-  uint16_t port = 0;
-  std::atomic<bool> stopped{false};
-
-  explicit Impl(const ServerOptions& o) : opts(o), workers(static_cast<size_t>(o.worker_threads)) {}
-  void accept();
-};
-
-namespace {
+namespace detail {
 
 const char* reason(unsigned status) {
   return bhttp::obsolete_reason(static_cast<bhttp::status>(status)).data();
 }
 
-using PlainStream = beast::tcp_stream;
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+Response body_too_large(size_t limit) {
+  return {413, "application/json",
+          R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request entity too large: limit is )" +
+              std::to_string(limit) + R"( bytes","reason":"RequestEntityTooLarge","code":413})",
+          {}};
+}
+
+Response headers_too_large(size_t limit) {
+  return {431, "application/json",
+          R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request header fields too large: limit is )" +
+              std::to_string(limit) + R"( bytes","reason":"RequestHeaderFieldsTooLarge","code":431})",
+          {}};
+}
+
+StreamQueue::StreamQueue(size_t max_queued, std::shared_ptr<StreamBudget> budget, std::function<void()> wake)
+    : max_queued_(max_queued), budget_(std::move(budget)), wake_(std::move(wake)) {
+  if (budget_) budget_->add_stream();
+}
+
+bool StreamQueue::enqueue(std::shared_ptr<const std::string> data, Limit limit) {
+  std::lock_guard lk(mu_);
+  // A stream that is ending takes nothing more, but that is not the writer's fault: only
+  // a full queue (a receiver too far behind) answers false.
+  if (closed_ || finishing_) return true;
+  const size_t n = data->size();
+  if (limit == Limit::kStream && queued_bytes_ + n > max_queued_) return false;
+  if (budget_) {
+    if (limit == Limit::kNone)
+      budget_->charge(n);
+    else if (!budget_->try_charge(queued_bytes_ + inflight_bytes_, n))
+      return false;
+  }
+  queued_bytes_ += n;
+  queue_.push_back(std::move(data));
+  if (waiting_) {
+    waiting_ = false;
+    wake_();
+  }
+  return true;
+}
+
+void StreamQueue::finish() {
+  std::lock_guard lk(mu_);
+  if (closed_ || finishing_) return;
+  finishing_ = true;
+  if (waiting_) {
+    waiting_ = false;
+    wake_();
+  }
+}
+
+bool StreamQueue::closed() const {
+  std::lock_guard lk(mu_);
+  return closed_;
+}
+
+StreamQueue::Take StreamQueue::empty_locked() {
+  if (finishing_ || closed_) return Take::kEnd;
+  waiting_ = true;
+  return Take::kWait;
+}
+
+StreamQueue::Take StreamQueue::take(size_t max_items, size_t max_bytes,
+                                    std::vector<std::shared_ptr<const std::string>>& out, size_t& bytes) {
+  std::lock_guard lk(mu_);
+  // What the last write sent is no longer held.
+  if (budget_) budget_->release(inflight_bytes_);
+  inflight_bytes_ = 0;
+  bytes = 0;
+  while (!queue_.empty() && out.size() < max_items && bytes < max_bytes) {
+    bytes += queue_.front()->size();
+    out.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  queued_bytes_ -= bytes;
+  inflight_bytes_ = bytes;
+  return out.empty() ? empty_locked() : Take::kData;
+}
+
+StreamQueue::Take StreamQueue::read(uint8_t* buf, size_t len, size_t& n) {
+  std::lock_guard lk(mu_);
+  n = 0;
+  while (!queue_.empty() && n < len) {
+    const std::string& front = *queue_.front();
+    size_t k = std::min(len - n, front.size() - front_offset_);
+    std::memcpy(buf + n, front.data() + front_offset_, k);
+    n += k;
+    front_offset_ += k;
+    if (front_offset_ == front.size()) {
+      queue_.pop_front();
+      front_offset_ = 0;
+    }
+  }
+  queued_bytes_ -= n;
+  if (budget_) budget_->release(n);
+  return n ? Take::kData : empty_locked();
+}
+
+bool StreamQueue::close() {
+  std::function<void()> wake;
+  std::lock_guard lk(mu_);
+  if (closed_) return false;
+  closed_ = true;
+  queue_.clear();
+  if (budget_) {
+    budget_->release(queued_bytes_ + inflight_bytes_);
+    budget_->remove_stream();
+  }
+  queued_bytes_ = inflight_bytes_ = 0;
+  wake = std::move(wake_);  // what it holds goes once the lock is released
+  return true;
+}
+
+}  // namespace detail
+
+Reply Server::Impl::call(const Request& req, const Peer& peer) {
+  try {
+    return handler(req, peer);
+  } catch (const std::exception& e) {
+    spdlog::error("http: handler threw on {} {}: {}", std::string(req.method_string()),
+                  std::string(req.target()), e.what());
+    return Response{500, "application/json",
+                    R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"internal error","reason":"InternalError","code":500})",
+                    {}};
+  }
+}
+
+namespace {
+
+using detail::PlainStream;
+using detail::reason;
+using detail::StreamQueue;
+using detail::TlsStream;
 
 // The client certificate of a TLS connection (verified by the handshake).
 void read_peer_cert(SSL* ssl, Peer& peer) {
@@ -75,43 +185,19 @@ class Session : public std::enable_shared_from_this<Session<S>> {
         self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
           if (ec) return self->close();
           read_peer_cert(self->stream_.native_handle(), self->peer_);
+          const unsigned char* proto = nullptr;
+          unsigned len = 0;
+          SSL_get0_alpn_selected(self->stream_.native_handle(), &proto, &len);
+          if (std::string_view(reinterpret_cast<const char*>(proto), len) == "h2") {
+            self->tcp_().expires_never();
+            return detail::serve_http2(std::move(self->stream_), self->server_, self->peer_, {});
+          }
           self->read();
         });
       } else {
         self->read();
       }
     });
-  }
-
-  // ---- streaming (any thread) ----
-  enum class Limit { kStream, kBudget, kNone };
-  bool enqueue(std::shared_ptr<const std::string> data, Limit limit) {
-    std::lock_guard lk(mu_);
-    // A stream that is ending takes nothing more, but that is not the writer's fault: only
-    // a full queue (a receiver too far behind) answers false.
-    if (closed_ || finishing_) return true;
-    const size_t n = data->size();
-    if (limit == Limit::kStream && queued_bytes_ + n > max_queued_) return false;
-    if (budget_) {
-      if (limit == Limit::kNone)
-        budget_->charge(n);
-      else if (!budget_->try_charge(queued_bytes_ + inflight_bytes_, n))
-        return false;
-    }
-    queued_bytes_ += n;
-    queue_.push_back(std::move(data));
-    kick_locked();
-    return true;
-  }
-  void finish() {
-    std::lock_guard lk(mu_);
-    if (closed_ || finishing_) return;
-    finishing_ = true;
-    kick_locked();
-  }
-  bool is_closed() {
-    std::lock_guard lk(mu_);
-    return closed_;
   }
 
  private:
@@ -127,8 +213,23 @@ class Session : public std::enable_shared_from_this<Session<S>> {
     stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->close();
       self->buffer_.commit(n);
+      if (self->starts_http2()) {
+        self->tcp_().expires_never();
+        std::string initial = beast::buffers_to_string(self->buffer_.data());
+        return detail::serve_http2(std::move(self->stream_), self->server_, self->peer_, initial);
+      }
       self->read_request();
     });
+  }
+
+  // A plain connection's first request that is the HTTP/2 preface (a client with prior
+  // knowledge, as KOS's own clients are).
+  bool starts_http2() {
+    if constexpr (std::is_same_v<S, TlsStream>) return false;  // TLS chose by ALPN
+    if (!server_.opts.http2 || !first_read_) return false;
+    first_read_ = false;
+    auto data = beast::buffers_to_string(buffer_.data());
+    return data.size() >= 14 && detail::kHttp2Preface.starts_with(data.substr(0, 14));
   }
 
   void read_request() {
@@ -144,22 +245,9 @@ class Session : public std::enable_shared_from_this<Session<S>> {
         ec == beast::error::timeout || ec == net::error::eof) {
       return close();
     }
-    if (ec == bhttp::error::body_limit) {
-      Response r{413, "application/json",
-                 R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request entity too large: limit is )" +
-                     std::to_string(server_.opts.max_body_bytes) +
-                     R"( bytes","reason":"RequestEntityTooLarge","code":413})",
-                 {}};
-      return send(std::move(r), false, 11);
-    }
-    if (ec == bhttp::error::header_limit) {
-      Response r{431, "application/json",
-                 R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request header fields too large: limit is )" +
-                     std::to_string(server_.opts.max_header_bytes) +
-                     R"( bytes","reason":"RequestHeaderFieldsTooLarge","code":431})",
-                 {}};
-      return send(std::move(r), false, 11);
-    }
+    if (ec == bhttp::error::body_limit) return send(detail::body_too_large(server_.opts.max_body_bytes), false, 11);
+    if (ec == bhttp::error::header_limit)
+      return send(detail::headers_too_large(server_.opts.max_header_bytes), false, 11);
     if (ec) {
       Response r{400, "text/plain", "malformed HTTP request: " + ec.message() + "\n", {}};
       return send(std::move(r), false, 11);
@@ -167,16 +255,7 @@ class Session : public std::enable_shared_from_this<Session<S>> {
     tcp_().expires_never();
     auto req = std::make_shared<Request>(parser_->release());
     net::post(server_.workers, [self = this->shared_from_this(), req] {
-      Reply reply;
-      try {
-        reply = self->server_.handler(*req, self->peer_);
-      } catch (const std::exception& e) {
-        spdlog::error("http: handler threw on {} {}: {}", std::string(req->method_string()),
-                      std::string(req->target()), e.what());
-        reply = Response{500, "application/json",
-                         R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"internal error","reason":"InternalError","code":500})",
-                         {}};
-      }
+      Reply reply = self->server_.call(*req, self->peer_);
       net::post(self->stream_.get_executor(), [self, req, reply = std::move(reply)]() mutable {
         if (auto* r = std::get_if<Response>(&reply))
           self->send(std::move(*r), req->keep_alive(), req->version());
@@ -208,24 +287,22 @@ class Session : public std::enable_shared_from_this<Session<S>> {
     parser_.reset();
     buffer_.clear();
     buffer_.shrink_to_fit();
-    max_queued_ = s.max_queued_bytes;
     on_close_ = std::move(s.on_close);
-    {
-      std::lock_guard lk(mu_);
-      budget_ = std::move(s.budget);
-      if (budget_) budget_->add_stream();
-    }
+    q_ = std::make_shared<StreamQueue>(
+        s.max_queued_bytes, std::move(s.budget), [w = this->weak_from_this()] {
+          if (auto self = w.lock())
+            net::post(self->stream_.get_executor(), [self] { self->write_next(); });
+        });
     header_ = (version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(s.status) + " " +
               reason(s.status) + "\r\nServer: " + server_.opts.server_header +
               "\r\nContent-Type: " + s.content_type +
               "\r\nCache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\n"
               "Connection: close\r\n\r\n";
-    streaming_ = true;
     if (s.timeout) {
       timer_.emplace(stream_.get_executor());
       timer_->expires_after(*s.timeout);
       timer_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
-        if (!ec) self->finish();
+        if (!ec) self->q_->finish();
       });
     }
     net::async_write(stream_, net::buffer(header_),
@@ -233,9 +310,10 @@ class Session : public std::enable_shared_from_this<Session<S>> {
                          beast::error_code ec, size_t) mutable {
                        if (ec) return self->close();
                        self->watch_peer();
+                       self->write_next();
                        // Attaching can be heavy (a watch's initial state): a worker does it.
                        net::post(self->server_.workers, [self, attach = std::move(attach)] {
-                         attach(std::make_shared<Handle>(self));
+                         attach(std::make_shared<detail::QueueHandle>(self->q_, self));
                        });
                      });
   }
@@ -249,46 +327,22 @@ class Session : public std::enable_shared_from_this<Session<S>> {
         });
   }
 
-  // Called with mu_ held: makes sure a write loop runs on the strand.
-  void kick_locked() {
-    if (writing_ || !streaming_) return;
-    writing_ = true;
-    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->write_next(); });
-  }
-
   // Writes what is queued as one chunk (up to kMaxBatch lines): under load a watch has
   // several events waiting, and one gathered write costs one syscall instead of one each.
   void write_next() {
     static constexpr size_t kMaxBatch = 64, kMaxBatchBytes = 1 << 20;
-    bool last = false;
+    if (closed_) return;
     inflight_.clear();
     size_t bytes = 0;
-    {
-      std::lock_guard lk(mu_);
-      if (closed_) return;
-      // What the last write sent is no longer held.
-      if (budget_) budget_->release(inflight_bytes_);
-      inflight_bytes_ = 0;
-      while (!queue_.empty() && inflight_.size() < kMaxBatch && bytes < kMaxBatchBytes) {
-        bytes += queue_.front()->size();
-        inflight_.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      queued_bytes_ -= bytes;
-      inflight_bytes_ = bytes;
-      if (inflight_.empty()) {
-        if (finishing_) {
-          last = true;
-        } else {
-          writing_ = false;
-          return;
-        }
-      }
-    }
-    if (last) {
-      net::async_write(stream_, net::buffer("0\r\n\r\n", 5),
-                       [self = this->shared_from_this()](beast::error_code, size_t) { self->close(); });
-      return;
+    switch (q_->take(kMaxBatch, kMaxBatchBytes, inflight_, bytes)) {
+      case StreamQueue::Take::kWait:
+        return;
+      case StreamQueue::Take::kEnd:
+        net::async_write(stream_, net::buffer("0\r\n\r\n", 5),
+                         [self = this->shared_from_this()](beast::error_code, size_t) { self->close(); });
+        return;
+      case StreamQueue::Take::kData:
+        break;
     }
     char hex[24];
     int n = std::snprintf(hex, sizeof hex, "%zx\r\n", bytes);
@@ -304,44 +358,14 @@ class Session : public std::enable_shared_from_this<Session<S>> {
   }
 
   void close() {
-    std::function<void()> on_close;
-    {
-      std::lock_guard lk(mu_);
-      if (closed_) return;
-      closed_ = true;
-      queue_.clear();
-      if (budget_) {
-        budget_->release(queued_bytes_ + inflight_bytes_);
-        budget_->remove_stream();
-      }
-      queued_bytes_ = inflight_bytes_ = 0;
-      on_close = std::move(on_close_);
-    }
+    if (closed_) return;
+    closed_ = true;
     if (timer_) timer_->cancel();
     beast::error_code ec;
     tcp_().socket().shutdown(tcp::socket::shutdown_both, ec);
     tcp_().socket().close(ec);
-    if (on_close) on_close();
+    if (q_ && q_->close() && on_close_) std::exchange(on_close_, nullptr)();
   }
-
-  class Handle : public Stream {
-   public:
-    explicit Handle(std::shared_ptr<Session> s) : s_(std::move(s)) {}
-    bool write(std::shared_ptr<const std::string> data) override {
-      return s_->enqueue(std::move(data), Limit::kStream);
-    }
-    bool write_initial(std::shared_ptr<const std::string> data) override {
-      return s_->enqueue(std::move(data), Limit::kBudget);
-    }
-    void write_final(std::shared_ptr<const std::string> data) override {
-      s_->enqueue(std::move(data), Limit::kNone);
-    }
-    void finish() override { s_->finish(); }
-    bool closed() const override { return s_->is_closed(); }
-
-   private:
-    std::shared_ptr<Session> s_;
-  };
 
   beast::tcp_stream& tcp_() { return beast::get_lowest_layer(stream_); }
 
@@ -354,14 +378,11 @@ class Session : public std::enable_shared_from_this<Session<S>> {
   std::string header_, chunk_prefix_;
   std::array<char, 512> peer_buf_{};
 
-  std::mutex mu_;
-  std::deque<std::shared_ptr<const std::string>> queue_;
-  std::vector<std::shared_ptr<const std::string>> inflight_;  // being written (strand only)
+  // Streaming (on the strand, as everything but the queue's writers).
+  std::shared_ptr<StreamQueue> q_;
+  std::vector<std::shared_ptr<const std::string>> inflight_;  // being written
   std::vector<net::const_buffer> gather_;
-  size_t queued_bytes_ = 0, max_queued_ = 0;
-  size_t inflight_bytes_ = 0;  // the write in progress (still held until it completes)
-  std::shared_ptr<StreamBudget> budget_;
-  bool streaming_ = false, writing_ = false, finishing_ = false, closed_ = false;
+  bool first_read_ = true, closed_ = false;
   std::function<void()> on_close_;
 };
 
@@ -412,7 +433,26 @@ void Server::stop() {
   impl_->workers.join();
 }
 
-Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler handler) {
+namespace {
+// ALPN: h2 when the client offers it, else HTTP/1.1 (also when it offers nothing known).
+int select_protocol(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                    unsigned inlen, void*) {
+  for (unsigned i = 0; i < inlen; i += 1u + in[i]) {
+    unsigned len = in[i];
+    if (i + 1 + len > inlen) break;
+    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == "h2") {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options, Handler handler) {
+  ServerOptions opts = options;
+  if (http2_disabled_by_env()) opts.http2 = false;
   auto impl = std::make_shared<Impl>(opts);
   impl->handler = std::move(handler);
   beast::error_code ec;
@@ -433,6 +473,7 @@ Result<std::unique_ptr<Server>> Server::start(const ServerOptions& opts, Handler
       ctx.set_verify_mode(net::ssl::verify_peer);
       SSL_CTX_set_session_id_context(ctx.native_handle(), reinterpret_cast<const unsigned char*>("kos"), 3);
     }
+    if (opts.http2) SSL_CTX_set_alpn_select_cb(ctx.native_handle(), select_protocol, nullptr);
   }
   auto addr = net::ip::make_address(opts.address, ec);
   if (ec) return fail(Errc::kBadRequest, "invalid listen address '" + opts.address + "'");

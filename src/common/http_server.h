@@ -1,11 +1,12 @@
-// A small asynchronous HTTP/1.1 server (Boost.Beast) for the API server and for every
-// component's /metrics endpoint.
+// A small asynchronous HTTP/1.1 (Boost.Beast) and HTTP/2 (nghttp2) server for the API
+// server and for every component's /metrics endpoint.
 //
 // Threading: one io_context, run by `io_threads` threads, owns the sockets. Handlers
 // may block (they call the store), so each request is handled on a separate worker pool
 // and the response is posted back to the connection's strand. A handler may turn the
-// response into a stream (chunked transfer encoding, for watches): it gets a Stream that
-// any thread may write to; writes are queued and sent in order by the connection.
+// response into a stream (chunked transfer encoding, or an HTTP/2 stream, for watches):
+// it gets a Stream that any thread may write to; writes are queued and sent in order by
+// the connection.
 #pragma once
 
 #include <atomic>
@@ -130,6 +131,10 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(2)};
   std::chrono::milliseconds request_read_timeout{std::chrono::seconds(30)};
   size_t max_header_bytes = 64 * 1024;
+  // HTTP/2: offered to TLS clients (ALPN "h2") and spoken to plain-HTTP clients that open
+  // with its preface (prior knowledge). Many requests and watches then share a connection.
+  bool http2 = true;
+  uint32_t http2_max_streams = 1000;  // concurrent streams per connection
 };
 
 class Server {

@@ -811,6 +811,18 @@ TEST_P(KubectlTest, GetMissingObjectSaysNotFound) {
             }
 }
 
+TEST_P(KubectlTest, SpeaksHttp2WithTheServer) {
+  // Go's HTTP/2 client logs its frames with this GODEBUG setting: kubectl negotiated h2
+  // (ALPN) and read the server's answers as HTTP/2 frames.
+  apply_seed();
+  auto r = kubectl().with_env({{"GODEBUG", "http2debug=1"}}, {"get", "sn", "-n", "ns1", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.out, "subnet.network.example.com/s1\n");
+  EXPECT_THAT(r.err, HasSubstr("http2: Transport creating client conn"));
+  EXPECT_THAT(r.err, HasSubstr("http2: Transport received SETTINGS len=12, settings: MAX_CONCURRENT_STREAMS=1000"));
+  EXPECT_THAT(r.err, HasSubstr("http2: Transport received DATA flags=END_STREAM"));
+}
+
 // ---- error paths ----------------------------------------------------------------------
 
 TEST_P(KubectlTest, DuplicateCreateIsAlreadyExists) {
