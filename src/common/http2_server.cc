@@ -75,7 +75,7 @@ class H2Session : public std::enable_shared_from_this<H2Session<S>> {
     size_t body_offset = 0;
     std::shared_ptr<StreamQueue> queue;  // a streamed response's
     std::function<void()> on_close;
-    std::optional<net::steady_timer> timer;
+    std::optional<net::steady_timer> timer;  // the request's deadline, then a stream's timeout
   };
 
   static H2Session& self(void* user_data) { return *static_cast<H2Session*>(user_data); }
@@ -91,6 +91,18 @@ class H2Session : public std::enable_shared_from_this<H2Session<S>> {
     st->id = frame->hd.stream_id;
     st->req.version(20);
     auto& s = self(ud);
+    // A request not complete (headers and body) within request_read_timeout is reset:
+    // a slow client holds a stream no longer than it would an HTTP/1.1 connection.
+    st->timer.emplace(s.stream_.get_executor());
+    st->timer->expires_after(s.server_.opts.request_read_timeout);
+    st->timer->async_wait([w = s.weak_from_this(), id = st->id](beast::error_code ec) {
+      auto self = w.lock();
+      if (ec || !self || self->closed_) return;
+      H2Stream* late = self->find(id);
+      if (!late || late->dispatched) return;
+      nghttp2_submit_rst_stream(self->session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      self->flush();
+    });
     s.streams_[st->id] = std::move(st);
     s.idle_.cancel();
     return 0;
@@ -185,6 +197,7 @@ class H2Session : public std::enable_shared_from_this<H2Session<S>> {
   // ---- requests and responses ----
   void dispatch(const std::shared_ptr<H2Stream>& st) {
     st->dispatched = true;
+    st->timer->cancel();
     if (st->too_large_headers) return respond(*st, headers_too_large(server_.opts.max_header_bytes));
     if (st->too_large_body) return respond(*st, body_too_large(server_.opts.max_body_bytes));
     st->req.content_length(st->req.body().size());
