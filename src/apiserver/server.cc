@@ -277,7 +277,7 @@ Result<void> ApiServer::init() {
                                                            const std::string& vni) {
     auto sel = api::FieldSelector::parse("spec.node=" + node + "," + field + "=" + vni);
     if (!sel) return false;
-    if (!attachments->cache->list("", {}, *sel).items.empty()) return true;
+    if (attachments->cache->any("", {}, *sel)) return true;
     ListRequest lr;
     lr.fields = *sel;
     lr.limit = 1;

@@ -494,22 +494,29 @@ bool WatchCache::wait_for(store::Revision rv, std::chrono::milliseconds timeout)
   return advanced_.wait_for(lk, timeout, [&] { return rv_ >= rv; });
 }
 
-// The objects a watcher's (or a list's) namespace and selectors match, in key order; an
-// indexed field pinned by the selector narrows the scan to that value's objects. mu_ held.
-std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
-  std::vector<CachedPtr> out;
+// The objects a watcher's (or a list's) namespace and selectors match, in key order. The
+// indexed fields the selector pins narrow the scan to the objects of the rarest value
+// among them (an agent's "its node and this VNI": the VNI's few, not the node's many).
+// mu_ held.
+template <class F>
+void WatchCache::select_locked(const Watcher& probe, F f) const {
   const auto& fields_ix = strategy_.info().indexed_fields;
+  const std::set<std::string_view>* narrowest = nullptr;
+  bool pinned = false;
   for (size_t i = 0; i < fields_ix.size(); ++i) {
     auto v = probe.req.fields.exact_value(fields_ix[i]);
     if (!v) continue;
-    // Only the objects with that value can match.
+    pinned = true;
     auto it = obj_index_[i].find(*v);
-    if (it == obj_index_[i].end()) return out;
-    for (const auto& key : it->second) {
+    if (it == obj_index_[i].end()) return;  // no object has that value
+    if (!narrowest || it->second.size() < narrowest->size()) narrowest = &it->second;
+  }
+  if (pinned) {
+    for (const auto& key : *narrowest) {  // keys are in order: so is the result
       auto o = objects_.find(key);
-      if (o != objects_.end() && matches(probe, *o->second)) out.push_back(o->second);
+      if (o != objects_.end() && matches(probe, *o->second) && !f(o->second)) return;
     }
-    return out;  // keys are in order: the result is in key order too
+    return;
   }
   auto begin = objects_.begin(), end = objects_.end();
   if (!probe.req.ns.empty()) {
@@ -518,7 +525,15 @@ std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
     end = objects_.lower_bound(store::prefix_end(prefix));
   }
   for (auto it = begin; it != end; ++it)
-    if (matches(probe, *it->second)) out.push_back(it->second);
+    if (matches(probe, *it->second) && !f(it->second)) return;
+}
+
+std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
+  std::vector<CachedPtr> out;
+  select_locked(probe, [&](const CachedPtr& o) {
+    out.push_back(o);
+    return true;
+  });
   return out;
 }
 
@@ -533,6 +548,21 @@ WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSel
   s.rv = rv_;
   s.items = select_locked(probe);
   return s;
+}
+
+bool WatchCache::any(const std::string& ns, const api::LabelSelector& labels,
+                     const api::FieldSelector& fields) const {
+  Watcher probe;
+  probe.req.ns = ns;
+  probe.req.labels = labels;
+  probe.req.fields = fields;
+  std::shared_lock lk(mu_);
+  bool found = false;
+  select_locked(probe, [&](const CachedPtr&) {
+    found = true;
+    return false;
+  });
+  return found;
 }
 
 CachedPtr WatchCache::get(const std::string& ns, const std::string& name) const {

@@ -129,6 +129,9 @@ class WatchCache {
   };
   Snapshot list(const std::string& ns, const api::LabelSelector& labels,
                 const api::FieldSelector& fields) const;
+  // Whether any object matches: the answer of list() without building it (an
+  // authorization check), stopping at the first match.
+  bool any(const std::string& ns, const api::LabelSelector& labels, const api::FieldSelector& fields) const;
   CachedPtr get(const std::string& ns, const std::string& name) const;
   // Objects whose ownerReferences name `owner_uid`.
   std::vector<CachedPtr> dependents(const std::string& owner_uid) const;
@@ -172,6 +175,9 @@ class WatchCache {
   void dispatch(const Event& e);
   bool deliver(Watcher& w, const Event& e, int type);  // false: the sink refused it
   bool matches(const Watcher& w, const CachedObject& o) const;
+  // Calls f(object) for each object the probe matches, in key order, until f returns false.
+  template <class F>
+  void select_locked(const Watcher& probe, F f) const;
   std::vector<CachedPtr> select_locked(const Watcher& probe) const;
   void index_object(const CachedObject& o, bool add);
   void index_watcher(const std::shared_ptr<Watcher>& w);

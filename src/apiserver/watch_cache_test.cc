@@ -491,5 +491,42 @@ TEST_F(WatchCacheTest, ListsPinnedToAnIndexedFieldFollowChanges) {
   EXPECT_EQ(names("spec.node=n1"), (std::vector<std::string>{"b"}));
 }
 
+TEST_F(WatchCacheTest, AnyAndListsPinnedToTwoIndexedFieldsMatchBoth) {
+  // Node n1 has many attachments, VNI 7 few; node n2 has one, on VNI 8, which has many.
+  // Whichever field is the rarer, the answer is the objects matching both.
+  auto address = [&](const std::string& name, const std::string& node, int vni) {
+    auto r = registry_->update("ns", name, *api::parse_json(R"({"metadata":{"name":")" + name + R"("},"spec":{"node":")" + node + R"(","subnet":"s1"},"status":{"addressVNI":)" + std::to_string(vni) + R"(,"ipv4":"10.0.0.9"}})"), true, {});
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    return r ? (*r)->rv : 0;
+  };
+  for (int i = 0; i < 20; ++i) create("n1-" + std::to_string(100 + i), "n1");
+  for (int i = 0; i < 20; ++i) create("n3-" + std::to_string(100 + i), "n3");
+  create("n2-a", "n2");
+  address("n1-105", "n1", 7);
+  address("n1-111", "n1", 7);
+  for (int i = 0; i < 20; ++i) address("n3-" + std::to_string(100 + i), "n3", 8);
+  auto rv = address("n2-a", "n2", 8);
+  ASSERT_TRUE(cache_->wait_for(rv, 5s));
+  auto sel = [](const std::string& s) { return *api::FieldSelector::parse(s); };
+  auto names = [&](const std::string& s) {
+    std::vector<std::string> out;
+    for (auto& o : cache_->list("", {}, sel(s)).items) out.push_back(o->name);
+    return out;
+  };
+  EXPECT_TRUE(cache_->any("", {}, sel("spec.node=n1,status.addressVNI=7")));
+  EXPECT_EQ(names("spec.node=n1,status.addressVNI=7"), (std::vector<std::string>{"n1-105", "n1-111"}));
+  EXPECT_TRUE(cache_->any("", {}, sel("status.addressVNI=8,spec.node=n2")));
+  EXPECT_EQ(names("status.addressVNI=8,spec.node=n2"), (std::vector<std::string>{"n2-a"}));
+  EXPECT_FALSE(cache_->any("", {}, sel("spec.node=n1,status.addressVNI=8")));
+  EXPECT_FALSE(cache_->any("", {}, sel("spec.node=n2,status.addressVNI=7")));
+  EXPECT_FALSE(cache_->any("", {}, sel("spec.node=n9,status.addressVNI=7")));
+  EXPECT_TRUE(names("spec.node=n3,status.addressVNI=7").empty());
+  // Other requirements still apply to the candidates.
+  EXPECT_FALSE(cache_->any("", {}, sel("status.addressVNI=7,spec.node=n1,metadata.name=n1-999")));
+  EXPECT_TRUE(cache_->any("", {}, sel("status.addressVNI=7,spec.node=n1,metadata.name=n1-111")));
+  EXPECT_FALSE(cache_->any("other", {}, sel("spec.node=n1,status.addressVNI=7")));
+  EXPECT_EQ(names("status.addressVNI=8").size(), 21u);
+}
+
 }  // namespace
 }  // namespace kos::apiserver

@@ -272,21 +272,21 @@ class TransportImpl final : public Transport {
 
   // An exchange whose connection could not be made.
   void connect_failed(const std::shared_ptr<Exchange>& ex, beast::error_code ec) {
-      // A TLS handshake that failed (a certificate not trusted, not for this host, or
-      // refused by the server) fails the same way next time: no retry.
-      if (ec.category() == net::error::get_ssl_category())
-        return ex->done(fail(Errc::kUnavailable, "TLS handshake with the API server at " + cfg_.server +
-                                                     " failed: " + ec.message()));
-      // Nothing was sent: retrying is safe for any request, with backoff, until its
-      // deadline.
-      auto backoff = std::chrono::milliseconds(std::min(1000, 25 << std::min(ex->connect_attempts, 6)));
-      if (!stopped_ && std::chrono::steady_clock::now() + backoff < ex->deadline) {
-        ++ex->connect_attempts;
-        post_after(backoff, [this, ex] { start(ex); });
-        return;
-      }
-      ex->done(fail(Errc::kUnavailable, "cannot connect to the API server at " + cfg_.server +
-                                            ": " + ec.message()));
+    // A TLS handshake that failed (a certificate not trusted, not for this host, or
+    // refused by the server) fails the same way next time: no retry.
+    if (ec.category() == net::error::get_ssl_category())
+      return ex->done(fail(Errc::kUnavailable, "TLS handshake with the API server at " + cfg_.server +
+                                                   " failed: " + ec.message()));
+    // Nothing was sent: retrying is safe for any request, with backoff, until its
+    // deadline.
+    auto backoff = std::chrono::milliseconds(std::min(1000, 25 << std::min(ex->connect_attempts, 6)));
+    if (!stopped_ && std::chrono::steady_clock::now() + backoff < ex->deadline) {
+      ++ex->connect_attempts;
+      post_after(backoff, [this, ex] { start(ex); });
+      return;
+    }
+    ex->done(fail(Errc::kUnavailable, "cannot connect to the API server at " + cfg_.server +
+                                          ": " + ec.message()));
   }
 
   void send(const std::shared_ptr<Exchange>& ex) {
