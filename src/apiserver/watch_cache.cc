@@ -537,28 +537,31 @@ std::vector<CachedPtr> WatchCache::select_locked(const Watcher& probe) const {
   return out;
 }
 
+WatchCache::Watcher WatchCache::probe(const std::string& ns, const api::LabelSelector& labels,
+                                      const api::FieldSelector& fields) {
+  Watcher w;
+  w.req.ns = ns;
+  w.req.labels = labels;
+  w.req.fields = fields;
+  return w;
+}
+
 WatchCache::Snapshot WatchCache::list(const std::string& ns, const api::LabelSelector& labels,
                                       const api::FieldSelector& fields) const {
-  Watcher probe;
-  probe.req.ns = ns;
-  probe.req.labels = labels;
-  probe.req.fields = fields;
+  const Watcher w = probe(ns, labels, fields);
   std::shared_lock lk(mu_);
   Snapshot s;
   s.rv = rv_;
-  s.items = select_locked(probe);
+  s.items = select_locked(w);
   return s;
 }
 
 bool WatchCache::any(const std::string& ns, const api::LabelSelector& labels,
                      const api::FieldSelector& fields) const {
-  Watcher probe;
-  probe.req.ns = ns;
-  probe.req.labels = labels;
-  probe.req.fields = fields;
+  const Watcher w = probe(ns, labels, fields);
   std::shared_lock lk(mu_);
   bool found = false;
-  select_locked(probe, [&](const CachedPtr&) {
+  select_locked(w, [&](const CachedPtr&) {
     found = true;
     return false;
   });

@@ -179,6 +179,8 @@ class WatchCache {
   template <class F>
   void select_locked(const Watcher& probe, F f) const;
   std::vector<CachedPtr> select_locked(const Watcher& probe) const;
+  // A watcher that is only a namespace and selectors, for list() and any().
+  static Watcher probe(const std::string& ns, const api::LabelSelector& labels, const api::FieldSelector& fields);
   void index_object(const CachedObject& o, bool add);
   void index_watcher(const std::shared_ptr<Watcher>& w);
   void unindex_watcher(const Watcher& w);

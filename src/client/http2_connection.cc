@@ -2,7 +2,7 @@
 
 #include <nghttp2/nghttp2.h>
 
-#include "common/http2_header.h"
+#include "common/http2.h"
 
 namespace kos::client::detail {
 namespace net = boost::asio;
@@ -308,14 +308,7 @@ bool H2Connection::receive(const uint8_t* data, size_t n) {
 
 void H2Connection::flush() {
   if (writing_ || closed_) return;
-  wbuf_.clear();
-  while (wbuf_.size() < (64 << 10)) {
-    const uint8_t* data;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) return close();
-    if (n == 0) break;
-    wbuf_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-  }
+  if (!http::http2_take_output(session_, wbuf_)) return close();
   if (wbuf_.empty()) {
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) close();
     return;

@@ -10,7 +10,7 @@
 #include <nghttp2/nghttp2.h>
 #include <spdlog/spdlog.h>
 
-#include "common/http2_header.h"
+#include "common/http2.h"
 #include "common/http_server_impl.h"
 
 namespace kos::http::detail {
@@ -316,14 +316,7 @@ class H2Session : public std::enable_shared_from_this<H2Session<S>> {
   // Writes what nghttp2 has to send (frames of all streams gathered in one write).
   void flush() {
     if (writing_ || closed_) return;
-    wbuf_.clear();
-    while (wbuf_.size() < (64 << 10)) {
-      const uint8_t* data;
-      ssize_t n = nghttp2_session_mem_send(session_, &data);
-      if (n < 0) return close();
-      if (n == 0) break;
-      wbuf_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-    }
+    if (!http2_take_output(session_, wbuf_)) return close();
     if (wbuf_.empty()) {
       if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) close();
       return;
