@@ -127,11 +127,7 @@ int32_t H2Connection::submit(const HttpRequest& req, std::shared_ptr<Call> call)
   prd.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t len, uint32_t* flags,
                          nghttp2_data_source* src, void*) -> ssize_t {
     auto* c = static_cast<Call*>(src->ptr);
-    size_t n = std::min(len, c->body.size() - c->body_offset);
-    std::memcpy(buf, c->body.data() + c->body_offset, n);
-    c->body_offset += n;
-    if (c->body_offset == c->body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return static_cast<ssize_t>(n);
+    return http::http2_read_body(c->body, c->body_offset, buf, len, flags);
   };
   int32_t id = nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(), has_body ? &prd : nullptr, nullptr);
   if (id < 0) {

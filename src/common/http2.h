@@ -1,6 +1,8 @@
 // Helpers for nghttp2 shared by the HTTP server's and the client's HTTP/2 connections.
 #pragma once
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include <nghttp2/nghttp2.h>
@@ -27,6 +29,16 @@ inline bool http2_take_output(nghttp2_session* session, std::string& out, size_t
     out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
   }
   return true;
+}
+
+// A data source's read of a body held whole: copies what fits from `offset` on, and ends
+// the stream's data at its last byte.
+inline ssize_t http2_read_body(const std::string& body, size_t& offset, uint8_t* buf, size_t len, uint32_t* flags) {
+  size_t n = std::min(len, body.size() - offset);
+  std::memcpy(buf, body.data() + offset, n);
+  offset += n;
+  if (offset == body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return static_cast<ssize_t>(n);
 }
 
 }  // namespace kos::http

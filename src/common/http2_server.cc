@@ -169,11 +169,7 @@ class H2Session : public std::enable_shared_from_this<H2Session<S>> {
   static ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t len, uint32_t* flags,
                            nghttp2_data_source* src, void*) {
     auto* st = static_cast<H2Stream*>(src->ptr);
-    size_t n = std::min(len, st->body.size() - st->body_offset);
-    std::memcpy(buf, st->body.data() + st->body_offset, n);
-    st->body_offset += n;
-    if (st->body_offset == st->body.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return static_cast<ssize_t>(n);
+    return http2_read_body(st->body, st->body_offset, buf, len, flags);
   }
 
   // A streamed response: what its writers queued; deferred (resumed by the queue's
