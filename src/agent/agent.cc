@@ -192,8 +192,14 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
       }
     }
   }
-  if (informer == kLocal) controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
-  controller_.enqueue(key);
+  if (informer == kLocal) {
+    controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
+    controller_.enqueue(key);
+  } else if (opts_.remotes_inline && from->has_synced()) {
+    controller_.reconcile_now(key, [&] { return reconcile_remote_now(key); });
+  } else {
+    controller_.enqueue(key);  // an initial list: programmed in batches by the workers
+  }
 }
 
 std::set<uint32_t> Agent::relevant_vnis() const {
@@ -840,6 +846,36 @@ Result<void> Agent::program_remote(const std::string& key, client::ObjectPtr obj
   return std::move(apply_remotes(work)[0]);
 }
 
+Agent::Plan Agent::plan_locked(const std::string& key, std::optional<RemoteWork>& work) {
+  if (key.starts_with('@') || locals_.count(key)) return Plan::kGeneral;  // relevance, member sets, locals
+  auto h = holders_.find(key);
+  if (h != holders_.end() && h->second.size() > 1) return Plan::kNone;  // transient
+  client::ObjectPtr obj;
+  if (h != holders_.end()) {
+    if (*h->second.begin() == kLocal) return Plan::kGeneral;
+    if (auto inf = vni_informers_.find(*h->second.begin()); inf != vni_informers_.end())
+      obj = inf->second->indexer().get(key);
+  }
+  work = take_remote(key, std::move(obj));
+  return work ? Plan::kRemote : Plan::kNone;
+}
+
+std::optional<Result<controllers::Requeue>> Agent::reconcile_remote_now(const std::string& key) {
+  std::vector<RemoteWork> work;
+  {
+    std::lock_guard lk(mu_);
+    std::optional<RemoteWork> w;
+    const Plan plan = plan_locked(key, w);
+    if (plan == Plan::kGeneral) return std::nullopt;
+    ++counts_.remote_inline;
+    if (plan == Plan::kNone) return controllers::Requeue{};
+    work.push_back(std::move(*w));
+    publish_counts();
+  }
+  if (auto r = apply_remotes(work)[0]; !r) return fail(r.error());
+  return controllers::Requeue{};
+}
+
 std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vector<std::string>& keys) {
   std::vector<Result<controllers::Requeue>> out(keys.size(), controllers::Requeue{});
   std::vector<RemoteWork> work;
@@ -848,25 +884,14 @@ std::vector<Result<controllers::Requeue>> Agent::reconcile_batch(const std::vect
   {
     std::lock_guard lk(mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
-      const std::string& key = keys[i];
-      if (key.starts_with('@') || locals_.count(key)) {  // relevance, member sets, locals
-        singles.push_back(i);
-        continue;
-      }
-      auto h = holders_.find(key);
-      if (h != holders_.end() && h->second.size() > 1) continue;  // transient: Requeue{}
-      client::ObjectPtr obj;
-      if (h != holders_.end()) {
-        if (*h->second.begin() == kLocal) {
-          singles.push_back(i);
-          continue;
-        }
-        if (auto inf = vni_informers_.find(*h->second.begin()); inf != vni_informers_.end())
-          obj = inf->second->indexer().get(key);
-      }
-      if (auto w = take_remote(key, std::move(obj))) {
-        work.push_back(std::move(*w));
-        work_of.push_back(i);
+      std::optional<RemoteWork> w;
+      switch (plan_locked(keys[i], w)) {
+        case Plan::kGeneral: singles.push_back(i); break;
+        case Plan::kNone: break;
+        case Plan::kRemote:
+          work.push_back(std::move(*w));
+          work_of.push_back(i);
+          break;
       }
     }
     if (!work.empty()) publish_counts();

@@ -29,9 +29,10 @@ class AgentTest : public testing::ControllersTest {
   // still waits without eventually().
   void add_agent(const std::string& node, uint32_t host_ip,
                  std::chrono::milliseconds relevance_grace = std::chrono::milliseconds(0),
-                 FakeClock* clock = nullptr) {
+                 FakeClock* clock = nullptr, bool remotes_inline = true) {
     fabrics_.push_back(std::make_unique<fabric::FakeFabric>());
     AgentOptions o;
+    o.remotes_inline = remotes_inline;
     o.node = node;
     o.host_ip = host_ip;
     o.workers = 2;
@@ -630,6 +631,40 @@ TEST_F(AgentTest, RemoteEventsThatChangeNothingProgrammedQueueNoWork) {
   ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "u-node1-0").has_value());
   ASSERT_TRUE(eventually([&] { return f.remotes().empty(); })) << "the deletion was not programmed";
   EXPECT_EQ(agent.counts().remote_unchanged, after.remote_unchanged);
+}
+
+// A remote attachment's events after its VNI informer synced are programmed on the thread
+// that delivered them (no worker woken); the initial list goes to the workers, and with
+// remotes_inline off everything does. Both converge to the same fabric.
+TEST_F(AgentTest, RemoteEventsAreProgrammedWhereTheyArriveUnlessTurnedOff) {
+  for (bool inline_ : {true, false}) {
+    SCOPED_TRACE(inline_ ? "inline" : "on workers");
+    const std::string net = inline_ ? "il" : "wk", n0 = net + "0", n1 = net + "1";
+    const uint32_t vni = inline_ ? 38 : 39;
+    const uint32_t base = inline_ ? 0x0a0c0000u : 0x0a0d0000u;
+    add_agent(n1, base + 2, 0ms, nullptr, inline_);
+    create_network(*c_, net, vni, n1, 1);  // net-n1-0
+    ASSERT_TRUE(eventually([&] {  // implemented: in node0's initial list, not an event after it
+      auto na = c_->get<api::NetworkAttachment>("ns", net + "-" + n1 + "-0");
+      return na && !na->status.host_ip.empty();
+    }));
+    add_agent(n0, base + 1, 0ms, nullptr, inline_);
+    auto& agent = *agents_.back();
+    auto& f = *fabrics_.back();
+    attach(*c_, net + "-" + n0 + "-0", n0, net);
+    ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
+    EXPECT_EQ(agent.counts().remote_inline, 0u) << "the informer's initial list is the workers'";
+
+    attach(*c_, net + "-" + n1 + "-1", n1, net);
+    ASSERT_TRUE(eventually([&] { return f.remotes().size() == 2; }));
+    ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", net + "-" + n1 + "-0").has_value());
+    ASSERT_TRUE(eventually([&] { return f.remotes().size() == 1; }));
+    auto left = c_->get<api::NetworkAttachment>("ns", net + "-" + n1 + "-1");
+    ASSERT_TRUE(left.has_value());
+    EXPECT_EQ(api::format_ipv4(f.remotes()[0].guest_ip), left->status.ipv4);
+    if (inline_) EXPECT_GE(agent.counts().remote_inline, 2u);
+    else EXPECT_EQ(agent.counts().remote_inline, 0u);
+  }
 }
 
 // A remote attachment that is addressed but not implemented by its node (no status.hostIP

@@ -204,6 +204,13 @@ std::optional<std::string> WorkQueue::try_get() {
   return take_locked();
 }
 
+bool WorkQueue::try_claim(const std::string& key) {
+  std::lock_guard lk(mu_);
+  if (shutting_down_ || dirty_.contains(key) || processing_.contains(key)) return false;
+  processing_.emplace(key, clock_.steady_now());
+  return true;
+}
+
 void WorkQueue::done(const std::string& key) {
   std::lock_guard lk(mu_);
   auto it = processing_.find(key);

@@ -148,6 +148,11 @@ class WorkQueue {
   std::optional<std::string> get_for(std::chrono::nanoseconds timeout);
   // As get(), without waiting.
   std::optional<std::string> try_get();
+  // Hands `key` to the caller as get() would, if no one holds it and it is not queued (a
+  // delayed key may be claimed: whoever runs it later reads the state as it is then); the
+  // caller owns it until done(key). false after shutdown. For work done on the thread that
+  // saw the event, without the hand-off to a worker (Controller::reconcile_now).
+  bool try_claim(const std::string& key);
   // Processing of `key` (handed out by get) has finished. If it was added meanwhile it is
   // queued again. Unknown keys are ignored.
   void done(const std::string& key);

@@ -73,6 +73,28 @@ TEST_F(WorkQueueTest, KeyAddedWhileProcessingIsQueuedAgainAtDone) {
   EXPECT_TRUE(q->idle());
 }
 
+// try_claim hands out a key that no one holds and that is not queued, as get() would; a
+// key added meanwhile is queued at done(), as for a worker.
+TEST_F(WorkQueueTest, TryClaimTakesOnlyAKeyNoOneHoldsOrQueued) {
+  auto q = make();
+  ASSERT_TRUE(q->try_claim("a"));
+  EXPECT_TRUE(q->is_processing("a"));
+  EXPECT_FALSE(q->try_claim("a")) << "held already";
+  q->add("a");
+  EXPECT_EQ(q->try_get(), std::nullopt) << "handed to a worker while claimed";
+  q->done("a");
+  EXPECT_FALSE(q->try_claim("a")) << "queued: a worker's";
+  EXPECT_EQ(q->try_get(), "a");
+  EXPECT_FALSE(q->try_claim("a")) << "a worker holds it";
+  q->done("a");
+  EXPECT_TRUE(q->idle());
+  q->add_after("b", seconds(10));
+  EXPECT_TRUE(q->try_claim("b")) << "a delayed key may be claimed";
+  q->done("b");
+  q->shut_down();
+  EXPECT_FALSE(q->try_claim("c"));
+}
+
 TEST_F(WorkQueueTest, DoneOfUnknownKeyIsIgnored) {
   auto q = make();
   q->done("never-handed-out");

@@ -34,6 +34,7 @@ struct Flags {
   std::string netns;
   std::string allowed_programs;
   int workers = 4;
+  bool remotes_on_workers = false;
   std::string metrics_listen;
   std::string state_dir = "/var/lib/kos/agent";
   std::string cni_socket;  // default: <state dir>/cni.sock; "none": not served
@@ -131,6 +132,7 @@ int run(const Flags& f) {
   ao.host_ip = *host;
   ao.netns = f.netns;
   ao.workers = f.workers;
+  ao.remotes_inline = !f.remotes_on_workers;
   if (impl_log) ao.on_implemented = [log = impl_log.get()](const agent::Implemented& i) { log->record(i); };
   std::stringstream ss(f.allowed_programs);
   for (std::string p; std::getline(ss, p, ',');)
@@ -185,6 +187,7 @@ void add_agent_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--allowed-programs", f->allowed_programs,
                 "comma-separated absolute paths that postCreateExec/postDeleteExec may run");
   c->add_option("--workers", f->workers, "reconcile workers")->capture_default_str();
+  c->add_flag("--remotes-on-workers", f->remotes_on_workers, kRemotesOnWorkersHelp);
   c->add_option("--vni-linger", f->vni_linger,
                 "linux fabric: keep a VNI's VXLAN device and bridge this long after its last attachment "
                 "(0: delete them at once)")

@@ -27,4 +27,10 @@ void add_ipam_check_command(CLI::App& app, std::function<int()>& run);
 void add_check_command(CLI::App& app, std::function<int()>& run);
 void add_credentials_command(CLI::App& app, std::function<int()>& run);
 
+// `kos agent` and `kos simulate`: agent::AgentOptions::remotes_inline off.
+inline constexpr const char* kRemotesOnWorkersHelp =
+    "program remote attachments on the reconcile workers only (default: an update of one is programmed on "
+    "the client thread that received it when no worker holds it, saving a thread hand-off per event; set "
+    "this if the fabric's calls are slow)";
+
 }  // namespace kos::cmd

@@ -39,6 +39,7 @@ struct Flags {
   std::string prefix = "sim";
   std::string host_ip_base = "10.255.0.1";
   int workers = 2;
+  bool remotes_on_workers = false;
   std::string metrics_listen;
   std::string fake_latency = "0";
   std::string relevance_grace = "1s";
@@ -209,6 +210,7 @@ int run(const Flags& f) {
     ao.node = n.name;
     ao.host_ip = *base + static_cast<uint32_t>(i);
     ao.workers = f.workers;
+    ao.remotes_inline = !f.remotes_on_workers;
     ao.relevance_grace = std::chrono::duration_cast<std::chrono::milliseconds>(*grace);
     ao.allowed_programs = allowed;
     if (server) ao.on_implemented = [&log](const agent::Implemented& r) { log.record(r); };
@@ -265,6 +267,7 @@ void add_simulate_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_option("--host-ip-base", f->host_ip_base, "host (underlay) IP of node 0; node i gets base + i")
       ->capture_default_str();
   c->add_option("--workers", f->workers, "reconcile workers per agent")->capture_default_str();
+  c->add_flag("--remotes-on-workers", f->remotes_on_workers, kRemotesOnWorkersHelp);
   c->add_option("--metrics-listen", f->metrics_listen,
                 "serve /metrics (the kos_agent_* families over all agents), /healthz (200 once every agent has "
                 "started) and /debug/implementations (the agents' implementation log) on HOST:PORT (port 0: any)");

@@ -52,9 +52,23 @@ Controller::~Controller() { stop(); }
 
 void Controller::start() {
   for (int i = 0; i < workers_; ++i) threads_.push_back(named_thread("kos-worker", [this] { work(); }));
+  started_ = true;
+}
+
+void Controller::reconcile_now(const std::string& key, const InlineReconcile& fn) {
+  if (!started_ || !queue_.try_claim(key)) return queue_.add(key);
+  if (active_) active_->inc();
+  auto r = fn();
+  if (active_) active_->dec();
+  if (!r) {
+    queue_.done(key);
+    return queue_.add(key);
+  }
+  finish(key, *r);
 }
 
 void Controller::stop() {
+  started_ = false;
   queue_.shut_down_with_drain();
   for (auto& t : threads_) t.join();
   threads_.clear();

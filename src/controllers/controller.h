@@ -6,9 +6,11 @@
 // the fabric work of many keys into one Fabric::apply); each key's result is its own.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +44,15 @@ class Controller {
 
   client::WorkQueue& queue() { return queue_; }
   void enqueue(const std::string& key) { queue_.add(key); }
+  // The reconcile of `key` on the calling thread, now, as a worker would run it, when a
+  // worker could take the key now (the controller has started, the key is neither queued nor
+  // held: the queue's claim keeps one key to one thread); else the key is queued. `fn`
+  // returns nullopt to decline (the key needs a worker: its reconcile may block), and the
+  // key is queued then. For cheap reconciles that never block, on an event loop (an agent's
+  // remote mappings on its client transport's thread): handing one to a worker costs a
+  // wake-up and two context switches, more than the work. Failures back off as a worker's.
+  using InlineReconcile = std::function<std::optional<Result<Requeue>>()>;
+  void reconcile_now(const std::string& key, const InlineReconcile& fn);
   // Starts the workers (call after the informers have synced).
   void start();
   // Stops taking keys, waits for the reconciles in flight.
@@ -59,6 +70,7 @@ class Controller {
   client::WorkQueue queue_;
   metrics::Family<metrics::Counter>& results_;
   std::vector<std::thread> threads_;
+  std::atomic<bool> started_{false};
 };
 
 }  // namespace kos::controllers
