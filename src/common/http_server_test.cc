@@ -2,7 +2,7 @@
 // trickle a request's headers) and oversize bodies do not disturb other clients (their
 // request p99 stays within 2x of the quiet baseline measured in the same run), and are
 // cut off: 413 for a body over the limit, 431 for headers over it, a closed connection
-// for a request not finished in time.
+// for a request not finished in time (over HTTP/2: a reset stream).
 #include "common/http_server.h"
 
 #include <arpa/inet.h>
@@ -12,8 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include <algorithm>
+#include <cstring>
 #include <atomic>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -176,6 +180,125 @@ TEST_F(HttpLimitsTest, OversizeHeadersGet431AndAnIdleConnectionIsClosed) {
   EXPECT_TRUE(got.empty());
   EXPECT_GE(waited, 2500ms);
   EXPECT_LT(waited, 8s) << "an idle connection was not closed";
+  ::close(fd);
+}
+
+// A raw HTTP/2 client (nghttp2, prior knowledge over plain TCP) that can leave a request
+// unfinished: its HEADERS go out without END_STREAM and its body never follows.
+class RawH2Client {
+ public:
+  struct StreamResult {
+    int status = 0;
+    std::string body;
+    bool closed = false;
+    uint32_t reset_code = UINT32_MAX;  // RST_STREAM's error code, if the server reset it
+  };
+
+  explicit RawH2Client(int fd) : fd_(fd) {
+    nghttp2_session_callbacks* cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_send_callback(cb, [](nghttp2_session*, const uint8_t* data, size_t len, int,
+                                                       void* ud) -> ssize_t {
+      auto* c = static_cast<RawH2Client*>(ud);
+      return send_all(c->fd_, std::string(reinterpret_cast<const char*>(data), len))
+                 ? static_cast<ssize_t>(len)
+                 : static_cast<ssize_t>(NGHTTP2_ERR_CALLBACK_FAILURE);
+    });
+    nghttp2_session_callbacks_set_on_header_callback(
+        cb, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size_t nlen, const uint8_t* value,
+               size_t vlen, uint8_t, void* ud) {
+          if (std::string_view(reinterpret_cast<const char*>(name), nlen) == ":status")
+            static_cast<RawH2Client*>(ud)->streams_[f->hd.stream_id].status =
+                std::stoi(std::string(reinterpret_cast<const char*>(value), vlen));
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        cb, [](nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* ud) {
+          static_cast<RawH2Client*>(ud)->streams_[id].body.append(reinterpret_cast<const char*>(data), len);
+          return 0;
+        });
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, [](nghttp2_session*, const nghttp2_frame* f, void* ud) {
+      if (f->hd.type == NGHTTP2_RST_STREAM)
+        static_cast<RawH2Client*>(ud)->streams_[f->hd.stream_id].reset_code = f->rst_stream.error_code;
+      return 0;
+    });
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, [](nghttp2_session*, int32_t id, uint32_t, void* ud) {
+      static_cast<RawH2Client*>(ud)->streams_[id].closed = true;
+      return 0;
+    });
+    nghttp2_session_client_new(&session_, cb, this);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+  }
+  ~RawH2Client() { nghttp2_session_del(session_); }
+
+  // A request; with `stall`, its HEADERS announce a body that is never sent.
+  int32_t request(const std::string& method, const std::string& path, bool stall) {
+    auto nv = [](const char* n, const std::string& v) {
+      return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n)),
+                        reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), std::strlen(n), v.size(),
+                        NGHTTP2_NV_FLAG_NONE};
+    };
+    const std::string scheme = "http", authority = "t";
+    std::vector<nghttp2_nv> hdrs = {nv(":method", method), nv(":scheme", scheme), nv(":authority", authority),
+                                    nv(":path", path)};
+    nghttp2_data_provider body{};
+    body.read_callback = [](nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*, nghttp2_data_source*,
+                            void*) -> ssize_t { return NGHTTP2_ERR_DEFERRED; };
+    return nghttp2_submit_request(session_, nullptr, hdrs.data(), hdrs.size(), stall ? &body : nullptr, nullptr);
+  }
+
+  // Sends what is queued and reads for up to `timeout` or until `done()`.
+  template <class P>
+  bool pump(std::chrono::milliseconds timeout, P done) {
+    auto deadline = Steady::now() + timeout;
+    while (!done()) {
+      if (nghttp2_session_send(session_) != 0) return false;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()).count();
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(std::min<long>(left, 50))) <= 0) continue;
+      uint8_t buf[16384];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return false;  // the server closed the connection
+      if (nghttp2_session_mem_recv(session_, buf, static_cast<size_t>(n)) < 0) return false;
+    }
+    return true;
+  }
+
+  const StreamResult& stream(int32_t id) { return streams_[id]; }
+
+ private:
+  int fd_;
+  nghttp2_session* session_ = nullptr;
+  std::map<int32_t, StreamResult> streams_;
+};
+
+// An HTTP/2 request whose body does not arrive within request_read_timeout has its stream
+// reset (as a slow HTTP/1.1 request has its connection closed); the connection's other
+// streams, before and after, are served.
+TEST_F(HttpLimitsTest, AStalledHttp2RequestIsResetAndItsConnectionServesOthers) {
+  int fd = connect_to(server_->port());
+  ASSERT_GE(fd, 0);
+  RawH2Client c(fd);
+  const int32_t slow = c.request("POST", "/slow", true);
+  const int32_t quick = c.request("GET", "/quick", false);
+  ASSERT_TRUE(c.pump(5s, [&] { return c.stream(quick).closed; }));
+  EXPECT_EQ(c.stream(quick).status, 200);
+  EXPECT_EQ(c.stream(quick).body, "ok");
+  EXPECT_FALSE(c.stream(slow).closed) << "reset before its deadline";
+
+  auto t0 = Steady::now();
+  ASSERT_TRUE(c.pump(10s, [&] { return c.stream(slow).closed; })) << "a stalled request was never reset";
+  auto waited = Steady::now() - t0;
+  EXPECT_EQ(c.stream(slow).reset_code, static_cast<uint32_t>(NGHTTP2_CANCEL));
+  EXPECT_EQ(c.stream(slow).status, 0) << "the stalled request was answered";
+  EXPECT_GE(waited, 1000ms);  // the deadline is 1.5 s from its HEADERS
+  EXPECT_LT(waited, 5s);
+
+  const int32_t after = c.request("GET", "/after", false);
+  ASSERT_TRUE(c.pump(5s, [&] { return c.stream(after).closed; })) << "the connection did not survive the reset";
+  EXPECT_EQ(c.stream(after).status, 200);
   ::close(fd);
 }
 
