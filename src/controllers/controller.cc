@@ -8,14 +8,9 @@ namespace kos::controllers {
 
 namespace {
 
-// Wraps `reconcile` so that `active` counts the reconciles in flight (busy workers).
-Controller::Reconcile counted(Controller::Reconcile reconcile, metrics::Gauge& active) {
-  return [reconcile = std::move(reconcile), &active](const std::string& key) {
-    active.inc();
-    auto r = reconcile(key);
-    active.dec();
-    return r;
-  };
+metrics::Gauge& active_gauge(metrics::Registry& registry, const std::string& name) {
+  return registry.gauge("kos_controller_active_workers", "Workers running a reconcile now (busy workers).",
+                        {"controller"}).with({name});
 }
 
 client::WorkQueue::Options queue_options(const Clock* clock) {
@@ -29,10 +24,7 @@ client::WorkQueue::Options queue_options(const Clock* clock) {
 Controller::Controller(std::string name, int workers, Reconcile reconcile,
                        metrics::Registry& registry, const Clock* clock)
     : name_(std::move(name)), workers_(std::max(1, workers)),
-      reconcile_(counted(std::move(reconcile),
-                         registry.gauge("kos_controller_active_workers",
-                                        "Workers running a reconcile now (busy workers).",
-                                        {"controller"}).with({name_}))),
+      reconcile_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
       queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
@@ -40,10 +32,7 @@ Controller::Controller(std::string name, int workers, Reconcile reconcile,
 Controller::Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
                        metrics::Registry& registry, const Clock* clock)
     : name_(std::move(name)), workers_(std::max(1, workers)), max_batch_(std::max<size_t>(1, max_batch)),
-      reconcile_batch_(std::move(reconcile)),
-      active_(&registry.gauge("kos_controller_active_workers",
-                              "Workers running a reconcile now (busy workers).", {"controller"})
-                   .with({name_})),
+      reconcile_batch_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
       queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})) {}
@@ -57,9 +46,9 @@ void Controller::start() {
 
 void Controller::reconcile_now(const std::string& key, const InlineReconcile& fn) {
   if (!started_ || !queue_.try_claim(key)) return queue_.add(key);
-  if (active_) active_->inc();
+  active_->inc();
   auto r = fn();
-  if (active_) active_->dec();
+  active_->dec();
   if (!r) {
     queue_.done(key);
     return queue_.add(key);
@@ -77,7 +66,10 @@ void Controller::stop() {
 void Controller::work() {
   while (auto key = queue_.get()) {
     if (!reconcile_batch_) {
-      finish(*key, reconcile_(*key));
+      active_->inc();
+      auto r = reconcile_(*key);
+      active_->dec();
+      finish(*key, r);
       continue;
     }
     std::vector<std::string> keys{std::move(*key)};

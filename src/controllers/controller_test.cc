@@ -40,8 +40,13 @@ struct Worker {
 // otherwise (not started, key held or queued, declined) the key goes to the workers.
 TEST(ControllerTest, ReconcileNowRunsHereOnlyWhenNoWorkerHoldsTheKey) {
   metrics::Registry registry;
+  FakeClock clock;  // backoffs stand still: a failure's retry stays delayed until advanced
   Worker w;
-  Controller c("inline-test", 1, [&](const std::string& k) { return w.reconcile(k); }, registry);
+  Controller c("inline-test", 1, [&](const std::string& k) { return w.reconcile(k); }, registry, &clock);
+  auto last_seen = [&] {
+    std::lock_guard lk(w.mu);
+    return w.seen.back();
+  };
   const auto here = std::this_thread::get_id();
   int ran_here = 0;
   auto inline_ok = [&]() -> std::optional<Result<Requeue>> {
@@ -63,7 +68,7 @@ TEST(ControllerTest, ReconcileNowRunsHereOnlyWhenNoWorkerHoldsTheKey) {
 
   c.reconcile_now("declined", [] { return std::optional<Result<Requeue>>{}; });
   ASSERT_TRUE(w.wait_seen(2));
-  EXPECT_EQ(w.seen.back(), "declined");
+  EXPECT_EQ(last_seen(), "declined");
 
   {
     std::lock_guard lk(w.mu);
@@ -82,10 +87,13 @@ TEST(ControllerTest, ReconcileNowRunsHereOnlyWhenNoWorkerHoldsTheKey) {
   }
   w.cv.notify_all();
   ASSERT_TRUE(w.wait_seen(4)) << "the event was not handed to the worker after it let go";
-  EXPECT_EQ(w.seen.back(), "held");
+  EXPECT_EQ(last_seen(), "held");
 
   c.reconcile_now("failing", [] { return std::optional<Result<Requeue>>{fail(Errc::kUnavailable, "down")}; });
   EXPECT_EQ(c.queue().delayed_size(), 1u) << "a failure backs off as a worker's";
+  clock.advance(1s);
+  ASSERT_TRUE(w.wait_seen(5)) << "the failed key was not retried by a worker after its backoff";
+  EXPECT_EQ(last_seen(), "failing");
   c.stop();
 }
 
