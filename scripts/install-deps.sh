@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build g++ pkg-config git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libssl-dev libsqlite3-dev sqlite3 libnghttp2-dev
+  libssl-dev libsqlite3-dev sqlite3 libnghttp2-dev libjemalloc-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev

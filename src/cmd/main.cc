@@ -18,7 +18,9 @@ int main(int argc, char** argv) {
   std::function<int()> run;
 
   auto* version = app.add_subcommand("version", "Print the KOS version");
-  version->callback([&] { run = [] { return std::printf("kos %s\n", KOS_VERSION) < 0; }; });
+  version->callback([&] {
+    run = [] { return std::printf("kos %s (allocator: %s)\n", KOS_VERSION, KOS_ALLOCATOR) < 0; };
+  });
 
   kos::cmd::add_up_commands(app, run);
   kos::cmd::add_apiserver_command(app, run);
