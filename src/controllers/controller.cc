@@ -13,6 +13,12 @@ metrics::Gauge& active_gauge(metrics::Registry& registry, const std::string& nam
                         {"controller"}).with({name});
 }
 
+metrics::Counter& inline_counter(metrics::Registry& registry, const std::string& name) {
+  return registry.counter("kos_controller_inline_reconciles_total",
+                          "Reconciles run on the thread that delivered the event, no worker woken.",
+                          {"controller"}).with({name});
+}
+
 client::WorkQueue::Options queue_options(const Clock* clock) {
   client::WorkQueue::Options o;
   if (clock) o.clock = clock;
@@ -27,7 +33,8 @@ Controller::Controller(std::string name, int workers, Reconcile reconcile,
       reconcile_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
       queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
-                                "Reconciles by controller and result.", {"controller", "result"})) {}
+                                "Reconciles by controller and result.", {"controller", "result"})),
+      inline_(inline_counter(registry, name_)) {}
 
 Controller::Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
                        metrics::Registry& registry, const Clock* clock)
@@ -35,7 +42,8 @@ Controller::Controller(std::string name, int workers, size_t max_batch, Reconcil
       reconcile_batch_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
       queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
-                                "Reconciles by controller and result.", {"controller", "result"})) {}
+                                "Reconciles by controller and result.", {"controller", "result"})),
+      inline_(inline_counter(registry, name_)) {}
 
 Controller::~Controller() { stop(); }
 
@@ -53,6 +61,7 @@ void Controller::reconcile_now(const std::string& key, const InlineReconcile& fn
     queue_.done(key);
     return queue_.add(key);
   }
+  inline_.inc();
   finish(key, *r);
 }
 

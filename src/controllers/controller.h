@@ -69,6 +69,7 @@ class Controller {
   metrics::Gauge* active_ = nullptr;
   client::WorkQueue queue_;
   metrics::Family<metrics::Counter>& results_;
+  metrics::Counter& inline_;  // reconciles reconcile_now ran on its caller's thread
   std::vector<std::thread> threads_;
   std::atomic<bool> started_{false};
 };

@@ -3,6 +3,7 @@
 
 #include "api/cidr.h"
 #include "api/names.h"
+#include "common/metrics.h"
 #include "client/test_server.h"
 #include "controllers/ipam/ipam.h"
 #include "controllers/subnet_validator/validator.h"
@@ -392,6 +393,59 @@ namespace {
 // answer is slow; meanwhile the attachment is created again and another IPAM locks an
 // address for it. Reading the lock index after that GET (as release_all did) finds the new
 // lock and deletes it; reading it before the GET cannot.
+// Events that need no work (the IPAM's own status write and lock coming back, an agent's
+// status write) are decided on the caches on the informer's thread: no worker is woken.
+TEST_F(ControllersTest, EventsOfAnAddressedAttachmentAreSettledWithoutAWorker) {
+  auto& inlined = metrics::Registry::global()
+                      .counter("kos_controller_inline_reconciles_total", "", {"controller"})
+                      .with({"ipam"});
+  start();
+  subnet("ns", "s1", 21, "10.21.0.0/28");
+  na("a", "s1");
+  auto addressed = wait_na("a", [](const auto& x) { return !x.status.ipv4.empty(); });
+  ASSERT_TRUE(addressed.has_value());
+  const std::string key = "ns/a";
+  // What the caches show once they have the status write: addressed, nothing to do.
+  ASSERT_TRUE(eventually([&] {
+    auto r = ipam_->reconcile_cached(key);
+    return r && r->has_value();
+  }));
+  // An agent's status write: its event is settled inline.
+  const double before = inlined.value();
+  auto now = c_->get<api::NetworkAttachment>("ns", "a");
+  ASSERT_TRUE(now.has_value());
+  now->status.host_ip = "192.0.2.1";
+  ASSERT_TRUE(c_->update_status(*now).has_value());
+  EXPECT_TRUE(eventually([&] { return inlined.value() > before; }));
+  auto after = c_->get<api::NetworkAttachment>("ns", "a");
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->status.ipv4, addressed->status.ipv4);
+  EXPECT_EQ(after->status.lock_uid, addressed->status.lock_uid);
+
+  // What the caches cannot decide goes to a worker: an attachment its full subnet could
+  // not address...
+  subnet("ns", "s2", 22, "10.22.0.0/29");  // usable: .2 .. .6
+  for (int i = 0; i < 6; ++i) na("b" + std::to_string(i), "s2");
+  std::string waiting;
+  ASSERT_TRUE(eventually([&] {
+    for (int i = 0; i < 6; ++i)
+      if (auto x = c_->get<api::NetworkAttachment>("ns", "b" + std::to_string(i)); x && x->status.address_contention) {
+        waiting = "ns/b" + std::to_string(i);
+        return true;
+      }
+    return false;
+  }));
+  EXPECT_FALSE(ipam_->reconcile_cached(waiting).has_value());
+  // ... and one whose Subnet does not exist.
+  na("e", "nosuch");
+  ASSERT_TRUE(eventually([&] { return c_->get<api::NetworkAttachment>("ns", "e")->status.errors.ipam.size() == 1; }));
+  EXPECT_FALSE(ipam_->reconcile_cached("ns/e").has_value());
+  // An attachment that is gone and holds no lock: nothing to release.
+  auto gone = ipam_->reconcile_cached("ns/gone");
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_TRUE(gone->has_value());
+}
+
 TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
   IpamOptions opts;
   opts.release_grace = 0ms;  // release_all at once, racing the collector as it would after the grace

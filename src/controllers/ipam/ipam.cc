@@ -91,7 +91,12 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
              : std::vector<std::string>{};
   });
 
-  auto enqueue_na = [this](const client::ObjectPtr& o) { controller_.enqueue(client::object_key(*o)); };
+  // Most events need no work (our own writes coming back, the agent's status): decided here
+  // when the caches show it, else a worker takes the key.
+  auto enqueue_na = [this](const client::ObjectPtr& o) {
+    auto key = client::object_key(*o);
+    controller_.reconcile_now(key, [this, &key] { return reconcile_cached(key); });
+  };
   nas_.add_handlers({enqueue_na, [=](const client::ObjectPtr&, const client::ObjectPtr& o) { enqueue_na(o); },
                      [=](const client::ObjectPtr& o, bool) { enqueue_na(o); }});
 
@@ -127,8 +132,10 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
       }
     }
     for (const auto& k : waiters) controller_.enqueue(k);
-    if (const auto* r = controller_ref(lock))
-      controller_.enqueue(client::object_key(lock.metadata.namespace_, r->name));
+    if (const auto* r = controller_ref(lock)) {
+      auto key = client::object_key(lock.metadata.namespace_, r->name);
+      controller_.reconcile_now(key, [this, &key] { return reconcile_cached(key); });
+    }
     // A freed address: the attachments waiting for one in that subnet try again now
     // rather than when their backoff ends.
     if (!added)
@@ -248,9 +255,16 @@ Result<Requeue> Ipam::write_status(const api::NetworkAttachment& na,
   return Requeue{};
 }
 
-Result<Requeue> Ipam::reconcile(const std::string& key) {
+std::optional<Result<Requeue>> Ipam::reconcile_cached(const std::string& key) {
   auto cached = nas_.indexer().get(key);
-  if (!cached) return release_all(key);
+  if (!cached) {
+    // Gone, and no lock names it: nothing to release (release_all's first case).
+    if (!locks_.indexer().by_index("owner-key", key).empty()) return std::nullopt;
+    std::lock_guard lk(mu_);
+    inflight_.erase(key);
+    releasing_.erase(key);
+    return Requeue{};
+  }
   const auto& na = std::get<api::NetworkAttachment>(*cached);
   {
     std::lock_guard lk(mu_);
@@ -264,7 +278,23 @@ Result<Requeue> Ipam::reconcile(const std::string& key) {
       inflight_.erase(it);
     }
   }
+  auto subnet_obj = subnets_.indexer().get(client::object_key(na.metadata.namespace_, na.spec.subnet));
+  if (!subnet_obj) return std::nullopt;
+  const auto& subnet = std::get<api::Subnet>(*subnet_obj);
+  if (!subnet.status.validated) {
+    if (subnet.status.errors.empty()) return Requeue{};  // not examined yet: its update requeues us
+    return std::nullopt;
+  }
+  if (addressed(na, subnet)) return Requeue{};
+  return std::nullopt;
+}
 
+Result<Requeue> Ipam::reconcile(const std::string& key) {
+  if (auto done = reconcile_cached(key)) return *done;
+  // The caches may have moved since: decide on what they show now.
+  auto cached = nas_.indexer().get(key);
+  if (!cached) return release_all(key);
+  const auto& na = std::get<api::NetworkAttachment>(*cached);
   auto subnet_obj = subnets_.indexer().get(client::object_key(na.metadata.namespace_, na.spec.subnet));
   if (!subnet_obj) return without_subnet(na, "Subnet " + na.spec.subnet + " does not exist");
   const auto& subnet = std::get<api::Subnet>(*subnet_obj);
@@ -354,6 +384,24 @@ Result<Requeue> Ipam::without_subnet(const api::NetworkAttachment& cached, std::
   return Requeue{};
 }
 
+bool Ipam::addressed(const api::NetworkAttachment& na, const api::Subnet& subnet) {
+  auto ip = api::parse_ipv4(na.status.ipv4);
+  if (!ip || na.status.address_vni != subnet.spec.vni || na.status.address_contention ||
+      !na.status.errors.ipam.empty())
+    return false;
+  auto cidr = api::parse_cidr(subnet.spec.ipv4);
+  if (!cidr || *ip < cidr->first_usable() || *ip > cidr->last_usable() ||
+      !routing_matches(na.status, subnet, *cidr))
+    return false;
+  auto mine = locks_.indexer().by_index("owner-uid", na.metadata.uid);
+  if (mine.size() != 1) return false;
+  const auto& lock = std::get<api::IPLock>(*mine[0]);
+  const auto* r = controller_ref(lock);
+  return lock.metadata.uid == na.status.lock_uid && lock.spec.subnet_name == subnet.metadata.name &&
+         lock.metadata.name == api::format_iplock_name(subnet.spec.vni, *ip) && r &&
+         r->uid == na.metadata.uid;
+}
+
 Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Subnet& subnet) {
   auto cidr = api::parse_cidr(subnet.spec.ipv4);
   if (!cidr) return fail(Errc::kInvalid, "subnet " + subnet.metadata.name + " has a bad CIDR");
@@ -370,22 +418,14 @@ Result<Requeue> Ipam::assign(const api::NetworkAttachment& cached, const api::Su
     mine.push_back(std::get<api::IPLock>(*o));
 
   // Two cases are decided on the cache alone (most reconciles are one of them):
-  //  - Done: the status names the one lock the cache shows for this incarnation, and that
-  //    lock fits. Nothing is written; if the cache is stale, the events that make it
-  //    current requeue the attachment.
+  //  - Done (addressed()): the status names the one lock the cache shows for this
+  //    incarnation, and that lock fits. Nothing is written; if the cache is stale, the
+  //    events that make it current requeue the attachment.
   //  - New: no address in the status and no lock of this incarnation. A lock is taken and
   //    the status written with the cached resourceVersion as precondition: if the cache
   //    was stale (another IPAM addressed it), the write fails, nothing is deleted, and the
   //    retry takes the careful path below with the lock just created among `mine`.
-  auto cached_ip = api::parse_ipv4(cached.status.ipv4);
-  if (cached_ip && mine.size() == 1 && cached.status.address_vni == vni &&
-      !cached.status.address_contention && cached.status.errors.ipam.empty() &&
-      routing_matches(cached.status, subnet, *cidr) &&
-      mine[0].metadata.uid == cached.status.lock_uid && usable(mine[0]) &&
-      mine[0].metadata.name == api::format_iplock_name(vni, *cached_ip)) {
-    const auto* r = controller_ref(mine[0]);
-    if (r && r->uid == cached.metadata.uid) return Requeue{};
-  }
+  if (addressed(cached, subnet)) return Requeue{};
   const bool fresh = mine.empty() && cached.status.ipv4.empty() && cached.status.lock_uid.empty();
 
   // Otherwise decide on the attachment as the store has it now: another IPAM may have

@@ -55,9 +55,17 @@ class Ipam {
 
   // One attachment, by "namespace/name". Public for tests.
   Result<Requeue> reconcile(const std::string& key);
+  // The part of reconcile() decided on the caches alone: the attachment is addressed as
+  // its Subnet says, our own status write has not reached the cache yet, or a deleted one
+  // has no lock left. nullopt: it needs the rest (reads and writes of the server). Never
+  // blocks: the informers' events run it on their thread (a worker woken for each event of
+  // an addressed attachment costs more than the check). Public for tests.
+  std::optional<Result<Requeue>> reconcile_cached(const std::string& key);
 
  private:
   struct Reservation;
+  // The attachment shows an address of `subnet`, held by the one lock of this incarnation.
+  bool addressed(const api::NetworkAttachment& na, const api::Subnet& subnet);
   Result<Requeue> release_all(const std::string& key);
   Result<void> delete_lock(const api::IPLock& lock);
   Result<Requeue> write_status(const api::NetworkAttachment& na, const api::NetworkAttachmentStatus& st);
