@@ -3,8 +3,8 @@
 
 #include "api/cidr.h"
 #include "api/names.h"
-#include "common/metrics.h"
 #include "client/test_server.h"
+#include "common/metrics.h"
 #include "controllers/ipam/ipam.h"
 #include "controllers/subnet_validator/validator.h"
 
@@ -388,18 +388,13 @@ TEST_F(ControllersTest, IpamConvergesThroughStoreFaults) {
 namespace kos::controllers {
 namespace {
 
-// release_all (an attachment left the IPAM's cache) must not delete a lock of the
-// attachment's next incarnation. The window: its live GET answers "not found", but the
-// answer is slow; meanwhile the attachment is created again and another IPAM locks an
-// address for it. Reading the lock index after that GET (as release_all did) finds the new
-// lock and deletes it; reading it before the GET cannot.
 // Events that need no work (the IPAM's own status write and lock coming back, an agent's
 // status write) are decided on the caches on the informer's thread: no worker is woken.
 TEST_F(ControllersTest, EventsOfAnAddressedAttachmentAreSettledWithoutAWorker) {
+  start();
   auto& inlined = metrics::Registry::global()
                       .counter("kos_controller_inline_reconciles_total", "", {"controller"})
                       .with({"ipam"});
-  start();
   subnet("ns", "s1", 21, "10.21.0.0/28");
   na("a", "s1");
   auto addressed = wait_na("a", [](const auto& x) { return !x.status.ipv4.empty(); });
@@ -446,6 +441,11 @@ TEST_F(ControllersTest, EventsOfAnAddressedAttachmentAreSettledWithoutAWorker) {
   EXPECT_TRUE(gone->has_value());
 }
 
+// release_all (an attachment left the IPAM's cache) must not delete a lock of the
+// attachment's next incarnation. The window: its live GET answers "not found", but the
+// answer is slow; meanwhile the attachment is created again and another IPAM locks an
+// address for it. Reading the lock index after that GET (as release_all did) finds the new
+// lock and deletes it; reading it before the GET cannot.
 TEST_F(ControllersTest, ReleaseAllKeepsTheLockOfTheNextIncarnation) {
   IpamOptions opts;
   opts.release_grace = 0ms;  // release_all at once, racing the collector as it would after the grace
