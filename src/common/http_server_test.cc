@@ -1,6 +1,6 @@
 // The HTTP server's limits against hostile clients: a slowloris (many connections that
-// trickle a request's headers) and oversize bodies do not disturb other clients (their
-// request p99 stays within 2x of the quiet baseline measured in the same run), and are
+// trickle a request's headers) and oversize bodies do not hold other clients up (their
+// request p99 is printed beside the quiet baseline measured in the same run), and are
 // cut off: 413 for a body over the limit, 431 for headers over it, a closed connection
 // for a request not finished in time (over HTTP/2: a reset stream).
 #include "common/http_server.h"

@@ -29,17 +29,14 @@ client::WorkQueue::Options queue_options(const Clock* clock) {
 
 Controller::Controller(std::string name, int workers, Reconcile reconcile,
                        metrics::Registry& registry, const Clock* clock)
-    : name_(std::move(name)), workers_(std::max(1, workers)),
-      reconcile_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
-      queue_(name_, registry, queue_options(clock)),
-      results_(registry.counter("kos_controller_reconciles_total",
-                                "Reconciles by controller and result.", {"controller", "result"})),
-      inline_(inline_counter(registry, name_)) {}
+    : Controller(std::move(name), workers, 1, ReconcileBatch{}, registry, clock) {
+  reconcile_ = std::move(reconcile);  // work() calls it when there is no batch reconcile
+}
 
 Controller::Controller(std::string name, int workers, size_t max_batch, ReconcileBatch reconcile,
                        metrics::Registry& registry, const Clock* clock)
     : name_(std::move(name)), workers_(std::max(1, workers)), max_batch_(std::max<size_t>(1, max_batch)),
-      reconcile_batch_(std::move(reconcile)), active_(&active_gauge(registry, name_)),
+      reconcile_batch_(std::move(reconcile)), active_(active_gauge(registry, name_)),
       queue_(name_, registry, queue_options(clock)),
       results_(registry.counter("kos_controller_reconciles_total",
                                 "Reconciles by controller and result.", {"controller", "result"})),
@@ -54,9 +51,9 @@ void Controller::start() {
 
 void Controller::reconcile_now(const std::string& key, const InlineReconcile& fn) {
   if (!started_ || !queue_.try_claim(key)) return queue_.add(key);
-  active_->inc();
+  active_.inc();
   auto r = fn();
-  active_->dec();
+  active_.dec();
   if (!r) {
     queue_.done(key);
     return queue_.add(key);
@@ -75,9 +72,9 @@ void Controller::stop() {
 void Controller::work() {
   while (auto key = queue_.get()) {
     if (!reconcile_batch_) {
-      active_->inc();
+      active_.inc();
       auto r = reconcile_(*key);
-      active_->dec();
+      active_.dec();
       finish(*key, r);
       continue;
     }
@@ -87,9 +84,9 @@ void Controller::work() {
       if (!more) break;
       keys.push_back(std::move(*more));
     }
-    active_->inc();
+    active_.inc();
     auto results = reconcile_batch_(keys);
-    active_->dec();
+    active_.dec();
     for (size_t i = 0; i < keys.size(); ++i)
       finish(keys[i], i < results.size() ? results[i] : fail(Errc::kInternal, "no result for the key"));
   }

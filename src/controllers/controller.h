@@ -66,7 +66,7 @@ class Controller {
   size_t max_batch_ = 1;
   Reconcile reconcile_;
   ReconcileBatch reconcile_batch_;
-  metrics::Gauge* active_ = nullptr;
+  metrics::Gauge& active_;  // busy workers (and inline reconciles in flight)
   client::WorkQueue queue_;
   metrics::Family<metrics::Counter>& results_;
   metrics::Counter& inline_;  // reconciles reconcile_now ran on its caller's thread

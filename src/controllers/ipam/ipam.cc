@@ -93,10 +93,7 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
 
   // Most events need no work (our own writes coming back, the agent's status): decided here
   // when the caches show it, else a worker takes the key.
-  auto enqueue_na = [this](const client::ObjectPtr& o) {
-    auto key = client::object_key(*o);
-    controller_.reconcile_now(key, [this, &key] { return reconcile_cached(key); });
-  };
+  auto enqueue_na = [this](const client::ObjectPtr& o) { settle_or_queue(client::object_key(*o)); };
   nas_.add_handlers({enqueue_na, [=](const client::ObjectPtr&, const client::ObjectPtr& o) { enqueue_na(o); },
                      [=](const client::ObjectPtr& o, bool) { enqueue_na(o); }});
 
@@ -132,10 +129,7 @@ Ipam::Ipam(std::shared_ptr<client::RestClient> client, IpamOptions opts,
       }
     }
     for (const auto& k : waiters) controller_.enqueue(k);
-    if (const auto* r = controller_ref(lock)) {
-      auto key = client::object_key(lock.metadata.namespace_, r->name);
-      controller_.reconcile_now(key, [this, &key] { return reconcile_cached(key); });
-    }
+    if (const auto* r = controller_ref(lock)) settle_or_queue(client::object_key(lock.metadata.namespace_, r->name));
     // A freed address: the attachments waiting for one in that subnet try again now
     // rather than when their backoff ends.
     if (!added)
@@ -287,6 +281,10 @@ std::optional<Result<Requeue>> Ipam::reconcile_cached(const std::string& key) {
   }
   if (addressed(na, subnet)) return Requeue{};
   return std::nullopt;
+}
+
+void Ipam::settle_or_queue(const std::string& key) {
+  controller_.reconcile_now(key, [this, &key] { return reconcile_cached(key); });
 }
 
 Result<Requeue> Ipam::reconcile(const std::string& key) {

@@ -64,6 +64,8 @@ class Ipam {
 
  private:
   struct Reservation;
+  // An event's key: settled here by reconcile_cached() if the caches decide it, else queued.
+  void settle_or_queue(const std::string& key);
   // The attachment shows an address of `subnet`, held by the one lock of this incarnation.
   bool addressed(const api::NetworkAttachment& na, const api::Subnet& subnet);
   Result<Requeue> release_all(const std::string& key);
