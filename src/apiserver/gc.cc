@@ -25,26 +25,19 @@ GarbageCollector::GarbageCollector(std::vector<Registry*> registries, const Cloc
 GarbageCollector::~GarbageCollector() { stop(); }
 
 void GarbageCollector::start() {
-  for (size_t i = 0; i < registries_.size(); ++i) {
-    // Runs on the cache's thread with its lock held: only queue work here.
-    registries_[i]->cache().add_listener([this, i](const CachedPtr& prev, const CachedPtr& obj) {
-      const CachedPtr& o = obj ? obj : prev;
-      if (!o) return;
-      if (obj && (!obj->owners.empty() || obj->deleting)) enqueue({i, o->ns, o->name});
-      if (!obj && prev) {
-        enqueue_dependents(prev->uid);
-        // A dependent went away: an owner waiting in the foreground may now go.
-        for (const auto& ref : prev->owners)
-          for (size_t j = 0; j < registries_.size(); ++j)
-            if (registries_[j]->strategy().info().kind == ref.kind) enqueue({j, prev->ns, ref.name});
-      }
-    });
-  }
-  // Whatever is already stored.
+  for (size_t i = 0; i < registries_.size(); ++i)
+    registries_[i]->cache().add_listener(
+        [this, i](const CachedPtr& prev, const CachedPtr& obj) { on_event(i, prev, obj); });
+  // Whatever is already stored. Objects waiting in the foreground join the record (one
+  // gone meanwhile stays in it, which only costs an examination of it when a dependent
+  // goes); their UIDs do not: an owner the record does not show is looked up.
   for (size_t i = 0; i < registries_.size(); ++i) {
     auto snap = registries_[i]->cache().list("", {}, {});
-    for (const auto& o : snap.items)
-      if (!o->owners.empty() || o->deleting) enqueue({i, o->ns, o->name});
+    std::lock_guard lk(mu_);
+    for (const auto& o : snap.items) {
+      if (o->deleting && has(o->finalizers, kForeground)) foreground_.insert({i, o->ns, o->name});
+      if (!o->owners.empty() || o->deleting) enqueue_locked({i, o->ns, o->name});
+    }
   }
   for (int i = 0; i < kWorkers; ++i) threads_.push_back(named_thread("kos-gc", [this] { run(); }));
 }
@@ -60,8 +53,56 @@ void GarbageCollector::stop() {
   threads_.clear();
 }
 
+void GarbageCollector::on_event(size_t i, const CachedPtr& prev, const CachedPtr& obj) {
+  std::lock_guard lk(mu_);
+  if (obj) {
+    Item self{i, obj->ns, obj->name};
+    if (prev && prev->uid != obj->uid) alive_.erase(prev->uid);
+    alive_.insert_or_assign(obj->uid, self);
+    if (obj->deleting && has(obj->finalizers, kForeground)) foreground_.insert(self);
+    else foreground_.erase(self);
+    if (may_act_on_locked(*obj)) enqueue_locked(std::move(self));
+    return;
+  }
+  if (!prev) return;
+  alive_.erase(prev->uid);
+  foreground_.erase(Item{i, prev->ns, prev->name});
+  // Its dependents are read from the other caches by a worker (their locks are not to be
+  // taken here).
+  if (!prev->uid.empty()) enqueue_locked(Item{SIZE_MAX, prev->uid, ""});
+  // A dependent went away: an owner waiting for it in the foreground may now go.
+  for (const auto& ref : prev->owners)
+    for (size_t j = 0; j < registries_.size(); ++j)
+      if (registries_[j]->strategy().info().kind == ref.kind) {
+        Item owner{j, prev->ns, ref.name};
+        if (foreground_.count(owner)) enqueue_locked(std::move(owner));
+      }
+}
+
+// Mirrors examine(): it acts on an object being deleted with the Orphan or Foreground
+// finalizer, and on one none of whose owners exists. An owner the record shows alive
+// (the same UID, kind and name in the dependent's namespace) is in its cache, which is
+// what examine() asks first; its deletion queues the dependents again.
+bool GarbageCollector::may_act_on_locked(const CachedObject& obj) const {
+  if (obj.deleting && (has(obj.finalizers, kOrphan) || has(obj.finalizers, kForeground))) return true;
+  if (obj.owners.empty()) return false;
+  for (const auto& ref : obj.owners) {
+    auto it = alive_.find(ref.uid);
+    if (it == alive_.end()) continue;
+    const auto& info = registries_[it->second.registry]->strategy().info();
+    if (info.kind == ref.kind && info.api_version() == ref.api_version && it->second.name == ref.name &&
+        it->second.ns == obj.ns)
+      return false;
+  }
+  return true;
+}
+
 void GarbageCollector::enqueue(Item item) {
   std::lock_guard lk(mu_);
+  enqueue_locked(std::move(item));
+}
+
+void GarbageCollector::enqueue_locked(Item item) {
   if (processing_.count(item)) {
     dirty_.insert(std::move(item));  // queued again when its worker is done
     return;
@@ -69,13 +110,6 @@ void GarbageCollector::enqueue(Item item) {
   if (!queued_.insert(item).second) return;
   queue_.push_back(std::move(item));
   cv_.notify_one();
-}
-
-void GarbageCollector::enqueue_dependents(const std::string& owner_uid) {
-  if (owner_uid.empty()) return;
-  // Called under a cache lock: the owner index of other caches is read after it is
-  // released, on the worker (dependents() locks the cache it reads).
-  enqueue(Item{SIZE_MAX, owner_uid, ""});
 }
 
 void GarbageCollector::retry(const Item& item) {
@@ -112,6 +146,7 @@ void GarbageCollector::run() {
       processing_.insert(item);  // one worker per item at a time
     }
     bool ok = true;
+    ++examined_;
     if (item.registry == SIZE_MAX) {
       for (size_t i = 0; i < registries_.size(); ++i)
         for (const auto& d : registries_[i]->cache().dependents(item.ns)) enqueue({i, d->ns, d->name});

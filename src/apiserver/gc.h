@@ -6,6 +6,14 @@
 // that relists (its store watch broke) reports what changed meanwhile as events, deletes
 // included. An examination that fails (a read or write the store refused) is retried
 // with backoff (100 ms doubling to 10 s, on the Clock seam), never dropped.
+//
+// Events that cannot concern the collector wake no worker: an object whose owner the
+// caches show alive (a new IPLock of a live attachment), one being deleted without the
+// Orphan or Foreground finalizer and without owners, and the deletion of a dependent
+// whose owners are not waiting for it in the foreground. The collector knows that from
+// its own record of the caches' events (which UIDs are alive, which objects wait in the
+// foreground), kept under its lock, because a cache's event handler must not take another
+// cache's lock.
 #pragma once
 
 #include <condition_variable>
@@ -16,6 +24,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "apiserver/registry.h"
@@ -32,6 +41,7 @@ class GarbageCollector {
   void stop();
 
   // Objects examined and deleted so far (for tests and metrics).
+  uint64_t examined() const { return examined_.load(); }
   uint64_t deleted() const { return deleted_.load(); }
 
  private:
@@ -41,9 +51,14 @@ class GarbageCollector {
     auto operator<=>(const Item&) const = default;
   };
   void enqueue(Item item);
+  void enqueue_locked(Item item);
+  // A cache's event (on its thread, under its lock): updates the record below and queues
+  // what the event may concern.
+  void on_event(size_t registry, const CachedPtr& prev, const CachedPtr& obj);
+  // Whether an examination of `obj` could do anything (under mu_).
+  bool may_act_on_locked(const CachedObject& obj) const;
   // Queued again after a backoff that grows with the item's consecutive failures.
   void retry(const Item& item);
-  void enqueue_dependents(const std::string& owner_uid);
   void run();
   // Errors: the store failed; the item is retried.
   Result<void> examine(const Item& item);
@@ -68,9 +83,16 @@ class GarbageCollector {
   std::set<Item> dirty_;       // enqueued while processing: queued again after
   std::multimap<std::chrono::steady_clock::time_point, Item> delayed_;  // retries, by due time
   std::map<Item, int> failures_;  // consecutive failed examinations
+  // What the caches' events since start() showed: the objects alive, by UID (objects
+  // older than start() are not here: an owner missing from it is looked up by a worker),
+  // and the objects being deleted in the foreground, which wait for their dependents.
+  // Entries are put in and taken out as the caches apply the events, under mu_.
+  std::unordered_map<std::string, Item> alive_;
+  std::set<Item> foreground_;
   bool stopping_ = false;
   static constexpr int kWorkers = 4;  // deletes wait on the store (etcd: milliseconds each)
   std::vector<std::thread> threads_;
+  std::atomic<uint64_t> examined_{0};
   std::atomic<uint64_t> deleted_{0};
 };
 

@@ -322,6 +322,29 @@ TEST_F(RegistryTest, GarbageCollectorKeepsDependentsOfARecreatedOwnerName) {
   EXPECT_TRUE(exists(locks(), "v1-5-10-1-0-7"));
 }
 
+// Events that cannot concern the collector wake none of its workers: a lock created for
+// an attachment the caches show alive, an attachment marked for deletion that waits for an
+// ordinary finalizer. The owner's deletion still has its lock collected.
+TEST_F(RegistryTest, GarbageCollectorExaminesOnlyWhatMayConcernIt) {
+  start_gc();
+  auto na = make_na("a");
+  ASSERT_TRUE(eventually([&] { return nas().cache().get("ns", "a") != nullptr; }));
+  make_lock("v1-5-10-1-0-14", *na);
+  ASSERT_TRUE(nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":["example.com/hold"]}})"), false, {}));
+  auto held = nas().remove("ns", "a", {});
+  ASSERT_TRUE(held.has_value());
+  ASSERT_FALSE(held->gone);
+  ASSERT_TRUE(eventually([&] {
+    auto c = nas().cache().get("ns", "a");
+    return c && c->deleting && locks().cache().get("ns", "v1-5-10-1-0-14");
+  }));
+  EXPECT_EQ(gc_->examined(), 0u);
+
+  ASSERT_TRUE(nas().patch("ns", "a", PatchType::kMerge, parse(R"({"metadata":{"finalizers":null}})"), false, {}));
+  EXPECT_TRUE(eventually([&] { return !exists(locks(), "v1-5-10-1-0-14"); }));
+  EXPECT_GT(gc_->examined(), 0u);
+}
+
 // With the caches current, deleting an attachment and collecting its lock read nothing
 // from the store: the delete starts from the watch cache's copy, and the collector takes a
 // cache that has reached the lock's revision without its owner as the owner's absence.
