@@ -1,5 +1,6 @@
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -26,7 +27,8 @@ int main(int argc, char** argv) {
                  "agent, simulate, up): batch (Linux SCHED_BATCH: a KOS thread that wakes does "
                  "not preempt the task running on its CPU, so work handed between threads is "
                  "taken in batches; about a third fewer context switches under load) or normal "
-                 "(the default Linux policy, SCHED_OTHER)")
+                 "(the default Linux policy, SCHED_OTHER). kos up's components inherit it")
+      ->envname("KOS_SCHEDULING")
       ->check(CLI::IsMember({"batch", "normal"}))
       ->capture_default_str();
   std::function<int()> run;
@@ -52,6 +54,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kos: %s\n", r.error().message.c_str());
     return 2;
   }
+  // The processes a component starts (kos up's) make the same choice.
+  setenv("KOS_SCHEDULING", scheduling.c_str(), 1);
   // Before any thread starts: the threads a component creates inherit the policy.
   static const std::set<std::string> kComponents = {"apiserver", "controller-manager", "agent",
                                                     "simulate", "up"};

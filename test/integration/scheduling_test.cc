@@ -2,10 +2,12 @@
 // a thread that wakes does not preempt the one running on its CPU, which takes about a
 // third of the context switches out of the system under load (bench/scale --cpu). Every
 // thread of a running `kos apiserver` has the policy; `--scheduling normal` keeps Linux's
-// default; an unknown policy is refused.
+// default, and so does KOS_SCHEDULING=normal in the environment (which is how kos up
+// passes the choice to its components); an unknown policy is refused.
 #include <sched.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -72,6 +74,19 @@ TEST(Scheduling, EveryThreadOfAComponentRunsUnderSchedBatchByDefault) {
 TEST(Scheduling, NormalKeepsLinuxDefaultPolicy) {
   TempDir dir("kos-sched");
   auto server = start_apiserver(dir, {"--scheduling", "normal"});
+  ASSERT_TRUE(server) << "the server did not start within 30 s";
+  auto policies = thread_policies(server->pid());
+  ASSERT_GT(policies.size(), 4u);
+  for (const auto& [tid, policy] : policies)
+    EXPECT_EQ(policy, SCHED_OTHER) << "thread " << tid << " of kos apiserver";
+}
+
+// kos up's components are started by it with this environment: they make its choice.
+TEST(Scheduling, TheEnvironmentChoosesWhenTheFlagIsNotGiven) {
+  TempDir dir("kos-sched");
+  setenv("KOS_SCHEDULING", "normal", 1);
+  auto server = start_apiserver(dir, {});
+  unsetenv("KOS_SCHEDULING");
   ASSERT_TRUE(server) << "the server did not start within 30 s";
   auto policies = thread_policies(server->pid());
   ASSERT_GT(policies.size(), 4u);
