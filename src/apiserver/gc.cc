@@ -28,15 +28,16 @@ void GarbageCollector::start() {
   for (size_t i = 0; i < registries_.size(); ++i)
     registries_[i]->cache().add_listener(
         [this, i](const CachedPtr& prev, const CachedPtr& obj) { on_event(i, prev, obj); });
-  // Whatever is already stored. Objects waiting in the foreground join the record (one
-  // gone meanwhile stays in it, which only costs an examination of it when a dependent
-  // goes); their UIDs do not: an owner the record does not show is looked up.
+  // Whatever is already stored, by the same rule as events. Objects waiting in the
+  // foreground join the record (one gone meanwhile stays in it, which only costs an
+  // examination of it when a dependent goes); their UIDs do not: an owner the record does
+  // not show is looked up by a worker.
   for (size_t i = 0; i < registries_.size(); ++i) {
     auto snap = registries_[i]->cache().list("", {}, {});
     std::lock_guard lk(mu_);
     for (const auto& o : snap.items) {
       if (o->deleting && has(o->finalizers, kForeground)) foreground_.insert({i, o->ns, o->name});
-      if (!o->owners.empty() || o->deleting) enqueue_locked({i, o->ns, o->name});
+      if (may_act_on_locked(*o)) enqueue_locked({i, o->ns, o->name});
     }
   }
   for (int i = 0; i < kWorkers; ++i) threads_.push_back(named_thread("kos-gc", [this] { run(); }));
@@ -103,6 +104,7 @@ void GarbageCollector::enqueue(Item item) {
 }
 
 void GarbageCollector::enqueue_locked(Item item) {
+  ++queued_total_;
   if (processing_.count(item)) {
     dirty_.insert(std::move(item));  // queued again when its worker is done
     return;
@@ -146,7 +148,6 @@ void GarbageCollector::run() {
       processing_.insert(item);  // one worker per item at a time
     }
     bool ok = true;
-    ++examined_;
     if (item.registry == SIZE_MAX) {
       for (size_t i = 0; i < registries_.size(); ++i)
         for (const auto& d : registries_[i]->cache().dependents(item.ns)) enqueue({i, d->ns, d->name});

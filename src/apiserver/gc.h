@@ -40,8 +40,9 @@ class GarbageCollector {
   void start();
   void stop();
 
-  // Objects examined and deleted so far (for tests and metrics).
-  uint64_t examined() const { return examined_.load(); }
+  // Items queued for a worker (an object, or an owner's dependents) and objects deleted
+  // so far (for tests and metrics).
+  uint64_t queued() const { return queued_total_.load(); }
   uint64_t deleted() const { return deleted_.load(); }
 
  private:
@@ -92,7 +93,7 @@ class GarbageCollector {
   bool stopping_ = false;
   static constexpr int kWorkers = 4;  // deletes wait on the store (etcd: milliseconds each)
   std::vector<std::thread> threads_;
-  std::atomic<uint64_t> examined_{0};
+  std::atomic<uint64_t> queued_total_{0};
   std::atomic<uint64_t> deleted_{0};
 };
 

@@ -42,8 +42,12 @@ void PrintTo(Backend b, std::ostream* os) { *os << backend_name(b); }
 
 // ---- ApiServerProcess -------------------------------------------------------------------
 
-ApiServerProcess::ApiServerProcess(Backend backend, std::vector<std::string> server_flags)
-    : backend_(backend), server_flags_(std::move(server_flags)), dir_("kos-it") {}
+ApiServerProcess::ApiServerProcess(Backend backend, std::vector<std::string> server_flags,
+                                   std::vector<std::string> global_flags)
+    : backend_(backend), server_flags_(std::move(server_flags)), global_flags_(std::move(global_flags)),
+      dir_("kos-it") {}
+
+pid_t ApiServerProcess::server_pid() const { return server_ ? server_->pid() : -1; }
 
 ApiServerProcess::~ApiServerProcess() {
   stop_server();
@@ -82,10 +86,10 @@ std::string ApiServerProcess::start_server() {
   std::error_code ec;
   fs::remove(kubeconfig(), ec);
   fs::create_directories(dir_.path() / "data", ec);
-  std::vector<std::string> argv = {KOS_BINARY, "apiserver", "--listen", "127.0.0.1:0",
-                                   "--data-dir", (dir_.path() / "data").string(),
-                                   "--write-kubeconfig", kubeconfig().string(),
-                                   "--workers", "16"};
+  std::vector<std::string> argv = {KOS_BINARY};
+  argv.insert(argv.end(), global_flags_.begin(), global_flags_.end());
+  argv.insert(argv.end(), {"apiserver", "--listen", "127.0.0.1:0", "--data-dir", (dir_.path() / "data").string(),
+                           "--write-kubeconfig", kubeconfig().string(), "--workers", "16"});
   if (backend_ != Backend::kSqlite) argv.insert(argv.end(), {"--store", store_url()});
   if (backend_ == Backend::kEtcdTls)
     argv.insert(argv.end(), {"--etcd-cafile", etcd_->ca_file().string(), "--etcd-certfile",

@@ -38,8 +38,10 @@ void PrintTo(Backend b, std::ostream* os);
 // signals of the children are tied to the thread that starts them).
 class ApiServerProcess {
  public:
-  // `server_flags` are added to the `kos apiserver` command line.
-  explicit ApiServerProcess(Backend backend, std::vector<std::string> server_flags = {});
+  // `server_flags` are added to the `kos apiserver` command line, `global_flags` before
+  // the subcommand (`kos --scheduling normal apiserver ...`).
+  explicit ApiServerProcess(Backend backend, std::vector<std::string> server_flags = {},
+                            std::vector<std::string> global_flags = {});
   ~ApiServerProcess();
   ApiServerProcess(const ApiServerProcess&) = delete;
   ApiServerProcess& operator=(const ApiServerProcess&) = delete;
@@ -52,6 +54,8 @@ class ApiServerProcess {
   void stop_server();
 
   Backend backend() const { return backend_; }
+  // The running server's process id (-1 when it is not running).
+  pid_t server_pid() const;
   // A scratch directory for the test's files; removed with this object.
   std::filesystem::path dir() const { return dir_.path(); }
   std::filesystem::path kubeconfig() const { return dir_.path() / "kubeconfig"; }
@@ -67,6 +71,7 @@ class ApiServerProcess {
 
   Backend backend_;
   std::vector<std::string> server_flags_;
+  std::vector<std::string> global_flags_;
   TempDir dir_;
   std::unique_ptr<EtcdProcess> etcd_;
   std::unique_ptr<ChildProcess> server_;

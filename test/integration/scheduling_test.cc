@@ -6,14 +6,12 @@
 // passes the choice to its components); an unknown policy is refused.
 #include <sched.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -24,7 +22,6 @@ namespace kos::testing {
 namespace {
 
 namespace fs = std::filesystem;
-using namespace std::chrono_literals;
 
 // The scheduling policy of each thread of `pid` (field 41 of /proc/PID/task/TID/stat),
 // by thread id.
@@ -44,54 +41,30 @@ std::map<std::string, int> thread_policies(pid_t pid) {
   return out;
 }
 
-// `kos [global_flags] apiserver` on the embedded store, serving (its kubeconfig written).
-std::unique_ptr<ChildProcess> start_apiserver(const TempDir& dir, std::vector<std::string> global_flags) {
-  std::vector<std::string> argv = {KOS_BINARY};
-  argv.insert(argv.end(), global_flags.begin(), global_flags.end());
-  argv.insert(argv.end(), {"apiserver", "--listen", "127.0.0.1:0", "--data-dir",
-                           (dir.path() / "data").string(), "--write-kubeconfig",
-                           (dir.path() / "kubeconfig").string()});
-  auto p = std::make_unique<ChildProcess>(argv, /*capture_stdout=*/false);
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!fs::exists(dir.path() / "kubeconfig")) {
-    if (!p->running()) ADD_FAILURE() << "kos apiserver exited while starting";
-    if (!p->running() || std::chrono::steady_clock::now() >= deadline) return nullptr;
-    std::this_thread::sleep_for(10ms);  // polling for a file, bounded by the deadline
-  }
-  return p;
+// Starts `kos [global_flags] apiserver` on the embedded store and checks that every one of
+// its threads has `policy`.
+void expect_every_thread_under(int policy, std::vector<std::string> global_flags) {
+  ApiServerProcess server(Backend::kSqlite, {}, std::move(global_flags));
+  ASSERT_EQ(server.start(), "");
+  auto policies = thread_policies(server.server_pid());
+  ASSERT_GT(policies.size(), 4u) << "expected the server's I/O, worker and cache threads";
+  for (const auto& [tid, policy_of_thread] : policies)
+    EXPECT_EQ(policy_of_thread, policy) << "thread " << tid << " of kos apiserver";
 }
 
 TEST(Scheduling, EveryThreadOfAComponentRunsUnderSchedBatchByDefault) {
-  TempDir dir("kos-sched");
-  auto server = start_apiserver(dir, {});
-  ASSERT_TRUE(server) << "the server did not start within 30 s";
-  auto policies = thread_policies(server->pid());
-  ASSERT_GT(policies.size(), 4u) << "expected the server's I/O, worker and cache threads";
-  for (const auto& [tid, policy] : policies)
-    EXPECT_EQ(policy, SCHED_BATCH) << "thread " << tid << " of kos apiserver";
+  expect_every_thread_under(SCHED_BATCH, {});
 }
 
 TEST(Scheduling, NormalKeepsLinuxDefaultPolicy) {
-  TempDir dir("kos-sched");
-  auto server = start_apiserver(dir, {"--scheduling", "normal"});
-  ASSERT_TRUE(server) << "the server did not start within 30 s";
-  auto policies = thread_policies(server->pid());
-  ASSERT_GT(policies.size(), 4u);
-  for (const auto& [tid, policy] : policies)
-    EXPECT_EQ(policy, SCHED_OTHER) << "thread " << tid << " of kos apiserver";
+  expect_every_thread_under(SCHED_OTHER, {"--scheduling", "normal"});
 }
 
 // kos up's components are started by it with this environment: they make its choice.
 TEST(Scheduling, TheEnvironmentChoosesWhenTheFlagIsNotGiven) {
-  TempDir dir("kos-sched");
   setenv("KOS_SCHEDULING", "normal", 1);
-  auto server = start_apiserver(dir, {});
+  expect_every_thread_under(SCHED_OTHER, {});
   unsetenv("KOS_SCHEDULING");
-  ASSERT_TRUE(server) << "the server did not start within 30 s";
-  auto policies = thread_policies(server->pid());
-  ASSERT_GT(policies.size(), 4u);
-  for (const auto& [tid, policy] : policies)
-    EXPECT_EQ(policy, SCHED_OTHER) << "thread " << tid << " of kos apiserver";
 }
 
 TEST(Scheduling, AnUnknownPolicyIsRefusedWithAMessage) {
