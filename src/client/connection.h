@@ -35,6 +35,7 @@ struct Conn {
   }
   boost::beast::flat_buffer buffer;
   bool reused = false;
+  size_t endpoint = 0;  // which of the transport's API servers (set when it connects)
 };
 using ConnPtr = std::shared_ptr<Conn>;
 

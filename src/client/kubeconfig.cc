@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -149,6 +150,10 @@ Result<ServerUrl> parse_server(const std::string& s, bool default_tls) {
   return u;
 }
 
+std::string canonical(const ServerUrl& u) {
+  return u.scheme + "://" + (u.ipv6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port);
+}
+
 // One kubeconfig being read: errors name the file.
 class Loader {
  public:
@@ -171,6 +176,9 @@ class Loader {
   Result<std::string> data_or_file(const YAML::Node& n, const char* data_key,
                                    const char* file_key, const std::string& where) const;
   Result<std::string> read_relative(const std::string& file, const std::string& what) const;
+  // The servers listed in the cluster's kServersExtension (none when it has none).
+  Result<std::vector<ServerUrl>> servers_extension(const YAML::Node& cl, const std::string& where,
+                                                   bool default_tls) const;
 
   std::string path_;
 };
@@ -373,12 +381,61 @@ Result<RestConfig> Loader::load(const std::string& context) {
   rc.tls = url->scheme == "https";
   rc.host = url->host;
   rc.port = url->port;
-  rc.server = url->scheme + "://" + (url->ipv6 ? "[" + url->host + "]" : url->host) + ":" +
-              std::to_string(url->port);
+  rc.server = canonical(*url);
+  auto more = servers_extension(cl, cl_where, has_tls_settings);
+  if (!more) return fail(more.error());
+  if (!more->empty()) {
+    rc.endpoints.push_back({rc.server, rc.host, rc.port});
+    for (const auto& u : *more) {
+      if (u.scheme != url->scheme)
+        return err(Errc::kBadRequest, cl_where + ": extension " + kServersExtension + ": server " +
+                                          quote(canonical(u)) + " is " + u.scheme + " but server " +
+                                          quote(rc.server) + " is " + url->scheme +
+                                          " (one deployment's API servers share the scheme)");
+      Endpoint e{canonical(u), u.host, u.port};
+      if (std::find(rc.endpoints.begin(), rc.endpoints.end(), e) == rc.endpoints.end())
+        rc.endpoints.push_back(std::move(e));
+    }
+    if (rc.endpoints.size() == 1) rc.endpoints.clear();
+  }
   return rc;
 }
 
+Result<std::vector<ServerUrl>> Loader::servers_extension(const YAML::Node& cl, const std::string& where,
+                                                         bool default_tls) const {
+  std::vector<ServerUrl> out;
+  const YAML::Node exts = cl["extensions"];
+  if (!exts || exts.IsNull()) return out;
+  if (!exts.IsSequence()) return err(Errc::kBadRequest, field(where, "extensions") + ": expected a list");
+  for (size_t i = 0; i < exts.size(); ++i) {
+    const YAML::Node item = exts[i];
+    const std::string at = field(where, "extensions") + "[" + std::to_string(i) + "]";
+    if (!item.IsMap()) return err(Errc::kBadRequest, at + ": expected a mapping");
+    auto name = str(item, "name", at);
+    if (!name) return fail(name.error());
+    if (*name != kServersExtension) continue;  // someone else's
+    const YAML::Node ext = item["extension"];
+    const YAML::Node servers = ext && ext.IsMap() ? ext["servers"] : YAML::Node();
+    if (!servers || !servers.IsSequence() || servers.size() == 0)
+      return err(Errc::kBadRequest, at + " (" + kServersExtension +
+                                        "): extension.servers: expected a list of server URLs");
+    for (size_t j = 0; j < servers.size(); ++j) {
+      const std::string sat = at + ".extension.servers[" + std::to_string(j) + "]";
+      if (!servers[j].IsScalar()) return err(Errc::kBadRequest, sat + ": expected a string");
+      auto u = parse_server(servers[j].Scalar(), default_tls);
+      if (!u) return err(Errc::kBadRequest, sat + ": " + u.error().message);
+      out.push_back(std::move(*u));
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<Endpoint> RestConfig::all_endpoints() const {
+  if (!endpoints.empty()) return endpoints;
+  return {Endpoint{server, host, port}};
+}
 
 Result<RestConfig> load_kubeconfig(const std::string& path, const std::string& context) {
   return Loader(path).load(context);
@@ -442,6 +499,11 @@ std::string base64_encode(const std::string& in) {
 std::string kubeconfig_yaml(const KubeconfigContent& c) {
   std::string y = "apiVersion: v1\nkind: Config\nclusters:\n- name: " + c.name + "\n  cluster:\n    server: " +
                   c.server + "\n";
+  if (!c.more_servers.empty()) {
+    y += "    extensions:\n    - name: " + std::string(kServersExtension) + "\n      extension:\n        servers:\n";
+    y += "        - " + c.server + "\n";
+    for (const auto& m : c.more_servers) y += "        - " + m + "\n";
+  }
   if (!c.ca_pem.empty()) y += "    certificate-authority-data: " + base64_encode(c.ca_pem) + "\n";
   y += "contexts:\n- name: " + c.name + "\n  context:\n    cluster: " + c.name + "\n    user: " + c.name +
        "\n    namespace: " + c.ns + "\ncurrent-context: " + c.name + "\nusers:\n- name: " + c.name + "\n  user:";

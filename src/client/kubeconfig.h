@@ -1,5 +1,21 @@
 // Kubeconfig files (the format kubectl reads), reduced to what a KOS client needs to reach
-// one API server: where it is, how to trust it and how to authenticate to it.
+// its API servers: where they are, how to trust them and how to authenticate to them.
+//
+// Several API servers: a cluster's `server` is the one kubectl uses; KOS clients also read
+// the cluster extension named kServersExtension, whose `servers` list names every API
+// server of the deployment (kubectl ignores it):
+//
+//   clusters:
+//   - name: kos
+//     cluster:
+//       server: https://10.0.0.1:6443
+//       extensions:
+//       - name: servers.kos.network.example.com
+//         extension:
+//           servers: [https://10.0.0.1:6443, https://10.0.0.2:6443, https://10.0.0.3:6443]
+//
+// They must share the scheme, the certificate authority and the credentials (one
+// deployment's API servers).
 //
 // Supported: clusters (server, certificate-authority[-data], insecure-skip-tls-verify),
 // users (client-certificate[-data], client-key[-data], token, tokenFile), contexts
@@ -15,12 +31,24 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
 namespace kos::client {
 
+inline constexpr const char* kServersExtension = "servers.kos.network.example.com";
+
+// One API server's address.
+struct Endpoint {
+  std::string server;  // scheme://host:port (IPv6 hosts in brackets)
+  std::string host;    // without brackets
+  uint16_t port = 0;
+  bool operator==(const Endpoint&) const = default;
+};
+
 struct RestConfig {
+  // The first API server (the kubeconfig's `server`).
   std::string server;     // scheme://host:port, no trailing slash (IPv6 hosts in brackets)
   std::string host;       // without brackets
   uint16_t port = 0;      // explicit, or 443 / 80 from the scheme
@@ -31,6 +59,13 @@ struct RestConfig {
   bool insecure_skip_verify = false;
   std::string bearer_token;
   std::string ns = "default";
+  // Every API server, the first one first; empty means just the first one. A client
+  // spreads its connections over them and fails over to the next when one cannot be
+  // reached (see Transport).
+  std::vector<Endpoint> endpoints;
+
+  // endpoints, or the first server alone when there are none.
+  std::vector<Endpoint> all_endpoints() const;
 
   bool operator==(const RestConfig&) const = default;
 };
@@ -52,6 +87,9 @@ Result<std::string> kubeconfig_path(const std::string& path_flag);
 struct KubeconfigContent {
   std::string name = "kos";
   std::string server;    // https://HOST:PORT or http://...
+  // More API servers of the same deployment (written in the kServersExtension, with
+  // `server` first).
+  std::vector<std::string> more_servers;
   std::string ca_pem;    // embedded as certificate-authority-data
   std::string cert_pem;  // client-certificate-data (with key_pem)
   std::string key_pem;

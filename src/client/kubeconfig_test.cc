@@ -210,6 +210,60 @@ contexts:
   EXPECT_EQ(secure->server, "https://localhost:443");
 }
 
+// Several API servers: the cluster's server first, then the extension's others in their
+// order (the server repeated in the list is not a second endpoint); kubectl reads the
+// same file and ignores the extension.
+TEST_F(KubeconfigTest, ReadsSeveralServersFromTheExtension) {
+  auto path = write("kubeconfig", R"(clusters:
+- name: c
+  cluster:
+    server: https://10.0.0.2:6443
+    insecure-skip-tls-verify: true
+    extensions:
+    - name: someone.else
+      extension: {anything: [1, 2]}
+    - name: servers.kos.network.example.com
+      extension:
+        servers: [https://10.0.0.1:6443, "https://10.0.0.2:6443", "[fd00::3]:6443"]
+contexts:
+- {name: x, context: {cluster: c}}
+current-context: x
+)");
+  auto rc = load_kubeconfig(path);
+  ASSERT_TRUE(rc) << rc.error().message;
+  EXPECT_EQ(rc->server, "https://10.0.0.2:6443");
+  ASSERT_EQ(rc->endpoints.size(), 3u);
+  EXPECT_EQ(rc->endpoints[0], (Endpoint{"https://10.0.0.2:6443", "10.0.0.2", 6443}));
+  EXPECT_EQ(rc->endpoints[1], (Endpoint{"https://10.0.0.1:6443", "10.0.0.1", 6443}));
+  EXPECT_EQ(rc->endpoints[2], (Endpoint{"https://[fd00::3]:6443", "fd00::3", 6443}));
+  EXPECT_EQ(rc->all_endpoints(), rc->endpoints);
+
+  // One server (no extension, or an extension naming only it): no endpoint list.
+  auto one = write("one", "clusters:\n- {name: c, cluster: {server: http://h:1, extensions: "
+                          "[{name: servers.kos.network.example.com, extension: {servers: [http://h:1]}}]}}\n"
+                          "contexts:\n- {name: x, context: {cluster: c}}\ncurrent-context: x\n");
+  auto rc1 = load_kubeconfig(one);
+  ASSERT_TRUE(rc1) << rc1.error().message;
+  EXPECT_TRUE(rc1->endpoints.empty());
+  EXPECT_EQ(rc1->all_endpoints(), (std::vector<Endpoint>{{"http://h:1", "h", 1}}));
+}
+
+TEST_F(KubeconfigTest, WritesSeveralServersThatItReadsBack) {
+  KubeconfigContent c;
+  c.server = "http://127.0.0.1:1000";
+  c.more_servers = {"http://127.0.0.1:1001", "http://127.0.0.1:1002"};
+  c.token = "t";
+  auto path = (dir_ / "written").string();
+  ASSERT_TRUE(write_kubeconfig(path, c));
+  auto rc = load_kubeconfig(path);
+  ASSERT_TRUE(rc) << rc.error().message;
+  ASSERT_EQ(rc->endpoints.size(), 3u);
+  EXPECT_EQ(rc->endpoints[0].port, 1000);
+  EXPECT_EQ(rc->endpoints[1].port, 1001);
+  EXPECT_EQ(rc->endpoints[2].port, 1002);
+  EXPECT_EQ(rc->bearer_token, "t");
+}
+
 struct BadCase {
   const char* name;
   std::string yaml;  // the kubeconfig; context "x" is current unless the case says otherwise
@@ -297,6 +351,20 @@ INSTANTIATE_TEST_SUITE_P(
                 "user info is not supported"},
         BadCase{"ServerBadHost", config("    server: https://h st\n"), Errc::kBadRequest,
                 "invalid host name"},
+        BadCase{"ExtensionsNotAList", config(kServer + "    extensions: {a: b}\n"), Errc::kBadRequest,
+                "cluster \"c\": extensions: expected a list"},
+        BadCase{"ServersExtensionWithoutServers",
+                config(kServer + "    extensions:\n    - name: servers.kos.network.example.com\n"
+                                 "      extension: {servers: []}\n"),
+                Errc::kBadRequest, "extension.servers: expected a list of server URLs"},
+        BadCase{"ServersExtensionBadUrl",
+                config(kServer + "    extensions:\n    - name: servers.kos.network.example.com\n"
+                                 "      extension: {servers: [https://a:1, 'ftp://b']}\n"),
+                Errc::kBadRequest, "extension.servers[1]: invalid server URL \"ftp://b\""},
+        BadCase{"ServersExtensionMixedSchemes",
+                config(kServer + "    extensions:\n    - name: servers.kos.network.example.com\n"
+                                 "      extension: {servers: [http://b:1]}\n"),
+                Errc::kBadRequest, "server \"http://b:1\" is http but server \"https://h:6443\" is https"},
         BadCase{"InsecureNotABool", config(kServer + "    insecure-skip-tls-verify: maybe\n"),
                 Errc::kBadRequest, "insecure-skip-tls-verify: expected true or false"},
         BadCase{"CaDataNotBase64", config(kServer + "    certificate-authority-data: '***'\n"),

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <future>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -15,6 +16,8 @@
 #include "client/http2_connection.h"
 #include "common/http2_env.h"
 #include "common/thread_name.h"
+
+#include <spdlog/spdlog.h>
 
 namespace kos::client {
 namespace net = boost::asio;
@@ -75,6 +78,7 @@ class StreamImpl : public StreamHandle, public std::enable_shared_from_this<Stre
   std::shared_ptr<net::steady_timer> header_timer;
   bool reused = false;      // started on a pooled keep-alive connection
   bool fresh_only = false;  // that failed before an answer: a new connection now
+  size_t connect_failures = 0;  // connections that could not be made for it
   // On an HTTP/2 connection: the stream there (the connection is then not conn_).
   std::weak_ptr<H2Connection> h2;
   int32_t h2_id = 0;
@@ -84,13 +88,18 @@ class TransportImpl final : public Transport {
  public:
   TransportImpl(const RestConfig& cfg, const TransportOptions& opts,
                 std::unique_ptr<net::ssl::context> tls)
-      : cfg_(cfg), opts_(opts), tls_(std::move(tls)), work_(net::make_work_guard(ioc_)),
+      : cfg_(cfg), opts_(opts), eps_(cfg.all_endpoints()), sessions_(eps_.size(), nullptr),
+        tls_(std::move(tls)), work_(net::make_work_guard(ioc_)),
         proto_(opts.http2 ? Proto::kUnknown : Proto::kHttp1) {
+    // Several API servers: each client starts on one of them at random, so that many
+    // clients spread over all (a client's requests and watches share one connection).
+    if (eps_.size() > 1) active_ = std::random_device{}() % eps_.size();
     thread_ = named_thread("kos-client-io", [this] { ioc_.run(); });
   }
   ~TransportImpl() override {
     shutdown();
-    if (session_) SSL_SESSION_free(session_);
+    for (auto* ss : sessions_)
+      if (ss) SSL_SESSION_free(ss);
   }
 
   void request(HttpRequest req, std::function<void(Result<HttpResponse>)> done) override {
@@ -167,15 +176,41 @@ class TransportImpl final : public Transport {
     SSL_SESSION* ss = SSL_get1_session(c.ssl->native_handle());
     if (!ss) return;
     if (!SSL_SESSION_is_resumable(ss)) return SSL_SESSION_free(ss);
-    if (session_) SSL_SESSION_free(session_);
-    session_ = ss;
+    SSL_SESSION*& slot = sessions_[c.endpoint];  // a session resumes on its own server only
+    if (slot) SSL_SESSION_free(slot);
+    slot = ss;
+  }
+
+  // The API server(s), for messages.
+  std::string servers_text() const {
+    if (eps_.size() == 1) return "the API server at " + eps_[0].server;
+    std::string out = "any of the API servers (";
+    for (size_t i = 0; i < eps_.size(); ++i) out += (i ? ", " : "") + eps_[i].server;
+    return out + ")";
+  }
+
+  // A connection to endpoint `failed` could not be made: new connections go to the next
+  // API server from now on (the idle ones to the old server are closed). Requests that
+  // were not sent are sent there; watches that ended are started there by their owners,
+  // from their last revision.
+  void fail_over(size_t failed) {
+    if (eps_.size() < 2 || failed != active_) return;
+    active_ = (active_ + 1) % eps_.size();
+    spdlog::warn("client: cannot reach the API server at {}; using {} now", eps_[failed].server,
+                 eps_[active_].server);
+    for (auto& c : idle_) {
+      close(*c);
+      --open_;
+    }
+    idle_.clear();
   }
 
   void close(Conn& c) { c.close(); }
 
   void release(const ConnPtr& c, bool keep) {
     busy_.erase(c);
-    if (keep && c->tcp().socket().is_open() && idle_.size() < opts_.max_idle_connections) {
+    if (keep && c->endpoint == active_ && c->tcp().socket().is_open() &&
+        idle_.size() < opts_.max_idle_connections) {
       c->reused = true;
       idle_.push_back(c);
       return;
@@ -187,12 +222,12 @@ class TransportImpl final : public Transport {
   // The server's addresses. An address in the kubeconfig (the usual case) is used as it
   // is: asio resolves names on a thread of its own, a hand-off per new connection.
   template <class Then>
-  void resolve(Then then) {
+  void resolve(const Endpoint& ep, Then then) {
     beast::error_code ec;
-    auto addr = net::ip::make_address(cfg_.host, ec);
-    if (!ec) return then(ec, std::vector<tcp::endpoint>{tcp::endpoint(addr, cfg_.port)});
+    auto addr = net::ip::make_address(ep.host, ec);
+    if (!ec) return then(ec, std::vector<tcp::endpoint>{tcp::endpoint(addr, ep.port)});
     auto resolver = std::make_shared<tcp::resolver>(ioc_);
-    resolver->async_resolve(cfg_.host, std::to_string(cfg_.port),
+    resolver->async_resolve(ep.host, std::to_string(ep.port),
                             [resolver, then](beast::error_code ec2, tcp::resolver::results_type r) mutable {
                               std::vector<tcp::endpoint> eps;
                               for (const auto& e : r) eps.push_back(e.endpoint());
@@ -200,36 +235,51 @@ class TransportImpl final : public Transport {
                             });
   }
 
+  // A TLS handshake that failed for a reason that will not go away by itself (a
+  // certificate not trusted, not for this host, or refused by the server), not because
+  // the connection was lost during it.
+  static bool tls_refused(beast::error_code ec) {
+    return ec.category() == net::error::get_ssl_category() && ec != net::ssl::error::stream_truncated;
+  }
+
+  // Connects `c` to the active API server; a failure other than a refused TLS handshake
+  // moves the transport to the next one.
   template <class Then>
   void connect(const ConnPtr& c, Then then) {
     ++open_;
     busy_.insert(c);
+    c->endpoint = active_;
     c->tcp().expires_after(opts_.connect_timeout);
-    resolve([this, c, then](beast::error_code ec, std::vector<tcp::endpoint> r) mutable {
-      if (ec) return then(ec);
-      c->tcp().async_connect(r, [this, c, then](beast::error_code ec2, const tcp::endpoint&) mutable {
+    auto done = [this, c, then](beast::error_code ec) mutable {
+      if (ec && !tls_refused(ec)) fail_over(c->endpoint);
+      then(ec);
+    };
+    const Endpoint& ep = eps_[c->endpoint];
+    resolve(ep, [this, c, done, &ep](beast::error_code ec, std::vector<tcp::endpoint> r) mutable {
+      if (ec) return done(ec);
+      c->tcp().async_connect(r, [this, c, done, &ep](beast::error_code ec2, const tcp::endpoint&) mutable {
         if (ec2 || !c->ssl) {
           if (!ec2) c->tcp().socket().set_option(tcp::no_delay(true));
-          return then(ec2);
+          return done(ec2);
         }
         c->tcp().socket().set_option(tcp::no_delay(true));
         // TLS: the server must present a certificate for the host we asked for, signed
         // by the configured CA (unless insecure-skip-tls-verify).
         beast::error_code vec;
-        net::ip::make_address(cfg_.host, vec);
+        net::ip::make_address(ep.host, vec);
         if (vec)  // a name, not an address: send it (SNI)
-          SSL_set_tlsext_host_name(c->ssl->native_handle(), cfg_.host.c_str());
+          SSL_set_tlsext_host_name(c->ssl->native_handle(), ep.host.c_str());
         if (!cfg_.insecure_skip_verify)
-          c->ssl->set_verify_callback(net::ssl::host_name_verification(cfg_.host));
+          c->ssl->set_verify_callback(net::ssl::host_name_verification(ep.host));
         // Resume the last session: no certificates sent or verified again, no signature.
-        if (session_) SSL_set_session(c->ssl->native_handle(), session_);
+        if (SSL_SESSION* ss = sessions_[c->endpoint]) SSL_set_session(c->ssl->native_handle(), ss);
         // Offer HTTP/2 while the server's answer is not known (h2, else HTTP/1.1).
         if (proto_ != Proto::kHttp1) {
           static constexpr unsigned char kAlpn[] = "\x02h2\x08http/1.1";
           SSL_set_alpn_protos(c->ssl->native_handle(), kAlpn, sizeof kAlpn - 1);
         }
         c->ssl->async_handshake(net::ssl::stream_base::client,
-                                [then](beast::error_code ec3) mutable { then(ec3); });
+                                [done](beast::error_code ec3) mutable { done(ec3); });
       });
     });
   }
@@ -244,7 +294,7 @@ class TransportImpl final : public Transport {
       });
     }
     ex->msg = {verb_of(ex->req.method), ex->req.target, 11};
-    ex->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
+    ex->msg.set(http::field::host, authority(active_));
     ex->msg.set(http::field::user_agent, opts_.user_agent);
     ex->msg.set(http::field::accept, ex->req.accept);
     if (!cfg_.bearer_token.empty())
@@ -270,35 +320,45 @@ class TransportImpl final : public Transport {
     });
   }
 
+  std::string authority(size_t endpoint) const {
+    const Endpoint& ep = eps_[endpoint];
+    return (ep.host.find(':') != std::string::npos ? "[" + ep.host + "]" : ep.host) + ":" +
+           std::to_string(ep.port);
+  }
+
   // An exchange whose connection could not be made.
   void connect_failed(const std::shared_ptr<Exchange>& ex, beast::error_code ec) {
     // A TLS handshake that failed (a certificate not trusted, not for this host, or
     // refused by the server) fails the same way next time: no retry.
-    if (ec.category() == net::error::get_ssl_category())
-      return ex->done(fail(Errc::kUnavailable, "TLS handshake with the API server at " + cfg_.server +
-                                                   " failed: " + ec.message()));
-    // Nothing was sent: retrying is safe for any request, with backoff, until its
-    // deadline.
-    auto backoff = std::chrono::milliseconds(std::min(1000, 25 << std::min(ex->connect_attempts, 6)));
+    if (tls_refused(ec))
+      return ex->done(fail(Errc::kUnavailable, "TLS handshake with " + servers_text() + " failed: " +
+                                                   ec.message()));
+    // Nothing was sent: retrying is safe for any request until its deadline; at once on
+    // the next API server while there is one not tried in this round, then with backoff.
+    const size_t n = eps_.size();
+    const int round = ex->connect_attempts / static_cast<int>(n);
+    const bool next_now = n > 1 && (ex->connect_attempts + 1) % static_cast<int>(n) != 0;
+    auto backoff = next_now ? std::chrono::milliseconds(0)
+                            : std::chrono::milliseconds(std::min(1000, 25 << std::min(round, 6)));
     if (!stopped_ && std::chrono::steady_clock::now() + backoff < ex->deadline) {
       ++ex->connect_attempts;
-      post_after(backoff, [this, ex] { start(ex); });
+      if (next_now) net::post(ioc_, [this, ex] { start(ex); });
+      else post_after(backoff, [this, ex] { start(ex); });
       return;
     }
-    ex->done(fail(Errc::kUnavailable, "cannot connect to the API server at " + cfg_.server +
-                                          ": " + ec.message()));
+    ex->done(fail(Errc::kUnavailable, "cannot connect to " + servers_text() + ": " + ec.message()));
   }
 
   void send(const std::shared_ptr<Exchange>& ex) {
     ex->conn->tcp().expires_after(ex->req.timeout);
     ex->conn->io([&](auto& stream) {
     http::async_write(stream, ex->msg, [this, ex, &stream](beast::error_code ec, size_t) {
-      if (ec) return finish(ex, ec, true);
+      if (ec) return finish(ex, ec, true, false);
       ex->parser.emplace();
       ex->parser->body_limit(1ULL << 30);
       http::async_read(stream, ex->conn->buffer, *ex->parser,
                        [this, ex](beast::error_code ec2, size_t n) {
-                         if (ec2) return finish(ex, ec2, n == 0);
+                         if (ec2) return finish(ex, ec2, n == 0, true);
                          auto& res = ex->parser->get();
                          HttpResponse out;
                          out.status = res.result_int();
@@ -315,26 +375,33 @@ class TransportImpl final : public Transport {
     });
   }
 
-  // A failed exchange: retried once on a new connection when a reused (idle) connection
-  // turned out to be closed before any of the response arrived.
-  void finish(const std::shared_ptr<Exchange>& ex, beast::error_code ec, bool nothing_received) {
-    bool reused = ex->conn->reused;
+  // A failed exchange: retried once on a new connection (the next API server if this one
+  // is gone) when the connection broke before any of the response arrived (a reused idle
+  // one the server had closed, or a server that died) and the request cannot have been
+  // applied: it was not written whole, or it only reads. A write that was sent may have
+  // been applied by a server that died before answering: the caller decides.
+  void finish(const std::shared_ptr<Exchange>& ex, beast::error_code ec, bool nothing_received,
+              bool written) {
     release(ex->conn, false);
-    if (reused && nothing_received && ex->attempt == 0 && ec != beast::error::timeout) {
+    if (nothing_received && (!written || replayable(ex->req.method)) && ex->attempt == 0 &&
+        ec != beast::error::timeout) {
       ++ex->attempt;
       return start(ex);
     }
     if (ec == beast::error::timeout)
       return ex->done(fail(Errc::kTimeout, ex->req.method + " " + ex->req.target + ": timed out"));
-    ex->done(fail(Errc::kUnavailable, "cannot reach the API server at " + cfg_.server + ": " +
-                                          ec.message()));
+    ex->done(fail(Errc::kUnavailable, "cannot reach the API server at " +
+                                          eps_[ex->conn->endpoint].server + ": " + ec.message()));
   }
+
+  static bool replayable(const std::string& method) { return method == "GET" || method == "HEAD"; }
 
   void start_stream(const std::shared_ptr<StreamImpl>& s) {
     if (s->cancelled) return;
     if (proto_ != Proto::kHttp1) {
       if (auto c = h2_pick()) return h2_stream(c, s);
       return h2_wait([this, s](beast::error_code ec) {
+        if (ec && another_server(*s, ec)) return start_stream(s);
         if (ec) return end_stream(s, ec);
         start_stream(s);
       });
@@ -349,9 +416,20 @@ class TransportImpl final : public Transport {
       return send_stream(s);
     }
     connect(s->conn_, [this, s](beast::error_code ec) {
+      if (ec && another_server(*s, ec)) {
+        release(s->conn_, false);
+        s->conn_ = std::make_shared<Conn>(ioc_, tls_.get());
+        return start_stream(s);
+      }
       if (ec) return end_stream(s, ec);
       send_stream(s);
     });
+  }
+
+  // A stream whose connection could not be made is started at once on the next API
+  // server, once per server (then it ends, and its owner retries with backoff).
+  bool another_server(StreamImpl& s, beast::error_code ec) {
+    return !tls_refused(ec) && !s.cancelled && ++s.connect_failures < eps_.size();
   }
 
   // A stream that failed on a reused connection before any answer: the connection had
@@ -373,7 +451,7 @@ class TransportImpl final : public Transport {
 
   void send_stream(const std::shared_ptr<StreamImpl>& s) {
     s->msg = {verb_of(s->req.method), s->req.target, 11};
-    s->msg.set(http::field::host, cfg_.host + ":" + std::to_string(cfg_.port));
+    s->msg.set(http::field::host, authority(s->conn_->endpoint));
     s->msg.set(http::field::user_agent, opts_.user_agent);
     s->msg.set(http::field::accept, s->req.accept);
     if (!cfg_.bearer_token.empty())
@@ -450,14 +528,15 @@ class TransportImpl final : public Transport {
     if (busy_.count(s->conn_)) release(s->conn_, false);
     if (s->cancelled) return;
     if (!ec || ec == http::error::end_of_stream) return s->on_end({});
-    s->on_end(fail(Errc::kUnavailable, "watch stream from " + cfg_.server + " broke: " + ec.message()));
+    s->on_end(fail(Errc::kUnavailable, "watch stream from " + eps_[s->conn_->endpoint].server +
+                                           " broke: " + ec.message()));
   }
 
   // ---- HTTP/2 (on the io thread) ----
   // An open HTTP/2 connection that takes another stream, if any.
   std::shared_ptr<H2Connection> h2_pick() {
     for (auto& c : h2_)
-      if (c->accepting()) return c;
+      if (c->accepting() && c->conn().endpoint == active_) return c;
     return nullptr;
   }
 
@@ -485,8 +564,8 @@ class TransportImpl final : public Transport {
       auto ready = std::make_shared<bool>(false);
       h2_.push_back(H2Connection::start(
           conn,
-          {conn->ssl ? "https" : "http", cfg_.host + ":" + std::to_string(cfg_.port), opts_.user_agent,
-           cfg_.bearer_token, cfg_.server},
+          {conn->ssl ? "https" : "http", authority(conn->endpoint), opts_.user_agent, cfg_.bearer_token,
+           eps_[conn->endpoint].server},
           ioc_,
           [this, ready] {
             *ready = true;
@@ -533,8 +612,12 @@ class TransportImpl final : public Transport {
         ++ex->attempt;
         return start(ex);
       }
-      // A connection that had worked broke before any answer: once more on a new one.
-      if (f == H2Connection::Failure::kNothingReceived && proven && ex->attempt == 0) {
+      // A connection that had worked broke before any answer: once more on a new one
+      // (the next API server if this one is gone), when the request only reads. A write
+      // may have been applied before the server died: the caller decides (a create that
+      // was applied would come back AlreadyExists).
+      if (f == H2Connection::Failure::kNothingReceived && proven && replayable(ex->req.method) &&
+          ex->attempt == 0) {
         ++ex->attempt;
         return start(ex);
       }
@@ -568,8 +651,10 @@ class TransportImpl final : public Transport {
  private:
   const RestConfig cfg_;
   const TransportOptions opts_;
+  const std::vector<Endpoint> eps_;      // the API servers
+  size_t active_ = 0;                    // the one new connections go to
+  std::vector<SSL_SESSION*> sessions_;   // per API server: the TLS session new connections resume
   std::unique_ptr<net::ssl::context> tls_;  // null: plain HTTP
-  SSL_SESSION* session_ = nullptr;           // the TLS session new connections resume
   net::io_context ioc_;
   net::executor_work_guard<net::io_context::executor_type> work_;
   std::thread thread_;

@@ -14,7 +14,7 @@ struct Flags {
   std::string pki_dir;
   std::string node, role, ns, user;
   bool cert = false, token = false;
-  std::string server = "https://127.0.0.1:6443";
+  std::vector<std::string> servers{"https://127.0.0.1:6443"};
   std::string out;
   std::string validity = "8760h";
 };
@@ -39,7 +39,8 @@ int run_create(const Flags& f) {
   }
   r.user = f.user;
   r.token = f.token;
-  r.server = f.server;
+  r.server = f.servers.front();
+  r.more_servers.assign(f.servers.begin() + 1, f.servers.end());
   auto v = parse_duration(f.validity);
   if (!v || v->count() <= 0) {
     std::fprintf(stderr, "kos credentials create: --validity %s: expected a positive duration like 720h\n",
@@ -80,7 +81,12 @@ void add_credentials_command(CLI::App& app, std::function<int()>& run) {
   cr->add_flag("--token", f->token, "a bearer token instead of a certificate");
   cr->add_option("--data-dir", f->data_dir, "the API server's data dir")->capture_default_str();
   cr->add_option("--pki-dir", f->pki_dir, "the cluster PKI (default: DATA_DIR/pki)");
-  cr->add_option("--server", f->server, "the API server's URL, written into the kubeconfig")->capture_default_str();
+  cr->add_option("--server", f->servers,
+                 "the API server's URL, written into the kubeconfig; several (comma-separated or "
+                 "repeated) for a deployment of several API servers: the first is the one kubectl "
+                 "uses, KOS clients spread over all and fail over between them")
+      ->delimiter(',')
+      ->capture_default_str();
   cr->add_option("--out", f->out, "the kubeconfig to write (0600)")->required();
   cr->add_option("--validity", f->validity, "how long a certificate is valid")->capture_default_str();
   cr->callback([&run, f] { run = [f] { return run_create(*f); }; });

@@ -13,6 +13,7 @@ Result<std::string> write_credential_kubeconfig(const CredentialRequest& req, co
   if (!ca) return fail(ca.error());
   client::KubeconfigContent kc;
   kc.server = req.server;
+  kc.more_servers = req.more_servers;
   kc.ca_pem = ca->cert_pem;
   kc.ns = req.role == "tenant" ? req.scope : req.ns;
   const pki::Subject subject{user->name, user->groups};

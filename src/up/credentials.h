@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -17,6 +18,7 @@ struct CredentialRequest {
   std::string user;   // optional user name (not for nodes)
   bool token = false; // a bearer token instead of a client certificate
   std::string server; // the API server's URL, for the kubeconfig
+  std::vector<std::string> more_servers;  // the deployment's other API servers
   std::string ns = "default";
   std::chrono::hours validity{24 * 365};
 };
