@@ -2,9 +2,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
-#include <future>
 #include <sstream>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -12,6 +13,7 @@
 #include "client/leader_election.h"
 #include "cmd/commands.h"
 #include "cmd/metrics_listen.h"
+#include "common/duration.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "controllers/ipam/ipam.h"
@@ -27,6 +29,7 @@ struct Flags {
   // milliseconds each, 4 workers top out near 150 attachments/s. Workers are cheap.
   int workers = 16;
   bool leader_elect = false;
+  std::string lease_duration = "15s", renew_deadline = "10s", retry_period = "2s";
   std::string metrics_listen;
   double qps = 5000;  // two writes per attachment: the default must not be the bottleneck
   int burst = 10000;
@@ -45,6 +48,27 @@ int run(const Flags& f) {
   }
   if (!want_validator && !want_ipam) {
     std::fprintf(stderr, "kos controller-manager: --controllers names no controller\n");
+    return 2;
+  }
+  // Leader election's timing, as kube-controller-manager's flags: a successor takes over
+  // within the lease duration of the leader's last renewal.
+  client::LeaderElectionConfig lc;
+  for (auto [flag, text, out] : {std::tuple{"--leader-elect-lease-duration", &f.lease_duration, &lc.lease_duration},
+                                 std::tuple{"--leader-elect-renew-deadline", &f.renew_deadline, &lc.renew_deadline},
+                                 std::tuple{"--leader-elect-retry-period", &f.retry_period, &lc.retry_period}}) {
+    auto d = parse_duration(*text);
+    if (!d || d->count() <= 0) {
+      std::fprintf(stderr, "kos controller-manager: %s %s: expected a positive duration like 15s\n", flag,
+                   text->c_str());
+      return 2;
+    }
+    *out = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  }
+  if (lc.lease_duration <= lc.renew_deadline || lc.renew_deadline <= lc.retry_period) {
+    std::fprintf(stderr,
+                 "kos controller-manager: leader election needs --leader-elect-lease-duration > "
+                 "--leader-elect-renew-deadline > --leader-elect-retry-period (got %s, %s, %s)\n",
+                 f.lease_duration.c_str(), f.renew_deadline.c_str(), f.retry_period.c_str());
     return 2;
   }
   client::ClientOptions co;
@@ -91,9 +115,8 @@ int run(const Flags& f) {
   };
 
   std::unique_ptr<client::LeaderElector> elector;
-  std::promise<void> lost;
+  std::atomic<bool> stopping{false};
   if (f.leader_elect) {
-    client::LeaderElectionConfig lc;
     lc.name = "kos-controller-manager";
     lc.identity = std::string(host) + "_" + std::to_string(getpid());
     lc.on_started_leading = [&] {
@@ -101,13 +124,16 @@ int run(const Flags& f) {
     };
     // Stepping down means someone else may lead now: stop at once (a supervisor restarts
     // this process as a fresh candidate).
-    lc.on_stopped_leading = [] {
+    lc.on_stopped_leading = [&stopping] {
+      if (stopping) return;  // we gave the lease up on SIGTERM
       spdlog::error("controller-manager: lost the lease; exiting");
       std::_Exit(1);
     };
     elector = std::make_unique<client::LeaderElector>(*client, lc);
     elector->start();
-    spdlog::info("controller-manager: campaigning for lease kube-system/kos-controller-manager as {}", lc.identity);
+    spdlog::info("controller-manager: campaigning for lease kube-system/kos-controller-manager as {} "
+                 "(lease {}, renew deadline {}, retry {})",
+                 lc.identity, f.lease_duration, f.renew_deadline, f.retry_period);
   } else if (auto r = start_controllers(); !r) {
     std::fprintf(stderr, "kos controller-manager: %s\n", r.error().message.c_str());
     return 1;
@@ -116,6 +142,7 @@ int run(const Flags& f) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("controller-manager: stopping signal={}", sig);
+  stopping = true;
   if (ipam) ipam->stop();
   if (validator) validator->stop();
   if (elector) elector->stop();
@@ -138,6 +165,17 @@ void add_controller_manager_command(CLI::App& app, std::function<int()>& run_fn)
   c->add_flag("--leader-elect", f->leader_elect,
               "run the controllers only while holding the lease kube-system/kos-controller-manager "
               "(never needed for correctness: it avoids duplicate work)");
+  c->add_option("--leader-elect-lease-duration", f->lease_duration,
+                 "how long a candidate waits, after it last saw the lease renewed, before it takes "
+                 "the lease over: the longest hand-over after a leader dies")
+      ->capture_default_str();
+  c->add_option("--leader-elect-renew-deadline", f->renew_deadline,
+                "how long the leader keeps trying to renew before it steps down (and exits); "
+                "shorter than the lease duration")
+      ->capture_default_str();
+  c->add_option("--leader-elect-retry-period", f->retry_period,
+                "how often the leader renews and candidates try to take the lease")
+      ->capture_default_str();
   c->add_option("--metrics-listen", f->metrics_listen, "serve /metrics and /healthz on HOST:PORT");
   c->add_option("--qps", f->qps, "client-side request rate limit")->capture_default_str();
   c->add_option("--burst", f->burst, "client-side request burst")->capture_default_str();

@@ -1,0 +1,243 @@
+// Several API servers and leader-elected controller-managers, as processes on one etcd:
+// two `kos apiserver` sharing a PKI, two `kos controller-manager --leader-elect`, and a
+// client whose kubeconfig names both servers (`kos credentials create --server A,B`).
+// While attachments are being created, kill -9 each API server in turn (the first comes
+// back before the second dies) and then the leading controller-manager. The clients move
+// to the other server (only requests
+// that cannot have been applied are retried: a create that fails is looked up), the other
+// controller-manager takes the lease within its duration, and every attachment whose
+// create was acknowledged exists and is addressed, with an address no other holds
+// (`kos ipam-check` clean). The fail-over times are printed.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include "client/rest_client.h"
+#include "test/integration/harness.h"
+
+namespace kos::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Steady = std::chrono::steady_clock;
+namespace json = boost::json;
+
+constexpr char kNs[] = "ha";
+
+double ms_since(Steady::time_point t) {
+  return std::chrono::duration<double, std::milli>(Steady::now() - t).count();
+}
+
+class HaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    etcd_ = std::make_unique<EtcdProcess>();
+    for (int i = 0; i < 2; ++i) {
+      ports_[i] = free_loopback_port();
+      urls_[i] = "https://127.0.0.1:" + std::to_string(ports_[i]);
+      ASSERT_EQ(start_apiserver(i), "");
+    }
+    // The client's and the controllers' kubeconfigs name both servers.
+    for (auto [role, file] : {std::pair{"admin", "admin.kubeconfig"}, std::pair{"controller", "cm.kubeconfig"}}) {
+      auto r = run({KOS_BINARY, "credentials", "create", "--pki-dir", (dir_.path() / "pki").string(), "--role",
+                    role, "--server", urls_[0] + "," + urls_[1], "--out", (dir_.path() / file).string()});
+      ASSERT_EQ(r.exit_code, 0) << describe(r);
+    }
+    for (int i = 0; i < 2; ++i) {
+      cms_[i] = std::make_unique<ChildProcess>(std::vector<std::string>{
+          KOS_BINARY, "--log-level", "warn", "controller-manager", "--kubeconfig",
+          (dir_.path() / "cm.kubeconfig").string(), "--leader-elect", "--leader-elect-lease-duration", "2s",
+          "--leader-elect-renew-deadline", "1500ms", "--leader-elect-retry-period", "250ms"});
+      ASSERT_TRUE(cms_[i]->started());
+    }
+    client::ClientOptions co;
+    co.qps = 0;
+    co.timeout = 10s;
+    auto c = client::RestClient::from_kubeconfig((dir_.path() / "admin.kubeconfig").string(), co);
+    ASSERT_TRUE(c) << c.error().message;
+    client_ = *c;
+  }
+  void TearDown() override {
+    for (auto& cm : cms_)
+      if (cm) cm->stop();
+    for (auto& s : servers_)
+      if (s) s->stop();
+  }
+
+  // `kos apiserver` i on the etcd, on its port (the same when restarted), its kubeconfig
+  // written once it serves; the first one makes the PKI both use.
+  std::string start_apiserver(int i) {
+    const auto kubeconfig = dir_.path() / ("apiserver-" + std::to_string(i) + ".kubeconfig");
+    std::filesystem::remove(kubeconfig);
+    servers_[i] = std::make_unique<ChildProcess>(std::vector<std::string>{
+        KOS_BINARY, "--log-level", "warn", "apiserver", "--listen", "127.0.0.1:" + std::to_string(ports_[i]), "--store",
+        "etcd:" + etcd_->endpoint(), "--pki-dir", (dir_.path() / "pki").string(), "--data-dir",
+        (dir_.path() / ("data-" + std::to_string(i))).string(), "--write-kubeconfig", kubeconfig.string(),
+        "--audit-log-path", "-"});
+    if (!eventually([&] { return std::filesystem::exists(kubeconfig); }, 30s))
+      return "apiserver " + std::to_string(i) + " wrote no kubeconfig";
+    return "";
+  }
+
+  // The lease's holder ("" when it cannot be read).
+  std::string holder() {
+    auto l = client_->get(client::ResourceRef::leases(), "kube-system", "kos-controller-manager");
+    if (!l) return "";
+    return str_at(*l, "spec.holderIdentity");
+  }
+  // The controller-manager whose identity (HOST_PID) holds the lease, or -1.
+  int leader() {
+    auto h = holder();
+    for (int i = 0; i < 2; ++i)
+      if (cms_[i] && h.ends_with("_" + std::to_string(cms_[i]->pid()))) return i;
+    return -1;
+  }
+
+  // Creates attachment `name`. A create whose answer was lost (its server died) may or may
+  // not have been applied: it is looked up, and created again only if it is not there.
+  bool create_attachment(const std::string& name) {
+    json::value obj = {{"apiVersion", "network.example.com/v1alpha1"},
+                       {"kind", "NetworkAttachment"},
+                       {"metadata", {{"name", name}, {"namespace", kNs}}},
+                       {"spec", {{"subnet", "s1"}, {"node", "node-" + std::to_string(name.size() % 3)}}}};
+    const auto ref = client::ResourceRef::of(api::Kind::kNetworkAttachment);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      auto r = client_->create(ref, kNs, obj);
+      if (r) return true;
+      if (r.error().code == Errc::kAlreadyExists) return true;
+      if (r.error().code != Errc::kUnavailable && r.error().code != Errc::kTimeout) {
+        ADD_FAILURE() << "create " << name << ": " << r.error().message;
+        return false;
+      }
+      ++ambiguous_;
+      if (client_->get(ref, kNs, name)) return true;  // it had been applied
+    }
+    return false;
+  }
+
+  TempDir dir_{"kos-ha-test"};
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::unique_ptr<ChildProcess> servers_[2];
+  int ports_[2] = {0, 0};
+  std::string urls_[2];
+  std::unique_ptr<ChildProcess> cms_[2];
+  std::shared_ptr<client::RestClient> client_;
+  std::atomic<int> ambiguous_{0};
+};
+
+TEST_F(HaTest, ClientsAndControllersSurviveTheKillOfAnApiServerAndOfTheLeader) {
+  const auto subnets = client::ResourceRef::of(api::Kind::kSubnet);
+  auto s = client_->create(subnets, kNs,
+                           json::value{{"apiVersion", "network.example.com/v1alpha1"},
+                                       {"kind", "Subnet"},
+                                       {"metadata", {{"name", "s1"}, {"namespace", kNs}}},
+                                       {"spec", {{"vni", 77}, {"ipv4", "10.77.0.0/16"}}}});
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_TRUE(eventually([&] { return leader() >= 0; }, 20s)) << "no controller-manager took the lease";
+
+  // A creator keeps creating attachments, one after another, while the servers and the
+  // leader are killed; each acknowledgement's time is kept.
+  std::mutex mu;
+  std::vector<std::string> acknowledged;
+  std::vector<Steady::time_point> acked_at;
+  std::atomic<bool> done{false};
+  std::thread creator([&] {
+    for (int next = 0; !done; ++next) {
+      std::string name = "na-" + std::to_string(next);
+      if (!create_attachment(name)) continue;
+      std::lock_guard lk(mu);
+      acknowledged.push_back(name);
+      acked_at.push_back(Steady::now());
+    }
+  });
+  // The gap from `t` to the first acknowledgement after it.
+  auto first_ack_after = [&](Steady::time_point t) {
+    std::lock_guard lk(mu);
+    for (auto a : acked_at)
+      if (a > t) return std::chrono::duration<double, std::milli>(a - t).count();
+    return -1.0;
+  };
+  auto acks = [&] {
+    std::lock_guard lk(mu);
+    return acknowledged.size();
+  };
+
+  // Kill -9 each API server in turn (the clients are on one of them, chosen at random),
+  // bringing the first back before the second dies.
+  double api_gap_ms[2] = {-1, -1};
+  for (int victim = 0; victim < 2; ++victim) {
+    const size_t before = acks();
+    ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled";
+    const auto t_api = Steady::now();
+    servers_[victim]->signal(SIGKILL);
+    servers_[victim]->wait(5s);
+    ASSERT_TRUE(eventually([&] { return first_ack_after(t_api) >= 0; }, 20s))
+        << "no create succeeded after API server " << victim << " died";
+    api_gap_ms[victim] = first_ack_after(t_api);
+    if (victim == 0) {
+      ASSERT_EQ(start_apiserver(0), "");
+    }
+  }
+
+  // Kill -9 the leading controller-manager: the other takes the lease once it has not
+  // seen it renewed for the lease duration (2 s).
+  const int old_leader = leader();
+  ASSERT_GE(old_leader, 0);
+  const auto t_cm = Steady::now();
+  cms_[old_leader]->signal(SIGKILL);
+  cms_[old_leader]->wait(5s);
+  ASSERT_TRUE(eventually([&] { return leader() == 1 - old_leader; }, 15s))
+      << "the other controller-manager did not take the lease (holder " << holder() << ")";
+  const double handover_ms = ms_since(t_cm);
+  const size_t at_handover = acks();
+  ASSERT_TRUE(eventually([&] { return acks() >= at_handover + 20; }, 20s)) << "creates stalled";
+  done = true;
+  creator.join();
+
+  // Every acknowledged attachment exists and gets an address; no address is held twice.
+  std::map<std::string, std::string> ip_of;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto l = client_->list(client::ResourceRef::of(api::Kind::kNetworkAttachment), kNs);
+        if (!l) return false;
+        ip_of.clear();
+        for (const auto& item : l->items) {
+          auto ip = str_at(item, "status.ipv4");
+          if (!ip.empty()) ip_of[str_at(item, "metadata.name")] = ip;
+        }
+        return ip_of.size() >= acknowledged.size();
+      },
+      30s))
+      << ip_of.size() << " of " << acknowledged.size() << " attachments addressed";
+  for (const auto& name : acknowledged) EXPECT_TRUE(ip_of.count(name)) << name << " lost or never addressed";
+  std::set<std::string> ips;
+  for (const auto& [name, ip] : ip_of) EXPECT_TRUE(ips.insert(ip).second) << ip << " held twice";
+  auto check = run({KOS_BINARY, "ipam-check", "--kubeconfig", (dir_.path() / "admin.kubeconfig").string()});
+  EXPECT_EQ(check.exit_code, 0) << describe(check);
+
+  std::printf("fail-over: first create acknowledged %.0f / %.0f ms after API server 0 / 1 was killed; "
+              "lease taken over %.0f ms after the leader was killed (lease duration 2 s); "
+              "%zu attachments acknowledged, %d creates answered ambiguously and looked up\n",
+              api_gap_ms[0], api_gap_ms[1], handover_ms, acknowledged.size(), ambiguous_.load());
+  EXPECT_LT(handover_ms, 2000 + 4 * 250 + 2000);  // lease + a few retry periods + slack
+
+  // A leader stopped by SIGTERM gives the lease up and exits cleanly.
+  const int survivor = 1 - old_leader;
+  const int status = cms_[survivor]->stop();
+  cms_[survivor].reset();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
+  EXPECT_EQ(holder(), "") << "the lease was not given up";
+}
+
+}  // namespace
+}  // namespace kos::testing
