@@ -1,9 +1,9 @@
-// Several API servers and leader-elected controller-managers, as processes on one etcd:
-// two `kos apiserver` sharing a PKI, two `kos controller-manager --leader-elect`, and a
-// client whose kubeconfig names both servers (`kos credentials create --server A,B`).
-// While attachments are being created, kill -9 each API server in turn (the first comes
-// back before the second dies) and then the leading controller-manager. The clients move
-// to the other server (only requests
+// Several API servers and leader-elected controller-managers, as processes on a 3-member
+// etcd cluster: three `kos apiserver` sharing a PKI, two `kos controller-manager
+// --leader-elect`, and a client whose kubeconfig names every server (`kos credentials
+// create --server A,B,C`). While attachments are being created, kill -9 an etcd member (and
+// restart it), then two API servers in turn (the first comes back before the second dies),
+// then the leading controller-manager. The clients move to another server (only requests
 // that cannot have been applied are retried: a create that fails is looked up), the other
 // controller-manager takes the lease within its duration, and every attachment whose
 // create was acknowledged exists and is addressed, with an address no other holds
@@ -33,6 +33,7 @@ using Steady = std::chrono::steady_clock;
 namespace json = boost::json;
 
 constexpr char kNs[] = "ha";
+constexpr int kServers = 3;
 
 double ms_since(Steady::time_point t) {
   return std::chrono::duration<double, std::milli>(Steady::now() - t).count();
@@ -41,16 +42,18 @@ double ms_since(Steady::time_point t) {
 class HaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    etcd_ = std::make_unique<EtcdProcess>();
-    for (int i = 0; i < 2; ++i) {
+    etcd_ = std::make_unique<EtcdCluster>(3);
+    for (int i = 0; i < kServers; ++i) {
       ports_[i] = free_loopback_port();
       urls_[i] = "https://127.0.0.1:" + std::to_string(ports_[i]);
       ASSERT_EQ(start_apiserver(i), "");
     }
-    // The client's and the controllers' kubeconfigs name both servers.
+    // The client's and the controllers' kubeconfigs name every server.
+    std::string all = urls_[0];
+    for (int i = 1; i < kServers; ++i) all += "," + urls_[i];
     for (auto [role, file] : {std::pair{"admin", "admin.kubeconfig"}, std::pair{"controller", "cm.kubeconfig"}}) {
       auto r = run({KOS_BINARY, "credentials", "create", "--pki-dir", (dir_.path() / "pki").string(), "--role",
-                    role, "--server", urls_[0] + "," + urls_[1], "--out", (dir_.path() / file).string()});
+                    role, "--server", all, "--out", (dir_.path() / file).string()});
       ASSERT_EQ(r.exit_code, 0) << describe(r);
     }
     for (int i = 0; i < 2; ++i) {
@@ -81,7 +84,7 @@ class HaTest : public ::testing::Test {
     std::filesystem::remove(kubeconfig);
     servers_[i] = std::make_unique<ChildProcess>(std::vector<std::string>{
         KOS_BINARY, "--log-level", "warn", "apiserver", "--listen", "127.0.0.1:" + std::to_string(ports_[i]), "--store",
-        "etcd:" + etcd_->endpoint(), "--pki-dir", (dir_.path() / "pki").string(), "--data-dir",
+        "etcd:" + etcd_->endpoints(), "--pki-dir", (dir_.path() / "pki").string(), "--data-dir",
         (dir_.path() / ("data-" + std::to_string(i))).string(), "--write-kubeconfig", kubeconfig.string(),
         "--audit-log-path", "-"});
     if (!eventually([&] { return std::filesystem::exists(kubeconfig); }, 30s))
@@ -125,17 +128,48 @@ class HaTest : public ::testing::Test {
     return false;
   }
 
+  // Deletes attachment `name`; a delete whose answer was lost is looked up.
+  bool delete_attachment(const std::string& name) {
+    const auto ref = client::ResourceRef::of(api::Kind::kNetworkAttachment);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      auto r = client_->remove(ref, kNs, name);
+      if (r || r.error().code == Errc::kNotFound) return true;
+      if (r.error().code != Errc::kUnavailable && r.error().code != Errc::kTimeout) {
+        ADD_FAILURE() << "delete " << name << ": " << r.error().message;
+        return false;
+      }
+      ++ambiguous_;
+      auto g = client_->get(ref, kNs, name);
+      if (!g && g.error().code == Errc::kNotFound) return true;
+    }
+    return false;
+  }
+
+  // Addresses held twice in one consistent list of the namespace's attachments (one
+  // subnet: one VNI), or -1 when the list failed.
+  int duplicates_now() {
+    auto l = client_->list(client::ResourceRef::of(api::Kind::kNetworkAttachment), kNs);
+    if (!l) return -1;
+    std::set<std::string> ips;
+    int dup = 0;
+    for (const auto& item : l->items) {
+      auto ip = str_at(item, "status.ipv4");
+      if (!ip.empty() && !ips.insert(ip).second) ++dup;
+    }
+    return dup;
+  }
+
   TempDir dir_{"kos-ha-test"};
-  std::unique_ptr<EtcdProcess> etcd_;
-  std::unique_ptr<ChildProcess> servers_[2];
-  int ports_[2] = {0, 0};
-  std::string urls_[2];
+  std::unique_ptr<EtcdCluster> etcd_;
+  std::unique_ptr<ChildProcess> servers_[kServers];
+  int ports_[kServers] = {};
+  std::string urls_[kServers];
   std::unique_ptr<ChildProcess> cms_[2];
   std::shared_ptr<client::RestClient> client_;
   std::atomic<int> ambiguous_{0};
 };
 
-TEST_F(HaTest, ClientsAndControllersSurviveTheKillOfAnApiServerAndOfTheLeader) {
+TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
   const auto subnets = client::ResourceRef::of(api::Kind::kSubnet);
   auto s = client_->create(subnets, kNs,
                            json::value{{"apiVersion", "network.example.com/v1alpha1"},
@@ -145,19 +179,42 @@ TEST_F(HaTest, ClientsAndControllersSurviveTheKillOfAnApiServerAndOfTheLeader) {
   ASSERT_TRUE(s) << s.error().message;
   ASSERT_TRUE(eventually([&] { return leader() >= 0; }, 20s)) << "no controller-manager took the lease";
 
-  // A creator keeps creating attachments, one after another, while the servers and the
-  // leader are killed; each acknowledgement's time is kept.
+  // A creator keeps creating attachments, one after another, and deletes every third one
+  // five creates later, while the servers and the leader are killed; each
+  // acknowledgement's time is kept. A sampler lists the attachments (a consistent read)
+  // every 100 ms and counts addresses held twice.
   std::mutex mu;
   std::vector<std::string> acknowledged;
+  std::set<std::string> deleted;
   std::vector<Steady::time_point> acked_at;
   std::atomic<bool> done{false};
   std::thread creator([&] {
     for (int next = 0; !done; ++next) {
       std::string name = "na-" + std::to_string(next);
       if (!create_attachment(name)) continue;
-      std::lock_guard lk(mu);
-      acknowledged.push_back(name);
-      acked_at.push_back(Steady::now());
+      std::string victim;
+      {
+        std::lock_guard lk(mu);
+        acknowledged.push_back(name);
+        acked_at.push_back(Steady::now());
+        if (next % 3 == 0 && acknowledged.size() > 5) victim = acknowledged[acknowledged.size() - 6];
+      }
+      if (!victim.empty() && !deleted.count(victim) && delete_attachment(victim)) {
+        std::lock_guard lk(mu);
+        deleted.insert(victim);
+      }
+    }
+  });
+  std::atomic<int> samples{0}, duplicated{0}, failed_samples{0};
+  std::thread sampler([&] {
+    while (!done) {
+      int d = duplicates_now();
+      if (d < 0) ++failed_samples;
+      else {
+        ++samples;
+        duplicated += d;
+      }
+      std::this_thread::sleep_for(100ms);
     }
   });
   // The gap from `t` to the first acknowledgement after it.
@@ -172,7 +229,23 @@ TEST_F(HaTest, ClientsAndControllersSurviveTheKillOfAnApiServerAndOfTheLeader) {
     return acknowledged.size();
   };
 
-  // Kill -9 each API server in turn (the clients are on one of them, chosen at random),
+  // Kill -9 an etcd member (the API servers use all three), and bring it back.
+  {
+    const size_t before = acks();
+    ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled";
+  }
+  const auto t_etcd = Steady::now();
+  etcd_->member(0).kill9();
+  ASSERT_TRUE(eventually([&] { return first_ack_after(t_etcd) >= 0; }, 20s))
+      << "no create succeeded after etcd member 0 died";
+  const double etcd_gap_ms = first_ack_after(t_etcd);
+  {
+    const size_t before = acks();
+    ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled without member 0";
+  }
+  etcd_->member(0).restart();
+
+  // Kill -9 two API servers in turn (the clients are on one of them, chosen at random),
   // bringing the first back before the second dies.
   double api_gap_ms[2] = {-1, -1};
   for (int victim = 0; victim < 2; ++victim) {
@@ -203,32 +276,46 @@ TEST_F(HaTest, ClientsAndControllersSurviveTheKillOfAnApiServerAndOfTheLeader) {
   ASSERT_TRUE(eventually([&] { return acks() >= at_handover + 20; }, 20s)) << "creates stalled";
   done = true;
   creator.join();
+  sampler.join();
 
-  // Every acknowledged attachment exists and gets an address; no address is held twice.
+  // Every acknowledged attachment not deleted exists and gets an address, no deleted one
+  // remains, and no address is held twice.
   std::map<std::string, std::string> ip_of;
+  std::set<std::string> present;
+  const size_t expected = acknowledged.size() - deleted.size();
   ASSERT_TRUE(eventually(
       [&] {
         auto l = client_->list(client::ResourceRef::of(api::Kind::kNetworkAttachment), kNs);
         if (!l) return false;
         ip_of.clear();
+        present.clear();
         for (const auto& item : l->items) {
+          present.insert(str_at(item, "metadata.name"));
           auto ip = str_at(item, "status.ipv4");
           if (!ip.empty()) ip_of[str_at(item, "metadata.name")] = ip;
         }
-        return ip_of.size() >= acknowledged.size();
+        return ip_of.size() >= expected && present.size() == expected;
       },
       30s))
-      << ip_of.size() << " of " << acknowledged.size() << " attachments addressed";
-  for (const auto& name : acknowledged) EXPECT_TRUE(ip_of.count(name)) << name << " lost or never addressed";
+      << ip_of.size() << " addressed and " << present.size() << " present of " << expected << " expected";
+  for (const auto& name : acknowledged) {
+    if (deleted.count(name)) EXPECT_FALSE(present.count(name)) << name << " deleted but still there";
+    else EXPECT_TRUE(ip_of.count(name)) << name << " lost or never addressed";
+  }
   std::set<std::string> ips;
   for (const auto& [name, ip] : ip_of) EXPECT_TRUE(ips.insert(ip).second) << ip << " held twice";
+  EXPECT_EQ(duplicated.load(), 0) << "addresses held twice in sampled lists";
+  EXPECT_GT(samples.load(), 10);
   auto check = run({KOS_BINARY, "ipam-check", "--kubeconfig", (dir_.path() / "admin.kubeconfig").string()});
   EXPECT_EQ(check.exit_code, 0) << describe(check);
 
-  std::printf("fail-over: first create acknowledged %.0f / %.0f ms after API server 0 / 1 was killed; "
+  std::printf("fail-over: first create acknowledged %.0f ms after etcd member 0 was killed, "
+              "%.0f / %.0f ms after API server 0 / 1 was killed; "
               "lease taken over %.0f ms after the leader was killed (lease duration 2 s); "
-              "%zu attachments acknowledged, %d creates answered ambiguously and looked up\n",
-              api_gap_ms[0], api_gap_ms[1], handover_ms, acknowledged.size(), ambiguous_.load());
+              "%zu attachments acknowledged, %zu of them deleted, %d writes answered ambiguously and looked "
+              "up; %d consistent lists sampled (%d failed), %d addresses held twice in them\n",
+              etcd_gap_ms, api_gap_ms[0], api_gap_ms[1], handover_ms, acknowledged.size(), deleted.size(), ambiguous_.load(), samples.load(),
+              failed_samples.load(), duplicated.load());
   EXPECT_LT(handover_ms, 2000 + 4 * 250 + 2000);  // lease + a few retry periods + slack
 
   // A leader stopped by SIGTERM gives the lease up and exits cleanly.

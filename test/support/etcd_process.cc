@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -157,7 +158,18 @@ std::string EtcdProcess::endpoint() const {
   return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(client_port_);
 }
 
+EtcdProcess::EtcdProcess(Member m, std::chrono::milliseconds start_timeout)
+    : dir_("kos-etcd"), name_(std::move(m.name)), client_port_(m.client_port), peer_port_(m.peer_port),
+      initial_cluster_(std::move(m.initial_cluster)), token_(std::move(m.token)), start_timeout_(start_timeout) {
+  spawn();
+}
+
 std::string EtcdProcess::start_once() {
+  spawn();
+  return wait_until_serving();
+}
+
+void EtcdProcess::spawn() {
   // /bin/sh only sends etcd's stdout and stderr (zap's log and what its embedded gRPC
   // clients print) to the log file, then execs, so the child's pid stays etcd's.
   std::vector<std::string> argv = {"/bin/sh", "-c", "log=$1; shift; exec \"$@\" >>\"$log\" 2>&1",
@@ -174,10 +186,10 @@ std::string EtcdProcess::start_once() {
       "--advertise-client-urls", endpoint(),
       "--listen-peer-urls", url(peer_port_),
       "--initial-advertise-peer-urls", url(peer_port_),
-      "--initial-cluster", name_ + "=" + url(peer_port_),
+      "--initial-cluster", initial_cluster_.empty() ? name_ + "=" + url(peer_port_) : initial_cluster_,
       "--initial-cluster-state", "new",
-      "--initial-cluster-token", name_,
-      // A single member: short timeouts only speed up the first election.
+      "--initial-cluster-token", token_.empty() ? name_ : token_,
+      // Loopback: short timeouts speed up elections (the first, and after a member dies).
       "--heartbeat-interval", "50",
       "--election-timeout", "500",
       "--logger", "zap",
@@ -191,7 +203,9 @@ std::string EtcdProcess::start_once() {
                              "--listen-metrics-urls", url(metrics_port_)});
   }
   proc_ = std::make_unique<ChildProcess>(argv, /*capture_stdout=*/false);
+}
 
+std::string EtcdProcess::wait_until_serving() {
   const auto deadline = std::chrono::steady_clock::now() + start_timeout_;
   while (true) {
     if (serving()) return {};
@@ -251,6 +265,42 @@ std::string EtcdProcess::log_tail(size_t max_lines) const {
   }
   std::string out;
   for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+EtcdCluster::EtcdCluster(int members, std::chrono::milliseconds start_timeout) {
+  std::string error;
+  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+    members_.clear();
+    const std::string token = unique_name();
+    std::vector<EtcdProcess::Member> specs;
+    std::set<int> ports;
+    auto fresh_port = [&] {
+      int p = free_loopback_port();
+      while (!ports.insert(p).second) p = free_loopback_port();
+      return p;
+    };
+    std::string initial;
+    for (int i = 0; i < members; ++i) {
+      EtcdProcess::Member m{token + "-m" + std::to_string(i), fresh_port(), fresh_port(), "", token};
+      initial += (i ? "," : "") + m.name + "=" + url(m.peer_port);
+      specs.push_back(std::move(m));
+    }
+    for (auto& m : specs) {
+      m.initial_cluster = initial;
+      members_.push_back(std::make_unique<EtcdProcess>(std::move(m), start_timeout));
+    }
+    error.clear();
+    for (auto& m : members_) error += m->wait_until_serving();
+    if (error.empty()) return;
+  }
+  members_.clear();
+  throw std::runtime_error(error);
+}
+
+std::string EtcdCluster::endpoints() const {
+  std::string out;
+  for (const auto& m : members_) out += (out.empty() ? "" : ",") + m->endpoint();
   return out;
 }
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "test/support/process.h"
 
@@ -29,6 +30,19 @@ class EtcdProcess {
   // what they need. Readiness is probed on a plain metrics URL (/health).
   struct TlsTag {};
   explicit EtcdProcess(TlsTag, std::chrono::milliseconds start_timeout = std::chrono::seconds(30));
+  // A member of a cluster (see EtcdCluster): started at once, without waiting, since it
+  // serves only once a quorum of members runs; then wait_until_serving().
+  struct Member {
+    std::string name;
+    int client_port = 0;
+    int peer_port = 0;
+    std::string initial_cluster;  // NAME=http://127.0.0.1:PEER,...
+    std::string token;
+  };
+  EtcdProcess(Member member, std::chrono::milliseconds start_timeout);
+  // Waits until the member serves a linearizable read; an error message (with its log's
+  // tail), empty on success.
+  std::string wait_until_serving();
   ~EtcdProcess();
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
@@ -60,6 +74,7 @@ class EtcdProcess {
  private:
   // Spawns etcd and waits until it serves; returns an error message (empty on success).
   std::string start_once();
+  void spawn();
   // One probe of the client port: true if a linearizable Range succeeds.
   bool serving() const;
 
@@ -71,8 +86,28 @@ class EtcdProcess {
   int metrics_port_ = 0;
   int client_port_ = 0;
   int peer_port_ = 0;
+  std::string initial_cluster_;  // empty: a cluster of this one member
+  std::string token_;
   std::chrono::milliseconds start_timeout_;
   std::unique_ptr<ChildProcess> proc_;
+};
+
+// A cluster of real etcd members on loopback ports, each an EtcdProcess (kill9(), restart()
+// and log of each). Starting throws like EtcdProcess, with the logs of the members that did
+// not serve.
+class EtcdCluster {
+ public:
+  explicit EtcdCluster(int members = 3, std::chrono::milliseconds start_timeout = std::chrono::seconds(60));
+  EtcdCluster(const EtcdCluster&) = delete;
+  EtcdCluster& operator=(const EtcdCluster&) = delete;
+
+  int size() const { return static_cast<int>(members_.size()); }
+  EtcdProcess& member(int i) { return *members_.at(static_cast<size_t>(i)); }
+  // Every member's client URL, comma-separated (what `kos apiserver --store etcd:...` takes).
+  std::string endpoints() const;
+
+ private:
+  std::vector<std::unique_ptr<EtcdProcess>> members_;
 };
 
 }  // namespace kos::testing
