@@ -4,6 +4,7 @@
 
 #include "cmd/commands.h"
 #include "common/duration.h"
+#include "pki/pki.h"
 #include "up/credentials.h"
 
 namespace kos::cmd {
@@ -59,6 +60,20 @@ int run_create(const Flags& f) {
   return 0;
 }
 
+int run_init(const std::string& pki_dir, const std::vector<std::string>& sans) {
+  auto p = pki::ensure_cluster_pki(pki_dir, sans);
+  if (!p) {
+    std::fprintf(stderr, "kos credentials init: %s\n", p.error().message.c_str());
+    return 1;
+  }
+  std::printf("PKI in %s: ca.crt, ca.key (keep it off the cluster's nodes), apiserver.crt and apiserver.key "
+              "for localhost, 127.0.0.1",
+              pki_dir.c_str());
+  for (const auto& s : sans) std::printf(", %s", s.c_str());
+  std::printf("\n");
+  return 0;
+}
+
 }  // namespace
 
 void add_credentials_command(CLI::App& app, std::function<int()>& run) {
@@ -90,6 +105,20 @@ void add_credentials_command(CLI::App& app, std::function<int()>& run) {
   cr->add_option("--out", f->out, "the kubeconfig to write (0600)")->required();
   cr->add_option("--validity", f->validity, "how long a certificate is valid")->capture_default_str();
   cr->callback([&run, f] { run = [f] { return run_create(*f); }; });
+
+  auto pki_dir = std::make_shared<std::string>();
+  auto sans = std::make_shared<std::vector<std::string>>();
+  auto* in = c->add_subcommand(
+      "init",
+      "Make the cluster PKI without starting an API server: the CA and a serving certificate\n"
+      "for the API servers' names and addresses (--tls-san), as `kos apiserver --pki-dir`\n"
+      "would on its first start. For deployments whose API servers get their certificates\n"
+      "from files (Kubernetes Secrets: deploy/kubernetes). Run again with more names to\n"
+      "re-issue the serving certificate; the CA stays.\n"
+      "Example: kos credentials init --pki-dir pki --tls-san kos-apiserver.kos-system.svc");
+  in->add_option("--pki-dir", *pki_dir, "where the PKI is (made if missing)")->required();
+  in->add_option("--tls-san", *sans, "a DNS name or IP address of the API servers (repeatable)");
+  in->callback([&run, pki_dir, sans] { run = [pki_dir, sans] { return run_init(*pki_dir, *sans); }; });
 }
 
 }  // namespace kos::cmd

@@ -2,7 +2,8 @@
 // (a kubeconfig trusting another CA is refused), per-role credentials from
 // `kos credentials create` (kubectl auth whoami and can-i answer for each role; 403 and
 // 401 where the rules say), the audit log, and the etcd backend over TLS with a client
-// certificate against an etcd started with --client-cert-auth.
+// certificate against an etcd started with --client-cert-auth; a PKI made by `kos
+// credentials init` for certificates given as files (the Kubernetes deployment's way).
 #include <fstream>
 
 #include <gmock/gmock.h>
@@ -91,6 +92,44 @@ TEST(Security, EachRoleGetsWhatItsRulesSayThroughKubectl) {
   EXPECT_THAT(all, HasSubstr(R"("user":"tenant-ns1")"));
   EXPECT_THAT(all, HasSubstr(R"("code":403)"));
   EXPECT_THAT(all, HasSubstr(R"("user":"kos-admin")"));
+}
+
+// The Kubernetes deployment's way (deploy/kubernetes): the PKI made by `kos credentials
+// init`, the API server given its certificates as files, credentials issued from the PKI.
+TEST(Security, APkiFromCredentialsInitServesCertificatesGivenAsFiles) {
+  TempDir dir("kos-pki-init");
+  const auto pki = dir.path() / "pki";
+  auto r = run({KOS_BINARY, "credentials", "init", "--pki-dir", pki.string(), "--tls-san", "kos-api.example"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("kos-api.example"));
+  write_file(pki / "tokens.csv", "");
+  const int port = free_loopback_port();
+  ChildProcess server({KOS_BINARY, "--log-level", "warn", "apiserver", "--listen=127.0.0.1:" + std::to_string(port),
+                       "--tls-cert-file=" + (pki / "apiserver.crt").string(),
+                       "--tls-private-key-file=" + (pki / "apiserver.key").string(),
+                       "--client-ca-file=" + (pki / "ca.crt").string(),
+                       "--token-auth-file=" + (pki / "tokens.csv").string(),
+                       "--data-dir=" + (dir.path() / "data").string(), "--audit-log-path=-"});
+  const auto kc = dir.path() / "admin.kubeconfig";
+  r = run({KOS_BINARY, "credentials", "create", "--pki-dir", pki.string(), "--role", "admin", "--server",
+           "https://127.0.0.1:" + std::to_string(port), "--out", kc.string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  Kubectl admin(kKubectl, kc, dir.path() / "home");
+  ASSERT_TRUE(eventually([&] { return admin({"get", "subnets", "-A"}).exit_code == 0; }, std::chrono::seconds(20)))
+      << describe(admin({"get", "subnets", "-A"}));
+  // Re-run with another name: the serving certificate is re-issued, the CA stays.
+  const std::string ca = read_file(pki / "ca.crt");
+  r = run({KOS_BINARY, "credentials", "init", "--pki-dir", pki.string(), "--tls-san", "kos-api.example",
+           "--tls-san", "10.9.8.7"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(read_file(pki / "ca.crt"), ca);
+  r = run({"openssl", "x509", "-in", (pki / "apiserver.crt").string(), "-noout", "-ext", "subjectAltName"});
+  EXPECT_THAT(r.out, HasSubstr("kos-api.example"));
+  EXPECT_THAT(r.out, HasSubstr("10.9.8.7"));
+  // No --pki-dir: a clear error.
+  r = run({KOS_BINARY, "credentials", "init"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err + r.out, HasSubstr("--pki-dir"));
 }
 
 TEST(Security, AnonymousRequestsGet401AndAnotherCaIsRefused) {
