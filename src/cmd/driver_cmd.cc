@@ -152,6 +152,11 @@ void add_driver_command(CLI::App& app, std::function<int()>& run_fn) {
   // Output.
   c->add_option("--report", o.report_html, "write an HTML report (latency CDFs, timeline, parameters) to FILE");
   c->add_option("--json", o.report_json, "write the summary as JSON to FILE");
+  c->add_option("--ledger", o.ledger,
+                "write every attachment create and delete call (the clean-up's too) and how it ended to FILE, a "
+                "JSON line each "
+                "({\"t_ms\", \"op\", \"namespace\", \"name\", \"ok\", \"code\", \"error\"}), as each ends; a "
+                "failed call with code Unavailable or Timeout may have been applied");
   c->add_option("--windows", o.windows,
                 "also report p50/p99 per stage for N equal groups of the measured attachments in "
                 "creation order (more attachments exist for each group than for the one before: "

@@ -22,6 +22,8 @@ Result<std::unique_ptr<http::Server>> serve_metrics(const ListenAddress& addr, M
     if (opts.log && req.target().starts_with(agent::kImplementationsPath)) return opts.log->handle(req);
     if (req.target() == "/metrics")
       return http::Response{200, "text/plain; version=0.0.4", metrics::Registry::global().render(), {}};
+    if (auto it = opts.json_pages.find(std::string(req.target())); it != opts.json_pages.end())
+      return http::Response{200, "application/json", it->second(), {}};
     if (req.target() == "/healthz")
       return !opts.healthy || opts.healthy() ? http::Response{200, "text/plain", "ok\n", {}}
                                              : http::Response{503, "text/plain", "starting\n", {}};

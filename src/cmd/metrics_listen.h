@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,8 @@ Result<ListenAddress> parse_metrics_listen(const std::string& addr);
 struct MetricsServerOptions {
   std::function<bool()> healthy;                   // /healthz: 200 if it holds (or unset), else 503
   const agent::ImplementationLog* log = nullptr;  // served on agent::kImplementationsPath
+  // More pages: path -> a JSON document.
+  std::map<std::string, std::function<std::string()>> json_pages;
 };
 Result<std::unique_ptr<http::Server>> serve_metrics(const ListenAddress& addr,
                                                     MetricsServerOptions opts = {});

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "agent/agent.h"
@@ -193,7 +194,26 @@ int run(const Flags& f) {
   std::unique_ptr<http::Server> server;
   if (!f.metrics_listen.empty()) {
     // The agents' gauges are process-wide; each agent adds its own share: they are sums.
-    auto m = serve_metrics(listen, {.healthy = [&started] { return started.load(); }, .log = &log});
+    // /debug/fabric: what each simulated node has programmed, to compare with what the
+    // API says it should have (tests of convergence).
+    auto fabric_json = [&nodes] {
+      boost::json::array out;
+      for (const auto& n : nodes) {
+        boost::json::array locals, remotes;
+        for (const auto& l : n.fabric->locals())
+          locals.push_back({{"vni", l.vni}, {"ip", api::format_ipv4(l.guest_ip)}, {"mac", api::format_mac(l.mac)}});
+        for (const auto& r : n.fabric->remotes())
+          remotes.push_back({{"vni", r.vni},
+                             {"ip", api::format_ipv4(r.guest_ip)},
+                             {"mac", api::format_mac(r.mac)},
+                             {"hostIP", api::format_ipv4(r.host_ip)}});
+        out.push_back({{"node", n.name}, {"locals", std::move(locals)}, {"remotes", std::move(remotes)}});
+      }
+      return boost::json::serialize(boost::json::object{{"nodes", std::move(out)}});
+    };
+    auto m = serve_metrics(listen, {.healthy = [&started] { return started.load(); },
+                                    .log = &log,
+                                    .json_pages = {{"/debug/fabric", fabric_json}}});
     if (!m) {
       std::fprintf(stderr, "kos simulate: --metrics-listen %s: %s\n", f.metrics_listen.c_str(), m.error().message.c_str());
       return 1;
@@ -270,7 +290,8 @@ void add_simulate_command(CLI::App& app, std::function<int()>& run_fn) {
   c->add_flag("--remotes-on-workers", f->remotes_on_workers, kRemotesOnWorkersHelp);
   c->add_option("--metrics-listen", f->metrics_listen,
                 "serve /metrics (the kos_agent_* families over all agents), /healthz (200 once every agent has "
-                "started) and /debug/implementations (the agents' implementation log) on HOST:PORT (port 0: any)");
+                "started), /debug/implementations (the agents' implementation log) and /debug/fabric (each node's "
+                "programmed local and remote interfaces, JSON) on HOST:PORT (port 0: any)");
   c->add_option("--fake-latency", f->fake_latency, "time every fake fabric call takes, e.g. 1ms")->capture_default_str();
   c->add_option("--relevance-grace", f->relevance_grace,
                 "keep a VNI's watch this long after the node's last attachment on it goes (as kos agent)")

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "agent/implementation_log.h"
@@ -183,6 +184,10 @@ class Driver {
   void create_job(const Live& l, const std::string& node, bool measured, SteadyClock::time_point due,
                   std::shared_ptr<std::promise<void>> done);
   void delete_job(const Live& l, bool measured);
+  // One line of the --ledger: op "create" or "delete", how the call ended.
+  void note(const char* op, const Live& l, std::chrono::system_clock::time_point at, const Result<void>& r);
+  std::mutex ledger_mu_;
+  std::ofstream ledger_;
   bool delete_oldest(bool measured);  // mu_ held by the caller? no: takes mu_
 
   const DriverOptions& o_;
@@ -451,6 +456,7 @@ void Driver::create_job(const Live& l, const std::string& node, bool measured, S
   tracker_.begin_create(l.key, net.domain, node, measured, start, group);
   auto r = client_->create(na);
   const auto end = std::chrono::system_clock::now();
+  note("create", l, end, r ? Result<void>{} : Result<void>(fail(r.error())));
   if (r) tracker_.create_done(l.key, end, r->metadata.uid);
   else {
     tracker_.create_done(l.key, end, fail(r.error()));
@@ -474,9 +480,28 @@ void Driver::delete_job(const Live& l, bool measured) {
   }
   const auto start = std::chrono::system_clock::now();
   auto r = client_->remove<api::NetworkAttachment>(l.ns, l.name);
-  tracker_.delete_done(l.key, measured, start, std::chrono::system_clock::now(), r);
+  const auto end = std::chrono::system_clock::now();
+  note("delete", l, end, r);
+  tracker_.delete_done(l.key, measured, start, end, r);
   if (r || r.error().code == Errc::kNotFound) return;
   spdlog::warn("driver: deleting {} failed: {}", l.key, r.error().message);
+}
+
+void Driver::note(const char* op, const Live& l, std::chrono::system_clock::time_point at, const Result<void>& r) {
+  if (o_.ledger.empty()) return;
+  boost::json::object line{
+      {"t_ms", std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count()},
+      {"op", op},
+      {"namespace", l.ns},
+      {"name", l.name},
+      {"ok", r.has_value()}};
+  if (!r) {
+    line["code"] = std::string(errc_name(r.error().code));
+    line["error"] = r.error().message;
+  }
+  std::lock_guard lk(ledger_mu_);
+  ledger_ << boost::json::serialize(line) << '\n';
+  ledger_.flush();
 }
 
 bool Driver::delete_oldest(bool measured) {
@@ -586,6 +611,7 @@ void Driver::cleanup() {
     for (const auto& na : *l)
       pool_->submit([this, ns, name = na.metadata.name, &deleted, &failed] {
         auto r = client_->remove<api::NetworkAttachment>(ns, name);
+        note("delete", Live{ns + "/" + name, ns, name, 0, {}, {}}, std::chrono::system_clock::now(), r);
         (r || r.error().code == Errc::kNotFound ? deleted : failed)++;
       });
   }
@@ -738,6 +764,10 @@ Result<RunReport> Driver::run() {
                run_id_.c_str(), nets_.size(), nets_.front().vni, nets_.back().vni, free_slots_.size(),
                join(o_.namespaces).c_str(), nodes_.size(), kRunLabel, run_id_.c_str());
   if (auto r = start_endpoints(); !r) return fail(r.error());
+  if (!o_.ledger.empty()) {
+    ledger_.open(o_.ledger, std::ios::trunc);
+    if (!ledger_) return fail(Errc::kInvalid, "--ledger " + o_.ledger + ": cannot write it");
+  }
   pool_ = std::make_unique<WorkPool>(o_.threads);
   Result<void> setup = create_subnets();
   if (setup) setup = start_informer();

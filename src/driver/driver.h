@@ -65,6 +65,9 @@ struct DriverOptions {
   int threads = 16;
   std::string report_html;
   std::string report_json;
+  // Every attachment create and delete call and how it ended, a JSON line each, written as
+  // it ends (so a test can check what the system kept against what it acknowledged).
+  std::string ledger;
   bool keep = false;
   bool progress = true;
   uint32_t windows = 0;  // > 1: percentiles per window of creation order in the summary

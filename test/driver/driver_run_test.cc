@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -153,11 +154,11 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   // 1 s warm-up that fills the cap). Deletes are measured; an attachment deleted before a
   // stage counts as cancelled, never as failed. Every attachment is in one of 2 security
   // groups (each taking tcp 22 from its own members): create -> rules in force is measured.
-  const fs::path churn_json = server.dir() / "churn.json";
+  const fs::path churn_json = server.dir() / "churn.json", ledger = server.dir() / "ledger.jsonl";
   auto c = kos_run({"--log-level", "warn", "driver", "--kubeconfig", server.kubeconfig().string(), "--node-prefix",
                     "sim", "--node-count", "3", "--vnis", "3", "--slots-top", "30", "--rate", "100", "--warmup", "1s",
                     "--count", "150", "--max-live", "40", "--cooldown", "10s", "--seed", "8", "--agent-endpoints", url,
-                    "--security-groups", "2",
+                    "--security-groups", "2", "--ledger", ledger.string(),
                     "--json", churn_json.string(), "--no-progress"});
   ASSERT_EQ(c.exit_code, 0) << describe(c) << logs({&server.process(), cm.get(), &sim});
   std::cout << c.out;
@@ -168,6 +169,34 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   EXPECT_EQ(num("create", "count"), 150u);
   EXPECT_GE(num("delete", "count"), 140u);  // one per measured create, once the cap is reached
   EXPECT_EQ(num("delete", "failures"), 0u);
+  // The ledger: a line per create and delete call (warm-up and clean-up included), each
+  // delete of an attachment whose create was acknowledged before it, and every attachment
+  // created deleted by the end.
+  {
+    std::ifstream in(ledger);
+    std::set<std::string> created, deleted;
+    size_t creates = 0, deletes = 0;
+    for (std::string line; std::getline(in, line);) {
+      auto l = api::parse_json(line);
+      ASSERT_TRUE(l) << line;
+      const auto& lo = l->as_object();
+      const std::string op(lo.at("op").as_string()), name(lo.at("name").as_string());
+      EXPECT_TRUE(lo.at("ok").as_bool()) << line;
+      EXPECT_GT(lo.at("t_ms").to_number<int64_t>(), 1700000000000) << line;
+      if (op == "create") {
+        ++creates;
+        created.insert(name);
+      } else {
+        ASSERT_EQ(op, "delete") << line;
+        ++deletes;
+        deleted.insert(name);
+        EXPECT_TRUE(created.count(name)) << "deleted before its create was acknowledged: " << line;
+      }
+    }
+    EXPECT_GE(creates, num("create", "count"));
+    EXPECT_GE(deletes, num("delete", "count"));
+    EXPECT_EQ(created, deleted);
+  }
   EXPECT_TRUE(std::regex_search(c.out, std::regex("create -> rules in force +[0-9]+"))) << c.out;
   EXPECT_TRUE(std::regex_search(c.out, std::regex("create -> member \\(all users\\) +[0-9]+"))) << c.out;
   for (const char* s : {"addressed", "ready", "implemented", "in-force", "member"}) {
@@ -189,6 +218,18 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   EXPECT_TRUE(irrelevant == -1 || irrelevant == 0) << irrelevant;
   EXPECT_EQ(sample(metrics, "kos_agent_irrelevant_member_events_total"), 0) << metrics;
   EXPECT_EQ(sample(metrics, "kos_agent_member_watches"), 0) << "every member watch stopped with its groups' users";
+  // What each node has programmed (/debug/fabric): nothing left on any of the three.
+  auto [fst, fbody] = http_get(port, "/debug/fabric");
+  ASSERT_EQ(fst, 200u) << fbody;
+  auto fj = api::parse_json(fbody);
+  ASSERT_TRUE(fj) << fbody;
+  const auto& fnodes = fj->as_object().at("nodes").as_array();
+  ASSERT_EQ(fnodes.size(), 3u) << fbody;
+  for (const auto& n : fnodes) {
+    EXPECT_TRUE(n.as_object().at("node").as_string().starts_with("sim-")) << fbody;
+    EXPECT_TRUE(n.as_object().at("locals").as_array().empty()) << fbody;
+    EXPECT_TRUE(n.as_object().at("remotes").as_array().empty()) << fbody;
+  }
 
   // A clean stop.
   int status = sim.stop(10s);
