@@ -7,6 +7,8 @@
 #include <boost/json/serialize.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/metrics.h"
+
 namespace kos::client {
 namespace json = boost::json;
 
@@ -387,9 +389,35 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
         }
       }
     }
-    set_rv(api::meta(*ptr).resource_version);
+    const std::string& erv = api::meta(*ptr).resource_version;
+    const bool in_order = rv.empty() || revision_of(erv) > revision_of(rv);
+    if (!in_order) {
+      spdlog::warn("informer: out-of-order watch event resource={} type={} resourceVersion={} after={}", ref.plural,
+                   t, erv, rv);
+      out_of_order_events().with({ref.plural}).inc();
+    } else {
+      set_rv(erv);  // resumes from the furthest revision seen, never from the past
+    }
     std::lock_guard lk(stats_mu);
     ++stats.events;
+    if (!in_order) ++stats.out_of_order;
+  }
+
+  static uint64_t revision_of(const std::string& v) {
+    uint64_t n = 0;
+    for (char c : v) {
+      if (c < '0' || c > '9') return 0;
+      n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return n;
+  }
+  static metrics::Family<metrics::Counter>& out_of_order_events() {
+    static auto& f = metrics::Registry::global().counter(
+        "kos_informer_out_of_order_events_total",
+        "Watch events whose resourceVersion did not advance past the stream's (duplicates or events from the past "
+        "after a resume): never expected.",
+        {"resource"});
+    return f;
   }
 
   void shutdown() {

@@ -111,6 +111,10 @@ class Informer {
     uint64_t watches = 0;      // watch requests made
     uint64_t events = 0;       // ADDED/MODIFIED/DELETED events applied
     uint64_t bookmarks = 0;
+    // Events whose resourceVersion did not advance past the stream's (a duplicate, or an
+    // event from the past after a resume on another server): never expected; also counted
+    // in kos_informer_out_of_order_events_total{resource}.
+    uint64_t out_of_order = 0;
   };
   Stats stats() const;
   std::string resource_version() const;

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "client/test_server.h"
+#include "common/http_server.h"
 #include "common/metrics.h"
 
 namespace kos::client {
@@ -158,7 +159,67 @@ TEST_F(InformerTest, CachesEqualAFreshListAfterChurnDropsAndRelists) {
   }
   EXPECT_GT(lists, informers.size()) << "no informer had to re-list";
   EXPECT_GT(watches, informers.size()) << "no watch was resumed";
+  // Through drops, resumes and re-lists, every stream's revisions only went forward.
+  for (auto& inf : informers) EXPECT_EQ(inf->stats().out_of_order, 0u);
   for (auto& inf : informers) inf->stop();
+}
+
+// A server that sends an event from the past (a duplicate, or a lagging server's after a
+// resume) is noticed: counted in the informer's stats and in
+// kos_informer_out_of_order_events_total.
+TEST(InformerOrder, AnEventThatDoesNotAdvanceTheRevisionIsCounted) {
+  auto event = [](const char* type, const char* name, int rv) {
+    return std::make_shared<const std::string>(
+        std::string(R"({"type":")") + type +
+        R"(","object":{"apiVersion":"network.example.com/v1alpha1","kind":"NetworkAttachment","metadata":{"name":")" +
+        name + R"(","namespace":"ns","resourceVersion":")" + std::to_string(rv) +
+        R"("},"spec":{"node":"n","subnet":"s"}}})" + "\n");
+  };
+  http::ServerOptions so;
+  so.port = 0;
+  auto server = http::Server::start(so, [&](const http::Request& req, const http::Peer&) -> http::Reply {
+    std::string target(req.target());
+    if (target.find("watch=") == std::string::npos)
+      return http::Response{200, "application/json",
+                            R"({"kind":"NetworkAttachmentList","apiVersion":"network.example.com/v1alpha1",)"
+                            R"("metadata":{"resourceVersion":"5"},"items":[]})",
+                            {}};
+    http::StreamStart st;
+    st.attach = [&](std::shared_ptr<http::Stream> s) {
+      s->write(event("ADDED", "a", 6));
+      s->write(event("MODIFIED", "a", 8));
+      s->write(event("MODIFIED", "a", 7));  // from the past
+      s->write(event("ADDED", "b", 8));     // a duplicate revision
+      s->write(event("DELETED", "a", 9));
+    };
+    return st;
+  });
+  ASSERT_TRUE(server) << server.error().message;
+  RestConfig c;
+  c.server = "http://127.0.0.1:" + std::to_string((*server)->port());
+  c.host = "127.0.0.1";
+  c.port = (*server)->port();
+  auto rc = std::make_shared<RestClient>(*Transport::create(c));
+  auto counted = [] {
+    return metrics::Registry::global()
+        .counter("kos_informer_out_of_order_events_total", "", {"resource"})
+        .with({"networkattachments"})
+        .value();
+  };
+  const double before = counted();
+  InformerOptions o;
+  o.watch_list = false;
+  Informer inf(rc, o);
+  inf.start();
+  ASSERT_TRUE(inf.wait_for_sync(5s));
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (inf.stats().events < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(inf.stats().events, 5u);
+  EXPECT_EQ(inf.stats().out_of_order, 2u);
+  EXPECT_EQ(counted() - before, 2.0);
+  inf.stop();
+  rc->transport()->shutdown();
+  (*server)->stop();
 }
 
 TEST_F(InformerTest, StartingAndStoppingInformersLeavesNothingBehind) {
