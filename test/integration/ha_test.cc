@@ -24,6 +24,7 @@
 
 #include "client/rest_client.h"
 #include "test/integration/harness.h"
+#include "test/integration/kos_cluster.h"
 
 namespace kos::testing {
 namespace {
@@ -33,7 +34,6 @@ using Steady = std::chrono::steady_clock;
 namespace json = boost::json;
 
 constexpr char kNs[] = "ha";
-constexpr int kServers = 3;
 
 double ms_since(Steady::time_point t) {
   return std::chrono::duration<double, std::milli>(Steady::now() - t).count();
@@ -42,68 +42,8 @@ double ms_since(Steady::time_point t) {
 class HaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    etcd_ = std::make_unique<EtcdCluster>(3);
-    for (int i = 0; i < kServers; ++i) {
-      ports_[i] = free_loopback_port();
-      urls_[i] = "https://127.0.0.1:" + std::to_string(ports_[i]);
-      ASSERT_EQ(start_apiserver(i), "");
-    }
-    // The client's and the controllers' kubeconfigs name every server.
-    std::string all = urls_[0];
-    for (int i = 1; i < kServers; ++i) all += "," + urls_[i];
-    for (auto [role, file] : {std::pair{"admin", "admin.kubeconfig"}, std::pair{"controller", "cm.kubeconfig"}}) {
-      auto r = run({KOS_BINARY, "credentials", "create", "--pki-dir", (dir_.path() / "pki").string(), "--role",
-                    role, "--server", all, "--out", (dir_.path() / file).string()});
-      ASSERT_EQ(r.exit_code, 0) << describe(r);
-    }
-    for (int i = 0; i < 2; ++i) {
-      cms_[i] = std::make_unique<ChildProcess>(std::vector<std::string>{
-          KOS_BINARY, "--log-level", "warn", "controller-manager", "--kubeconfig",
-          (dir_.path() / "cm.kubeconfig").string(), "--leader-elect", "--leader-elect-lease-duration", "2s",
-          "--leader-elect-renew-deadline", "1500ms", "--leader-elect-retry-period", "250ms"});
-      ASSERT_TRUE(cms_[i]->started());
-    }
-    client::ClientOptions co;
-    co.qps = 0;
-    co.timeout = 10s;
-    auto c = client::RestClient::from_kubeconfig((dir_.path() / "admin.kubeconfig").string(), co);
-    ASSERT_TRUE(c) << c.error().message;
-    client_ = *c;
-  }
-  void TearDown() override {
-    for (auto& cm : cms_)
-      if (cm) cm->stop();
-    for (auto& s : servers_)
-      if (s) s->stop();
-  }
-
-  // `kos apiserver` i on the etcd, on its port (the same when restarted), its kubeconfig
-  // written once it serves; the first one makes the PKI both use.
-  std::string start_apiserver(int i) {
-    const auto kubeconfig = dir_.path() / ("apiserver-" + std::to_string(i) + ".kubeconfig");
-    std::filesystem::remove(kubeconfig);
-    servers_[i] = std::make_unique<ChildProcess>(std::vector<std::string>{
-        KOS_BINARY, "--log-level", "warn", "apiserver", "--listen", "127.0.0.1:" + std::to_string(ports_[i]), "--store",
-        "etcd:" + etcd_->endpoints(), "--pki-dir", (dir_.path() / "pki").string(), "--data-dir",
-        (dir_.path() / ("data-" + std::to_string(i))).string(), "--write-kubeconfig", kubeconfig.string(),
-        "--audit-log-path", "-"});
-    if (!eventually([&] { return std::filesystem::exists(kubeconfig); }, 30s))
-      return "apiserver " + std::to_string(i) + " wrote no kubeconfig";
-    return "";
-  }
-
-  // The lease's holder ("" when it cannot be read).
-  std::string holder() {
-    auto l = client_->get(client::ResourceRef::leases(), "kube-system", "kos-controller-manager");
-    if (!l) return "";
-    return str_at(*l, "spec.holderIdentity");
-  }
-  // The controller-manager whose identity (HOST_PID) holds the lease, or -1.
-  int leader() {
-    auto h = holder();
-    for (int i = 0; i < 2; ++i)
-      if (cms_[i] && h.ends_with("_" + std::to_string(cms_[i]->pid()))) return i;
-    return -1;
+    ASSERT_EQ(cluster_.start(), "");
+    client_ = cluster_.client();
   }
 
   // Creates attachment `name`. A create whose answer was lost (its server died) may or may
@@ -159,12 +99,7 @@ class HaTest : public ::testing::Test {
     return dup;
   }
 
-  TempDir dir_{"kos-ha-test"};
-  std::unique_ptr<EtcdCluster> etcd_;
-  std::unique_ptr<ChildProcess> servers_[kServers];
-  int ports_[kServers] = {};
-  std::string urls_[kServers];
-  std::unique_ptr<ChildProcess> cms_[2];
+  KosCluster cluster_;
   std::shared_ptr<client::RestClient> client_;
   std::atomic<int> ambiguous_{0};
 };
@@ -177,7 +112,7 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
                                        {"metadata", {{"name", "s1"}, {"namespace", kNs}}},
                                        {"spec", {{"vni", 77}, {"ipv4", "10.77.0.0/16"}}}});
   ASSERT_TRUE(s) << s.error().message;
-  ASSERT_TRUE(eventually([&] { return leader() >= 0; }, 20s)) << "no controller-manager took the lease";
+  ASSERT_TRUE(eventually([&] { return cluster_.leader() >= 0; }, 20s)) << "no controller-manager took the lease";
 
   // A creator keeps creating attachments, one after another, and deletes every third one
   // five creates later, while the servers and the leader are killed; each
@@ -235,7 +170,7 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
     ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled";
   }
   const auto t_etcd = Steady::now();
-  etcd_->member(0).kill9();
+  cluster_.etcd().member(0).kill9();
   ASSERT_TRUE(eventually([&] { return first_ack_after(t_etcd) >= 0; }, 20s))
       << "no create succeeded after etcd member 0 died";
   const double etcd_gap_ms = first_ack_after(t_etcd);
@@ -243,7 +178,7 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
     const size_t before = acks();
     ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled without member 0";
   }
-  etcd_->member(0).restart();
+  cluster_.etcd().member(0).restart();
 
   // Kill -9 two API servers in turn (the clients are on one of them, chosen at random),
   // bringing the first back before the second dies.
@@ -252,25 +187,23 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
     const size_t before = acks();
     ASSERT_TRUE(eventually([&] { return acks() >= before + 20; }, 20s)) << "creates stalled";
     const auto t_api = Steady::now();
-    servers_[victim]->signal(SIGKILL);
-    servers_[victim]->wait(5s);
+    cluster_.kill_apiserver(victim);
     ASSERT_TRUE(eventually([&] { return first_ack_after(t_api) >= 0; }, 20s))
         << "no create succeeded after API server " << victim << " died";
     api_gap_ms[victim] = first_ack_after(t_api);
     if (victim == 0) {
-      ASSERT_EQ(start_apiserver(0), "");
+      ASSERT_EQ(cluster_.restart_apiserver(0), "");
     }
   }
 
   // Kill -9 the leading controller-manager: the other takes the lease once it has not
   // seen it renewed for the lease duration (2 s).
-  const int old_leader = leader();
+  const int old_leader = cluster_.leader();
   ASSERT_GE(old_leader, 0);
   const auto t_cm = Steady::now();
-  cms_[old_leader]->signal(SIGKILL);
-  cms_[old_leader]->wait(5s);
-  ASSERT_TRUE(eventually([&] { return leader() == 1 - old_leader; }, 15s))
-      << "the other controller-manager did not take the lease (holder " << holder() << ")";
+  cluster_.kill_controller_manager(old_leader);
+  ASSERT_TRUE(eventually([&] { return cluster_.leader() == 1 - old_leader; }, 15s))
+      << "the other controller-manager did not take the lease (holder " << cluster_.lease_holder() << ")";
   const double handover_ms = ms_since(t_cm);
   const size_t at_handover = acks();
   ASSERT_TRUE(eventually([&] { return acks() >= at_handover + 20; }, 20s)) << "creates stalled";
@@ -306,7 +239,7 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
   for (const auto& [name, ip] : ip_of) EXPECT_TRUE(ips.insert(ip).second) << ip << " held twice";
   EXPECT_EQ(duplicated.load(), 0) << "addresses held twice in sampled lists";
   EXPECT_GT(samples.load(), 10);
-  auto check = run({KOS_BINARY, "ipam-check", "--kubeconfig", (dir_.path() / "admin.kubeconfig").string()});
+  auto check = run({KOS_BINARY, "ipam-check", "--kubeconfig", cluster_.admin_kubeconfig().string()});
   EXPECT_EQ(check.exit_code, 0) << describe(check);
 
   std::printf("fail-over: first create acknowledged %.0f ms after etcd member 0 was killed, "
@@ -319,11 +252,9 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
   EXPECT_LT(handover_ms, 2000 + 4 * 250 + 2000);  // lease + a few retry periods + slack
 
   // A leader stopped by SIGTERM gives the lease up and exits cleanly.
-  const int survivor = 1 - old_leader;
-  const int status = cms_[survivor]->stop();
-  cms_[survivor].reset();
+  const int status = cluster_.stop_controller_manager(1 - old_leader);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
-  EXPECT_EQ(holder(), "") << "the lease was not given up";
+  EXPECT_EQ(cluster_.lease_holder(), "") << "the lease was not given up";
 }
 
 }  // namespace
