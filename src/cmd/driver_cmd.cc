@@ -152,6 +152,9 @@ void add_driver_command(CLI::App& app, std::function<int()>& run_fn) {
   // Output.
   c->add_option("--report", o.report_html, "write an HTML report (latency CDFs, timeline, parameters) to FILE");
   c->add_option("--json", o.report_json, "write the summary as JSON to FILE");
+  c->add_option("--marks", o.marks,
+                "marks for the HTML report's timelines: FILE holds lines \"EPOCH_MILLISECONDS LABEL\" (e.g. "
+                "`echo \"$(date +%s%3N) kill -9 etcd-0\" >> FILE` while the driver runs), read at the end");
   c->add_option("--ledger", o.ledger,
                 "write every attachment create and delete call (the clean-up's too) and how it ended to FILE, a "
                 "JSON line each "

@@ -697,6 +697,29 @@ RunReport Driver::make_report() {
   r.vnis = nets_.size();
   r.target_rate = o_.rate;
   r.windows = o_.windows;
+  if (!o_.marks.empty()) {
+    // Lines "EPOCH_MS LABEL", written by whoever ran the driver while it ran.
+    std::ifstream in(o_.marks);
+    if (!in) r.notes.push_back("--marks " + o_.marks + ": cannot read it");
+    int n = 0;
+    const double origin_ms =
+        std::chrono::duration<double, std::milli>(origin_.time_since_epoch()).count();
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+      if (line.empty()) continue;
+      size_t sp = line.find(' ');
+      std::optional<int64_t> ms;
+      if (sp != std::string::npos && sp > 0 && sp <= 15 &&
+          line.find_first_not_of("0123456789") == sp)
+        ms = std::stoll(line.substr(0, sp));
+      if (!ms) {
+        r.notes.push_back("--marks " + o_.marks + " line " + std::to_string(n) +
+                          ": expected EPOCH_MILLISECONDS LABEL, got \"" + line + "\"");
+        continue;
+      }
+      r.marks.push_back({(static_cast<double>(*ms) - origin_ms) / 1000.0, line.substr(sp + 1)});
+    }
+  }
   const auto& ct = r.results.create_times;
   if (ct.size() > 1) {
     r.measured_seconds = ct.back() - ct.front();

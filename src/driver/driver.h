@@ -68,6 +68,9 @@ struct DriverOptions {
   // Every attachment create and delete call and how it ended, a JSON line each, written as
   // it ends (so a test can check what the system kept against what it acknowledged).
   std::string ledger;
+  // Marks for the report's timelines (a kill, a restart): a file of lines "EPOCH_MS LABEL"
+  // that another process writes during the run, read at the end.
+  std::string marks;
   bool keep = false;
   bool progress = true;
   uint32_t windows = 0;  // > 1: percentiles per window of creation order in the summary

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include <boost/json.hpp>
 
@@ -164,12 +165,29 @@ std::string cdf_svg(const std::string& title, const std::vector<Series>& series)
   return out + "</svg>\n";
 }
 
-std::string timeline_svg(const std::string& title, const std::vector<Series>& series) {
+namespace {
+// The marks as labelled vertical lines between y0 (bottom) and y1 (top), labels staggered
+// so that close marks stay readable.
+std::string draw_marks(const Marks& marks, const std::function<double(double)>& X, double y0, double y1) {
+  std::string out;
+  int k = 0;
+  for (const auto& [t, label] : marks) {
+    const double x = X(t);
+    out += line(x, y0, x, y1, "stroke=\"#c00\" stroke-dasharray=\"3 3\"");
+    out += "<text x=\"" + fmt("%.1f", x + 3) + "\" y=\"" + fmt("%.1f", y1 + 12 + 13 * (k++ % 4)) +
+           "\" fill=\"#c00\" font-size=\"11\">" + html_escape(label) + "</text>\n";
+  }
+  return out;
+}
+}  // namespace
+
+std::string timeline_svg(const std::string& title, const std::vector<Series>& series, const Marks& marks) {
   Frame f = frame_for(series.size());
   std::string out = svg_open(f, title);
   double end = 0;
   for (const auto& s : series)
     for (double v : s.values) end = std::max(end, v);
+  for (const auto& m : marks) end = std::max(end, m.first);
   if (end <= 0) {
     out += text(f.width / 2, f.height / 2, "no events");
     return out + "</svg>\n";
@@ -221,9 +239,56 @@ std::string timeline_svg(const std::string& title, const std::vector<Series>& se
       pts += (pts.empty() ? "" : " ") + fmt("%.1f", X((static_cast<double>(b) + 0.5) * bin)) + "," + fmt("%.1f", Y(rates[i][b]));
     out += "<polyline fill=\"none\" stroke=\"" + series[i].color + "\" stroke-width=\"1.5\" points=\"" + pts + "\"/>\n";
   }
+  out += draw_marks(marks, X, Y(0), f.top);
   out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
          "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
   out += legend(f, series, extra);
+  return out + "</svg>\n";
+}
+
+std::string latency_timeline_svg(const std::string& title, const std::vector<std::pair<double, double>>& points,
+                                 const Marks& marks) {
+  Frame f = frame_for(0);
+  std::string out = svg_open(f, title);
+  if (points.empty()) {
+    out += text(f.width / 2, f.height / 2, "no samples");
+    return out + "</svg>\n";
+  }
+  double end = 0, lo = INFINITY, hi = 0;
+  for (const auto& [t, l] : points) {
+    end = std::max(end, t);
+    lo = std::min(lo, std::max(l, 1e-6));
+    hi = std::max(hi, std::max(l, 1e-6));
+  }
+  for (const auto& m : marks) end = std::max(end, m.first);
+  end = std::max(end, 1e-3) * 1.02;
+  double dlo = std::floor(std::log10(lo)), dhi = std::ceil(std::log10(hi));
+  if (dhi <= dlo) dhi = dlo + 1;
+  auto X = [&](double t) { return f.left + t / end * f.pw(); };
+  auto Y = [&](double v) { return f.top + (1 - (std::log10(std::max(v, 1e-6)) - dlo) / (dhi - dlo)) * f.ph(); };
+  for (double d = dlo; d <= dhi; ++d) {
+    double v = std::pow(10.0, d);
+    out += line(f.left, Y(v), f.left + f.pw(), Y(v), "stroke=\"#ccc\"");
+    out += text(f.left - 6, Y(v) + 4, time_label(v), "end");
+  }
+  double tick = std::pow(10.0, std::floor(std::log10(end / 2)));
+  for (double t = 0; t <= end + 1e-9; t += tick) {
+    out += line(X(t), f.top + f.ph(), X(t), f.top + f.ph() + 4, "stroke=\"#444\"");
+    out += text(X(t), f.top + f.ph() + 16, fmt("%g", t) + " s");
+  }
+  out += text(f.left + f.pw() / 2, f.top + f.ph() + 36, "create time, since the start of the run (latency on a log scale)");
+  // At most ~4000 dots: one per group of k, the slowest of the group, so peaks show.
+  const size_t k = std::max<size_t>(1, points.size() / 4000);
+  for (size_t i = 0; i < points.size(); i += k) {
+    auto p = points[i];
+    for (size_t j = i; j < std::min(points.size(), i + k); ++j)
+      if (points[j].second > p.second) p = points[j];
+    out += "<circle cx=\"" + fmt("%.1f", X(p.first)) + "\" cy=\"" + fmt("%.1f", Y(p.second)) + "\" r=\"1.5\" fill=\"" +
+           std::string(kColors[3]) + "\"/>\n";
+  }
+  out += draw_marks(marks, X, f.top + f.ph(), f.top);
+  out += "<rect x=\"" + fmt("%g", f.left) + "\" y=\"" + fmt("%g", f.top) + "\" width=\"" + fmt("%g", f.pw()) +
+         "\" height=\"" + fmt("%g", f.ph()) + "\" fill=\"none\" stroke=\"#444\"/>\n";
   return out + "</svg>\n";
 }
 
@@ -423,8 +488,19 @@ std::string html_report(const RunReport& r) {
          timeline_svg("Events per second",
                       {{"measured creates started", r.results.create_times, kColors[0]},
                        {"ready", r.results.ready_times, kColors[2]},
-                       {"implemented on all nodes", r.results.implemented_times, kColors[3]}}) +
+                       {"implemented on all nodes", r.results.implemented_times, kColors[3]}},
+                      r.marks) +
+         "</figure>\n<figure>\n" +
+         latency_timeline_svg(std::string("Latency by create time: ") +
+                                  (r.measure_implemented ? "create -> implemented on all nodes" : "create -> ready"),
+                              r.results.latency_by_time, r.marks) +
          "</figure>\n";
+  if (!r.marks.empty()) {
+    out += "<table>\n<tr><th>at</th><th class=\"l\">mark</th></tr>\n";
+    for (const auto& [t, label] : r.marks)
+      out += "<tr><td>" + fmt("%.1f", t) + " s</td><td class=\"l\">" + html_escape(label) + "</td></tr>\n";
+    out += "</table>\n";
+  }
   out += "<h2>Parameters</h2>\n<table>\n";
   for (const auto& [k, v] : r.parameters)
     out += "<tr><td class=\"l\">" + html_escape(k) + "</td><td class=\"l\">" + html_escape(v) + "</td></tr>\n";

@@ -27,6 +27,9 @@ struct RunReport {
   Summary schedule_lag;         // how late create calls started against the schedule
   std::vector<std::string> notes;  // remarks for the reader (dropped nodes, log overflow, ...)
   uint32_t windows = 0;  // > 1: percentiles per window of creation order (flatness)
+  // Moments marked by whoever ran the driver (--marks: a kill, a restart), seconds since
+  // the start of the run, drawn on the timelines.
+  std::vector<std::pair<double, std::string>> marks;
 };
 
 // The measured attachments split by creation order into `windows` equal groups: per
@@ -52,8 +55,14 @@ struct Series {
   std::string color;  // CSS color
 };
 std::string cdf_svg(const std::string& title, const std::vector<Series>& series);
-// Events per second over the run (values: seconds since the start).
-std::string timeline_svg(const std::string& title, const std::vector<Series>& series);
+// Events per second over the run (values: seconds since the start), with `marks`
+// (seconds since the start, label) as labelled vertical lines.
+using Marks = std::vector<std::pair<double, std::string>>;
+std::string timeline_svg(const std::string& title, const std::vector<Series>& series, const Marks& marks = {});
+// Latency against the time of the create: a dot per attachment (x seconds since the start,
+// y its latency on a log scale), the marks as on the timeline.
+std::string latency_timeline_svg(const std::string& title, const std::vector<std::pair<double, double>>& points,
+                                 const Marks& marks);
 
 std::string html_escape(const std::string& s);
 

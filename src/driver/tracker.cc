@@ -350,6 +350,8 @@ Tracker::Results Tracker::results(TimePoint origin) const {
     r.create_times.push_back(seconds(origin, t.create));
     if (t.ready) r.ready_times.push_back(seconds(origin, *t.ready));
     if (t.implemented) r.implemented_times.push_back(seconds(origin, *t.implemented));
+    if (auto last = t.implemented ? t.implemented : t.ready)
+      r.latency_by_time.push_back({seconds(origin, t.create), seconds(t.create, *last)});
   };
   for (const auto& t : retired_) add(t);
   for (const auto& [_, a] : atts_)
@@ -357,6 +359,7 @@ Tracker::Results Tracker::results(TimePoint origin) const {
   std::sort(r.create_times.begin(), r.create_times.end());
   std::sort(r.ready_times.begin(), r.ready_times.end());
   std::sort(r.implemented_times.begin(), r.implemented_times.end());
+  std::sort(r.latency_by_time.begin(), r.latency_by_time.end());
   return r;
 }
 

@@ -134,6 +134,9 @@ class Tracker {
     std::vector<std::string> status_error_samples;
     // Seconds since `origin` of each measured create start, ready and implemented time.
     std::vector<double> create_times, ready_times, implemented_times;
+    // Each measured attachment that reached the last stage measured (implemented on all
+    // nodes, else ready): (create start, seconds since origin; its latency, seconds).
+    std::vector<std::pair<double, double>> latency_by_time;
   };
   Results results(TimePoint origin) const;
 

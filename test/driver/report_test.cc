@@ -93,12 +93,35 @@ TEST(Report, HtmlWithInlineSvgAndEscapedParameters) {
   EXPECT_EQ(html.find("<script"), std::string::npos);
   size_t svgs = 0;
   for (size_t p = html.find("<svg"); p != std::string::npos; p = html.find("<svg", p + 1)) ++svgs;
-  // The combined CDF, one per measured stage (create, addressed, ready, implemented, delete), the timeline.
-  EXPECT_EQ(svgs, 7u);
+  // The combined CDF, one per measured stage (create, addressed, ready, implemented,
+  // delete), the events timeline and the latency by create time.
+  EXPECT_EQ(svgs, 8u);
   EXPECT_NE(html.find("<polyline"), std::string::npos);
   EXPECT_NE(html.find("odd &lt;chars&gt;"), std::string::npos);
   EXPECT_NE(html.find("a &amp; b"), std::string::npos);
   EXPECT_NE(html.find("</html>"), std::string::npos);
+}
+
+// Marks (a kill, a restart) on both timelines and in a table; the latency timeline has a
+// dot per attachment.
+TEST(Report, MarksOnTheTimelinesAndLatencyByCreateTime) {
+  RunReport r = sample();
+  for (int i = 1; i <= 100; ++i) r.results.latency_by_time.push_back({i * 0.01, i == 50 ? 2.0 : 0.005});
+  r.marks = {{0.3, "kill -9 etcd <member 0>"}, {0.6, "restarted"}};
+  auto html = html_report(r);
+  size_t labels = 0;
+  for (size_t p = html.find("kill -9 etcd &lt;member 0&gt;"); p != std::string::npos;
+       p = html.find("kill -9 etcd &lt;member 0&gt;", p + 1))
+    ++labels;
+  EXPECT_EQ(labels, 3u) << "two timelines and the table";
+  EXPECT_NE(html.find("Latency by create time: create -&gt; implemented on all nodes"), std::string::npos);
+  size_t dots = 0;
+  for (size_t p = html.find("<circle"); p != std::string::npos; p = html.find("<circle", p + 1)) ++dots;
+  EXPECT_EQ(dots, 100u);
+  auto svg = latency_timeline_svg("t", r.results.latency_by_time, r.marks);
+  EXPECT_NE(svg.find("1 ms"), std::string::npos);
+  EXPECT_NE(svg.find("10 s"), std::string::npos) << "the axis reaches the 2 s outlier's decade";
+  EXPECT_NE(latency_timeline_svg("none", {}, {}).find("no samples"), std::string::npos);
 }
 
 TEST(Report, PlotsWithoutSamples) {

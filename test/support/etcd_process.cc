@@ -254,6 +254,20 @@ void EtcdProcess::restart() {
 
 bool EtcdProcess::running() { return proc_ && proc_->running(); }
 
+bool EtcdProcess::is_leader() const {
+  if (tls_) return false;
+  // {"header":{"member_id":"N",...},...,"leader":"N",...} from the JSON gateway.
+  std::string resp = http_request("POST", client_port_, "/v3/maintenance/status", "{}");
+  auto field = [&](const std::string& name) {
+    auto at = resp.find("\"" + name + "\":\"");
+    if (at == std::string::npos) return std::string();
+    at += name.size() + 4;
+    return resp.substr(at, resp.find('"', at) - at);
+  };
+  const std::string me = field("member_id"), leader = field("leader");
+  return !me.empty() && me == leader;
+}
+
 std::string EtcdProcess::log_tail(size_t max_lines) const {
   std::ifstream in(log_path());
   if (!in) return "(no log at " + log_path().string() + ")\n";
@@ -296,6 +310,12 @@ EtcdCluster::EtcdCluster(int members, std::chrono::milliseconds start_timeout) {
   }
   members_.clear();
   throw std::runtime_error(error);
+}
+
+int EtcdCluster::leader() const {
+  for (size_t i = 0; i < members_.size(); ++i)
+    if (members_[i]->is_leader()) return static_cast<int>(i);
+  return -1;
 }
 
 std::string EtcdCluster::endpoints() const {

@@ -68,6 +68,8 @@ class EtcdProcess {
   // constructor.
   void restart();
   bool running();
+  // Whether this member is the cluster's leader now (asked over its plain client URL).
+  bool is_leader() const;
   // The last `max_lines` lines of etcd's log.
   std::string log_tail(size_t max_lines = 40) const;
 
@@ -105,6 +107,8 @@ class EtcdCluster {
   EtcdProcess& member(int i) { return *members_.at(static_cast<size_t>(i)); }
   // Every member's client URL, comma-separated (what `kos apiserver --store etcd:...` takes).
   std::string endpoints() const;
+  // The member that leads now, or -1 (during an election).
+  int leader() const;
 
  private:
   std::vector<std::unique_ptr<EtcdProcess>> members_;
