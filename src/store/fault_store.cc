@@ -50,14 +50,17 @@ class FaultWatch final : public Watch {
         if (!batch) return fail(batch.error());
         for (auto& e : *batch) pending_.push_back({Steady::now(), std::move(e)});
         inner_progress_ = inner_->progress();
+        bool held_now;
         {
-          // The delay as it is now (not as before the pull, which may have waited): an
-          // event that arrives after set_watch_delay() is held back.
+          // The delay and the hold as they are now (not as before the pull, which may have
+          // waited): an event that arrives after set_watch_delay() or hold_watches(true) is
+          // held back.
           std::lock_guard lk(state_->mu);
           delay = prefix_.starts_with(state_->watch_delay_prefix) ? state_->watch_delay : 0ms;
+          held_now = state_->held;
         }
         std::vector<Event> out;
-        while (!pending_.empty() && pending_.front().arrived + delay <= Steady::now()) {
+        while (!held_now && !pending_.empty() && pending_.front().arrived + delay <= Steady::now()) {
           out.push_back(std::move(pending_.front().event));
           pending_.pop_front();
         }
