@@ -324,8 +324,10 @@ Result<void> Driver::create_subnets() {
     if (!r) return fail(r.error().code, "creating subnet " + n.ns + "/" + n.subnet + " (VNI " + std::to_string(n.vni) +
                                             ", " + s.spec.ipv4 + "): " + r.error().message);
   }
-  // The subnet validator must pass them before IPAM hands out addresses.
-  const auto deadline = SteadyClock::now() + 60s;
+  // The subnet validator must pass them before IPAM hands out addresses. It may take a
+  // while for thousands: give up only when it makes no progress for 60 s.
+  auto deadline = SteadyClock::now() + 60s;
+  size_t last_validated = 0;
   std::set<std::string> nss(o_.namespaces.begin(), o_.namespaces.end());
   while (true) {
     size_t validated = 0;
@@ -343,10 +345,14 @@ Result<void> Driver::create_subnets() {
       }
     }
     if (validated == nets_.size()) return {};
+    if (validated > last_validated) {
+      last_validated = validated;
+      deadline = SteadyClock::now() + 60s;
+    }
     if (stop_) return fail(Errc::kCancelled, "stopped while waiting for the subnets to be validated");
     if (SteadyClock::now() > deadline)
       return fail(Errc::kTimeout, std::to_string(nets_.size() - validated) + " of " + std::to_string(nets_.size()) +
-                                      " subnets were not validated within 60 s: is `kos controller-manager` "
+                                      " subnets were not validated, and none for 60 s: is `kos controller-manager` "
                                       "(subnet-validator) running?");
     std::this_thread::sleep_for(100ms);  // polling the validator's progress, bounded above
   }
