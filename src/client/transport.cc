@@ -93,7 +93,7 @@ class TransportImpl final : public Transport {
         proto_(opts.http2 ? Proto::kUnknown : Proto::kHttp1) {
     // Several API servers: each client starts on one of them at random, so that many
     // clients spread over all (a client's requests and watches share one connection).
-    if (eps_.size() > 1) active_ = std::random_device{}() % eps_.size();
+    if (eps_.size() > 1) active_ = opts.first_endpoint.value_or(std::random_device{}()) % eps_.size();
     thread_ = named_thread("kos-client-io", [this] { ioc_.run(); });
   }
   ~TransportImpl() override {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +55,9 @@ struct TransportOptions {
   // when the server answers the preface in it (KOS's servers speak both). Off: HTTP/1.1,
   // a connection per request in flight and per watch.
   bool http2 = true;
+  // Several API servers (RestConfig::endpoints): the one to start on (an index into them),
+  // e.g. the nearest; unset, one at random, so that many clients spread over all.
+  std::optional<size_t> first_endpoint;
 };
 
 class Transport : public std::enable_shared_from_this<Transport> {

@@ -334,6 +334,9 @@ Result<void> Driver::create_subnets() {
     for (const auto& ns : nss) {
       client::ListOptions lo;
       lo.label_selector = std::string(kRunLabel) + "=" + run_id_;
+      // From the server's cache (a consistent read of thousands of subnets, several times a
+      // second, kept an API server busy): it catches up, and this only waits for it.
+      lo.resource_version = "0";
       auto l = client_->list<api::Subnet>(ns, lo);
       if (!l) return fail(l.error().code, "listing the run's subnets: " + l.error().message);
       for (const auto& s : *l) {
@@ -354,7 +357,8 @@ Result<void> Driver::create_subnets() {
       return fail(Errc::kTimeout, std::to_string(nets_.size() - validated) + " of " + std::to_string(nets_.size()) +
                                       " subnets were not validated, and none for 60 s: is `kos controller-manager` "
                                       "(subnet-validator) running?");
-    std::this_thread::sleep_for(100ms);  // polling the validator's progress, bounded above
+    // Polling the validator's progress, bounded above; a list of thousands costs the server.
+    std::this_thread::sleep_for(nets_.size() > 1000 ? 1s : 100ms);
   }
 }
 

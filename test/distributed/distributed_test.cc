@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -117,6 +118,109 @@ std::map<std::string, NodeFabric> programmed(const std::string& body) {
   return out;
 }
 
+// A watch of the driver's attachments through a client's transport (which moves to another
+// API server when its own dies), resumed from its last resourceVersion after every break,
+// as an informer resumes: every event it delivered, (type, name, resourceVersion).
+class Witness {
+ public:
+  using Event = std::tuple<std::string, std::string, std::string>;
+  Witness(std::shared_ptr<client::RestClient> c, std::string from_rv) : client_(std::move(c)), rv_(std::move(from_rv)) {}
+  ~Witness() { stop(); }
+
+  void start() {
+    thread_ = std::thread([this] { run(); });
+  }
+  void stop() {
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+  // Waits until no event has come for `quiet` (false if that takes longer than `limit`).
+  bool settle(std::chrono::milliseconds quiet, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::unique_lock lk(mu_);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const size_t n = events_.size();
+      cv_.wait_for(lk, quiet, [&] { return events_.size() != n; });
+      if (events_.size() == n) return true;
+    }
+    return false;
+  }
+  std::vector<Event> events() {
+    std::lock_guard lk(mu_);
+    return events_;
+  }
+  int resumes() {
+    std::lock_guard lk(mu_);
+    return resumes_;
+  }
+  std::string error() {
+    std::lock_guard lk(mu_);
+    return error_;
+  }
+
+ private:
+  void run() {
+    const auto ref = client::ResourceRef::of(api::Kind::kNetworkAttachment);
+    std::unique_lock lk(mu_);
+    while (!stopping_) {
+      client::ListOptions lo;
+      lo.resource_version = rv_;
+      bool ended = false;
+      lk.unlock();
+      auto stream = client_->transport()->stream(
+          client::HttpRequest{"GET", ref.path(kNs) + lo.query(true), "", "application/json", "application/json", 10s},
+          [this](unsigned status, const std::string& body) {
+            if (status == 200) return;
+            std::lock_guard g(mu_);
+            error_ = "watch answered " + std::to_string(status) + ": " + body;
+          },
+          [this](std::string_view line) {
+            auto v = parse_json(std::string(line));
+            const std::string type = str_at(v, "type"), name = str_at(v, "object.metadata.name"),
+                              rv = str_at(v, "object.metadata.resourceVersion");
+            std::lock_guard g(mu_);
+            if (type == "ERROR") {
+              error_ = "watch error: " + std::string(line);
+              return;
+            }
+            events_.emplace_back(type, name, rv);
+            rv_ = rv;
+            cv_.notify_all();
+          },
+          [this, &ended](Result<void>) {
+            std::lock_guard g(mu_);
+            ended = true;
+            cv_.notify_all();
+          });
+      lk.lock();
+      cv_.wait(lk, [&] { return ended || stopping_; });
+      if (!ended) {
+        lk.unlock();
+        stream->cancel();
+        lk.lock();
+        break;
+      }
+      if (!error_.empty()) break;
+      ++resumes_;
+      cv_.wait_for(lk, 100ms, [&] { return stopping_; });  // a pause before resuming
+    }
+  }
+
+  std::shared_ptr<client::RestClient> client_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string rv_;
+  std::vector<Event> events_;
+  int resumes_ = 0;
+  std::string error_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
 TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing) {
   KosCluster cluster;
   ASSERT_EQ(cluster.start(), "");
@@ -131,8 +235,26 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
                     "--metrics-listen", "127.0.0.1:" + std::to_string(sim_port)});
   ASSERT_TRUE(eventually([&] { return !http_get(sim_port, "/healthz").empty(); }, 60s)) << "kos simulate did not start";
 
+  // The witness watch, from the revision before the load, on its own client: every server
+  // in its kubeconfig, starting on API server 0, which dies during the load.
+  std::string start_rv;
+  {
+    auto l = client->list(client::ResourceRef::of(api::Kind::kNetworkAttachment), kNs);
+    ASSERT_TRUE(l);
+    start_rv = l->resource_version;
+  }
+  auto witness_config = client::load_kubeconfig(cluster.admin_kubeconfig().string());
+  ASSERT_TRUE(witness_config) << witness_config.error().message;
+  ASSERT_EQ(witness_config->endpoints.size(), 3u);
+  client::TransportOptions wto;
+  wto.first_endpoint = 0;
+  auto witness_transport = client::Transport::create(*witness_config, wto);
+  ASSERT_TRUE(witness_transport);
+  Witness witness(std::make_shared<client::RestClient>(*witness_transport), start_rv);
+  witness.start();
+
   // The load: creates at 40/s on 30 VNIs of power-law sizes, at most 200 live (the oldest
-  // deleted before each create past that), for 24 s.
+  // deleted before each create past that), for 28 s.
   const auto ledger = cluster.dir() / "ledger.jsonl", report = cluster.dir() / "report.html",
              summary = cluster.dir() / "summary.json", marks_file = cluster.dir() / "marks";
   RunResult driver;
@@ -267,6 +389,24 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
     for (const auto& [node, f] : want)
       if (got[node] != f) ADD_FAILURE() << node << ": wants " << show(f) << ", has " << show(got[node]);
 
+  // The witness delivered every event of the run once, in order, through the kills: the
+  // same sequence as a watch from the same revision through a server that never died.
+  EXPECT_TRUE(witness.settle(2s, 30s)) << "the witness's events did not stop coming";
+  witness.stop();
+  EXPECT_EQ(witness.error(), "");
+  Witness reference(client, start_rv);
+  reference.start();
+  EXPECT_TRUE(reference.settle(2s, 30s)) << reference.error();
+  reference.stop();
+  const auto got_events = witness.events(), want_events = reference.events();
+  EXPECT_EQ(reference.error(), "");
+  EXPECT_EQ(got_events.size(), want_events.size());
+  size_t first_diff = 0;
+  while (first_diff < std::min(got_events.size(), want_events.size()) && got_events[first_diff] == want_events[first_diff])
+    ++first_diff;
+  EXPECT_EQ(first_diff, want_events.size()) << "the witness's events differ from event " << first_diff;
+  EXPECT_GE(witness.resumes(), 1) << "the witness's server did not die under it";
+
   auto check = run({KOS_BINARY, "ipam-check", "--kubeconfig", cluster.admin_kubeconfig().string()});
   EXPECT_EQ(check.exit_code, 0) << describe(check);
   EXPECT_EQ(duplicated.load(), 0) << "addresses held twice in sampled lists";
@@ -278,9 +418,11 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
 
   std::printf("distributed: %zu creates acknowledged, %zu calls failed (a kill in flight), %zu attachments at the "
               "end; lost %zu, deleted-yet-there %zu; %d consistent lists sampled, %d (VNI, address) duplicates; "
-              "fabrics of %d nodes %s; out-of-order watch events %.0f\n",
+              "fabrics of %d nodes %s; out-of-order watch events %.0f; a watch through the kills delivered "
+              "%zu events with %d resumes, %zu equal to a reference watch's\n",
               acknowledged_creates, failed_calls, present.size(), lost, resurrected, samples.load(),
-              duplicated.load(), kNodes, converged ? "converged" : "NOT converged", out_of_order);
+              duplicated.load(), kNodes, converged ? "converged" : "NOT converged", out_of_order, got_events.size(),
+              witness.resumes(), first_diff);
   std::printf("fail-over: first acknowledged call %.0f ms after the etcd leader's kill, %.0f ms after the API "
               "server's; lease taken over %.2f s after the leading controller-manager's kill (lease duration 2 s)\n",
               first_ok_after_etcd ? double(first_ok_after_etcd - t_etcd) : -1.0,
