@@ -8,7 +8,10 @@
 //   - no (VNI, address) was held twice in any consistent list sampled during the run;
 //   - every simulated node's fabric equals what the API says it should program;
 //   - `kos ipam-check` is clean;
-//   - no watch stream delivered an event out of order (kos_informer_out_of_order_events_total,
+//   - a witness watch, started on the API server that dies and resumed from its last
+//     resourceVersion on another, delivered exactly the events of a watch from the same
+//     revision through a server that never died (no gap, no duplicate);
+//   - no informer saw an event out of order (kos_informer_out_of_order_events_total,
 //     summed over the agents and the surviving controller-manager).
 // It prints the driver's summary, the kill marks (seconds since the driver started) and
 // the fail-over times; the driver's HTML report (KOS_DISTRIBUTED_REPORT=FILE keeps a copy)
