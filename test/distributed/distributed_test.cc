@@ -26,7 +26,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -54,15 +53,6 @@ int64_t now_ms() {
 std::string http_get(int port, const std::string& path) {
   auto r = run({"/usr/bin/curl", "-sf", "--max-time", "5", "http://127.0.0.1:" + std::to_string(port) + path});
   return r.exit_code == 0 ? r.out : "";
-}
-
-// The sum of a metric family's samples over its labels.
-double sum_of(const std::string& text, const std::string& name) {
-  std::istringstream in(text);
-  double sum = 0;
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0) sum += std::stod(line.substr(line.rfind(' ') + 1));
-  return sum;
 }
 
 // (vni, ip, mac) of a local interface; (vni, ip, mac, host) of a remote mapping.
@@ -414,8 +404,8 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
   EXPECT_EQ(check.exit_code, 0) << describe(check);
   EXPECT_EQ(duplicated.load(), 0) << "addresses held twice in sampled lists";
   const double out_of_order =
-      sum_of(http_get(sim_port, "/metrics"), "kos_informer_out_of_order_events_total") +
-      sum_of(http_get(cluster.controller_manager_metrics_port(1 - old_leader), "/metrics"),
+      metric_sum(http_get(sim_port, "/metrics"), "kos_informer_out_of_order_events_total") +
+      metric_sum(http_get(cluster.controller_manager_metrics_port(1 - old_leader), "/metrics"),
              "kos_informer_out_of_order_events_total");
   EXPECT_EQ(out_of_order, 0);
 

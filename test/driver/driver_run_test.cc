@@ -58,15 +58,6 @@ double sample(const std::string& text, const std::string& name) {
   return -1;
 }
 
-// The sum of a family's samples over its labels (0 when it has none yet).
-double sum_of(const std::string& text, const std::string& name) {
-  std::istringstream in(text);
-  double sum = 0;
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0) sum += std::stod(line.substr(line.rfind(' ') + 1));
-  return sum;
-}
-
 testing::RunResult kos_run(std::vector<std::string> args, std::chrono::seconds timeout = 60s) {
   args.insert(args.begin(), kKos);
   testing::RunOptions o;
@@ -226,7 +217,7 @@ TEST(DriverRun, TwoHundredAttachmentsOnThreeSimulatedNodes) {
   double irrelevant = sample(metrics, "kos_agent_irrelevant_events_total");  // absent until counted
   EXPECT_TRUE(irrelevant == -1 || irrelevant == 0) << irrelevant;
   EXPECT_EQ(sample(metrics, "kos_agent_irrelevant_member_events_total"), 0) << metrics;
-  EXPECT_EQ(sum_of(metrics, "kos_informer_out_of_order_events_total"), 0) << metrics;
+  EXPECT_EQ(testing::metric_sum(metrics, "kos_informer_out_of_order_events_total"), 0) << metrics;
   EXPECT_EQ(sample(metrics, "kos_agent_member_watches"), 0) << "every member watch stopped with its groups' users";
   // What each node has programmed (/debug/fabric): nothing left on any of the three.
   auto [fst, fbody] = http_get(port, "/debug/fabric");

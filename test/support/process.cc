@@ -270,6 +270,20 @@ bool poll_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
   }
 }
 
+double metric_sum(const std::string& text, const std::string& name) {
+  double sum = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + start, end - start);
+    if ((line.starts_with(name + " ") || line.starts_with(name + "{")) && line.rfind(' ') != std::string_view::npos)
+      sum += std::stod(std::string(line.substr(line.rfind(' ') + 1)));
+    start = end + 1;
+  }
+  return sum;
+}
+
 int free_loopback_port() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket failed");

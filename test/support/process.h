@@ -87,6 +87,10 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& opts = {})
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 int free_loopback_port();
 
+// The sum of a metric family's samples over all its label sets, in Prometheus' text format
+// (0 when it has none yet).
+double metric_sum(const std::string& text, const std::string& name);
+
 // The directory holding the running test executable (build tree), to find sibling tools.
 std::filesystem::path self_dir();
 
