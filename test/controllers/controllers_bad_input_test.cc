@@ -253,3 +253,32 @@ TEST_F(ControllersBadInput, AttachmentRecreatedWithSameName) {
 
 }  // namespace
 }  // namespace kos::ctltest
+
+namespace kos::ctltest {
+namespace {
+
+// Bad flags of the controller-manager get exit status 2 and a message naming them, before
+// it connects anywhere.
+TEST(ControllerManagerFlags, BadLeaderElectionTimingIsRefused) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string message;
+  } cases[] = {
+      {{"--leader-elect-lease-duration", "soon"}, "--leader-elect-lease-duration soon: expected a positive duration"},
+      {{"--leader-elect-retry-period", "0"}, "--leader-elect-retry-period 0: expected a positive duration"},
+      {{"--leader-elect-lease-duration", "5s", "--leader-elect-renew-deadline", "10s"},
+       "needs --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period"},
+      {{"--leader-elect-renew-deadline", "1s", "--leader-elect-retry-period", "2s"},
+       "(got 15s, 1s, 2s)"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {kKos, "controller-manager", "--kubeconfig", "/nonexistent", "--leader-elect"};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    auto r = testing::run(argv);
+    EXPECT_EQ(r.exit_code, 2) << describe(r);
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace kos::ctltest
