@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -282,6 +283,15 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
       std::this_thread::sleep_for(250ms);
     }
   });
+  // Whatever fails below, the threads end before the objects they use.
+  struct Joiner {
+    std::function<void()> f;
+    ~Joiner() { f(); }
+  } join_threads{[&] {
+    done = true;
+    if (load.joinable()) load.join();
+    if (sampler.joinable()) sampler.join();
+  }};
 
   // The kills, on the driver's timeline (its report draws the marks).
   auto mark = [&](const std::string& what) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -152,6 +153,15 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
       std::this_thread::sleep_for(100ms);
     }
   });
+  // Whatever fails below, the threads end before the objects they use.
+  struct Joiner {
+    std::function<void()> f;
+    ~Joiner() { f(); }
+  } join_threads{[&] {
+    done = true;
+    if (creator.joinable()) creator.join();
+    if (sampler.joinable()) sampler.join();
+  }};
   // The gap from `t` to the first acknowledgement after it.
   auto first_ack_after = [&](Steady::time_point t) {
     std::lock_guard lk(mu);
