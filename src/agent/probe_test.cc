@@ -115,6 +115,15 @@ class ProbeTest : public ::testing::Test {
     sh({"ip", "-n", s, "addr", "add", "10.99.0.2/24", "dev", "srv0"});
     sh({"ip", "-n", s, "link", "set", "srv0", "up"});
     client_path_ = "/var/run/netns/" + c;
+    // `ip link set up` returns before the kernel has given the veth its queue (linkwatch
+    // work, which waits for the RTNL while other tests delete namespaces); until then the
+    // ends drop what they send, ARP requests included, and a probe's first second is lost
+    // to ARP's retry interval. Wait until the path carries a ping.
+    bool path_up = false;
+    for (int i = 0; i < 20 && !path_up; ++i)
+      if (!(path_up = run({"ip", "netns", "exec", c, "ping", "-c", "1", "-W", "1", "-q", "10.99.0.2"}).exit_code == 0))
+        std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(path_up) << "no ping from " << c << " to 10.99.0.2 in 20 tries";
 
     tcp_ = socket_in(s, SOCK_STREAM, &tcp_port_);
     ASSERT_GE(tcp_, 0);
