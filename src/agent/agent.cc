@@ -693,7 +693,11 @@ Result<void> Agent::adopt() {
     std::lock_guard lk(mu_);
     for (const auto& [vni, _] : vni_informers_) domains.emplace_back(vni, routed_domains_.contains(vni));
   }
-  std::map<std::pair<uint32_t, uint32_t>, std::string> want_remote;  // (vni, ip) -> key
+  struct WantRemote {
+    std::string key;
+    AdoptedFloor floor;
+  };
+  std::map<std::pair<uint32_t, uint32_t>, WantRemote> want_remote;  // (vni, ip) -> attachment
   for (auto [vni, routed] : domains) {
     client::ListOptions ro;
     ro.field_selector = remote_selector(vni, routed);
@@ -701,7 +705,8 @@ Result<void> Agent::adopt() {
     if (!list) return fail(list.error());
     for (const auto& na : *list)
       if (auto ip = api::parse_ipv4(na.status.ipv4))
-        want_remote[{na.status.address_vni, *ip}] = client::object_key(na.metadata.namespace_, na.metadata.name);
+        want_remote[{na.status.address_vni, *ip}] = {client::object_key(na.metadata.namespace_, na.metadata.name),
+                                                      {vni, client::revision_of(na.metadata.resource_version)}};
   }
   std::vector<fabric::LocalIfc> orphan_locals;
   std::vector<fabric::RemoteIfc> orphan_remotes;
@@ -715,13 +720,18 @@ Result<void> Agent::adopt() {
       }
       const auto& na = *it->second.second;
       locals_[it->second.first] = LocalState{ifc, na.metadata.uid, na.spec.post_delete_exec};
+      adopted_floor_[it->second.first] = {kLocal, client::revision_of(na.metadata.resource_version)};
       if (auto p = policies->find(ifc.name); p != policies->end()) policies_[it->second.first] = p->second;
       if (na.status.post_create_exec_report) execs_done_.insert(na.metadata.uid + "/" + ifc.name);
     }
     for (const auto& r : *remotes) {
       auto it = want_remote.find({r.vni, r.guest_ip});
-      if (it == want_remote.end()) orphan_remotes.push_back(r);
-      else remotes_[it->second] = r;
+      if (it == want_remote.end()) {
+        orphan_remotes.push_back(r);
+      } else {
+        remotes_[it->second.key] = r;
+        adopted_floor_[it->second.key] = it->second.floor;
+      }
     }
     publish_counts();
     // Sets: a watched one is made exactly its members at its first sync; the others go
@@ -759,6 +769,15 @@ Result<controllers::Requeue> Agent::reconcile(const std::string& key) {
   uint32_t where = kLocal;
   {
     std::lock_guard lk(mu_);
+    if (auto f = adopted_floor_.find(key); f != adopted_floor_.end()) {
+      const client::Informer* inf = nullptr;
+      if (f->second.informer == kLocal) inf = &local_;
+      else if (auto v = vni_informers_.find(f->second.informer); v != vni_informers_.end()) inf = v->second.get();
+      // Its informer shows an older state than adoption read: look again once it caught up.
+      if (inf && client::revision_of(inf->resource_version()) < f->second.revision)
+        return controllers::Requeue{false, std::chrono::milliseconds(50)};
+      adopted_floor_.erase(f);
+    }
     auto h = holders_.find(key);
     if (h != holders_.end() && h->second.size() > 1) return controllers::Requeue{};  // transient
     if (h != holders_.end()) {

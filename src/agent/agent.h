@@ -230,6 +230,15 @@ class Agent {
   };
   std::map<std::string, LocalState> locals_;          // what the fabric has, per attachment
   std::map<std::string, fabric::RemoteIfc> remotes_;
+  // What adopt() kept, with the informer that will hold it and the resourceVersion the
+  // consistent read showed: until that informer has reached it (a lagging API server's
+  // cache replays older states: no address yet, no host IP), the key is not acted on, so
+  // a restart never tears down and re-creates what was right.
+  struct AdoptedFloor {
+    uint32_t informer = kLocal;
+    uint64_t revision = 0;
+  };
+  std::map<std::string, AdoptedFloor> adopted_floor_;
   std::set<std::string> execs_done_;                  // uid + ifc name: postCreateExec ran
   std::map<std::string, std::pair<std::string, std::string>> placements_;  // key -> (netns, ifname)
   Counts counts_;

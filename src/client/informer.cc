@@ -403,14 +403,6 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
     if (!in_order) ++stats.out_of_order;
   }
 
-  static uint64_t revision_of(const std::string& v) {
-    uint64_t n = 0;
-    for (char c : v) {
-      if (c < '0' || c > '9') return 0;
-      n = n * 10 + static_cast<uint64_t>(c - '0');
-    }
-    return n;
-  }
   static metrics::Family<metrics::Counter>& out_of_order_events() {
     static auto& f = metrics::Registry::global().counter(
         "kos_informer_out_of_order_events_total",
@@ -430,6 +422,15 @@ struct Informer::State : std::enable_shared_from_this<Informer::State> {
     sync_cv.notify_all();
   }
 };
+
+uint64_t revision_of(std::string_view resource_version) {
+  uint64_t n = 0;
+  for (char c : resource_version) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return n;
+}
 
 Informer::Informer(std::shared_ptr<RestClient> client, InformerOptions opts)
     : state_(std::make_shared<State>()) {

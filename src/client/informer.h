@@ -27,6 +27,7 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -89,6 +90,10 @@ struct InformerOptions {
   // (consistent reads).
   bool watch_list = true;
 };
+
+// A resourceVersion as the revision it is (KOS's are decimal store revisions, ordered
+// across every API server of one store); 0 when it is not one.
+uint64_t revision_of(std::string_view resource_version);
 
 class Informer {
  public:
