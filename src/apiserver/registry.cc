@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "api/names.h"
+#include "common/metrics.h"
 
 namespace kos::apiserver {
 namespace json = boost::json;
@@ -310,6 +311,24 @@ Result<CachedPtr> Registry::get(const std::string& ns, const std::string& name,
   return r;
 }
 
+namespace {
+
+// How long a consistent list waits for the watch cache to reach the store's revision
+// before it reads the store instead (the cache is usually there within a millisecond).
+constexpr auto kConsistentListWait = 100ms;
+
+metrics::Counter& consistent_lists(const std::string& resource, bool from_cache) {
+  static auto& family = metrics::Registry::global().counter(
+      "kos_apiserver_consistent_lists_total",
+      "Lists of the latest state (no resourceVersion, no limit) by resource and where they "
+      "were served from: the watch cache once it had reached the store's revision, or the "
+      "store.",
+      {"resource", "served_from"});
+  return family.with({resource, from_cache ? "cache" : "store"});
+}
+
+}  // namespace
+
 Result<void> Registry::await_revision(store::Revision rv) {
   const auto deadline = clock_.steady_now() + 3s;
   while (true) {
@@ -343,7 +362,20 @@ Result<ListResult> Registry::list(const ListRequest& req) {
 
   store::Revision at = 0;
   std::string start;
-  if (!req.continue_token.empty()) {
+  if (!has_rv && req.continue_token.empty() && req.limit == 0) {
+    // A consistent list: the latest state. Served from the watch cache once it has reached
+    // the store's current revision (as kube-apiserver's ConsistentListFromCache), which
+    // costs a lookup in the cache's indexes instead of reading and decoding every object of
+    // the resource; from the store when the cache cannot show it is there in time.
+    auto cur = store_.current_revision();
+    if (!cur) return fail(cur.error());
+    if (cache_.catch_up(*cur, kConsistentListWait)) {
+      consistent_lists(info.plural, true).inc();
+      auto snap = cache_.list(req.ns, req.labels, req.fields);
+      return ListResult{snap.rv, std::move(snap.items), {}};
+    }
+    consistent_lists(info.plural, false).inc();
+  } else if (!req.continue_token.empty()) {
     auto tok = parse_continue(req.continue_token);
     if (!tok) return fail(tok.error());
     at = tok->rv;

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -349,6 +350,50 @@ TEST_F(RegistryTest, GarbageCollectorQueuesOnlyWhatMayConcernIt) {
 // With the caches current, deleting an attachment and collecting its lock read nothing
 // from the store: the delete starts from the watch cache's copy, and the collector takes a
 // cache that has reached the lock's revision without its owner as the owner's absence.
+// A list of the latest state (no resourceVersion) is served from the watch cache once the
+// cache has reached the store's revision: no store read, however busy other resources are
+// (a subnet validator's list per subnet read every subnet from the store), and it still
+// sees every write made before it.
+TEST_F(RegistryTest, ConsistentListsAreServedFromTheCacheAndSeeEveryEarlierWrite) {
+  fault_->inject({store::StoreOp::kList, "", -1, 0ms, Error{Errc::kUnavailable, "injected: a store list", {}}, false});
+  for (int i = 0; i < 20; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    auto made = subnets().create("ns", parse(R"({"metadata":{"name":")" + name +
+                                             R"("},"spec":{"vni":)" + std::to_string(100 + i % 2) +
+                                             R"(,"ipv4":"10.)" + std::to_string(i) + R"(.0.0/24"}})"),
+                                 {});
+    ASSERT_TRUE(made) << made.error().message;
+    make_na("a" + std::to_string(i));  // the store's revision moves on without a subnet event
+    ListRequest req;
+    req.ns = "ns";
+    req.fields = *api::FieldSelector::parse("spec.vni=" + std::to_string(100 + i % 2));
+    auto l = subnets().list(req);
+    ASSERT_TRUE(l) << l.error().message;
+    EXPECT_EQ(l->items.size(), static_cast<size_t>(i / 2 + 1));
+    EXPECT_TRUE(std::ranges::any_of(l->items, [&](const CachedPtr& o) { return o->name == name; }))
+        << name << " written before the list is missing";
+    EXPECT_GE(l->rv, made.value()->rv);
+  }
+  EXPECT_EQ(fault_->fired(), 0u) << "a store list";
+  fault_->clear();
+}
+
+// A cache that lags (its store watch holds events back) does not answer a consistent list
+// with what it has: the store does.
+TEST_F(RegistryTest, AConsistentListFromALaggingCacheIsReadFromTheStore) {
+  auto a = make_na("a");
+  ASSERT_TRUE(eventually([&] { return nas().cache().get("ns", "a") != nullptr; }));
+  fault_->hold_watches(true);
+  make_na("b");
+  ListRequest req;
+  req.ns = "ns";
+  auto l = nas().list(req);
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->items.size(), 2u) << "the lagging cache's list";
+  EXPECT_EQ(nas().cache().get("ns", "b"), nullptr) << "the cache was not lagging";
+  fault_->hold_watches(false);
+}
+
 TEST_F(RegistryTest, DeletingAndCollectingCurrentObjectsReadNothingFromTheStore) {
   start_gc();
   auto na = make_na("a");

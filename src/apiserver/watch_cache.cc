@@ -494,6 +494,14 @@ bool WatchCache::wait_for(store::Revision rv, std::chrono::milliseconds timeout)
   return advanced_.wait_for(lk, timeout, [&] { return rv_ >= rv; });
 }
 
+bool WatchCache::catch_up(store::Revision rv, std::chrono::milliseconds timeout) {
+  std::shared_lock lk(mu_);
+  if (rv_ >= rv) return true;
+  // store_watch_ is replaced (by a relist) only under the exclusive lock.
+  if (!store_watch_ || !store_watch_->request_progress()) return false;
+  return advanced_.wait_for(lk, timeout, [&] { return rv_ >= rv; });
+}
+
 // The objects a watcher's (or a list's) namespace and selectors match, in key order. The
 // indexed fields the selector pins narrow the scan to the objects of the rarest value
 // among them (an agent's "its node and this VNI": the VNI's few, not the node's many).

@@ -121,6 +121,10 @@ class WatchCache {
   store::Revision revision() const;
   // Waits up to `timeout` until the cache has applied every event up to `rv`.
   bool wait_for(store::Revision rv, std::chrono::milliseconds timeout) const;
+  // The same, first asking the store watch to report its progress at once (a commit to
+  // other keys moves the revision the cache has reached without an event for it). Without
+  // such a request (the store cannot answer one), only whether the cache is there now.
+  bool catch_up(store::Revision rv, std::chrono::milliseconds timeout);
 
   // The matching objects in key order, and the cache's revision.
   struct Snapshot {

@@ -1,6 +1,7 @@
 #include "store/fault_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -67,7 +68,7 @@ class FaultWatch final : public Watch {
         // Every event up to the inner progress was returned, unless some are held back.
         progress_ = pending_.empty() ? std::max(progress_, inner_progress_)
                                      : std::max(progress_, pending_.front().event.revision() - 1);
-        if (!out.empty()) return out;
+        if (!out.empty() || progress_requested_.exchange(false)) return out;
       }
       if (now >= deadline) return std::vector<Event>{};
       std::this_thread::sleep_for(std::min<Steady::duration>(10ms, deadline - now));
@@ -75,6 +76,10 @@ class FaultWatch final : public Watch {
   }
 
   Revision progress() const override { return progress_; }
+  bool request_progress() override {
+    progress_requested_ = true;
+    return inner_->request_progress();
+  }
 
  private:
   struct Pending {
@@ -87,6 +92,7 @@ class FaultWatch final : public Watch {
   std::deque<Pending> pending_;
   Revision inner_progress_ = 0;
   Revision progress_ = 0;
+  std::atomic<bool> progress_requested_{false};
   const std::string prefix_;  // what it watches
 };
 

@@ -70,6 +70,11 @@ class Watch {
   // its progress notifications), so a cache fed by the watch knows how current it is.
   // Read it on the thread that calls next(), after next() returned.
   virtual Revision progress() const = 0;
+  // Asks next() to return soon, with progress() as current as the watch knows (events or
+  // not), so a cache can tell at once whether it has reached a revision. True when this
+  // watch does so (SQLite); false when it cannot (etcd: the progress requests of etcd 3.4
+  // before 3.4.31 may report a revision ahead of events not yet sent). Any thread.
+  virtual bool request_progress() { return false; }
 };
 
 class Store {

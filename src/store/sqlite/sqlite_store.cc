@@ -313,6 +313,7 @@ class Hub {
     std::deque<Event> queue;
     bool lagging = false;     // events after `last` must be read from the log
     bool closed = false;
+    bool progress_requested = false;  // next() returns at once, events or not
     std::condition_variable cv;
     explicit Watcher(const std::string& prefix) : range(prefix) {}
   };
@@ -636,6 +637,14 @@ class SqliteWatch final : public Watch {
 
   Revision progress() const override { return progress_; }
 
+  // Commits that touch nothing under the prefix move `last` without waking next().
+  bool request_progress() override {
+    std::lock_guard lk(hub_->mu);
+    w_->progress_requested = true;
+    w_->cv.notify_all();
+    return true;
+  }
+
   Result<std::vector<Event>> next(std::chrono::milliseconds timeout) override {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     std::unique_lock lk(hub_->mu);
@@ -646,6 +655,7 @@ class SqliteWatch final : public Watch {
                                std::make_move_iterator(w_->queue.end()));
         w_->queue.clear();
         progress_ = w_->last;  // every event up to `last` is in `out` or was returned
+        if (!w_->lagging) w_->progress_requested = false;
         return out;
       }
       if (w_->lagging) {
@@ -655,6 +665,11 @@ class SqliteWatch final : public Watch {
         lk.lock();
         if (!r) return fail(r.error());
         continue;
+      }
+      if (w_->progress_requested) {
+        w_->progress_requested = false;
+        progress_ = w_->last;
+        return std::vector<Event>{};
       }
       if (w_->cv.wait_until(lk, deadline) == std::cv_status::timeout &&
           w_->queue.empty() && !w_->lagging && !w_->closed) {

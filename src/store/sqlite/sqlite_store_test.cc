@@ -57,6 +57,44 @@ TEST_F(SqliteStoreTest, SlowWatcherCatchesUpFromTheLogWithoutLoss) {
   EXPECT_EQ((*batch)[0].revision(), more->mod_revision);
 }
 
+// Commits under other prefixes move a watch's progress without waking it; a progress
+// request makes next() return at once with the progress it has (a watch cache then knows
+// it has reached the store's revision without waiting for its next event or timeout).
+TEST_F(SqliteStoreTest, AProgressRequestEndsNextAtOnceWithTheStoresRevision) {
+  auto s = SqliteStore::open(options());
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  auto w = (*s)->watch("/quiet/", 0);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_TRUE((*w)->request_progress());
+  auto first = (*w)->next(30s);  // the request made before anything was written
+  ASSERT_TRUE(first.has_value());
+  Revision last = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto kv = (*s)->create("/busy/" + std::to_string(i), "v");
+    ASSERT_TRUE(kv.has_value());
+    last = kv->mod_revision;
+  }
+  std::thread requester([&] {
+    std::this_thread::sleep_for(20ms);  // next() is waiting by then (or the request waits for it)
+    (*w)->request_progress();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto batch = (*w)->next(30s);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  requester.join();
+  ASSERT_TRUE(batch.has_value()) << batch.error().message;
+  EXPECT_TRUE(batch->empty());
+  EXPECT_LT(took, 10s) << "next() waited out its timeout";
+  EXPECT_EQ((*w)->progress(), last);
+  // A request is answered once: the next call waits for events again.
+  auto kv = (*s)->create("/quiet/a", "v");
+  ASSERT_TRUE(kv.has_value());
+  auto ev = (*w)->next(30s);
+  ASSERT_TRUE(ev.has_value());
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].revision(), kv->mod_revision);
+}
+
 TEST_F(SqliteStoreTest, SecondOpenOfTheSameFileIsRefused) {
   auto first = SqliteStore::open(options());
   ASSERT_TRUE(first.has_value());
