@@ -23,7 +23,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,6 +34,7 @@
 
 #include "test/integration/harness.h"
 #include "test/integration/kos_cluster.h"
+#include "test/support/on_exit.h"
 
 namespace kos::testing {
 namespace {
@@ -284,14 +284,11 @@ TEST(Distributed, KillsOfAnEtcdMemberAnApiServerAndTheLeaderUnderLoadLoseNothing
     }
   });
   // Whatever fails below, the threads end before the objects they use.
-  struct Joiner {
-    std::function<void()> f;
-    ~Joiner() { f(); }
-  } join_threads{[&] {
+  kos::testing::OnExit join_threads([&] {
     done = true;
     if (load.joinable()) load.join();
     if (sampler.joinable()) sampler.join();
-  }};
+  });
 
   // The kills, on the driver's timeline (its report draws the marks).
   auto mark = [&](const std::string& what) {

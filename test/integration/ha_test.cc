@@ -14,7 +14,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -26,6 +25,7 @@
 #include "client/rest_client.h"
 #include "test/integration/harness.h"
 #include "test/integration/kos_cluster.h"
+#include "test/support/on_exit.h"
 
 namespace kos::testing {
 namespace {
@@ -154,14 +154,11 @@ TEST_F(HaTest, KillsOfAnEtcdMemberApiServersAndTheLeaderLoseNothing) {
     }
   });
   // Whatever fails below, the threads end before the objects they use.
-  struct Joiner {
-    std::function<void()> f;
-    ~Joiner() { f(); }
-  } join_threads{[&] {
+  kos::testing::OnExit join_threads([&] {
     done = true;
     if (creator.joinable()) creator.join();
     if (sampler.joinable()) sampler.join();
-  }};
+  });
   // The gap from `t` to the first acknowledgement after it.
   auto first_ack_after = [&](Steady::time_point t) {
     std::lock_guard lk(mu);
