@@ -63,6 +63,10 @@ struct AgentMetrics {
   metrics::Family<metrics::Counter>& unchanged = metrics::Registry::global().counter(
       "kos_agent_remote_events_unchanged_total",
       "Remote attachment events that changed nothing programmed here (no reconcile queued).");
+  metrics::Family<metrics::Counter>& local_unchanged = metrics::Registry::global().counter(
+      "kos_agent_local_events_unchanged_total",
+      "Local attachment events that left the interface and its status as they were (the echo of "
+      "the agent's own status write; no reconcile queued).");
   metrics::Family<metrics::Counter>& irrelevant_members = metrics::Registry::global().counter(
       "kos_agent_irrelevant_member_events_total",
       "Security group member events about an attachment that is not a member of the watched group "
@@ -156,6 +160,7 @@ std::string Agent::remote_selector(uint32_t vni, bool routed) const {
 void Agent::on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
                       bool present) {
   std::string key = client::object_key(*obj);
+  bool relevance_may_change = false, settled = false;
   {
     std::lock_guard lk(mu_);
     if (informer != kLocal) {
@@ -164,6 +169,33 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
       // would never be removed.
       auto it = vni_informers_.find(informer);
       if (it == vni_informers_.end() || it->second.get() != from) return;
+    }
+    if (informer == kLocal) {
+      const auto& na = std::get<api::NetworkAttachment>(*obj);
+      const bool addressed = present && na.status.address_vni != 0 && !na.status.ipv4.empty();
+      auto d = local_domains_.find(key);
+      if (!addressed) {
+        if (d != local_domains_.end()) {
+          local_domains_.erase(d);
+          relevance_may_change = true;
+        }
+      } else if (std::string dom = domain_of(na); d == local_domains_.end() || d->second != dom) {
+        local_domains_[key] = std::move(dom);
+        relevance_may_change = true;
+      }
+      if (relevance_may_change) ++counts_.relevance_checks;
+      // The echo of this agent's status write is what its worker made it: settled whether
+      // or not the worker has finished.
+      bool echo = false;
+      if (auto e = status_echo_.find(key); e != status_echo_.end()) {
+        echo = present && e->second.uid == na.metadata.uid && e->second.generation == na.metadata.generation &&
+               e->second.status == na.status;
+        status_echo_.erase(e);
+      }
+      if (present && !relevance_may_change && (echo || local_unchanged_locked(key, na))) {
+        settled = true;
+        ++counts_.local_unchanged;
+      }
     }
     if (present) holders_[key].insert(informer);
     else if (auto it = holders_.find(key); it != holders_.end()) {
@@ -193,7 +225,11 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
     }
   }
   if (informer == kLocal) {
-    controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
+    if (relevance_may_change) controller_.enqueue(kRelevanceKey);  // informers start/stop on a worker
+    if (settled) {
+      agent_metrics().local_unchanged.get().inc();
+      return;
+    }
     controller_.enqueue(key);
   } else if (opts_.remotes_inline && from->has_synced()) {
     controller_.reconcile_now(key, [&] { return reconcile_remote_now(key); });
@@ -812,6 +848,19 @@ fabric::Routing routing_of(const api::NetworkAttachment& na) {
   return fabric::Routing{na.status.routing_vni, *gw, na.status.prefix_length};
 }
 
+// The interface a local attachment wants (without a CNI placement), if it is addressed.
+std::optional<fabric::LocalIfc> local_want(const api::NetworkAttachment& na) {
+  auto ip = api::parse_ipv4(na.status.ipv4);
+  if (!ip || na.status.address_vni == 0) return std::nullopt;
+  fabric::LocalIfc want;
+  want.vni = na.status.address_vni;
+  want.guest_ip = *ip;
+  want.mac = api::guest_mac(*ip, want.vni);
+  want.name = api::interface_name(want.mac);
+  want.routing = routing_of(na);
+  return want;
+}
+
 // The mapping a remote attachment wants in the fabric, if any.
 std::optional<fabric::RemoteIfc> remote_want(const client::ObjectPtr& obj) {
   if (!obj) return std::nullopt;
@@ -980,18 +1029,36 @@ std::vector<Result<void>> Agent::apply_remotes(const std::vector<RemoteWork>& wo
   return out;
 }
 
+bool Agent::local_unchanged_locked(const std::string& key, const api::NetworkAttachment& na) {
+  auto l = locals_.find(key);
+  if (l == locals_.end() || l->second.uid != na.metadata.uid || placements_.count(key) ||
+      adopted_floor_.count(key) || l->second.post_delete_exec != na.spec.post_delete_exec)
+    return false;
+  auto want = local_want(na);
+  if (!want || l->second.ifc != *want) return false;
+  // What ensure_local would write into the status, and its policy and exec.
+  const auto& st = na.status;
+  if (st.mac_address != api::format_mac(want->mac) || st.ifc_name != want->name ||
+      st.host_ip != api::format_ipv4(opts_.host_ip) || !st.errors.host.empty())
+    return false;
+  auto pw = policy_want_locked(na);
+  auto p = policies_.find(key);
+  if ((p == policies_.end() ? std::optional<fabric::Policy>() : std::optional<fabric::Policy>(p->second)) != pw.policy ||
+      pw.in_force != st.security_groups_in_force)
+    return false;
+  if (!na.spec.post_create_exec.empty() && !execs_done_.count(na.metadata.uid + "/" + want->name) &&
+      !st.post_create_exec_report)
+    return false;
+  return !controller_.queue().is_processing(key);
+}
+
 Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const api::NetworkAttachment& na) {
-  auto ip = api::parse_ipv4(na.status.ipv4);
-  if (!ip || na.status.address_vni == 0) {
+  auto local = local_want(na);
+  if (!local) {
     if (auto r = remove_local(key); !r) return fail(r.error());
     return controllers::Requeue{};
   }
-  fabric::LocalIfc want;
-  want.vni = na.status.address_vni;
-  want.guest_ip = *ip;
-  want.mac = api::guest_mac(*ip, want.vni);
-  want.name = api::interface_name(want.mac);
-  want.routing = routing_of(na);
+  fabric::LocalIfc want = std::move(*local);
   {
     // A CNI ADD in progress for it: the guest end is made in the container's namespace.
     std::lock_guard lk(mu_);
@@ -1078,7 +1145,16 @@ Result<controllers::Requeue> Agent::ensure_local(const std::string& key, const a
     execs_done_.insert(exec_key);
   }
   if (next.status == na.status) return controllers::Requeue{};
+  {
+    // Its event may come back before the write's answer does.
+    std::lock_guard lk(mu_);
+    status_echo_[key] = StatusEcho{na.metadata.uid, na.metadata.generation, next.status};
+  }
   auto w = client_->update_status(next);
+  if (!w) {
+    std::lock_guard lk(mu_);
+    status_echo_.erase(key);
+  }
   if (w)
     if (auto t = na.extended_metadata.write_time(api::section::kAddress); t && na.status.ifc_name.empty())
       agent_metrics().write_to_status.get().observe(std::chrono::system_clock::now() - *t);

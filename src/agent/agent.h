@@ -105,6 +105,8 @@ class Agent {
     std::map<uint32_t, uint64_t> remote_events_by_vni;
     uint64_t irrelevant_events = 0;  // about a VNI not hosted here, or a local attachment
     uint64_t remote_unchanged = 0;   // remote events that changed nothing programmed here
+    uint64_t local_unchanged = 0;    // local events that left the interface and its status as they were
+    uint64_t relevance_checks = 0;   // local events that queued a look at which VNIs are relevant
     uint64_t remote_inline = 0;      // remote events reconciled on the thread that delivered them
     uint64_t vni_informers_started = 0;
     // Security groups: notifications from the group informers and the member watches,
@@ -201,6 +203,10 @@ class Agent {
   // the key's work as it is: the fabric already has what obj wants, the informer is the
   // key's only holder and no worker holds the key. No reconcile is needed then.
   bool remote_unchanged_locked(const std::string& key, uint32_t informer, const client::ObjectPtr& obj);
+  // mu_ held. The local informer's event about `key` leaves its work as it is: the fabric
+  // has the interface `na` wants, its policy and exec are done, and its status already says
+  // all that (the echo of this agent's own status write). No reconcile is needed then.
+  bool local_unchanged_locked(const std::string& key, const api::NetworkAttachment& na);
   // Without mu_: the fabric calls for all of `work` (one apply for the deletes, one for the
   // creates), remotes_ updated; result n is work[n]'s.
   std::vector<Result<void>> apply_remotes(const std::vector<RemoteWork>& work);
@@ -223,6 +229,19 @@ class Agent {
   std::set<uint32_t> routed_domains_;
   std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
+  // The domain each addressed local attachment makes relevant, as its last event said: an
+  // event that changes none leaves relevance alone (update_relevance is not queued).
+  std::map<std::string, std::string> local_domains_;
+  // The status a worker is writing, with the spec it acted on (uid, generation), until the
+  // next event about the key: that event, if it shows exactly this, is the echo and is
+  // settled without a reconcile (the worker's work is what it wants), whether it comes
+  // before or after the write's answer.
+  struct StatusEcho {
+    std::string uid;
+    int64_t generation = 0;
+    api::NetworkAttachmentStatus status;
+  };
+  std::map<std::string, StatusEcho> status_echo_;
   struct LocalState {
     fabric::LocalIfc ifc;
     std::string uid;

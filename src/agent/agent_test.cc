@@ -633,6 +633,37 @@ TEST_F(AgentTest, RemoteEventsThatChangeNothingProgrammedQueueNoWork) {
   EXPECT_EQ(agent.counts().remote_unchanged, after.remote_unchanged);
 }
 
+// The echo of the agent's own status write, and a label change, leave the local interface
+// and its status as they are: no reconcile is queued and relevance is not looked at again.
+// A change of address still reaches the fabric.
+TEST_F(AgentTest, LocalEventsThatChangeNothingQueueNoWork) {
+  ASSERT_NO_FATAL_FAILURE(node0_and_node1_on("e", 38, 0x0a0b0000u));
+  auto& agent = *agents_.back();  // node0's
+  auto& f = *fabrics_.back();
+  ASSERT_TRUE(eventually([&] {
+    auto na = c_->get<api::NetworkAttachment>("ns", "e-node0-0");
+    return na && !na->status.host_ip.empty() && AgentTestPeer::idle(agent);
+  }));
+  auto settled = agent.counts();
+  EXPECT_GE(settled.local_unchanged, 1u) << "the echo of the status write queued a reconcile";
+  const auto locals = f.locals();
+  ASSERT_EQ(locals.size(), 1u);
+
+  auto na = c_->get<api::NetworkAttachment>("ns", "e-node0-0");
+  ASSERT_TRUE(na.has_value());
+  na->metadata.labels["touched"] = "yes";
+  ASSERT_TRUE(c_->update(*na).has_value());
+  ASSERT_TRUE(eventually([&] { return agent.counts().local_events > settled.local_events; }));
+  auto after = agent.counts();
+  EXPECT_EQ(after.local_unchanged, settled.local_unchanged + 1) << "the label change queued a reconcile";
+  EXPECT_EQ(after.relevance_checks, settled.relevance_checks) << "the label change looked at relevance";
+  EXPECT_EQ(f.locals(), locals);
+
+  ASSERT_TRUE(c_->remove<api::NetworkAttachment>("ns", "e-node0-0").has_value());
+  ASSERT_TRUE(eventually([&] { return f.locals().empty(); })) << "the deletion was not programmed";
+  EXPECT_GT(agent.counts().relevance_checks, after.relevance_checks);
+}
+
 // A remote attachment's events after its VNI informer synced are programmed on the thread
 // that delivered them (no worker woken); the initial list goes to the workers, and with
 // remotes_inline off everything does. Both converge to the same fabric.
