@@ -347,9 +347,6 @@ TEST_F(RegistryTest, GarbageCollectorQueuesOnlyWhatMayConcernIt) {
   EXPECT_GT(gc_->queued(), 0u);
 }
 
-// With the caches current, deleting an attachment and collecting its lock read nothing
-// from the store: the delete starts from the watch cache's copy, and the collector takes a
-// cache that has reached the lock's revision without its owner as the owner's absence.
 // A list of the latest state (no resourceVersion) is served from the watch cache once the
 // cache has reached the store's revision: no store read, however busy other resources are
 // (a subnet validator's list per subnet read every subnet from the store), and it still
@@ -381,7 +378,7 @@ TEST_F(RegistryTest, ConsistentListsAreServedFromTheCacheAndSeeEveryEarlierWrite
 // A cache that lags (its store watch holds events back) does not answer a consistent list
 // with what it has: the store does.
 TEST_F(RegistryTest, AConsistentListFromALaggingCacheIsReadFromTheStore) {
-  auto a = make_na("a");
+  make_na("a");
   ASSERT_TRUE(eventually([&] { return nas().cache().get("ns", "a") != nullptr; }));
   fault_->hold_watches(true);
   make_na("b");
@@ -394,6 +391,9 @@ TEST_F(RegistryTest, AConsistentListFromALaggingCacheIsReadFromTheStore) {
   fault_->hold_watches(false);
 }
 
+// With the caches current, deleting an attachment and collecting its lock read nothing
+// from the store: the delete starts from the watch cache's copy, and the collector takes a
+// cache that has reached the lock's revision without its owner as the owner's absence.
 TEST_F(RegistryTest, DeletingAndCollectingCurrentObjectsReadNothingFromTheStore) {
   start_gc();
   auto na = make_na("a");
