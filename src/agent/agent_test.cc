@@ -441,12 +441,6 @@ TEST_F(AgentTest, SlowAndFailingFabricConverges) {
         << "locals " << f->locals().size() << " remotes " << f->remotes().size();
 }
 
-}  // namespace
-}  // namespace kos::agent
-
-namespace kos::agent {
-namespace {
-
 // A node that starts with many remote mappings to program (a restart on a busy cluster, a
 // VNI becoming relevant) hands them to the fabric in a few batches, not one call each.
 TEST_F(AgentTest, ColdStartProgramsRemoteMappingsInBatches) {
@@ -562,25 +556,6 @@ TEST_F(AgentTest, StoreFaultsUnderTheApiServerConverge) {
 }  // namespace kos::agent
 
 namespace kos::agent {
-
-// Reaches the agent's informer handlers, to deliver an event at a chosen moment.
-class AgentTestPeer {
- public:
-  static const client::Informer* informer(Agent& a, uint32_t vni) {
-    std::lock_guard lk(a.mu_);
-    auto it = a.vni_informers_.find(vni);
-    return it == a.vni_informers_.end() ? nullptr : it->second.get();
-  }
-  static void deliver(Agent& a, uint32_t vni, const client::Informer* from, const client::ObjectPtr& obj) {
-    a.on_object(vni, from, obj, true);
-  }
-  static bool idle(Agent& a) { return a.controller_.queue().idle(); }
-  static std::set<uint32_t> holders(Agent& a, const std::string& key) {
-    std::lock_guard lk(a.mu_);
-    auto it = a.holders_.find(key);
-    return it == a.holders_.end() ? std::set<uint32_t>{} : it->second;
-  }
-};
 
 namespace {
 

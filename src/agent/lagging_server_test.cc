@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/agent.h"
+#include "agent/testing.h"
 #include "apiserver/server.h"
 #include "client/informer.h"
 #include "client/rest_client.h"
@@ -191,20 +192,20 @@ TEST_F(LaggingServerTest, AnAgentRestartedOnTheLaggingServerKeepsWhatItsCacheDoe
   ASSERT_TRUE(cached->items.empty()) << "the second server's cache is not lagging";
   agents_.push_back(std::make_unique<Agent>(b_, fabric, o));
   ASSERT_TRUE(agents_.back()->start());
-  std::this_thread::sleep_for(1s);  // what a wrong agent would delete, it deletes now
+  // What a wrong agent would delete, it has deleted once its start-up work is done.
+  ASSERT_TRUE(eventually([&] { return AgentTestPeer::idle(*agents_.back()); }));
   EXPECT_EQ(fabric.counts().delete_local, before.delete_local) << "a live interface was deleted";
   EXPECT_EQ(fabric.locals().size(), 1u);
 
-  // The cache catches up: the attachment reaches the agent, nothing is re-programmed.
+  // The cache catches up: the attachment's history reaches the agent, nothing is
+  // re-programmed once the agent has handled it.
   faults_[1]->hold_watches(false);
   auto na = b_->get<api::NetworkAttachment>("ns", "late");
   ASSERT_TRUE(na);
+  const uint64_t latest = client::revision_of(na->metadata.resource_version);
   ASSERT_TRUE(eventually([&] {
-    auto page = b_->list(client::ResourceRef::of(api::Kind::kNetworkAttachment), "ns",
-                         client::ListOptions{.resource_version = std::string("0")});
-    return page && page->items.size() == 1;
+    return AgentTestPeer::local_revision(*agents_.back()) >= latest && AgentTestPeer::idle(*agents_.back());
   }));
-  std::this_thread::sleep_for(500ms);
   EXPECT_EQ(fabric.counts().delete_local, before.delete_local);
   EXPECT_EQ(fabric.counts().create_local, before.create_local) << "re-programmed what was right";
   EXPECT_EQ(fabric.locals().size(), 1u);

@@ -6,9 +6,36 @@
 
 #include <memory>
 
+#include "agent/agent.h"
 #include "client/test_server.h"
 #include "controllers/ipam/ipam.h"
 #include "controllers/subnet_validator/validator.h"
+
+namespace kos::agent {
+
+// Reaches the agent's informer handlers, to deliver an event at a chosen moment.
+class AgentTestPeer {
+ public:
+  static const client::Informer* informer(Agent& a, uint32_t vni) {
+    std::lock_guard lk(a.mu_);
+    auto it = a.vni_informers_.find(vni);
+    return it == a.vni_informers_.end() ? nullptr : it->second.get();
+  }
+  static void deliver(Agent& a, uint32_t vni, const client::Informer* from, const client::ObjectPtr& obj) {
+    a.on_object(vni, from, obj, true);
+  }
+  // Nothing queued, delayed or being reconciled.
+  static bool idle(Agent& a) { return a.controller_.queue().idle(); }
+  // The revision the local informer has reached.
+  static uint64_t local_revision(Agent& a) { return client::revision_of(a.local_.resource_version()); }
+  static std::set<uint32_t> holders(Agent& a, const std::string& key) {
+    std::lock_guard lk(a.mu_);
+    auto it = a.holders_.find(key);
+    return it == a.holders_.end() ? std::set<uint32_t>{} : it->second;
+  }
+};
+
+}  // namespace kos::agent
 
 namespace kos::agent::testing {
 
