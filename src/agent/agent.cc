@@ -183,6 +183,14 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
         local_domains_[key] = std::move(dom);
         relevance_may_change = true;
       }
+      // Its security groups: the groups' informers and member watches follow them.
+      static const std::vector<std::string> kNoGroups;
+      const auto& groups = present ? na.spec.security_groups : kNoGroups;
+      if (auto g = local_groups_.find(key); g == local_groups_.end() ? !groups.empty() : g->second != groups) {
+        if (groups.empty()) local_groups_.erase(g);
+        else local_groups_[key] = groups;
+        relevance_may_change = true;
+      }
       if (relevance_may_change) ++counts_.relevance_checks;
       // The echo of this agent's status write is what its worker made it: settled whether
       // or not the worker has finished.

@@ -229,9 +229,11 @@ class Agent {
   std::set<uint32_t> routed_domains_;
   std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
-  // The domain each addressed local attachment makes relevant, as its last event said: an
-  // event that changes none leaves relevance alone (update_relevance is not queued).
+  // The domain each addressed local attachment makes relevant, and the security groups of
+  // each that is in some, as its last event said: an event that changes neither leaves
+  // relevance alone (update_relevance is not queued).
   std::map<std::string, std::string> local_domains_;
+  std::map<std::string, std::vector<std::string>> local_groups_;
   // The status a worker is writing, with the spec it acted on (uid, generation), until the
   // next event about the key: that event, if it shows exactly this, is the echo and is
   // settled without a reconcile (the worker's work is what it wants), whether it comes

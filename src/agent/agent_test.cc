@@ -639,6 +639,34 @@ TEST_F(AgentTest, LocalEventsThatChangeNothingQueueNoWork) {
   EXPECT_GT(agent.counts().relevance_checks, after.relevance_checks);
 }
 
+// A security group added to an attachment that is already addressed and implemented (its
+// domain stays the same) is watched, and its rules come into force.
+TEST_F(AgentTest, AGroupAddedToAnImplementedAttachmentComesIntoForce) {
+  add_agent("node0", 0x0a0c0001u);
+  auto& agent = *agents_.back();
+  api::SecurityGroup g;
+  g.metadata.namespace_ = "ns";
+  g.metadata.name = "late";
+  g.spec.egress = {{"any", {}, {{"0.0.0.0/0", ""}}}};
+  auto group = c_->create(g);
+  ASSERT_TRUE(group.has_value()) << group.error().message;
+  create_network(*c_, "lg", 39, "node0", 0);
+  attach(*c_, "lg-node0-0", "node0", "lg");
+  auto na_of = [&] { return *c_->get<api::NetworkAttachment>("ns", "lg-node0-0"); };
+  ASSERT_TRUE(eventually([&] { return !na_of().status.host_ip.empty() && AgentTestPeer::idle(agent); }));
+  EXPECT_EQ(agent.counts().group_informers, 0u);
+
+  auto na = na_of();
+  na.spec.security_groups = {"late"};
+  ASSERT_TRUE(c_->update(na).has_value());
+  EXPECT_TRUE(eventually([&] {
+    return na_of().status.security_groups_in_force ==
+           std::vector<api::SecurityGroupRevision>{{"late", group->metadata.resource_version}};
+  })) << "the group's rules did not come into force";
+  EXPECT_EQ(agent.counts().group_informers, 1u);
+  EXPECT_EQ(fabrics_.back()->policies().size(), 1u);
+}
+
 // A remote attachment's events after its VNI informer synced are programmed on the thread
 // that delivered them (no worker woken); the initial list goes to the workers, and with
 // remotes_inline off everything does. Both converge to the same fabric.
