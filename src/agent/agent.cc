@@ -139,9 +139,10 @@ Agent::Agent(std::shared_ptr<client::RestClient> client, fabric::Fabric& fabric,
     for (const auto& g : na.spec.security_groups) out.push_back(na.metadata.namespace_ + "/" + g);
     return out;
   });
-  local_.add_handlers({[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
-                       [this](const client::ObjectPtr&, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
-                       [this](const client::ObjectPtr& o, bool) { on_object(kLocal, &local_, o, false); }});
+  local_.add_handlers(
+      {[this](const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true); },
+       [this](const client::ObjectPtr& old, const client::ObjectPtr& o) { on_object(kLocal, &local_, o, true, old.get()); },
+       [this](const client::ObjectPtr& o, bool) { on_object(kLocal, &local_, o, false, o.get()); }});
 }
 
 Agent::~Agent() { stop(); }
@@ -157,8 +158,27 @@ std::string Agent::remote_selector(uint32_t vni, bool routed) const {
          ",spec.node!=" + opts_.node + ",status.hostIP!=";
 }
 
+namespace {
+
+// Whether a local attachment's change (before: its state the last event showed, or null;
+// after: its state now, or null when gone) leaves what it makes relevant as it was: the
+// domain it is addressed in, and its security groups (their watches follow them).
+bool same_relevance(const api::AnyObject* before, const api::AnyObject* after) {
+  static const std::vector<std::string> kNoGroups;
+  auto domain = [](const api::AnyObject* o) {
+    const auto* na = o ? &std::get<api::NetworkAttachment>(*o) : nullptr;
+    return na && na->status.address_vni != 0 && !na->status.ipv4.empty() ? domain_of(*na) : std::string();
+  };
+  auto groups = [](const api::AnyObject* o) -> const std::vector<std::string>& {
+    return o ? std::get<api::NetworkAttachment>(*o).spec.security_groups : kNoGroups;
+  };
+  return domain(before) == domain(after) && groups(before) == groups(after);
+}
+
+}  // namespace
+
 void Agent::on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
-                      bool present) {
+                      bool present, const api::AnyObject* before) {
   std::string key = client::object_key(*obj);
   bool relevance_may_change = false, settled = false;
   {
@@ -172,25 +192,7 @@ void Agent::on_object(uint32_t informer, const client::Informer* from, const cli
     }
     if (informer == kLocal) {
       const auto& na = std::get<api::NetworkAttachment>(*obj);
-      const bool addressed = present && na.status.address_vni != 0 && !na.status.ipv4.empty();
-      auto d = local_domains_.find(key);
-      if (!addressed) {
-        if (d != local_domains_.end()) {
-          local_domains_.erase(d);
-          relevance_may_change = true;
-        }
-      } else if (std::string dom = domain_of(na); d == local_domains_.end() || d->second != dom) {
-        local_domains_[key] = std::move(dom);
-        relevance_may_change = true;
-      }
-      // Its security groups: the groups' informers and member watches follow them.
-      static const std::vector<std::string> kNoGroups;
-      const auto& groups = present ? na.spec.security_groups : kNoGroups;
-      if (auto g = local_groups_.find(key); g == local_groups_.end() ? !groups.empty() : g->second != groups) {
-        if (groups.empty()) local_groups_.erase(g);
-        else local_groups_[key] = groups;
-        relevance_may_change = true;
-      }
+      relevance_may_change = !same_relevance(before, present ? obj.get() : nullptr);
       if (relevance_may_change) ++counts_.relevance_checks;
       // The echo of this agent's status write is what its worker made it: settled whether
       // or not the worker has finished.

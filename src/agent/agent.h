@@ -154,8 +154,10 @@ class Agent {
   static constexpr uint32_t kLocal = 0;  // informer id of the local informer; VNIs are 1..
   // `from` is the informer that delivered: events of a VNI informer no longer in
   // vni_informers_ are dropped.
+  // `before`: for the local informer, the attachment's state its last event showed (null:
+  // none), so that a change of what it makes relevant is seen.
   void on_object(uint32_t informer, const client::Informer* from, const client::ObjectPtr& obj,
-                 bool present);
+                 bool present, const api::AnyObject* before = nullptr);
   // The field selector of the informer of a VNI, or of a VPC's routing VNI (routed).
   std::string remote_selector(uint32_t vni, bool routed) const;
   void update_relevance();  // starts/stops VNI informers to match the local attachments
@@ -229,11 +231,6 @@ class Agent {
   std::set<uint32_t> routed_domains_;
   std::map<uint32_t, std::chrono::steady_clock::time_point> leaving_;  // VNI -> informer stops at
   std::map<std::string, std::set<uint32_t>> holders_;  // attachment key -> informers holding it
-  // The domain each addressed local attachment makes relevant, and the security groups of
-  // each that is in some, as its last event said: an event that changes neither leaves
-  // relevance alone (update_relevance is not queued).
-  std::map<std::string, std::string> local_domains_;
-  std::map<std::string, std::vector<std::string>> local_groups_;
   // The status a worker is writing, with the spec it acted on (uid, generation), until the
   // next event about the key: that event, if it shows exactly this, is the echo and is
   // settled without a reconcile (the worker's work is what it wants), whether it comes
